@@ -1,0 +1,77 @@
+"""The compile sandbox: ``torch.compile(model, backend="sandbox")``.
+
+Every graph that misses the compile caches is compiled in an isolated,
+pre-started worker process; every graph yields a :class:`CompileReport`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from sandbox.options import OptionError, Options
+from sandbox.telemetry.report import CompileReport, Run
+
+__all__ = [
+    "CompileReport",
+    "OptionError",
+    "Options",
+    "Run",
+    "SandboxCompileError",
+    "UnpicklableGraphError",
+    "on_report",
+    "reports",
+    "shutdown",
+    "warmup",
+    "workers",
+]
+__version__ = "0.1.0"
+
+
+def reports() -> list[CompileReport]:
+    """This process's reports, one per compiled graph, oldest first."""
+    from sandbox import runtime
+
+    return runtime.reports()
+
+
+def on_report(fn: Callable[[CompileReport], None]) -> Callable[[CompileReport], None]:
+    """Call ``fn(report)`` for every new report (usable as a decorator)."""
+    from sandbox import runtime
+
+    return runtime.on_report(fn)
+
+
+def warmup(workers: int | None = None, wait: bool = False, timeout: float | None = None) -> None:
+    """Start the workers now (they warm up in the background; ``wait=True`` blocks until ready).
+
+    Call it early - before building the model or loading data - so the workers pay
+    Inductor's one-time costs while the program does something else.
+    """
+    from sandbox import runtime
+
+    pool = runtime.get_pool(workers or Options.resolve().workers)
+    if wait:
+        pool.wait_ready(timeout)
+
+
+def workers() -> list[dict[str, Any]]:
+    """The live workers: pid, ready, jobs served, resident memory (bytes, with children)."""
+    from sandbox.isolation import pool
+
+    p = pool.current_pool()
+    return p.workers() if p else []
+
+
+def shutdown() -> None:
+    """Stop the workers now (they stop at exit anyway)."""
+    from sandbox.isolation import pool
+
+    pool.shutdown()
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("SandboxCompileError", "UnpicklableGraphError"):
+        from sandbox.isolation import scheme
+
+        return getattr(scheme, name)
+    raise AttributeError(name)

@@ -1,0 +1,479 @@
+"""Every touch of a private PyTorch API, in one place.
+
+Written against torch 2.13.0 (CPU) and checked on torch 2.11 (CUDA). Each public
+function here names the private symbols it relies on; ``tests/test_compat.py``
+has one test per touch point, so a torch release that moves one fails loudly
+there instead of deep inside a compile.
+
+Differences between the supported versions that matter here:
+- ``compile_fx.fx_codegen_and_compile`` gained ``compile_region_name`` after
+  2.11: the seam takes ``*args, **kwargs`` and passes them through.
+- ``compile_fx_inner`` likewise: passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import logging
+import os
+import sys
+import threading
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+log = logging.getLogger("sandbox")
+
+# --- the seam into Inductor -------------------------------------------------
+# torch._inductor.compile_fx: compile_fx, compile_fx_inner, fx_codegen_and_compile
+# (looked up as a module global at call time by _compile_fx_inner).
+
+
+def compile_fx_module() -> Any:
+    from torch._inductor import compile_fx as m
+
+    return m
+
+
+def compile_fx(gm: Any, example_inputs: Sequence[Any], *, inner_compile: Callable, config_patches: dict | None) -> Any:
+    return compile_fx_module().compile_fx(
+        gm, example_inputs, inner_compile=inner_compile, config_patches=config_patches or None
+    )
+
+
+def compile_fx_inner(gm: Any, example_inputs: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+    return compile_fx_module().compile_fx_inner(gm, example_inputs, *args, **kwargs)
+
+
+_seam_lock = threading.Lock()
+_seam_original: Callable | None = None
+
+
+def install_seam(route: Callable[[], Any]) -> None:
+    """Replace ``compile_fx.fx_codegen_and_compile`` once.
+
+    ``route()`` returns an object with ``codegen_and_compile(gm, example_inputs,
+    inputs_to_check, graph_kwargs, compile_region_name)`` while a sandbox compile is
+    active on this thread/context, else None: then the stock function runs, so a
+    plain ``backend="inductor"`` compile in the same process is untouched.
+    """
+    global _seam_original
+    with _seam_lock:
+        m = compile_fx_module()
+        if getattr(m.fx_codegen_and_compile, "_sandbox_seam", False):
+            return
+        original = m.fx_codegen_and_compile
+        _seam_original = original
+
+        @functools.wraps(original)
+        def fx_codegen_and_compile(gm: Any, example_inputs: Any, inputs_to_check: Any, *args: Any, **kwargs: Any) -> Any:
+            scheme = route()
+            if scheme is None:
+                return original(gm, example_inputs, inputs_to_check, *args, **kwargs)
+            region = kwargs.pop("compile_region_name", args[0] if args else None)
+            return scheme.codegen_and_compile(gm, example_inputs, inputs_to_check, kwargs, region)
+
+        fx_codegen_and_compile._sandbox_seam = True  # type: ignore[attr-defined]
+        m.fx_codegen_and_compile = fx_codegen_and_compile
+
+
+def seam_installed() -> bool:
+    return bool(getattr(compile_fx_module().fx_codegen_and_compile, "_sandbox_seam", False))
+
+
+def compile_in_process(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
+    """Inductor's own in-process codegen (``_InProcessFxCompile``)."""
+    scheme = compile_fx_module()._InProcessFxCompile()
+    scheme.compile_region_name = region
+    return scheme.codegen_and_compile(gm, example_inputs, inputs_to_check, graph_kwargs)
+
+
+def eager_callable(gm: Any) -> Callable:
+    """What Inductor itself returns for a graph it does not compile: the FX
+    graph's own forward, boxed (``torch._functorch.aot_autograd.make_boxed_func``)."""
+    from torch._functorch.aot_autograd import make_boxed_func
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+
+    _LazyGraphModule.force_recompile(gm)
+    return make_boxed_func(gm.forward)
+
+
+def list_mode_options(mode: str) -> dict[str, Any]:
+    import torch._inductor
+
+    return dict(torch._inductor.list_mode_options(mode))
+
+
+def mode_names() -> list[str]:
+    import torch._inductor
+
+    return list(torch._inductor.list_mode_options())
+
+
+def inductor_option_names() -> set[str]:
+    import torch._inductor
+
+    return set(torch._inductor.list_options())
+
+
+# --- the wire ----------------------------------------------------------------
+# torch._inductor.compile_fx_ext: _WireProtocolInput/_WireProtocolPickledInput/
+# _WireProtocolPickledOutput, _VirtualizedSerializer, _LoggerState,
+# _LoweringSerializer, _FakeTensorModeSerializer, _current_fake_mode,
+# _graph_contains_triton_kernel_wrappers, _SerializedFxCompile._run_in_child,
+# _OutOfProcessFxCompile._postprocess;  torch.fx._graph_pickler: GraphPickler,
+# Options, _node_metadata_key_filter_safe.
+
+PICKLE_SAFE_NAMESPACES = ("aten", "prims", "fbgemm")
+
+
+class Unpicklable(Exception):
+    """The graph cannot cross the process boundary; ``str(self)`` says why."""
+
+
+@dataclass
+class WirePayload:
+    data: bytes
+    constants: Any  # CompiledFxGraphConstantsWithGm: stays in the parent
+    imports: list[str] = field(default_factory=list)  # modules defining custom ops
+    libraries: list[str] = field(default_factory=list)  # torch.ops.load_library paths
+
+
+def _foreign(module: str | None, qualname: str | None) -> bool:
+    """An object the worker cannot import: defined in the user's script or local to a function."""
+    return module in ("__main__", "__mp_main__") or (qualname is not None and "<locals>" in qualname)
+
+
+@functools.lru_cache(maxsize=None)
+def _stand_in_class(module: str, qualname: str) -> type:
+    name = qualname.rsplit(".", 1)[-1]
+    return type(name, (), {"__module__": module, "__qualname__": qualname, "_sandbox_stand_in": True})
+
+
+def _rebuild_class(module: str, qualname: str) -> type:
+    return _stand_in_class(module, qualname)
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """An instance or function of user code, carried as its name only."""
+
+    module: str
+    qualname: str
+    text: str
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self.module}.{self.qualname}>"
+
+
+def _custom_op_origin(namespace: str, opname: str) -> tuple[str | None, str | None]:
+    """(module that defines the op, or None; reason it cannot cross, or None)."""
+    from torch._library import custom_ops
+
+    opdef = custom_ops.OPDEFS.get(f"{namespace}::{opname}")
+    if opdef is not None:
+        module = getattr(opdef._init_fn, "__module__", None)
+        if module and not _foreign(module, getattr(opdef._init_fn, "__qualname__", None)):
+            return module, None
+        return None, f"custom op {namespace}::{opname} is defined in {module or 'an unknown module'}, which the worker cannot import"
+    for name, mod in list(sys.modules.items()):
+        if mod is None or name in ("__main__", "__mp_main__"):
+            continue
+        try:
+            values = list(vars(mod).values())
+        except TypeError:
+            continue
+        for value in values:
+            if isinstance(value, torch.library.Library) and getattr(value, "ns", None) == namespace:
+                return name, None
+    if getattr(torch.ops, "loaded_libraries", None):
+        return None, None  # the worker loads the same shared libraries
+    return None, f"custom op {namespace}::{opname} is not defined by an importable module (defined in the training script?)"
+
+
+class _Crossing:
+    """Collects what the worker must import for the custom ops a graph uses."""
+
+    def __init__(self) -> None:
+        self.imports: set[str] = set()
+        self.refused: list[str] = []
+
+    def ops_filter(self, name: str) -> bool:
+        parts = name.split(".")
+        if len(parts) < 4 or parts[:2] != ["torch", "ops"]:
+            return False
+        namespace, opname = parts[2], parts[3]
+        if namespace in PICKLE_SAFE_NAMESPACES:
+            return True
+        module, refusal = _custom_op_origin(namespace, opname)
+        if refusal:
+            self.refused.append(refusal)
+            return False
+        if module:
+            self.imports.add(module)
+        return True
+
+
+_FUNCTION_TYPES = (types.FunctionType, types.MethodType, functools.partial)
+
+
+def _make_pickler_class() -> type:
+    from torch.fx._graph_pickler import GraphPickler
+
+    class SandboxPickler(GraphPickler):
+        """GraphPickler that carries user-defined classes and objects by name."""
+
+        def reducer_override(self, obj: object) -> Any:  # type: ignore[override]
+            reduced = super().reducer_override(obj)
+            if reduced is not NotImplemented:
+                return reduced
+            if isinstance(obj, type):
+                if _foreign(obj.__module__, obj.__qualname__):
+                    return (_rebuild_class, (obj.__module__, obj.__qualname__))
+                return NotImplemented
+            if isinstance(obj, (torch.fx.GraphModule, torch.Tensor)):
+                return NotImplemented
+            if isinstance(obj, _FUNCTION_TYPES) and _foreign(obj.__module__, obj.__qualname__):
+                return (StandIn, (str(obj.__module__), obj.__qualname__, ""))
+            cls = type(obj)
+            if cls.__module__ != "builtins" and _foreign(cls.__module__, cls.__qualname__):
+                try:
+                    text = repr(obj)[:200]
+                except Exception:
+                    text = ""
+                return (StandIn, (cls.__module__, cls.__qualname__, text))
+            return NotImplemented
+
+    return SandboxPickler
+
+
+@functools.lru_cache(maxsize=1)
+def _pickler_class() -> type:
+    return _make_pickler_class()
+
+
+def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict) -> WirePayload:
+    """Build Inductor's ``_WireProtocolInput`` and pickle it with the sandbox's pickler.
+
+    Mirrors ``_SerializedFxCompile.serialize_compile`` but keeps the reason a graph
+    cannot cross instead of logging it and compiling in the parent.
+    """
+    from pickle import PicklingError
+
+    from torch._inductor import config as inductor_config
+    from torch._inductor import compile_fx_ext as ext
+    from torch._inductor.codecache import BypassFxGraphCache, FxGraphCache
+    from torch._inductor.output_code import CompiledFxGraphConstantsWithGm
+    from torch.fx._graph_pickler import Options
+
+    try:
+        FxGraphCache._check_for_hop(gm)
+    except BypassFxGraphCache as e:
+        raise Unpicklable(f"graph contains a higher-order op that cannot be serialized: {e}") from e
+    if ext._graph_contains_triton_kernel_wrappers(gm):
+        raise Unpicklable("graph calls user-defined Triton kernels (process-local kernel side table)")
+
+    deterministic_guard = None
+    try:
+        deterministic_guard = torch.testing._internal.common_utils.DeterministicGuard._current_state()  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+    crossing = _Crossing()
+    wire_input = ext._WireProtocolInput(
+        gm,
+        example_inputs,
+        inputs_to_check,
+        graph_kwargs,
+        torch._guards.TracingContext.try_get(),
+        inductor_config.save_config_portable(),
+        ext._VirtualizedSerializer.serialize(),
+        deterministic_guard,
+        ext._LoggerState(),
+        ext._LoweringSerializer(),
+        ext._FakeTensorModeSerializer(ext._current_fake_mode()),
+    )
+    try:
+        data = _pickler_class().dumps(wire_input, Options(ops_filter=crossing.ops_filter))
+    except BypassFxGraphCache as e:
+        reason = crossing.refused[0] if crossing.refused else str(e)
+        raise Unpicklable(reason) from e
+    except (AttributeError, PicklingError, TypeError, NotImplementedError) as e:
+        raise Unpicklable(f"{type(e).__name__}: {e}") from e
+    libraries = sorted(getattr(torch.ops, "loaded_libraries", ()) or ())
+    return WirePayload(data, CompiledFxGraphConstantsWithGm(gm), sorted(crossing.imports), libraries)
+
+
+def run_in_child(data: bytes, extra_env: dict[str, str]) -> bytes:
+    """Worker side: Inductor's own ``_SerializedFxCompile._run_in_child``."""
+    from torch._inductor.compile_fx_ext import _SerializedFxCompile, _WireProtocolPickledInput
+
+    return _SerializedFxCompile._run_in_child(_WireProtocolPickledInput(data), extra_env).value
+
+
+def load_output(data: bytes, constants: Any, region: str | None) -> Any:
+    """Parent side: unpickle the worker's ``_WireProtocolOutput`` and apply what the
+    stock out-of-process scheme applies (metric deltas, output-code hook, warnings
+    and log records)."""
+    from torch._inductor.compile_fx_ext import _OutOfProcessFxCompile, _WireProtocolPickledOutput
+    from torch._inductor.output_code import CompiledFxGraph
+
+    output = _WireProtocolPickledOutput(data).deserialize(constants)
+    if isinstance(output.graph, CompiledFxGraph):
+        output.graph.compile_region_name = region
+    _OutOfProcessFxCompile._postprocess(None, output)  # type: ignore[arg-type]
+    return output.graph
+
+
+# --- caches --------------------------------------------------------------------
+# torch._inductor.utils: clear_on_fresh_cache, clear_caches.
+
+
+class CacheClock:
+    """Counts how often the process cleared Inductor's in-memory caches.
+
+    Registered with ``clear_on_fresh_cache`` so ``clear_caches()`` (called by
+    ``fresh_cache()``, ``torch._dynamo.reset()`` paths and tests) ticks it. The
+    value is sent with each job; a worker clears its own caches when it changed.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def cache_clear(self) -> None:
+        self.value += 1
+
+
+def register_cache_clock(clock: CacheClock) -> None:
+    from torch._inductor.utils import clear_on_fresh_cache
+
+    clear_on_fresh_cache(clock)
+
+
+def clear_inductor_caches() -> None:
+    from torch._inductor.utils import clear_caches
+
+    clear_caches()
+
+
+# --- dynamo state ----------------------------------------------------------------
+# torch._dynamo.utils.counters, torch._guards.CompileContext, TracingContext,
+# torch._dynamo.convert_frame.compile_lock.
+
+
+def counters_snapshot() -> dict[str, dict[str, int]]:
+    from torch._dynamo.utils import counters
+
+    return {group: dict(c) for group, c in counters.items()}
+
+
+def counter_deltas(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for group, values in after.items():
+        prev = before.get(group, {})
+        d = {k: v - prev.get(k, 0) for k, v in values.items() if v != prev.get(k, 0)}
+        if d:
+            out[group] = d
+    return out
+
+
+def apply_counter_deltas(deltas: dict[str, dict[str, int]]) -> None:
+    """Add a worker's counter deltas to this process's ``counters``, as if compiled here."""
+    from torch._dynamo.utils import counters
+
+    for group, values in deltas.items():
+        for key, n in values.items():
+            counters[group][key] += n
+
+
+def current_compile_id() -> str | None:
+    cid = torch._guards.CompileContext.current_compile_id()
+    return str(cid) if cid is not None else None
+
+
+def code_location() -> tuple[str | None, str | None, int | None]:
+    """(co_name, filename, first line) of the user frame dynamo is compiling
+    (``torch._dynamo.symbolic_convert.InstructionTranslator.current_tx``)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+    except Exception:
+        tx = None
+    code = getattr(tx, "f_code", None)
+    if code is None:
+        return None, None, None
+    return code.co_name, code.co_filename, code.co_firstlineno
+
+
+@contextlib.contextmanager
+def compile_lock_released() -> Iterator[None]:
+    """Let other threads' dynamo compiles proceed while this thread only waits for a worker.
+
+    Dynamo holds the re-entrant ``convert_frame.compile_lock`` for a whole frame
+    compile; waiting on a worker needs none of the state it guards.
+    """
+    from torch._dynamo.convert_frame import compile_lock
+
+    if not compile_lock._is_owned():  # type: ignore[attr-defined]
+        yield
+        return
+    state = compile_lock._release_save()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        compile_lock._acquire_restore(state)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def compile_context(compile_id: str | None) -> Iterator[None]:
+    """Enter dynamo's compile context under ``compile_id`` (worker side), so the
+    worker's events carry the parent's compile id."""
+    if not compile_id:
+        yield
+        return
+    from torch._guards import CompileContext, CompileId
+
+    try:
+        cid = CompileId.from_string(compile_id)
+    except Exception:
+        yield
+        return
+    with torch._guards.compile_context(CompileContext(cid)):
+        yield
+
+
+# --- worker warm-up -----------------------------------------------------------------
+# torch._inductor.cpu_vec_isa.pick_vec_isa; torch._inductor.async_compile.
+
+
+def warm_up_inductor() -> None:
+    """Pay Inductor's one-time costs: imports and the CPU instruction-set probe."""
+    import torch._inductor.compile_fx  # noqa: F401
+    import torch._inductor.compile_fx_ext  # noqa: F401
+    from torch._inductor import cpu_vec_isa
+
+    cpu_vec_isa.pick_vec_isa()
+    import torch._inductor.codegen.cpp  # noqa: F401
+    import torch._inductor.scheduler  # noqa: F401
+    import torch._inductor.lowering  # noqa: F401
+    import torch._inductor.graph  # noqa: F401
+    import torch._inductor.codegen.wrapper  # noqa: F401
+    import torch._inductor.fx_passes.post_grad  # noqa: F401
+
+
+def load_custom_op_sources(imports: list[str], libraries: list[str]) -> None:
+    for path in libraries:
+        if path not in getattr(torch.ops, "loaded_libraries", set()):
+            torch.ops.load_library(path)
+    for module in imports:
+        importlib.import_module(module)
+
+
+def cache_env() -> dict[str, str]:
+    names = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+    return {n: os.environ[n] for n in names if n in os.environ}

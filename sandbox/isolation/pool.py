@@ -1,0 +1,412 @@
+"""Pre-started workers: spawn, hand out, watch (timeout, memory), replace, shut down.
+
+A worker is a ``python -m sandbox.isolation.worker`` process with three pipes: jobs
+in, results out, and a lifeline it watches so that it exits when this process
+dies, SIGKILL included. A forked child of this process (a DataLoader worker)
+forgets the pool: it neither uses nor tears down the parent's workers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox.isolation import protocol
+
+
+@dataclass
+class WorkerFailure(Exception):
+    """A job that did not come back with a compiled graph."""
+
+    kind: str  # crash | timeout | oom | error
+    message: str
+    pid: int | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    traceback: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class JobResult:
+    reply: dict[str, Any]
+    worker_pid: int
+    waited_s: float  # waiting for a free, ready worker
+    sent_at: float
+    received_at: float
+
+
+def _signal_name(code: int | None) -> str | None:
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its descendants (Inductor's compile pool)."""
+    total = 0
+    todo = [pid]
+    seen = set()
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+class WorkerProcess:
+    def __init__(self, index: int, log_dir: str, env: dict[str, str]) -> None:
+        self.index = index
+        job_r, self.job_w = os.pipe()
+        self.result_r, result_w = os.pipe()
+        lifeline_r, self.lifeline_w = os.pipe()
+        self.log_path = os.path.join(log_dir, f"worker-{index}-{time.time_ns()}.log")
+        self.spawned_at = time.time()
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sandbox.isolation.worker",
+                    "--in-fd", str(job_r),
+                    "--out-fd", str(result_w),
+                    "--lifeline-fd", str(lifeline_r),
+                    "--parent-pid", str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(job_r, result_w, lifeline_r),
+                env=env,
+                close_fds=True,
+            )
+        for fd in (job_r, result_w, lifeline_r):
+            os.close(fd)
+        self.pid = self.proc.pid
+        self.ready: dict[str, Any] | None = None
+        self.jobs = 0
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.job_w, self.result_r, self.lifeline_w)
+
+    def log_tail(self, n: int = 20) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 16384))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return lines[-n:]
+        except OSError:
+            return []
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                # The worker may have started Inductor's own compile pool: end the group's tree.
+                for child in _descendants(self.pid):
+                    _kill_quietly(child)
+                self.proc.kill()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        for fd in self.fds():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def forget(self) -> None:
+        """In a forked child: drop our copies of the pipes, leave the process alone."""
+        self.close()
+        self.proc.returncode = 0  # never waited on, never killed from here
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    kids = [int(c) for c in f.read().split()]
+                out.extend(kids)
+                todo.extend(kids)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class Pool:
+    """A fixed number of pre-started workers; one job per worker at a time."""
+
+    def __init__(self, size: int, env: dict[str, str] | None = None) -> None:
+        self.size = size
+        self.env = dict(os.environ if env is None else env)
+        self.log_dir = tempfile.mkdtemp(prefix="sandbox-workers-")
+        self._idle: queue.Queue[WorkerProcess] = queue.Queue()
+        self._lock = threading.Lock()
+        self._workers: list[WorkerProcess] = []
+        self._next_index = 0
+        self.restarts = 0
+        self.closed = False
+        self.owner_pid = os.getpid()
+        for _ in range(size):
+            self._spawn()
+
+    # -- lifecycle ---------------------------------------------------------------
+    def _spawn(self) -> WorkerProcess:
+        with self._lock:
+            index = self._next_index
+            self._next_index += 1
+        w = WorkerProcess(index, self.log_dir, self.env)
+        with self._lock:
+            self._workers.append(w)
+        self._idle.put(w)
+        return w
+
+    def _retire(self, w: WorkerProcess, replace: bool) -> None:
+        w.kill()
+        with self._lock:
+            if w in self._workers:
+                self._workers.remove(w)
+        if replace and not self.closed:
+            self.restarts += 1
+            self._spawn()
+
+    def resize(self, size: int) -> None:
+        while self.size < size:
+            self.size += 1
+            self._spawn()
+        self.size = max(self.size, size)  # shrinking is not needed: extra workers just idle
+
+    def shutdown(self, timeout: float = 3.0) -> None:
+        if self.closed or os.getpid() != self.owner_pid:
+            return
+        self.closed = True
+        with self._lock:
+            workers = list(self._workers)
+            self._workers.clear()
+        for w in workers:
+            try:
+                protocol.send(w.job_w, {"op": "exit"})
+            except OSError:
+                pass
+        deadline = time.time() + timeout
+        for w in workers:
+            try:
+                w.proc.wait(timeout=max(0.05, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
+            w.kill()
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def forget(self) -> None:
+        self.closed = True
+        with self._lock:
+            for w in self._workers:
+                w.forget()
+            self._workers.clear()
+
+    def workers(self) -> list[dict[str, Any]]:
+        with self._lock:
+            workers = list(self._workers)
+        return [
+            {
+                "pid": w.pid,
+                "alive": w.alive(),
+                "ready": w.ready is not None,
+                "jobs": w.jobs,
+                "rss_bytes": _tree_rss_bytes(w.pid) if w.alive() else 0,
+                "warm_up_s": (w.ready or {}).get("warm_up_s"),
+                "start_to_ready_s": ((w.ready or {}).get("ready_at", w.spawned_at) - w.spawned_at) if w.ready else None,
+            }
+            for w in workers
+        ]
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until every worker has finished its warm-up."""
+        deadline = None if timeout is None else time.time() + timeout
+        with self._lock:
+            workers = list(self._workers)
+        for w in workers:
+            if w.ready is None:
+                self._await_ready(w, deadline)
+
+    # -- one job -------------------------------------------------------------------
+    def _await_ready(self, w: WorkerProcess, deadline: float | None) -> None:
+        reply = self._receive(w, deadline, memory_limit=None)
+        if reply.get("op") != "ready":
+            raise WorkerFailure("error", f"worker {w.pid} sent {reply.get('op')!r} before it was ready", pid=w.pid)
+        w.ready = reply
+
+    def _receive(self, w: WorkerProcess, deadline: float | None, memory_limit: int | None) -> dict[str, Any]:
+        while True:
+            wait = 0.1 if memory_limit else 1.0
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.time()))
+            try:
+                readable, _, _ = select.select([w.result_r], [], [], wait)
+            except (OSError, ValueError):
+                readable = [w.result_r]
+            if readable:
+                try:
+                    return protocol.recv(w.result_r)
+                except (protocol.ChannelClosed, OSError, EOFError) as e:
+                    raise self._death(w) from e
+            if memory_limit:
+                rss = _tree_rss_bytes(w.pid)
+                if rss > memory_limit:
+                    w.kill()
+                    raise WorkerFailure(
+                        "oom",
+                        f"worker {w.pid} grew to {rss / 2**20:.0f} MiB, past memory_limit_mb={memory_limit // 2**20}; it was killed",
+                        pid=w.pid,
+                        signal="SIGKILL",
+                        log_tail=w.log_tail(),
+                    )
+            if deadline is not None and time.time() >= deadline:
+                w.kill()
+                raise WorkerFailure(
+                    "timeout",
+                    f"worker {w.pid} did not finish within the time limit; it was killed",
+                    pid=w.pid,
+                    signal="SIGKILL",
+                    log_tail=w.log_tail(),
+                )
+            if not w.alive():
+                raise self._death(w)
+
+    def _death(self, w: WorkerProcess) -> WorkerFailure:
+        try:
+            code = w.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        sig = _signal_name(code)
+        how = f"was killed by {sig}" if sig else f"exited with code {code}"
+        return WorkerFailure(
+            "crash",
+            f"worker {w.pid} {how}",
+            pid=w.pid,
+            exit_code=code if code is not None and code >= 0 else None,
+            signal=sig,
+            log_tail=w.log_tail(),
+        )
+
+    def run(self, job: dict[str, Any], timeout_s: float | None, memory_limit_mb: int | None) -> JobResult:
+        """Send one job to a free worker and wait for its reply.
+
+        Raises WorkerFailure; the worker involved is then replaced (a failed job
+        may leave poisoned state behind, so no worker is reused after one).
+        """
+        if self.closed:
+            raise WorkerFailure("error", "the worker pool is shut down")
+        t0 = time.time()
+        w = self._idle.get()
+        limit = memory_limit_mb * 2**20 if memory_limit_mb else None
+        healthy = False
+        try:
+            if w.ready is None:
+                self._await_ready(w, None if timeout_s is None else time.time() + timeout_s)
+            waited = time.time() - t0
+            sent_at = time.time()
+            try:
+                protocol.send(w.job_w, job)
+            except OSError as e:
+                raise self._death(w) from e
+            deadline = None if timeout_s is None else sent_at + timeout_s
+            reply = self._receive(w, deadline, limit)
+            received = time.time()
+            w.jobs += 1
+            if not reply.get("ok"):
+                raise WorkerFailure(
+                    "error",
+                    f"{reply.get('error_type')}: {reply.get('message')}",
+                    pid=w.pid,
+                    log_tail=w.log_tail(),
+                    traceback=reply.get("traceback"),
+                )
+            healthy = True
+            return JobResult(reply, w.pid, waited, sent_at, received)
+        finally:
+            if healthy:
+                self._idle.put(w)
+            else:
+                self._retire(w, replace=True)
+
+
+_pool: Pool | None = None
+_pool_lock = threading.Lock()
+
+
+def adopt(p: Pool) -> None:
+    """Make ``p`` this process's pool, shut down at exit."""
+    global _pool
+    with _pool_lock:
+        _pool = p
+    atexit.register(p.shutdown)
+
+
+def current_pool() -> Pool | None:
+    return _pool
+
+
+def shutdown() -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown()
+        _pool = None
+
+
+def _after_fork_in_child() -> None:
+    global _pool, _pool_lock
+    _pool_lock = threading.Lock()
+    if _pool is not None:
+        _pool.forget()
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

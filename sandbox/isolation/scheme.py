@@ -1,0 +1,143 @@
+"""The parent half of one isolated compile.
+
+Serialize the graph (widened pickler), hand it to a pre-started worker, wait with a
+time and memory limit, load the result. Anything that cannot cross or comes back
+broken follows the options' explicit policies, and is written into the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Any
+
+from sandbox.isolation import compat
+from sandbox.isolation.pool import WorkerFailure
+from sandbox.telemetry.report import FAILED, IN_PROCESS, ISOLATED, Failure, Stage
+
+
+class UnpicklableGraphError(RuntimeError):
+    """``unpicklable="error"`` and a graph could not cross the process boundary."""
+
+
+class SandboxCompileError(RuntimeError):
+    """``on_failure="raise"`` and a worker failed; the message says which graph and how."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class EagerFallback(Exception):
+    """Internal: the graph runs uncompiled (``on_failure="eager"``)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def describe_failure(report: Any) -> str:
+    f = report.failure
+    how = f.kind
+    if f.signal:
+        how += f", signal {f.signal}"
+    if f.exit_code is not None:
+        how += f", exit code {f.exit_code}"
+    lines = [
+        f"sandbox: compiling {report.graph_kind} graph {report.compile_id} at {report.where} failed in worker "
+        f"{f.worker_pid} ({how}): {f.message}",
+    ]
+    if f.log_tail:
+        lines.append("worker's last log lines:")
+        lines.extend("  " + line for line in f.log_tail[-20:])
+    return "\n".join(lines)
+
+
+class IsolatedCompile:
+    """What ``fx_codegen_and_compile`` runs while a sandbox compile is active."""
+
+    def __init__(self, options: Any, builder: Any, get_pool: Any, cache_clock: Any) -> None:
+        self.options = options
+        self.builder = builder
+        self.get_pool = get_pool
+        self.cache_clock = cache_clock
+        self.called = False
+
+    def codegen_and_compile(self, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
+        self.called = True
+        b = self.builder
+        b.graph_size(gm, example_inputs)
+        t = time.time()
+        try:
+            payload = compat.serialize_graph(gm, example_inputs, inputs_to_check, graph_kwargs)
+        except compat.Unpicklable as e:
+            b.stage("serialize", t, time.time())
+            reason = f"graph cannot cross the process boundary: {e}"
+            if self.options.unpicklable == "error":
+                b.fail(Failure("error", reason), fallback=None)
+                raise UnpicklableGraphError(
+                    f"sandbox: {b.report.graph_kind} graph {b.report.compile_id} at {b.report.where}: {reason} "
+                    f"(unpicklable='error'; set unpicklable='in_process' to compile such graphs in this process)"
+                ) from e
+            b.set_outcome(IN_PROCESS, reason=reason)
+            t = time.time()
+            out = compat.compile_in_process(gm, example_inputs, inputs_to_check, graph_kwargs, region)
+            b.stage("compile_in_process", t, time.time())
+            return out
+        b.stage("serialize", t, time.time())
+
+        job = {
+            "op": "compile",
+            "payload": payload.data,
+            "imports": payload.imports,
+            "libraries": payload.libraries,
+            "env": compat.cache_env(),
+            "cache_clock": self.cache_clock.value,
+            "compile_id": b.report.compile_id,
+            "sys_path": [p for p in sys.path if p],
+        }
+        t_pool = time.time()
+        pool = self.get_pool(self.options.workers)
+        release = compat.compile_lock_released() if self.options.workers > 1 else contextlib.nullcontext()
+        try:
+            with release:
+                result = pool.run(job, self.options.timeout_s, self.options.memory_limit_mb)
+        except WorkerFailure as wf:
+            b.stage("wait_for_worker", t_pool, time.time())
+            failure = Failure(
+                wf.kind, wf.message, exit_code=wf.exit_code, signal=wf.signal,
+                worker_pid=wf.pid, log_tail=wf.log_tail, traceback=wf.traceback,
+            )
+            return self._on_failure(failure, gm, example_inputs, inputs_to_check, graph_kwargs, region)
+
+        reply = result.reply
+        b.stage("wait_for_worker", t_pool, t_pool + result.waited_s)
+        b.stage("send", result.sent_at, reply["received"])
+        b.stage("compile_in_worker", reply["compile_start"], reply["compile_end"], origin="worker")
+        b.stage("transfer", reply["compile_end"], result.received_at)
+        t = time.time()
+        out = compat.load_output(reply["output"], payload.constants, region)
+        compat.apply_counter_deltas(reply.get("counters", {}))
+        b.stage("load", t, time.time())
+        b.set_outcome(ISOLATED, worker_pid=result.worker_pid)
+        b.worker_counters(reply.get("counters", {}))
+        return out
+
+    def _on_failure(self, failure: Failure, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
+        policy = self.options.on_failure
+        b = self.builder
+        if policy == "raise":
+            b.fail(failure, fallback=None)
+            raise SandboxCompileError(describe_failure(b.report), b.report)
+        if policy == "in_process":
+            b.fail(failure, fallback="in_process")
+            t = time.time()
+            out = compat.compile_in_process(gm, example_inputs, inputs_to_check, graph_kwargs, region)
+            b.stage("compile_in_process", t, time.time())
+            return out
+        b.fail(failure, fallback="eager")
+        raise EagerFallback(failure)
+
+
+__all__ = ["IsolatedCompile", "SandboxCompileError", "UnpicklableGraphError", "EagerFallback", "FAILED", "Stage"]

@@ -1,0 +1,151 @@
+"""The child half of an isolated compile.
+
+Started as ``python -m sandbox.isolation.worker`` (never through multiprocessing,
+so the user's ``__main__`` is not re-imported and no user code runs here). It pays
+Inductor's one-time costs before it says it is ready, then compiles one graph at a
+time: restore the parent's identity, compile with Inductor's own in-process
+scheme, send back the pickled result and what happened inside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+
+def _watch_parent(lifeline_fd: int, parent_pid: int) -> None:
+    """Exit the moment the parent is gone: its end of the lifeline closes when it
+    dies, even by SIGKILL; the parent-pid check covers re-parenting as well."""
+    while True:
+        ready, _, _ = select.select([lifeline_fd], [], [], 1.0)
+        if ready:
+            try:
+                data = os.read(lifeline_fd, 1)
+            except OSError:
+                data = b""
+            if not data:
+                os._exit(0)
+        if os.getppid() != parent_pid:
+            os._exit(0)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+class Worker:
+    def __init__(self, in_fd: int, out_fd: int) -> None:
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self.cache_clock: int | None = None
+        self.jobs = 0
+
+    def start(self, started: float) -> None:
+        from sandbox.isolation import compat, protocol
+
+        t0 = time.time()
+        compat.warm_up_inductor()
+        protocol.send(
+            self.out_fd,
+            {
+                "op": "ready",
+                "pid": os.getpid(),
+                "started": started,
+                "warm_up_s": time.time() - t0,
+                "ready_at": time.time(),
+                "rss_bytes": _rss_bytes(),
+            },
+        )
+
+    def serve(self) -> None:
+        from sandbox.isolation import protocol
+
+        while True:
+            try:
+                msg = protocol.recv(self.in_fd)
+            except protocol.ChannelClosed:
+                return
+            op = msg.get("op")
+            if op == "exit":
+                return
+            if op == "compile":
+                reply = self.compile(msg)
+                protocol.send(self.out_fd, reply)
+
+    def compile(self, msg: dict[str, Any]) -> dict[str, Any]:
+        from sandbox.isolation import compat
+
+        received = time.time()
+        for entry in reversed(msg.get("sys_path", [])):
+            if entry not in sys.path:
+                sys.path.insert(1, entry)
+        cleared = False
+        if self.cache_clock is not None and msg["cache_clock"] != self.cache_clock:
+            compat.clear_inductor_caches()
+            cleared = True
+        self.cache_clock = msg["cache_clock"]
+        self.jobs += 1
+        try:
+            compat.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
+            before = compat.counters_snapshot()
+            start = time.time()
+            with compat.compile_context(msg.get("compile_id")):
+                output = compat.run_in_child(msg["payload"], msg.get("env", {}))
+            end = time.time()
+            return {
+                "op": "result",
+                "ok": True,
+                "output": output,
+                "pid": os.getpid(),
+                "received": received,
+                "compile_start": start,
+                "compile_end": end,
+                "sent": time.time(),
+                "caches_cleared": cleared,
+                "counters": compat.counter_deltas(before, compat.counters_snapshot()),
+                "rss_bytes": _rss_bytes(),
+                "job_index": self.jobs,
+            }
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
+            return {
+                "op": "result",
+                "ok": False,
+                "pid": os.getpid(),
+                "error_type": f"{type(e).__module__}.{type(e).__qualname__}",
+                "message": str(e)[:4000],
+                "traceback": traceback.format_exc()[-8000:],
+                "received": received,
+                "sent": time.time(),
+            }
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.time()
+    parser = argparse.ArgumentParser(prog="python -m sandbox.isolation.worker")
+    parser.add_argument("--in-fd", type=int, required=True)
+    parser.add_argument("--out-fd", type=int, required=True)
+    parser.add_argument("--lifeline-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    if os.getppid() != args.parent_pid:
+        return 0
+    os.environ["SANDBOX_IN_WORKER"] = "1"
+    threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid), daemon=True).start()
+    worker = Worker(args.in_fd, args.out_fd)
+    worker.start(started)
+    worker.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""One validated options object: ``torch.compile(..., options=...)`` + ``SANDBOX_*`` env.
+
+Precedence: ``options=`` beats the environment, which beats the default. Keys that
+are not the sandbox's own must be Inductor config keys and pass through to
+Inductor, exactly as with ``backend="inductor"``; ``mode=`` maps through
+``torch._inductor.list_mode_options``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+from sandbox.isolation import compat
+
+
+class OptionError(ValueError):
+    """An unknown option or a bad value; the message names it and what is valid."""
+
+
+def _positive_int(v: Any) -> int:
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError
+    n = int(v.strip()) if isinstance(v, str) else int(v)
+    if n < 1:
+        raise ValueError
+    return n
+
+
+def _positive_float_or_none(v: Any) -> float | None:
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "none", "0", "off")):
+        return None
+    f = float(v)
+    if f <= 0:
+        raise ValueError
+    return f
+
+
+def _positive_int_or_none(v: Any) -> int | None:
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("", "none", "0", "off")):
+        return None
+    n = int(v)
+    if n <= 0:
+        raise ValueError
+    return n
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        s = str(v).strip().lower().replace("-", "_")
+        if s not in allowed:
+            raise ValueError
+        return s
+
+    parse.allowed = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+@dataclass(frozen=True)
+class _Spec:
+    env: str
+    parse: Callable[[Any], Any]
+    default: Any
+    expects: str
+
+
+SPECS: dict[str, _Spec] = {
+    "workers": _Spec("SANDBOX_WORKERS", _positive_int, 1, "a whole number >= 1"),
+    "timeout_s": _Spec("SANDBOX_TIMEOUT_S", _positive_float_or_none, 1800.0, "seconds > 0, or None for no limit"),
+    "memory_limit_mb": _Spec("SANDBOX_MEMORY_LIMIT_MB", _positive_int_or_none, None, "MiB > 0, or None for no limit"),
+    "on_failure": _Spec("SANDBOX_ON_FAILURE", _choice("eager", "in_process", "raise"), "eager", "one of 'eager', 'in_process', 'raise'"),
+    "unpicklable": _Spec("SANDBOX_UNPICKLABLE", _choice("in_process", "error"), "in_process", "one of 'in_process', 'error'"),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    workers: int = 1
+    timeout_s: float | None = 1800.0
+    memory_limit_mb: int | None = None
+    on_failure: str = "eager"
+    unpicklable: str = "in_process"
+    mode: str | None = None
+    inductor: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def resolve(
+        cls,
+        mode: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> "Options":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, spec in SPECS.items():
+            if name in (options or {}):
+                values[name] = _parse(name, spec, options[name], f"option {name!r}")  # type: ignore[index]
+            elif spec.env in env:
+                values[name] = _parse(name, spec, env[spec.env], f"environment variable {spec.env}")
+            else:
+                values[name] = spec.default
+
+        inductor: dict[str, Any] = {}
+        if mode not in (None, "default"):
+            names = compat.mode_names()
+            if mode not in names:
+                raise OptionError(f"unknown mode {mode!r} for backend 'sandbox'; valid modes: {', '.join(names)}")
+            inductor.update(compat.list_mode_options(mode))
+        unknown = [k for k in (options or {}) if k not in SPECS]
+        if unknown:
+            valid = compat.inductor_option_names()
+            for key in unknown:
+                if key not in valid:
+                    raise OptionError(
+                        f"unknown option {key!r} for backend 'sandbox'. Sandbox options: "
+                        f"{', '.join(sorted(SPECS))}; any Inductor config key is accepted too "
+                        f"(torch._inductor.list_options() lists them)"
+                    )
+                inductor[key] = options[key]  # type: ignore[index]
+        return cls(mode=mode, inductor=inductor, **values)
+
+    def describe(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "inductor"} | {
+            "inductor": dict(self.inductor)
+        }
+
+
+def _parse(name: str, spec: _Spec, value: Any, where: str) -> Any:
+    try:
+        return spec.parse(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"{where} has a bad value {value!r}: expected {spec.expects}") from None

@@ -1,0 +1,102 @@
+"""Process-wide state: this process's Run, its reports, the listeners, the pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Callable
+
+from sandbox.isolation import compat, pool
+from sandbox.telemetry.report import CompileReport, Run
+
+log = logging.getLogger("sandbox")
+
+_lock = threading.Lock()
+_reports: list[CompileReport] = []
+_listeners: list[Callable[[CompileReport], None]] = []
+_run: Run | None = None
+cache_clock = compat.CacheClock()
+_clock_registered = False
+
+
+def run() -> Run:
+    global _run
+    with _lock:
+        if _run is None or _run.pid != os.getpid():
+            import torch
+
+            try:
+                import triton  # type: ignore[import-not-found]
+
+                triton_version = triton.__version__
+            except Exception:
+                triton_version = None
+            _run = Run(torch=torch.__version__, triton=triton_version)
+        return _run
+
+
+def ensure_seam(route: Callable) -> None:
+    global _clock_registered
+    compat.install_seam(route)
+    with _lock:
+        if not _clock_registered:
+            compat.register_cache_clock(cache_clock)
+            _clock_registered = True
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The worker imports this package by module name: make sure it can, wherever it lives.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if here not in parts:
+        env["PYTHONPATH"] = os.pathsep.join([here, *parts])
+    env.pop("SANDBOX_IN_WORKER", None)
+    return env
+
+
+def get_pool(size: int) -> pool.Pool:
+    p = pool.current_pool()
+    if p is None or p.closed or p.size < size:
+        with _lock:
+            p = pool.current_pool()
+            if p is None or p.closed:
+                p = pool.Pool(size, worker_env())
+                pool.adopt(p)
+            elif p.size < size:
+                p.resize(size)
+    return p
+
+
+def publish(report: CompileReport) -> None:
+    with _lock:
+        report.graph_index = len(_reports)
+        _reports.append(report)
+        listeners = list(_listeners)
+    for fn in listeners:
+        try:
+            fn(report)
+        except Exception:  # a listener must never break the user's job
+            log.warning("sandbox: report listener %r failed", fn, exc_info=True)
+
+
+def reports() -> list[CompileReport]:
+    with _lock:
+        return list(_reports)
+
+
+def on_report(fn: Callable[[CompileReport], None]) -> Callable[[CompileReport], None]:
+    with _lock:
+        _listeners.append(fn)
+    return fn
+
+
+def clear_reports() -> None:
+    with _lock:
+        _reports.clear()
+
+
+def in_worker() -> bool:
+    return os.environ.get("SANDBOX_IN_WORKER") == "1"

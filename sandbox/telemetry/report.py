@@ -1,0 +1,113 @@
+"""The one record: a ``CompileReport`` per compiled graph, a ``Run`` per process.
+
+Plain dataclasses of JSON values. Producers fill them; sinks only read them.
+``docs/REPORT.md`` documents every field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# outcome
+ISOLATED = "isolated"  # compiled in a worker
+CACHE_HIT = "cache_hit"  # served by a compile cache, no compile ran
+IN_PROCESS = "in_process"  # compiled in the user's process; ``reason`` says why
+FAILED = "failed"  # no compiled graph; ``failure`` says what happened, ``fallback`` what ran instead
+
+FAILURE_KINDS = ("crash", "timeout", "oom", "error")
+
+
+@dataclass
+class Stage:
+    name: str
+    start: float  # unix seconds, one clock for parent and worker
+    end: float
+    origin: str = "parent"  # parent | worker
+    parent: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Failure:
+    kind: str  # one of FAILURE_KINDS
+    message: str
+    exit_code: int | None = None
+    signal: str | None = None
+    worker_pid: int | None = None
+    log_tail: list[str] = field(default_factory=list)
+    traceback: str | None = None
+
+
+@dataclass
+class CompileReport:
+    run_id: str
+    compile_id: str | None
+    graph_kind: str  # forward | backward | inference
+    outcome: str
+    report_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    schema_version: int = SCHEMA_VERSION
+    graph_index: int = 0  # order within the run
+    co_name: str | None = None
+    filename: str | None = None
+    line: int | None = None
+    reason: str | None = None  # why in_process, or which cache hit
+    failure: Failure | None = None
+    fallback: str | None = None  # eager | in_process | None (raised)
+    worker_pid: int | None = None
+    started_at: float = field(default_factory=time.time)
+    duration_s: float = 0.0
+    stages: list[Stage] = field(default_factory=list)
+    caches: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    graph: dict[str, Any] = field(default_factory=dict)
+    kernels: list[dict[str, Any]] = field(default_factory=list)
+    rank: int | None = None
+    world_size: int | None = None
+
+    @property
+    def where(self) -> str:
+        loc = f"{self.filename}:{self.line}" if self.filename else "unknown location"
+        return f"{self.co_name or '?'} ({loc})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CompileReport":
+        d = dict(d)
+        d["stages"] = [Stage(**s) for s in d.get("stages", [])]
+        if d.get("failure"):
+            d["failure"] = Failure(**d["failure"])
+        return cls(**d)
+
+
+@dataclass
+class Run:
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    schema_version: int = SCHEMA_VERSION
+    started_at: float = field(default_factory=time.time)
+    pid: int = field(default_factory=os.getpid)
+    hostname: str = field(default_factory=socket.gethostname)
+    python: str = field(default_factory=lambda: sys.version.split()[0])
+    torch: str | None = None
+    triton: str | None = None
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
