@@ -221,7 +221,12 @@ class _Crossing:
 _FUNCTION_TYPES = (types.FunctionType, types.MethodType, functools.partial)
 
 
+def _none() -> None:
+    return None
+
+
 def _make_pickler_class() -> type:
+    from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx._graph_pickler import GraphPickler
 
     class SandboxPickler(GraphPickler):
@@ -231,6 +236,10 @@ def _make_pickler_class() -> type:
             reduced = super().reducer_override(obj)
             if reduced is not NotImplemented:
                 return reduced
+            if isinstance(obj, FakeTensorMode):
+                # The describer clears fake_mode on a tensor's own description but not
+                # on its view base's; the unpickler puts the worker's mode back on both.
+                return (_none, ())
             if isinstance(obj, type):
                 if _foreign(obj.__module__, obj.__qualname__):
                     return (_rebuild_class, (obj.__module__, obj.__qualname__))
@@ -302,8 +311,11 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
     except BypassFxGraphCache as e:
         reason = crossing.refused[0] if crossing.refused else str(e)
         raise Unpicklable(reason) from e
-    except (AttributeError, PicklingError, TypeError, NotImplementedError) as e:
-        raise Unpicklable(f"{type(e).__name__}: {e}") from e
+    except Exception as e:  # anything the pickler trips over means: cannot cross
+        if os.environ.get("SANDBOX_DEBUG_PICKLE"):
+            path = _pickler_class().debug_dumps(wire_input, Options(ops_filter=crossing.ops_filter), verbose=False)
+            log.warning("sandbox: unpicklable object at %s", path)
+        raise Unpicklable(f"{type(e).__name__}: {str(e)[:300]}") from e
     libraries = sorted(getattr(torch.ops, "loaded_libraries", ()) or ())
     return WirePayload(data, CompiledFxGraphConstantsWithGm(gm), sorted(crossing.imports), libraries)
 
