@@ -50,6 +50,21 @@ class ReportBuilder:
     def stage(self, name: str, start: float, end: float, origin: str = "parent") -> None:
         self.report.stages.append(Stage(name, start, end, origin))
 
+    def worker_events(self, events: list[dict], parent: str) -> None:
+        """Turn the worker's chromium begin/end events into nested stages."""
+        open_stages: list[tuple[str, float]] = []
+        for e in events:
+            ts = (e.get("ts") or 0) / 1e6
+            if e.get("ph") == "B":
+                open_stages.append((e["name"], ts))
+            elif e.get("ph") == "E":
+                for i in range(len(open_stages) - 1, -1, -1):
+                    if open_stages[i][0] == e["name"]:
+                        name, start = open_stages.pop(i)
+                        enclosing = open_stages[i - 1][0] if i > 0 else parent
+                        self.report.stages.append(Stage(name, start, ts, "worker", enclosing))
+                        break
+
     def set_outcome(self, outcome: str, reason: str | None = None, worker_pid: int | None = None) -> None:
         self.report.outcome = outcome
         self.report.reason = reason

@@ -63,11 +63,27 @@ def get_pool(size: int) -> pool.Pool:
         with _lock:
             p = pool.current_pool()
             if p is None or p.closed:
-                p = pool.Pool(size, worker_env())
+                p = pool.Pool(size, worker_env(), on_ready=_parent_warm_up)
                 pool.adopt(p)
             elif p.size < size:
                 p.resize(size)
     return p
+
+
+_parent_warmed = threading.Event()
+
+
+def _parent_warm_up(worker: object) -> None:
+    """Once a worker is ready, its ISA probe results are on disk: pay this process's
+    own (cheap, cached) probe now, in the background, rather than inside the first
+    load of a compiled graph."""
+    if _parent_warmed.is_set():
+        return
+    _parent_warmed.set()
+    try:
+        compat.probe_cpu_isa()
+    except Exception:
+        log.debug("sandbox: background ISA probe failed", exc_info=True)
 
 
 def publish(report: CompileReport) -> None:

@@ -459,17 +459,79 @@ def compile_context(compile_id: str | None) -> Iterator[None]:
         yield
 
 
+# --- what happens inside a compile ----------------------------------------------------
+# torch._dynamo.utils.record_chromium_event_internal (looked up at call time by
+# ChromiumEventLogger._log_timed_event), get_chromium_event_logger().id_.
+
+
+@contextlib.contextmanager
+def capture_chromium_events() -> Iterator[list[dict[str, Any]]]:
+    """Collect every chromium begin/end/instant event (``dynamo_timed`` stages) emitted meanwhile."""
+    import torch._dynamo.utils as dynamo_utils
+
+    events: list[dict[str, Any]] = []
+    original = dynamo_utils.record_chromium_event_internal
+
+    def record(event: dict[str, Any]) -> None:
+        events.append({k: event.get(k) for k in ("name", "ts", "ph", "args")})
+        original(event)
+
+    dynamo_utils.record_chromium_event_internal = record
+    try:
+        yield events
+    finally:
+        dynamo_utils.record_chromium_event_internal = original
+
+
+def chromium_logger_id() -> str:
+    from torch._dynamo.utils import get_chromium_event_logger
+
+    return get_chromium_event_logger().id_
+
+
+def set_chromium_logger_id(value: str | None) -> None:
+    """Make this process's ChromiumEventLogger speak under the parent's id."""
+    if value:
+        from torch._dynamo.utils import get_chromium_event_logger
+
+        get_chromium_event_logger().id_ = value
+
+
 # --- worker warm-up -----------------------------------------------------------------
 # torch._inductor.cpu_vec_isa.pick_vec_isa; torch._inductor.async_compile.
+
+
+def probe_cpu_isa() -> None:
+    """Inductor's CPU instruction-set probe (``cpu_vec_isa``), its candidates checked in parallel.
+
+    Stock Inductor builds and dlopen-probes each candidate ISA one after the
+    other inside the first compile (seconds with a fresh cache). The checks are
+    independent (a g++ build and a probe process each), so run them side by side;
+    the results land in the same ``functools.cache`` that ``pick_vec_isa`` reads.
+    """
+    import platform
+
+    from torch._inductor import cpu_vec_isa
+
+    if platform.machine() in ("x86_64", "AMD64") and sys.platform == "linux":
+        flags = cpu_vec_isa.x86_isa_checker()
+        candidates = [
+            isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(isa).split())
+        ]
+        threads = [threading.Thread(target=bool, args=(isa,), daemon=True) for isa in candidates]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    cpu_vec_isa.pick_vec_isa()
 
 
 def warm_up_inductor() -> None:
     """Pay Inductor's one-time costs: imports and the CPU instruction-set probe."""
     import torch._inductor.compile_fx  # noqa: F401
     import torch._inductor.compile_fx_ext  # noqa: F401
-    from torch._inductor import cpu_vec_isa
 
-    cpu_vec_isa.pick_vec_isa()
+    probe_cpu_isa()
     import torch._inductor.codegen.cpp  # noqa: F401
     import torch._inductor.scheduler  # noqa: F401
     import torch._inductor.lowering  # noqa: F401

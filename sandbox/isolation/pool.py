@@ -111,7 +111,28 @@ class WorkerProcess:
             os.close(fd)
         self.pid = self.proc.pid
         self.ready: dict[str, Any] | None = None
+        self.ready_event = threading.Event()
         self.jobs = 0
+
+    def watch_ready(self, on_ready: Any) -> None:
+        """Read the worker's one 'ready' message in the background (the only reader until then)."""
+
+        def watch() -> None:
+            try:
+                reply = protocol.recv(self.result_r)
+                if reply.get("op") == "ready":
+                    self.ready = reply
+            except (protocol.ChannelClosed, OSError, EOFError):
+                pass
+            finally:
+                self.ready_event.set()
+            if self.ready is not None and on_ready is not None:
+                try:
+                    on_ready(self)
+                except Exception:
+                    pass
+
+        threading.Thread(target=watch, name=f"sandbox-worker-{self.index}-ready", daemon=True).start()
 
     def fds(self) -> tuple[int, ...]:
         return (self.job_w, self.result_r, self.lifeline_w)
@@ -182,8 +203,9 @@ def _kill_quietly(pid: int) -> None:
 class Pool:
     """A fixed number of pre-started workers; one job per worker at a time."""
 
-    def __init__(self, size: int, env: dict[str, str] | None = None) -> None:
+    def __init__(self, size: int, env: dict[str, str] | None = None, on_ready: Any = None) -> None:
         self.size = size
+        self.on_ready = on_ready
         self.env = dict(os.environ if env is None else env)
         self.log_dir = tempfile.mkdtemp(prefix="sandbox-workers-")
         self._idle: queue.Queue[WorkerProcess] = queue.Queue()
@@ -202,6 +224,7 @@ class Pool:
             index = self._next_index
             self._next_index += 1
         w = WorkerProcess(index, self.log_dir, self.env)
+        w.watch_ready(self.on_ready)
         with self._lock:
             self._workers.append(w)
         self._idle.put(w)
@@ -277,10 +300,15 @@ class Pool:
 
     # -- one job -------------------------------------------------------------------
     def _await_ready(self, w: WorkerProcess, deadline: float | None) -> None:
-        reply = self._receive(w, deadline, memory_limit=None)
-        if reply.get("op") != "ready":
-            raise WorkerFailure("error", f"worker {w.pid} sent {reply.get('op')!r} before it was ready", pid=w.pid)
-        w.ready = reply
+        while not w.ready_event.wait(0.2):
+            if deadline is not None and time.time() >= deadline:
+                w.kill()
+                raise WorkerFailure(
+                    "timeout", f"worker {w.pid} did not become ready in time; it was killed",
+                    pid=w.pid, signal="SIGKILL", log_tail=w.log_tail(),
+                )
+        if w.ready is None:
+            raise self._death(w)
 
     def _receive(self, w: WorkerProcess, deadline: float | None, memory_limit: int | None) -> dict[str, Any]:
         while True:

@@ -95,6 +95,7 @@ class IsolatedCompile:
             "env": compat.cache_env(),
             "cache_clock": self.cache_clock.value,
             "compile_id": b.report.compile_id,
+            "chromium_id": compat.chromium_logger_id(),
             "sys_path": [p for p in sys.path if p],
         }
         t_pool = time.time()
@@ -115,6 +116,7 @@ class IsolatedCompile:
         b.stage("wait_for_worker", t_pool, t_pool + result.waited_s)
         b.stage("send", result.sent_at, reply["received"])
         b.stage("compile_in_worker", reply["compile_start"], reply["compile_end"], origin="worker")
+        b.worker_events(reply.get("events", []), parent="compile_in_worker")
         b.stage("transfer", reply["compile_end"], result.received_at)
         t = time.time()
         out = compat.load_output(reply["output"], payload.constants, region)

@@ -97,9 +97,10 @@ class Worker:
         self.jobs += 1
         try:
             compat.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
+            compat.set_chromium_logger_id(msg.get("chromium_id"))
             before = compat.counters_snapshot()
             start = time.time()
-            with compat.compile_context(msg.get("compile_id")):
+            with compat.capture_chromium_events() as events, compat.compile_context(msg.get("compile_id")):
                 output = compat.run_in_child(msg["payload"], msg.get("env", {}))
             end = time.time()
             return {
@@ -113,6 +114,8 @@ class Worker:
                 "sent": time.time(),
                 "caches_cleared": cleared,
                 "counters": compat.counter_deltas(before, compat.counters_snapshot()),
+                "events": events,
+                "chromium_id": compat.chromium_logger_id(),
                 "rss_bytes": _rss_bytes(),
                 "job_index": self.jobs,
             }
