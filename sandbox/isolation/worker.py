@@ -10,6 +10,7 @@ scheme, send back the pickled result and what happened inside.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import select
 import sys
@@ -95,6 +96,12 @@ class Worker:
             cleared = True
         self.cache_clock = msg["cache_clock"]
         self.jobs += 1
+        print(
+            f"[sandbox worker {os.getpid()}] job {self.jobs}: compiling graph {msg.get('compile_id')}"
+            + (" (cleared in-memory caches first)" if cleared else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             compat.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
             compat.set_chromium_logger_id(msg.get("chromium_id"))
@@ -120,6 +127,8 @@ class Worker:
                 "job_index": self.jobs,
             }
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
+            traceback.print_exc(file=sys.stderr)
+            sys.stderr.flush()
             return {
                 "op": "result",
                 "ok": False,
@@ -143,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != args.parent_pid:
         return 0
     os.environ["SANDBOX_IN_WORKER"] = "1"
+    faulthandler.enable()  # a crash leaves its Python stack in the worker's log
     threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid), daemon=True).start()
     worker = Worker(args.in_fd, args.out_fd)
     worker.start(started)
