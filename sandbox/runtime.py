@@ -73,6 +73,11 @@ def get_pool(size: int) -> pool.Pool:
 _parent_warmed = threading.Event()
 
 
+def _fully_imported(name: str) -> bool:
+    module = sys.modules.get(name)
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
 def _parent_warm_up(worker: object) -> None:
     """Once a worker is ready, its ISA probe results are on disk: pay this process's
     own (cheap, cached) probe now, in the background, rather than inside the first
@@ -80,6 +85,19 @@ def _parent_warm_up(worker: object) -> None:
     if _parent_warmed.is_set():
         return
     _parent_warmed.set()
+    # This runs on a background thread: importing torch._dynamo / torch._inductor
+    # here (they import each other) while the main thread imports them too (e.g.
+    # ``torch.compile`` right after ``sandbox.warmup(wait=True)``) hands the main
+    # thread a partially initialised module (ImportError). Let the main thread do
+    # those imports; probe once they are complete.
+    import time
+
+    names = ("torch._dynamo", "torch._inductor.codecache", "torch._inductor.cpu_vec_isa")
+    deadline = time.time() + 600
+    while not all(_fully_imported(n) for n in names):
+        if time.time() > deadline:
+            return
+        time.sleep(0.05)
     try:
         compat.probe_cpu_isa()
     except Exception:

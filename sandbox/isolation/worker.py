@@ -106,8 +106,14 @@ class Worker:
             compat.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
             compat.set_chromium_logger_id(msg.get("chromium_id"))
             before = compat.counters_snapshot()
+            metrics_before = compat.inductor_metrics_snapshot()
+            times_before = compat.time_metrics_snapshot()
             start = time.time()
-            with compat.capture_chromium_events() as events, compat.compile_context(msg.get("compile_id")):
+            with (
+                compat.capture_chromium_events() as events,
+                compat.capture_compilation_metrics() as compilation_metrics,
+                compat.compile_context(msg.get("compile_id")),
+            ):
                 output = compat.run_in_child(msg["payload"], msg.get("env", {}))
             end = time.time()
             return {
@@ -122,6 +128,9 @@ class Worker:
                 "caches_cleared": cleared,
                 "counters": compat.counter_deltas(before, compat.counters_snapshot()),
                 "events": events,
+                "metrics": compat.inductor_metrics_delta(metrics_before, compat.inductor_metrics_snapshot()),
+                "time_metrics": compat.time_metrics_delta(times_before, compat.time_metrics_snapshot()),
+                "compilation_metrics": compat._jsonable(compilation_metrics),
                 "chromium_id": compat.chromium_logger_id(),
                 "rss_bytes": _rss_bytes(),
                 "job_index": self.jobs,
