@@ -18,7 +18,8 @@ from sandbox import runtime
 from sandbox.isolation import compat
 from sandbox.isolation.scheme import EagerFallback, IsolatedCompile
 from sandbox.options import Options
-from sandbox.telemetry.report import CACHE_HIT, FAILED, IN_PROCESS, CompileReport, Failure, Stage
+from sandbox.telemetry.capture import ReportBuilder
+from sandbox.telemetry.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
 
 log = logging.getLogger("sandbox")
 
@@ -29,85 +30,25 @@ def _route() -> IsolatedCompile | None:
     return _active.get()
 
 
-class ReportBuilder:
-    """Fills one CompileReport while its graph compiles; published once, at the end."""
-
-    def __init__(self, graph_kind: str, compile_id: str | None, location: tuple) -> None:
-        co_name, filename, line = location
-        self.t0 = time.time()
-        self.report = CompileReport(
-            run_id=runtime.run().run_id,
-            compile_id=compile_id,
-            graph_kind=graph_kind,
-            outcome=CACHE_HIT,
-            co_name=co_name,
-            filename=filename,
-            line=line,
-            started_at=self.t0,
-        )
-        self.counters_before = compat.counters_snapshot()
-
-    def stage(self, name: str, start: float, end: float, origin: str = "parent") -> None:
-        self.report.stages.append(Stage(name, start, end, origin))
-
-    def worker_events(self, events: list[dict], parent: str) -> None:
-        """Turn the worker's chromium begin/end events into nested stages."""
-        open_stages: list[tuple[str, float]] = []
-        for e in events:
-            ts = (e.get("ts") or 0) / 1e6
-            if e.get("ph") == "B":
-                open_stages.append((e["name"], ts))
-            elif e.get("ph") == "E":
-                for i in range(len(open_stages) - 1, -1, -1):
-                    if open_stages[i][0] == e["name"]:
-                        name, start = open_stages.pop(i)
-                        enclosing = open_stages[i - 1][0] if i > 0 else parent
-                        self.report.stages.append(Stage(name, start, ts, "worker", enclosing))
-                        break
-
-    def set_outcome(self, outcome: str, reason: str | None = None, worker_pid: int | None = None) -> None:
-        self.report.outcome = outcome
-        self.report.reason = reason
-        self.report.worker_pid = worker_pid
-
-    def fail(self, failure: Failure, fallback: str | None) -> None:
-        self.report.outcome = FAILED
-        self.report.failure = failure
-        self.report.fallback = fallback
-        self.report.worker_pid = failure.worker_pid
-
-    def graph_size(self, gm: Any, example_inputs: Sequence[Any]) -> None:
-        nodes = list(gm.graph.nodes)
-        self.report.graph = {
-            "nodes": len(nodes),
-            "ops": sum(1 for n in nodes if n.op in ("call_function", "call_method", "call_module")),
-            "inputs": len(example_inputs),
-        }
-
-    def worker_counters(self, deltas: dict) -> None:
-        self.report.caches.setdefault("worker", {})
-        for key in ("async_compile_cache_hit", "async_compile_cache_miss"):
-            if key in deltas.get("inductor", {}):
-                self.report.caches["worker"][key] = deltas["inductor"][key]
-
-    def finish(self) -> CompileReport:
-        r = self.report
-        r.duration_s = time.time() - self.t0
-        r.counters = compat.counter_deltas(self.counters_before, compat.counters_snapshot())
-        inductor = r.counters.get("inductor", {})
-        for result in ("hit", "miss", "bypass"):
-            if inductor.get(f"fxgraph_cache_{result}"):
-                r.caches["fx_graph"] = result
-        if r.outcome == CACHE_HIT and r.reason is None:
-            r.reason = "fx_graph_cache" if r.caches.get("fx_graph") == "hit" else "nothing to compile"
-        runtime.publish(r)
-        return r
-
-
 def _graph_kind(kwargs: dict) -> str:
     if kwargs.get("is_backward"):
         return "backward"
     return "inference" if kwargs.get("is_inference") else "forward"
+
+
+def _builder(kind: str, compile_id: str | None, location: tuple) -> ReportBuilder:
+    return ReportBuilder(runtime.run().run_id, kind, compile_id, location, runtime.publish)
+
+
+_AOT_RESULTS = ("hit", "miss", "bypass", "guard_miss")
+
+
+def _aot_state(before: dict, after: dict) -> dict[str, Any]:
+    aot = compat.counter_deltas(before, after).get("aot_autograd", {})
+    for result in _AOT_RESULTS:
+        if aot.get(f"autograd_cache_{result}"):
+            return {"state": result}
+    return {}
 
 
 def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = None, options: dict | None = None) -> Any:
@@ -117,17 +58,24 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
     runtime.get_pool(opts.workers)  # started already on resolve; resized if options ask for more
     location = compat.code_location()
     forward_compile_id = compat.current_compile_id()
+    counters_before = compat.counters_snapshot()
+    aot_state: dict[str, Any] = {}
     inner_calls = 0
 
     def inner_compile(gm: Any, example_inputs: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
-        nonlocal inner_calls
+        nonlocal inner_calls, aot_state
         inner_calls += 1
         kind = _graph_kind(kwargs)
-        builder = ReportBuilder(kind, compat.current_compile_id() or forward_compile_id, location)
+        if kind != "backward":
+            aot_state = _aot_state(counters_before, compat.counters_snapshot())
+        builder = _builder(kind, compat.current_compile_id() or forward_compile_id, location)
+        builder.aot_cache(aot_state)
         scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock)
         token = _active.set(scheme)
         try:
-            out = compat.compile_fx_inner(gm, example_inputs, *args, **kwargs)
+            with compat.capture_chromium_events() as builder.events:
+                out = compat.compile_fx_inner(gm, example_inputs, *args, **kwargs)
+            builder.compiled(out)
             if not scheme.called and compat.counters_snapshot().get("inductor", {}).get("fxgraph_cache_hit", 0) == builder.counters_before.get("inductor", {}).get("fxgraph_cache_hit", 0):
                 if builder.report.outcome == CACHE_HIT:
                     builder.set_outcome(IN_PROCESS, reason="empty graph: nothing to compile, runs as is")
@@ -150,29 +98,25 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
             _active.reset(token)
             builder.finish()
 
-    counters_before = compat.counters_snapshot()
     t0 = time.time()
     compiled = compat.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=dict(opts.inductor))
     if inner_calls == 0:
-        _report_aot_cache_hit(gm, example_inputs, forward_compile_id, location, counters_before, t0)
+        _report_aot_cache_hit(example_inputs, forward_compile_id, location, counters_before, t0)
     return compiled
 
 
-def _report_aot_cache_hit(gm: Any, example_inputs: Sequence[Any], compile_id: str | None, location: tuple, before: dict, t0: float) -> None:
+def _report_aot_cache_hit(example_inputs: Sequence[Any], compile_id: str | None, location: tuple, before: dict, t0: float) -> None:
     """An AOTAutograd cache hit loads the compiled graphs without any inner compile."""
     import torch
 
-    deltas = compat.counter_deltas(before, compat.counters_snapshot())
-    aot = deltas.get("aot_autograd", {})
+    state = _aot_state(before, compat.counters_snapshot())
     training = torch.is_grad_enabled() and any(getattr(x, "requires_grad", False) for x in example_inputs)
-    kinds = ["forward", "backward"] if training else ["inference"]
-    for kind in kinds:
-        b = ReportBuilder(kind, compile_id, location)
+    for kind in ["forward", "backward"] if training else ["inference"]:
+        b = _builder(kind, compile_id, location)
         b.counters_before = before
-        b.t0 = t0
-        b.report.started_at = t0
-        b.set_outcome(CACHE_HIT, reason="aot_autograd_cache" if aot.get("autograd_cache_hit") else "no compile needed")
-        b.report.caches["aot_autograd"] = "hit" if aot.get("autograd_cache_hit") else "none"
+        b.t0 = b.report.started_at = t0
+        b.aot_cache(state)
+        b.set_outcome(CACHE_HIT, reason="aot_autograd_cache" if state.get("state") == "hit" else "no compile needed")
         b.finish()
 
 

@@ -14,6 +14,7 @@ Differences between the supported versions that matter here:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import logging
@@ -464,23 +465,41 @@ def compile_context(compile_id: str | None) -> Iterator[None]:
 # ChromiumEventLogger._log_timed_event), get_chromium_event_logger().id_.
 
 
-@contextlib.contextmanager
-def capture_chromium_events() -> Iterator[list[dict[str, Any]]]:
-    """Collect every chromium begin/end/instant event (``dynamo_timed`` stages) emitted meanwhile."""
+_event_sink: "contextvars.ContextVar[list[dict[str, Any]] | None]" = contextvars.ContextVar("sandbox_events", default=None)
+_tap_lock = threading.Lock()
+
+
+def _install_event_tap() -> None:
+    """Replace ``record_chromium_event_internal`` once with a tap that also hands
+    each event to the capture active in the current context (if any)."""
     import torch._dynamo.utils as dynamo_utils
 
+    with _tap_lock:
+        if getattr(dynamo_utils.record_chromium_event_internal, "_sandbox_tap", False):
+            return
+        original = dynamo_utils.record_chromium_event_internal
+
+        def record(event: dict[str, Any]) -> None:
+            sink = _event_sink.get()
+            if sink is not None:
+                sink.append({k: event.get(k) for k in ("name", "ts", "ph", "args")})
+            original(event)
+
+        record._sandbox_tap = True  # type: ignore[attr-defined]
+        dynamo_utils.record_chromium_event_internal = record
+
+
+@contextlib.contextmanager
+def capture_chromium_events() -> Iterator[list[dict[str, Any]]]:
+    """Collect every chromium begin/end/instant event (``dynamo_timed`` stages, cache
+    hit/miss/bypass instants) emitted in this context meanwhile."""
+    _install_event_tap()
     events: list[dict[str, Any]] = []
-    original = dynamo_utils.record_chromium_event_internal
-
-    def record(event: dict[str, Any]) -> None:
-        events.append({k: event.get(k) for k in ("name", "ts", "ph", "args")})
-        original(event)
-
-    dynamo_utils.record_chromium_event_internal = record
+    token = _event_sink.set(events)
     try:
         yield events
     finally:
-        dynamo_utils.record_chromium_event_internal = original
+        _event_sink.reset(token)
 
 
 # torch._inductor.metrics (module globals), torch._dynamo.utils.compilation_time_metrics,

@@ -117,6 +117,7 @@ class IsolatedCompile:
         b.stage("send", result.sent_at, reply["received"])
         b.stage("compile_in_worker", reply["compile_start"], reply["compile_end"], origin="worker")
         b.worker_events(reply.get("events", []), parent="compile_in_worker")
+        b.worker_reply(reply)
         b.stage("transfer", reply["compile_end"], result.received_at)
         t = time.time()
         out = compat.load_output(reply["output"], payload.constants, region)
@@ -124,10 +125,8 @@ class IsolatedCompile:
         compat.apply_inductor_metrics(reply.get("metrics", {}))
         compat.apply_time_metrics(reply.get("time_metrics", {}))
         compat.apply_compilation_metrics(reply.get("compilation_metrics", {}))
-        b.report.metrics.update(reply.get("metrics", {}))
         b.stage("load", t, time.time())
         b.set_outcome(ISOLATED, worker_pid=result.worker_pid)
-        b.worker_counters(reply.get("counters", {}))
         return out
 
     def _on_failure(self, failure: Failure, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:

@@ -75,7 +75,12 @@ class CompileReport:
     graph: dict[str, Any] = field(default_factory=dict)
     kernels: list[dict[str, Any]] = field(default_factory=list)
     rank: int | None = None
+    local_rank: int | None = None
     world_size: int | None = None
+    trace_id: str | None = None  # the caller's OpenTelemetry trace (32 hex), if any
+    parent_span_id: str | None = None  # the caller's span the compile's spans hang under
+    chromium_id: str | None = None  # PyTorch's ChromiumEventLogger id in this process
+    worker_chromium_id: str | None = None  # ... as the worker saw it (equal when identity crossed)
 
     @property
     def where(self) -> str:

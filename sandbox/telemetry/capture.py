@@ -1,0 +1,147 @@
+"""Fill one CompileReport while its graph compiles.
+
+The parent's own stages (serialize, wait for a worker, send, transfer, load) come
+from the isolated compile; Inductor's stages come as chromium begin/end events,
+from the parent (cache lookup, load) and from the worker (everything in between),
+all timestamped on the host's one wall clock.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from sandbox.isolation import compat
+from sandbox.telemetry import context, kernels
+from sandbox.telemetry.report import CACHE_HIT, FAILED, CompileReport, Failure, Stage
+
+
+def stages_from_events(events: list[dict[str, Any]], origin: str, root: str | None) -> list[Stage]:
+    """Pair chromium begin/end events into nested stages (``root`` encloses the outermost)."""
+    out: list[Stage] = []
+    open_stages: list[tuple[str, float]] = []
+    for e in events:
+        ts = (e.get("ts") or 0) / 1e6
+        if e.get("ph") == "B":
+            open_stages.append((e["name"], ts))
+        elif e.get("ph") == "E":
+            for i in range(len(open_stages) - 1, -1, -1):
+                if open_stages[i][0] == e["name"]:
+                    name, start = open_stages.pop(i)
+                    enclosing = open_stages[i - 1][0] if i > 0 else root
+                    out.append(Stage(name, start, ts, origin, enclosing))
+                    break
+    return out
+
+
+def _end_args(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    for e in reversed(events):
+        if e.get("ph") == "E" and e.get("name") == name:
+            return e.get("args") or {}
+    return {}
+
+
+class ReportBuilder:
+    """One report in the making; ``finish()`` publishes it."""
+
+    def __init__(self, run_id: str, graph_kind: str, compile_id: str | None, location: tuple, publish: Any) -> None:
+        co_name, filename, line = location
+        self.t0 = time.time()
+        self._publish = publish
+        span = context.caller_span()
+        self.report = CompileReport(
+            run_id=run_id,
+            compile_id=compile_id,
+            graph_kind=graph_kind,
+            outcome=CACHE_HIT,
+            co_name=co_name,
+            filename=filename,
+            line=line,
+            started_at=self.t0,
+            chromium_id=compat.chromium_logger_id(),
+            trace_id=span.get("trace_id"),
+            parent_span_id=span.get("parent_span_id"),
+            **context.distributed(),
+        )
+        self.counters_before = compat.counters_snapshot()
+        self.events: list[dict[str, Any]] = []
+
+    # -- filled by the isolated compile ------------------------------------------------
+    def stage(self, name: str, start: float, end: float, origin: str = "parent", parent: str | None = "fx_codegen_and_compile") -> None:
+        self.report.stages.append(Stage(name, start, end, origin, parent))
+
+    def worker_events(self, events: list[dict[str, Any]], parent: str) -> None:
+        self.report.stages.extend(stages_from_events(events, "worker", parent))
+
+    def set_outcome(self, outcome: str, reason: str | None = None, worker_pid: int | None = None) -> None:
+        self.report.outcome = outcome
+        self.report.reason = reason
+        self.report.worker_pid = worker_pid
+
+    def fail(self, failure: Failure, fallback: str | None) -> None:
+        self.report.outcome = FAILED
+        self.report.failure = failure
+        self.report.fallback = fallback
+        self.report.worker_pid = failure.worker_pid
+
+    def graph_size(self, gm: Any, example_inputs: Sequence[Any]) -> None:
+        nodes = list(gm.graph.nodes)
+        self.report.graph = {
+            "nodes": len(nodes),
+            "ops": sum(1 for n in nodes if n.op in ("call_function", "call_method", "call_module")),
+            "inputs": len(example_inputs),
+        }
+
+    def worker_reply(self, reply: dict[str, Any]) -> None:
+        self.report.metrics.update(reply.get("metrics", {}))
+        inductor = reply.get("counters", {}).get("inductor", {})
+        hits, misses = inductor.get("async_compile_cache_hit", 0), inductor.get("async_compile_cache_miss", 0)
+        if hits or misses:
+            self.report.caches["async_compile"] = {"hit": hits, "miss": misses}
+        self.report.worker_chromium_id = reply.get("chromium_id")
+
+    # -- filled by the backend -------------------------------------------------------------
+    def compiled(self, output: Any) -> None:
+        self.report.kernels = kernels.inventory(getattr(output, "source_code", None))
+
+    def aot_cache(self, state: dict[str, Any]) -> None:
+        if state:
+            self.report.caches["aot_autograd"] = dict(state)
+
+    def finish(self) -> CompileReport:
+        r = self.report
+        r.duration_s = time.time() - self.t0
+        r.counters = compat.counter_deltas(self.counters_before, compat.counters_snapshot())
+        parent_stages = stages_from_events(self.events, "parent", None)
+        r.stages = parent_stages + r.stages
+        end = _end_args(self.events, "inductor_compile")
+        fx: dict[str, Any] = {}
+        if end.get("cache_state"):
+            fx["state"] = end["cache_state"]
+            fx["key"] = end.get("key")
+        for k in ("cache_bypass_reason", "cache_bypass_hard"):
+            if end.get(k) is not None:
+                fx["bypass_reason" if k == "cache_bypass_reason" else k] = end[k]
+        if not fx:
+            inductor = r.counters.get("inductor", {})
+            for result in ("hit", "miss", "bypass"):
+                if inductor.get(f"fxgraph_cache_{result}"):
+                    fx["state"] = result
+        if fx:
+            r.caches["fx_graph"] = fx
+        _add_cache_lookup_stage(r, parent_stages)
+        if r.outcome == CACHE_HIT and r.reason is None:
+            r.reason = "fx_graph_cache" if fx.get("state") == "hit" else "aot_autograd_cache"
+        self._publish(r)
+        return r
+
+
+def _add_cache_lookup_stage(r: CompileReport, parent_stages: list[Stage]) -> None:
+    """The time between Inductor's entry and its codegen (or its end, on a hit) is the
+    FX graph cache lookup."""
+    outer = next((s for s in parent_stages if s.name == "inductor_compile"), None)
+    if outer is None:
+        return
+    codegen = next((s for s in parent_stages if s.name == "fx_codegen_and_compile"), None)
+    end = codegen.start if codegen else outer.end
+    r.stages.append(Stage("cache_lookup", outer.start, end, "parent", "inductor_compile"))
