@@ -46,6 +46,17 @@ def _positive_int_or_none(v: Any) -> int | None:
     return n
 
 
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(v: Any) -> str:
         s = str(v).strip().lower().replace("-", "_")
@@ -71,6 +82,7 @@ SPECS: dict[str, _Spec] = {
     "memory_limit_mb": _Spec("SANDBOX_MEMORY_LIMIT_MB", _positive_int_or_none, None, "MiB > 0, or None for no limit"),
     "on_failure": _Spec("SANDBOX_ON_FAILURE", _choice("eager", "in_process", "raise"), "eager", "one of 'eager', 'in_process', 'raise'"),
     "unpicklable": _Spec("SANDBOX_UNPICKLABLE", _choice("in_process", "error"), "in_process", "one of 'in_process', 'error'"),
+    "trace": _Spec("SANDBOX_TRACE", _bool, False, "true or false (1/0, yes/no, on/off)"),
 }
 
 
@@ -81,6 +93,7 @@ class Options:
     memory_limit_mb: int | None = None
     on_failure: str = "eager"
     unpicklable: str = "in_process"
+    trace: bool = False
     mode: str | None = None
     inductor: Mapping[str, Any] = field(default_factory=dict)
 

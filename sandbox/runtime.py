@@ -116,6 +116,22 @@ def publish(report: CompileReport) -> None:
             log.warning("sandbox: report listener %r failed", fn, exc_info=True)
 
 
+_tracing = False
+
+
+def enable_tracing(provider: object = None) -> None:
+    """Send every report (from now on) to OpenTelemetry as spans."""
+    global _tracing
+    if _tracing:
+        return
+    from sandbox.sinks import otel
+
+    sink = otel.enable(provider)
+    if sink is not None:
+        _tracing = True
+        on_report(sink)
+
+
 def reports() -> list[CompileReport]:
     with _lock:
         return list(_reports)

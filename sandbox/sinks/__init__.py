@@ -1,0 +1,1 @@
+"""Consumers of CompileReports. Each reads the record and nothing else; none knows another."""

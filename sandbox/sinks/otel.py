@@ -1,0 +1,250 @@
+"""OpenTelemetry spans from reports: one span per graph, a child span per stage.
+
+The worker needs no SDK: its stages come back as timed events, and spans are made
+here with the recorded timestamps, under the caller's span when there was one.
+The application's own TracerProvider is used when it set one; otherwise a private
+provider exports over OTLP configured by the standard ``OTEL_*`` variables (never
+installed globally: a library does not take over the application's telemetry).
+A collector that is down or slow costs a bounded export in a background thread,
+one warning, and never an exception in the user's code.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import warnings
+from typing import Any, Sequence
+
+from sandbox.telemetry.report import FAILED, CompileReport, Stage
+
+log = logging.getLogger("sandbox")
+
+_ATTR_PREFIX = "sandbox."
+
+
+def _ns(t: float) -> int:
+    return int(t * 1e9)
+
+
+def _report_attributes(r: CompileReport) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "sandbox.run_id": r.run_id,
+        "sandbox.report_id": r.report_id,
+        "sandbox.graph_kind": r.graph_kind,
+        "sandbox.outcome": r.outcome,
+        "sandbox.graph_index": r.graph_index,
+        "torch.compile.compile_id": r.compile_id or "",
+        "torch.compile.chromium_id": r.chromium_id or "",
+        "code.function": r.co_name or "",
+        "code.filepath": r.filename or "",
+        "code.lineno": r.line or 0,
+    }
+    optional = {
+        "sandbox.reason": r.reason,
+        "sandbox.fallback": r.fallback,
+        "sandbox.worker_pid": r.worker_pid,
+        "sandbox.rank": r.rank,
+        "sandbox.world_size": r.world_size,
+        "torch.compile.graph.nodes": r.graph.get("nodes"),
+        "torch.compile.graph.ops": r.graph.get("ops"),
+        "torch.compile.graph.inputs": r.graph.get("inputs"),
+        "torch.compile.kernels": len(r.kernels) if r.kernels else None,
+        "torch.compile.fx_graph_cache": (r.caches.get("fx_graph") or {}).get("state"),
+        "torch.compile.aot_autograd_cache": (r.caches.get("aot_autograd") or {}).get("state"),
+    }
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    return attrs
+
+
+def stage_tree(stages: Sequence[Stage]) -> list[tuple[Stage, int | None]]:
+    """(stage, index of its enclosing stage or None) by interval containment,
+    outermost first; ties go to the stage's named parent."""
+    order = sorted(range(len(stages)), key=lambda i: (stages[i].start, -stages[i].end))
+    out: list[tuple[Stage, int | None]] = []
+    stack: list[int] = []  # indices into out
+    eps = 1e-4
+    for i in order:
+        s = stages[i]
+        while stack and not (out[stack[-1]][0].start - eps <= s.start and s.end <= out[stack[-1]][0].end + eps):
+            stack.pop()
+        out.append((s, stack[-1] if stack else None))
+        stack.append(len(out) - 1)
+    return out
+
+
+class _GuardedExporter:
+    """Wraps a SpanExporter: failures become one warning, never an exception."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.warned = False
+
+    def _warn(self, why: str) -> None:
+        if not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"sandbox: could not export compile spans over OTLP ({why}); compiles and reports are "
+                f"unaffected. Check OTEL_EXPORTER_OTLP_ENDPOINT or turn tracing off (SANDBOX_TRACE=0).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        log.debug("sandbox: span export failed: %s", why)
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        try:
+            result = self.inner.export(spans)
+        except Exception as e:  # noqa: BLE001
+            self._warn(f"{type(e).__name__}: {e}")
+            return SpanExportResult.FAILURE
+        if result != SpanExportResult.SUCCESS:
+            self._warn(f"the collector did not accept them ({result.name})")
+        return result
+
+    def shutdown(self) -> None:
+        try:
+            self.inner.shutdown()
+        except Exception:
+            pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            return bool(self.inner.force_flush(timeout_millis))
+        except Exception:
+            return False
+
+
+def _exporter_from_env() -> Any:
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    ).strip()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    elif protocol in ("http/protobuf", "http"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[no-redef]
+    else:
+        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: expected 'grpc' or 'http/protobuf'")
+    return OTLPSpanExporter()
+
+
+def _application_provider() -> Any | None:
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
+        return None
+    return provider
+
+
+class OtelSink:
+    """Turns each report into spans. ``provider=None``: the application's, else a private OTLP one."""
+
+    def __init__(self, provider: Any = None) -> None:
+        from opentelemetry import trace
+
+        self._own = None
+        if provider is None:
+            provider = _application_provider()
+        if provider is None:
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "torch-compile-sandbox")})
+            provider = TracerProvider(resource=resource)
+            timeout_ms = int(float(os.environ.get("SANDBOX_OTLP_TIMEOUT_S", "5")) * 1000)
+            provider.add_span_processor(
+                BatchSpanProcessor(_GuardedExporter(_exporter_from_env()), export_timeout_millis=timeout_ms)
+            )
+            self._own = provider
+            atexit.register(self.shutdown)
+        self.provider = provider
+        self.tracer = trace.get_tracer("sandbox", tracer_provider=provider)
+
+    def __call__(self, report: CompileReport) -> None:
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+
+        ctx = None
+        if report.trace_id and report.parent_span_id:
+            parent = SpanContext(
+                trace_id=int(report.trace_id, 16),
+                span_id=int(report.parent_span_id, 16),
+                is_remote=False,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            )
+            ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+        start = report.started_at
+        end = report.started_at + report.duration_s
+        root = self.tracer.start_span(
+            f"torch.compile {report.graph_kind} graph",
+            context=ctx,
+            kind=trace.SpanKind.INTERNAL,
+            attributes=_report_attributes(report),
+            start_time=_ns(start),
+        )
+        if report.outcome == FAILED and report.failure is not None:
+            f = report.failure
+            event = {"sandbox.failure.kind": f.kind, "exception.message": f.message[:1000]}
+            if f.exit_code is not None:
+                event["sandbox.failure.exit_code"] = f.exit_code
+            if f.signal:
+                event["sandbox.failure.signal"] = f.signal
+            if f.worker_pid:
+                event["sandbox.worker_pid"] = f.worker_pid
+            root.add_event("sandbox.failure", event, timestamp=_ns(end))
+            root.set_status(Status(StatusCode.ERROR, f"{f.kind}: {f.message[:200]}"))
+        spans: list[Any] = []
+        tree = stage_tree(report.stages)
+        for stage, parent_index in tree:
+            parent_span = root if parent_index is None else spans[parent_index]
+            span = self.tracer.start_span(
+                stage.name,
+                context=trace.set_span_in_context(parent_span),
+                attributes={"sandbox.stage.origin": stage.origin, "sandbox.graph_kind": report.graph_kind},
+                start_time=_ns(stage.start),
+            )
+            spans.append(span)
+        for (stage, _), span in zip(tree, spans):
+            span.end(end_time=_ns(stage.end))
+        root.end(end_time=_ns(end))
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        try:
+            self.provider.force_flush(int(timeout_s * 1000))
+        except Exception:
+            pass
+
+    def shutdown(self) -> None:
+        if self._own is not None:
+            own, self._own = self._own, None
+            try:
+                own.shutdown()
+            except Exception:
+                pass
+
+
+_sink: OtelSink | None = None
+_lock = threading.Lock()
+
+
+def enable(provider: Any = None) -> OtelSink | None:
+    """The process's OTel sink (made once). None, with one warning, if OpenTelemetry is missing."""
+    global _sink
+    with _lock:
+        if _sink is None:
+            try:
+                _sink = OtelSink(provider)
+            except ImportError as e:
+                warnings.warn(
+                    f"sandbox: tracing is on but OpenTelemetry is not installed ({e}); "
+                    f"pip install opentelemetry-sdk opentelemetry-exporter-otlp",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return None
+        return _sink
