@@ -18,6 +18,8 @@ __all__ = [
     "Run",
     "SandboxCompileError",
     "UnpicklableGraphError",
+    "enable_tracing",
+    "export_trace",
     "on_report",
     "reports",
     "shutdown",
@@ -32,6 +34,9 @@ def reports() -> list[CompileReport]:
     from sandbox import runtime
 
     return runtime.reports()
+
+
+sandbox_reports = reports
 
 
 def on_report(fn: Callable[[CompileReport], None]) -> Callable[[CompileReport], None]:
@@ -60,6 +65,20 @@ def workers() -> list[dict[str, Any]]:
 
     p = pool.current_pool()
     return p.workers() if p else []
+
+
+def export_trace(path: str, reports: list[CompileReport] | None = None) -> str:
+    """Write a Chrome/Perfetto trace JSON of ``reports`` (default: this process's)."""
+    from sandbox.sinks.perfetto import write_chrome_trace
+
+    return write_chrome_trace(path, sandbox_reports() if reports is None else reports)
+
+
+def enable_tracing(tracer_provider: Any = None) -> None:
+    """Export every compile as OpenTelemetry spans (same as ``options={"trace": True}``)."""
+    from sandbox import runtime
+
+    runtime.enable_tracing(tracer_provider)
 
 
 def shutdown() -> None:
