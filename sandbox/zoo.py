@@ -31,9 +31,11 @@ class MLP(nn.Module):
 class ConvNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        # No conv bias before batch norm: it is cancelled exactly, its gradient is
+        # rounding noise, and AdamW would amplify that noise into the comparison.
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1, stride=2)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1, stride=2, bias=False)
         self.bn2 = nn.BatchNorm2d(16)
         self.head = nn.Linear(16, 10)
 

@@ -182,7 +182,7 @@ def _custom_op_origin(namespace: str, opname: str) -> tuple[str | None, str | No
             return module, None
         return None, f"custom op {namespace}::{opname} is defined in {module or 'an unknown module'}, which the worker cannot import"
     for name, mod in list(sys.modules.items()):
-        if mod is None or name in ("__main__", "__mp_main__"):
+        if mod is None:
             continue
         try:
             values = list(vars(mod).values())
@@ -190,6 +190,8 @@ def _custom_op_origin(namespace: str, opname: str) -> tuple[str | None, str | No
             continue
         for value in values:
             if isinstance(value, torch.library.Library) and getattr(value, "ns", None) == namespace:
+                if name in ("__main__", "__mp_main__"):
+                    return None, f"custom op {namespace}::{opname} is defined in the training script (__main__), which the worker cannot import"
                 return name, None
     if getattr(torch.ops, "loaded_libraries", None):
         return None, None  # the worker loads the same shared libraries
@@ -428,18 +430,30 @@ def compile_lock_released() -> Iterator[None]:
     """Let other threads' dynamo compiles proceed while this thread only waits for a worker.
 
     Dynamo holds the re-entrant ``convert_frame.compile_lock`` for a whole frame
-    compile; waiting on a worker needs none of the state it guards.
+    compile; waiting on a worker needs none of the state it guards. One piece of
+    process-global state spans the wait: ``_compile_fx_inner`` opens
+    ``TritonBundler`` (class attributes; ``begin_compile`` asserts none is open)
+    before ``fx_codegen_and_compile`` and closes it after. This thread's bundle is
+    set aside while the lock is released and put back once it is re-acquired, so
+    whoever holds the lock owns the bundler.
     """
     from torch._dynamo.convert_frame import compile_lock
+    from torch._inductor.triton_bundler import TritonBundler
 
     if not compile_lock._is_owned():  # type: ignore[attr-defined]
         yield
         return
+    fields = ("_entries", "_static_autotuners", "_winners")
+    bundle = {f: getattr(TritonBundler, f, None) for f in fields if hasattr(TritonBundler, f)}
+    for f in bundle:
+        setattr(TritonBundler, f, None)
     state = compile_lock._release_save()  # type: ignore[attr-defined]
     try:
         yield
     finally:
         compile_lock._acquire_restore(state)  # type: ignore[attr-defined]
+        for f, value in bundle.items():
+            setattr(TritonBundler, f, value)
 
 
 @contextlib.contextmanager

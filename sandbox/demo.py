@@ -1,0 +1,216 @@
+"""``sandbox demo``: compile the model zoo through the sandbox and show what happened.
+
+For each zoo entry: run it eagerly (the reference), run it again through
+``torch.compile(..., backend="sandbox")``, compare the two, and collect the
+entry's reports. Progress goes to stderr; the per-graph table, the totals and
+the verdict go to stdout. The exit code is 0 when every model matched eager.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+# The same comparison for every tensor of a zoo run (outputs, losses, gradients,
+# buffers): float32 within rtol 1e-4, atol 1e-5 - a little looser than
+# ``torch.testing.assert_close``'s float32 default, as a two-step training run
+# accumulates rounding differences that a single forward does not.
+RTOL = 1e-4
+ATOL = 1e-5
+
+OUTCOME_LABELS = {
+    "isolated": "isolated",
+    "cache_hit": "cache hit",
+    "in_process": "in-process",
+    "failed": "failed",
+}
+
+
+class Progress:
+    """One status line on stderr: redrawn in place on a terminal, one line per step otherwise."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self.index = 0
+        self.name = ""
+        self.what = ""
+        self.t0 = time.time()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if self.live:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _line(self) -> str:
+        done = self.index
+        width = 20
+        filled = int(width * done / max(self.total, 1))
+        bar = "#" * filled + "." * (width - filled)
+        return f"[{bar}] {done + 1}/{self.total} {self.name}: {self.what} ({time.time() - self.t0:.1f} s)"
+
+    def _draw(self) -> None:
+        with self._lock:
+            if self.live:
+                self.stream.write("\r\033[K" + self._line())
+            else:
+                self.stream.write(self._line() + "\n")
+            self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.25):
+            if self.what:
+                self._draw()
+
+    def step(self, index: int, name: str, what: str) -> None:
+        if index != self.index or name != self.name:
+            self.t0 = time.time()
+        self.index, self.name, self.what = index, name, what
+        self._draw()
+
+    def finish(self, index: int, name: str, verdict: str) -> None:
+        with self._lock:
+            line = f"{index + 1}/{self.total} {name}: {verdict} ({time.time() - self.t0:.1f} s)"
+            self.stream.write(("\r\033[K" if self.live else "") + line + "\n")
+            self.stream.flush()
+            self.what = ""
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=1)
+
+
+def _tensors(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    out = [(f"output[{i}]", t) for i, t in enumerate(result["outputs"])]
+    out += [(f"loss[{i}]", t) for i, t in enumerate(result["losses"])]
+    out += [(f"grad {n}", t) for n, t in sorted(result["grads"].items())]
+    out += [(f"buffer {n}", t) for n, t in sorted(result["buffers"].items())]
+    return out
+
+
+def compare(expected: dict[str, Any], got: dict[str, Any]) -> str | None:
+    """None when every tensor matches; else what differs first, and by how much."""
+    import torch
+
+    want, have = dict(_tensors(expected)), dict(_tensors(got))
+    if want.keys() != have.keys():
+        return f"different tensors: {sorted(want.keys() ^ have.keys())}"
+    for name, a in want.items():
+        b = have[name]
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return f"{name}: {tuple(b.shape)} {b.dtype}, eager has {tuple(a.shape)} {a.dtype}"
+        if not torch.allclose(b, a, rtol=RTOL, atol=ATOL, equal_nan=True):
+            diff = (b.double() - a.double()).abs().max().item()
+            return f"{name} differs from eager by up to {diff:.3g} (rtol {RTOL:g}, atol {ATOL:g})"
+    return None
+
+
+def _outcome(report: Any) -> str:
+    label = OUTCOME_LABELS.get(report.outcome, report.outcome)
+    if report.failure is not None:
+        label += f" ({report.failure.kind})"
+        if report.fallback:
+            label += f", ran {report.fallback.replace('_', '-')}"
+    return label
+
+
+def _note(report: Any) -> str:
+    if report.failure is not None:
+        return report.failure.message.splitlines()[0] if report.failure.message else ""
+    return report.reason or ""
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    numeric = {i for i, h in enumerate(header) if h in ("worker pid", "compile s")}
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines = [fmt(header), fmt(["-" * w for w in widths])]
+    lines += [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+def _shorten(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def run_demo(models: list[str] | None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Compile the zoo entries ``models`` (default: all) through the sandbox; 0 if all match eager."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+
+    import sandbox
+    from sandbox import zoo
+
+    names = list(models) if models else list(zoo.ZOO)
+    unknown = [n for n in names if n not in zoo.ZOO]
+    if unknown:
+        err.write(f"sandbox demo: unknown model(s) {', '.join(unknown)}; the zoo has: {', '.join(zoo.ZOO)}\n")
+        return 2
+
+    # Start the workers now: they pay Inductor's one-time costs while the eager
+    # reference of the first model runs.
+    sandbox.warmup()
+    progress = Progress(len(names), err)
+    rows: list[list[str]] = []
+    counts = {"isolated": 0, "cache_hit": 0, "in_process": 0, "failed": 0}
+    mismatches: list[tuple[str, str]] = []
+    t_start = time.time()
+    try:
+        for i, name in enumerate(names):
+            entry = zoo.ZOO[name]
+            progress.step(i, name, "eager reference")
+            expected = zoo.run(entry, backend=None)
+            progress.step(i, name, "compiling through the sandbox")
+            first = len(sandbox.reports())
+            try:
+                got = zoo.run(entry, backend="sandbox")
+                problem = compare(expected, got)
+            except Exception as e:  # the demo reports it and goes on with the next model
+                problem = f"raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            reports = sandbox.reports()[first:]
+            for r in reports:
+                counts[r.outcome] = counts.get(r.outcome, 0) + 1
+                rows.append([
+                    name,
+                    f"{r.graph_kind} {r.compile_id or '?'}",
+                    _outcome(r),
+                    str(r.worker_pid) if r.worker_pid else "-",
+                    f"{r.duration_s:.2f}",
+                    _shorten(_note(r)),
+                ])
+            if problem:
+                mismatches.append((name, problem))
+            progress.finish(i, name, f"MISMATCH: {problem}" if problem else f"matches eager, {len(reports)} graph(s)")
+    finally:
+        progress.close()
+
+    out.write("\n")
+    out.write(_table(["model", "graph", "outcome", "worker pid", "compile s", "note"], rows) + "\n\n")
+    graphs = sum(counts.values())
+    out.write(
+        f"{graphs} graphs from {len(names)} models in {time.time() - t_start:.1f} s: "
+        f"{counts['isolated']} isolated, {counts['cache_hit']} cache hits, "
+        f"{counts['in_process']} in-process, {counts['failed']} failed\n"
+    )
+    for w in sandbox.workers():
+        rss = w.get("rss_bytes") or 0
+        out.write(f"worker {w['pid']}: {w['jobs']} compile(s), {rss / 2**20:.0f} MiB resident\n")
+    if mismatches:
+        out.write(f"{len(mismatches)} of {len(names)} models differ from eager:\n")
+        for name, problem in mismatches:
+            out.write(f"  {name}: {problem}\n")
+    else:
+        out.write(f"all {len(names)} models match eager (rtol {RTOL:g}, atol {ATOL:g})\n")
+    if counts["isolated"]:
+        out.write("\nRun it again and these graphs come from the compile caches: no worker compiles them.\n")
+    out.write("To see every compile in the dashboard, then: streamlit run dashboard/app.py\n")
+    out.flush()
+    return 1 if mismatches else 0
