@@ -1,0 +1,269 @@
+"""What every store does, over a DB-API connection; SQLite and PostgreSQL differ only
+in how they connect, their placeholders and their upserts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Iterable, Sequence
+
+from sandbox.store.schema import MIGRATIONS, SCHEMA_VERSION
+from sandbox.telemetry.report import CompileReport, Run
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used; the message names it and says what to do."""
+
+
+def _strip_sources(report: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Kernel sources go to their own table, once per content hash."""
+    sources: list[tuple[str, str]] = []
+    kernels = []
+    for k in report.get("kernels", []):
+        k = dict(k)
+        if k.get("source") and k.get("source_hash"):
+            sources.append((k["source_hash"], k.pop("source")))
+        kernels.append(k)
+    return dict(report, kernels=kernels), sources
+
+
+class Store:
+    """A run store. Thread-safe; one connection guarded by a lock."""
+
+    placeholder = "?"
+    url: str = ""
+    readonly = False
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.conn: Any = None
+
+    # -- dialect hooks ---------------------------------------------------------------
+    def _sql(self, statement: str) -> str:
+        return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
+
+    def _insert_ignore(self, table: str, columns: Sequence[str]) -> str:
+        raise NotImplementedError
+
+    def _upsert(self, table: str, key: str, columns: Sequence[str]) -> str:
+        raise NotImplementedError
+
+    # -- schema ------------------------------------------------------------------------
+    def _execute(self, cur: Any, statement: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self._sql(statement), tuple(params))
+        return cur
+
+    def schema_version(self) -> int:
+        with self._lock:
+            cur = self.conn.cursor()
+            try:
+                self._execute(cur, "SELECT value FROM meta WHERE key = 'schema_version'")
+                row = cur.fetchone()
+            except Exception:
+                self.conn.rollback()
+                return 0
+            return int(row[0]) if row else 0
+
+    def migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.url} was written by a newer version of the sandbox (schema {version}, this "
+                f"one reads up to {SCHEMA_VERSION}); upgrade the package, or point SANDBOX_STORE elsewhere"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            raise StoreError(f"store {self.url} has no run data yet (schema {version}); make a run first: sandbox demo")
+        with self._lock:
+            cur = self.conn.cursor()
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[v]:
+                    cur.execute(statement)
+            cur.execute(self._sql(self._upsert("meta", "key", ["key", "value"])), ("schema_version", str(SCHEMA_VERSION)))
+            self.conn.commit()
+
+    # -- writes --------------------------------------------------------------------------
+    def put_run(self, run: Run | dict[str, Any]) -> None:
+        d = run.to_dict() if isinstance(run, Run) else dict(run)
+        row = (
+            d["run_id"], d["started_at"], d.get("name"), json.dumps(d.get("tags") or []), d.get("hostname"),
+            d.get("device"), d.get("torch"), d.get("job"), d.get("rank"), json.dumps(d, sort_keys=True),
+        )
+        cols = ["run_id", "started_at", "name", "tags", "hostname", "device", "torch", "job", "rank", "data"]
+        with self._lock:
+            cur = self.conn.cursor()
+            self._execute(cur, self._upsert("runs", "run_id", cols), row)
+            self.conn.commit()
+
+    def put_reports(self, reports: Iterable[CompileReport | dict[str, Any]]) -> int:
+        """Write reports in one transaction; returns how many. Idempotent per report id."""
+        rows, sources = [], []
+        for r in reports:
+            d = r.to_dict() if isinstance(r, CompileReport) else dict(r)
+            d, srcs = _strip_sources(d)
+            sources.extend(srcs)
+            rows.append(
+                (
+                    d["report_id"], d["run_id"], d.get("graph_index", 0), d.get("compile_id"), d["graph_kind"],
+                    d["outcome"], d["started_at"], d.get("duration_s", 0.0), json.dumps(d, sort_keys=True),
+                )
+            )
+        if not rows:
+            return 0
+        cols = ["report_id", "run_id", "graph_index", "compile_id", "graph_kind", "outcome", "started_at", "duration_s", "data"]
+        with self._lock:
+            cur = self.conn.cursor()
+            if sources:
+                cur.executemany(self._sql(self._insert_ignore("kernel_sources", ["source_hash", "source"])), sorted(set(sources)))
+            cur.executemany(self._sql(self._upsert("reports", "report_id", cols)), rows)
+            self.conn.commit()
+        return len(rows)
+
+    # -- reads ----------------------------------------------------------------------------
+    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            cur = self.conn.cursor()
+            self._execute(cur, statement, params)
+            rows = cur.fetchall()
+            self._end_read()
+            return rows
+
+    def _end_read(self) -> None:
+        """PostgreSQL opens a transaction for a SELECT too: end it."""
+
+    def runs(
+        self,
+        name: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        job: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Runs newest first, each with a summary of its reports."""
+        where, params = [], []
+        if name:
+            where.append("r.name = ?")
+            params.append(name)
+        if tag:
+            where.append("r.tags LIKE ?")
+            params.append(f'%"{tag}"%')
+        if since is not None:
+            where.append("r.started_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("r.started_at <= ?")
+            params.append(until)
+        if job:
+            where.append("r.job = ?")
+            params.append(job)
+        sql = (
+            "SELECT r.data, COUNT(p.report_id), COALESCE(SUM(p.duration_s), 0), "
+            "SUM(CASE WHEN p.outcome = 'cache_hit' THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN p.outcome = 'failed' THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN p.outcome = 'isolated' THEN 1 ELSE 0 END) "
+            "FROM runs r LEFT JOIN reports p ON p.run_id = r.run_id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY r.run_id, r.data, r.started_at ORDER BY r.started_at DESC"
+            + (f" LIMIT {int(limit)}" if limit else "")
+        )
+        out = []
+        for data, graphs, total, hits, failures, isolated in self._query(sql, params):
+            d = json.loads(data)
+            d["summary"] = {
+                "graphs": int(graphs or 0),
+                "compile_s": float(total or 0.0),
+                "cache_hits": int(hits or 0),
+                "failures": int(failures or 0),
+                "isolated": int(isolated or 0),
+                "cache_hit_ratio": (int(hits or 0) / graphs) if graphs else None,
+            }
+            out.append(d)
+        return out
+
+    def get_run(self, ref: str) -> dict[str, Any]:
+        """A run by id, id prefix, name (newest of that name) or ``latest``."""
+        if ref == "latest":
+            rows = self._query("SELECT data FROM runs ORDER BY started_at DESC LIMIT 1")
+        else:
+            rows = self._query("SELECT data FROM runs WHERE run_id = ?", (ref,))
+            if not rows:
+                rows = self._query("SELECT data FROM runs WHERE run_id LIKE ? ORDER BY started_at DESC", (ref + "%",))
+                if len(rows) > 1:
+                    ids = ", ".join(json.loads(r[0])["run_id"][:12] for r in rows[:5])
+                    raise StoreError(f"run id prefix {ref!r} matches {len(rows)} runs in {self.url} ({ids}...): give more characters")
+            if not rows:
+                rows = self._query("SELECT data FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1", (ref,))
+        if not rows:
+            raise StoreError(f"no run {ref!r} in store {self.url}: `sandbox runs` lists the runs it has")
+        return json.loads(rows[0][0])
+
+    def reports(self, run_id: str, with_sources: bool = False) -> list[CompileReport]:
+        rows = self._query("SELECT data FROM reports WHERE run_id = ? ORDER BY graph_index, started_at", (run_id,))
+        reports = [CompileReport.from_dict(json.loads(r[0])) for r in rows]
+        if with_sources:
+            hashes = sorted({k["source_hash"] for r in reports for k in r.kernels if k.get("source_hash")})
+            sources = self.kernel_sources(hashes)
+            for r in reports:
+                for k in r.kernels:
+                    if k.get("source_hash") in sources:
+                        k["source"] = sources[k["source_hash"]]
+        return reports
+
+    def kernel_sources(self, hashes: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        hashes = list(hashes)
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self._query(f"SELECT source_hash, source FROM kernel_sources WHERE source_hash IN ({marks})", chunk))
+        return out
+
+    def counts(self) -> dict[str, int]:
+        return {
+            t: int(self._query(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in ("runs", "reports", "kernel_sources")
+        }
+
+    # -- maintenance ----------------------------------------------------------------------
+    def gc(self, keep: int | None = None, older_than_s: float | None = None) -> list[str]:
+        """Delete runs beyond the ``keep`` newest and/or older than ``older_than_s``;
+        then kernel sources no report refers to. Returns the deleted run ids."""
+        doomed: set[str] = set()
+        if keep is not None:
+            rows = self._query("SELECT run_id FROM runs ORDER BY started_at DESC")
+            doomed.update(r[0] for r in rows[keep:])
+        if older_than_s is not None:
+            rows = self._query("SELECT run_id FROM runs WHERE started_at < ?", (time.time() - older_than_s,))
+            doomed.update(r[0] for r in rows)
+        if not doomed:
+            return []
+        with self._lock:
+            cur = self.conn.cursor()
+            ids = sorted(doomed)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                self._execute(cur, f"DELETE FROM reports WHERE run_id IN ({marks})", chunk)
+                self._execute(cur, f"DELETE FROM runs WHERE run_id IN ({marks})", chunk)
+            self.conn.commit()
+            live: set[str] = set()
+            self._execute(cur, "SELECT data FROM reports")
+            for (data,) in cur.fetchall():
+                live.update(k["source_hash"] for k in json.loads(data).get("kernels", []) if k.get("source_hash"))
+            self._execute(cur, "SELECT source_hash FROM kernel_sources")
+            dead = [h for (h,) in cur.fetchall() if h not in live]
+            for i in range(0, len(dead), 500):
+                chunk = dead[i:i + 500]
+                self._execute(cur, f"DELETE FROM kernel_sources WHERE source_hash IN ({','.join('?' * len(chunk))})", chunk)
+            self.conn.commit()
+        return ids
+
+    def close(self) -> None:
+        with self._lock:
+            if self.conn is not None:
+                try:
+                    self.conn.close()
+                finally:
+                    self.conn = None
