@@ -20,6 +20,7 @@ __all__ = [
     "UnpicklableGraphError",
     "enable_tracing",
     "export_trace",
+    "flush",
     "on_report",
     "reports",
     "shutdown",
@@ -79,6 +80,13 @@ def enable_tracing(tracer_provider: Any = None) -> None:
     from sandbox import runtime
 
     runtime.enable_tracing(tracer_provider)
+
+
+def flush(timeout: float | None = 30.0) -> bool:
+    """Block until every report so far is committed to the run store; False on timeout."""
+    from sandbox import runtime
+
+    return runtime.flush(timeout)
 
 
 def shutdown() -> None:

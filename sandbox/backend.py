@@ -55,8 +55,7 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
     """The backend registered as ``"sandbox"``."""
     opts = Options.resolve(mode, options)
     runtime.ensure_seam(_route)
-    if opts.trace:
-        runtime.enable_tracing()
+    runtime.configure(opts)
     runtime.get_pool(opts.workers)  # started already on resolve; resized if options ask for more
     location = compat.code_location()
     forward_compile_id = compat.current_compile_id()

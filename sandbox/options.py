@@ -57,6 +57,31 @@ def _bool(v: Any) -> bool:
     raise ValueError
 
 
+def _store(v: Any) -> str | None:
+    """A path or postgresql:// URL; False/off/none disables the store; None/"" means the default."""
+    if v is False:
+        return "off"
+    if v is None or v is True:
+        return None
+    s = str(v).strip()
+    if s.lower() in ("0", "false", "off", "no", "none", "disabled"):
+        return "off"
+    return s or None
+
+
+def _tags(v: Any) -> tuple[str, ...]:
+    if isinstance(v, (list, tuple, set)):
+        items = [str(x).strip() for x in v]
+    else:
+        items = [x.strip() for x in str(v).split(",")]
+    return tuple(x for x in items if x)
+
+
+def _name(v: Any) -> str | None:
+    s = str(v).strip() if v is not None else ""
+    return s or None
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(v: Any) -> str:
         s = str(v).strip().lower().replace("-", "_")
@@ -83,6 +108,9 @@ SPECS: dict[str, _Spec] = {
     "on_failure": _Spec("SANDBOX_ON_FAILURE", _choice("eager", "in_process", "raise"), "eager", "one of 'eager', 'in_process', 'raise'"),
     "unpicklable": _Spec("SANDBOX_UNPICKLABLE", _choice("in_process", "error"), "in_process", "one of 'in_process', 'error'"),
     "trace": _Spec("SANDBOX_TRACE", _bool, False, "true or false (1/0, yes/no, on/off)"),
+    "store": _Spec("SANDBOX_STORE", _store, None, "a file path, a postgresql:// URL, or False to disable"),
+    "run_name": _Spec("SANDBOX_RUN_NAME", _name, None, "a name for this run"),
+    "tags": _Spec("SANDBOX_TAGS", _tags, (), "comma-separated tags, or a list of strings"),
 }
 
 
@@ -94,6 +122,9 @@ class Options:
     on_failure: str = "eager"
     unpicklable: str = "in_process"
     trace: bool = False
+    store: str | None = None  # None: the default location; "off": disabled
+    run_name: str | None = None
+    tags: tuple[str, ...] = ()
     mode: str | None = None
     inductor: Mapping[str, Any] = field(default_factory=dict)
 

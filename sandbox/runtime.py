@@ -21,20 +21,40 @@ cache_clock = compat.CacheClock()
 _clock_registered = False
 
 
-def run() -> Run:
+def run(options: object = None) -> Run:
+    """This process's Run, described on first use (with the first compile's options)."""
     global _run
     with _lock:
         if _run is None or _run.pid != os.getpid():
-            import torch
+            from sandbox.telemetry.environment import describe_run
 
-            try:
-                import triton  # type: ignore[import-not-found]
-
-                triton_version = triton.__version__
-            except Exception:
-                triton_version = None
-            _run = Run(torch=torch.__version__, triton=triton_version)
+            _run = describe_run(options)
         return _run
+
+
+_store_sink: object = None
+
+
+def configure(options: object) -> None:
+    """Turn on what ``options`` asks for, once per process: tracing, the store."""
+    global _store_sink
+    run(options)
+    if getattr(options, "trace", False):
+        enable_tracing()
+    location = getattr(options, "store", None)
+    with _lock:
+        if _store_sink is not None or location == "off" or in_worker():
+            return
+        from sandbox.sinks.store import StoreSink
+
+        _store_sink = StoreSink(location, _run)  # type: ignore[arg-type]
+        _listeners.append(_store_sink)  # type: ignore[arg-type]
+
+
+def flush(timeout: float | None = 30.0) -> bool:
+    """Block until every report so far is in the store (True), or the timeout passed."""
+    sink = _store_sink
+    return sink.flush(timeout) if sink is not None else True  # type: ignore[attr-defined]
 
 
 def ensure_seam(route: Callable) -> None:

@@ -645,6 +645,19 @@ def apply_compilation_metrics(values: dict[str, Any]) -> None:
             ctx.increment(k, v)
 
 
+def inductor_config_diff() -> dict[str, Any]:
+    """Inductor config entries whose current value differs from the default
+    (``torch._inductor.config._config`` entries' ``default``)."""
+    from torch._inductor import config
+
+    current = config.get_config_copy()
+    out: dict[str, Any] = {}
+    for key, entry in getattr(config, "_config", {}).items():
+        if key in current and current[key] != entry.default:
+            out[key] = _jsonable(current[key])
+    return out
+
+
 def chromium_logger_id() -> str:
     from torch._dynamo.utils import get_chromium_event_logger
 

@@ -104,15 +104,34 @@ class CompileReport:
 
 @dataclass
 class Run:
+    """One process (one rank of a job): where and with what it compiled."""
+
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     schema_version: int = SCHEMA_VERSION
     started_at: float = field(default_factory=time.time)
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    job: str | None = None
+    rank: int | None = None
+    local_rank: int | None = None
+    world_size: int | None = None
     pid: int = field(default_factory=os.getpid)
     hostname: str = field(default_factory=socket.gethostname)
     python: str = field(default_factory=lambda: sys.version.split()[0])
     torch: str | None = None
     triton: str | None = None
+    cuda: str | None = None
+    device: str | None = None  # e.g. "NVIDIA H100 80GB HBM3" or the CPU model
+    sandbox: str | None = None
+    inductor_config: dict[str, Any] = field(default_factory=dict)  # entries that differ from the default
+    git_revision: str | None = None  # of the working directory, when it is a repository
+    cwd: str = field(default_factory=os.getcwd)
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Run":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
