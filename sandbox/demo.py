@@ -3,7 +3,13 @@
 For each zoo entry: run it eagerly (the reference), run it again through
 ``torch.compile(..., backend="sandbox")``, compare the two, and collect the
 entry's reports. Progress goes to stderr; the per-graph table, the totals and
-the verdict go to stdout. The exit code is 0 when every model matched eager.
+the verdict go to stdout. The exit code is 0 when every model matched eager,
+1 when one did not, 2 for an unknown model or a store that cannot be used.
+
+Every report goes to the run store (``store``, else ``SANDBOX_STORE``, else the
+default file), under one run named ``demo`` unless ``SANDBOX_RUN_NAME`` names it.
+Tracing is on when an OpenTelemetry collector is configured
+(``OTEL_EXPORTER_OTLP_ENDPOINT``); without one it stays off and the demo says so.
 """
 
 from __future__ import annotations
@@ -20,12 +26,9 @@ from typing import Any, TextIO
 RTOL = 1e-4
 ATOL = 1e-5
 
-OUTCOME_LABELS = {
-    "isolated": "isolated",
-    "cache_hit": "cache hit",
-    "in_process": "in-process",
-    "failed": "failed",
-}
+from sandbox.render import OUTCOME_LABELS, shorten, table
+
+OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
 class Progress:
@@ -125,24 +128,84 @@ def _note(report: Any) -> str:
     return report.reason or ""
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    numeric = {i for i, h in enumerate(header) if h in ("worker pid", "compile s")}
+def tracing_endpoint(env: Any = None) -> str | None:
+    """Where spans would go: the OTLP endpoint from the environment, if one is set."""
+    import os
 
-    def fmt(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    lines = [fmt(header), fmt(["-" * w for w in widths])]
-    lines += [fmt(r) for r in rows]
-    return "\n".join(lines)
-
-
-def _shorten(text: str, n: int = 60) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
+    env = os.environ if env is None else env
+    for name in OTLP_ENDPOINTS:
+        if env.get(name, "").strip():
+            return env[name].strip()
+    return None
 
 
-def run_demo(models: list[str] | None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Compile the zoo entries ``models`` (default: all) through the sandbox; 0 if all match eager."""
+def _configure(store: str | None, err: TextIO) -> Any:
+    """The demo's options: its store, its run name, tracing only with a collector to send to.
+    Opens the store once first, so a store that cannot be used stops the demo before any compile."""
+    import os
+
+    from sandbox import runtime
+    from sandbox.options import Options
+    from sandbox.store import StoreError, default_location, open_store
+
+    endpoint = tracing_endpoint()
+    options: dict[str, Any] = {"trace": endpoint is not None}
+    if store:
+        options["store"] = store
+    if "SANDBOX_RUN_NAME" not in os.environ:
+        options["run_name"] = "demo"
+    opts = Options.resolve(options=options)
+    if opts.store != "off":
+        location = opts.store or default_location()
+        try:
+            open_store(location).close()
+        except StoreError as e:
+            err.write(f"sandbox demo: {e}\n")
+            return None
+    if endpoint:
+        err.write(f"tracing on: spans go to the OpenTelemetry collector at {endpoint}\n")
+    else:
+        err.write(
+            "tracing off: no OpenTelemetry collector is configured "
+            "(set OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://localhost:4317, to send spans)\n"
+        )
+    runtime.configure(opts)
+    return opts
+
+
+def _stored(opts: Any, run_id: str, expected: int, out: TextIO) -> None:
+    """Say where the run went, after making sure every report is committed."""
+    import sandbox
+    from sandbox.store import StoreError, default_location, open_store
+
+    if opts.store == "off":
+        out.write("\nThe run store is off (store=False / SANDBOX_STORE=off): nothing was saved.\n")
+        return
+    location = opts.store or default_location()
+    sandbox.flush()
+    try:
+        store = open_store(location, readonly=True)
+        try:
+            stored = len(store.reports(run_id))
+            url = store.url
+        finally:
+            store.close()
+    except StoreError as e:
+        out.write(f"\nThe run was not saved: {e}\n")
+        return
+    out.write(f"\nrun {run_id}: {stored} report(s) saved in {url}\n")
+    if stored < expected:
+        out.write(f"warning: {expected - stored} of {expected} reports did not reach the store (see the warnings above)\n")
+    prefix = "" if location == default_location() else f"SANDBOX_STORE={location} "
+    out.write(f"See it here with: {prefix}sandbox show {run_id[:12]}\n")
+    out.write(f"To see every compile in the dashboard, then: {prefix}streamlit run dashboard/app.py\n")
+
+
+def run_demo(
+    models: list[str] | None, out: TextIO | None = None, err: TextIO | None = None, store: str | None = None
+) -> int:
+    """Compile the zoo entries ``models`` (default: all) through the sandbox into the run
+    store (``store``: a path or URL, else the default); 0 if all match eager."""
     out = out or sys.stdout
     err = err or sys.stderr
 
@@ -158,6 +221,12 @@ def run_demo(models: list[str] | None, out: TextIO | None = None, err: TextIO | 
     # Start the workers now: they pay Inductor's one-time costs while the eager
     # reference of the first model runs.
     sandbox.warmup()
+    opts = _configure(store, err)
+    if opts is None:
+        return 2
+    from sandbox import runtime
+
+    run_id = runtime.run().run_id
     progress = Progress(len(names), err)
     rows: list[list[str]] = []
     counts = {"isolated": 0, "cache_hit": 0, "in_process": 0, "failed": 0}
@@ -184,7 +253,7 @@ def run_demo(models: list[str] | None, out: TextIO | None = None, err: TextIO | 
                     _outcome(r),
                     str(r.worker_pid) if r.worker_pid else "-",
                     f"{r.duration_s:.2f}",
-                    _shorten(_note(r)),
+                    shorten(_note(r)),
                 ])
             if problem:
                 mismatches.append((name, problem))
@@ -193,7 +262,7 @@ def run_demo(models: list[str] | None, out: TextIO | None = None, err: TextIO | 
         progress.close()
 
     out.write("\n")
-    out.write(_table(["model", "graph", "outcome", "worker pid", "compile s", "note"], rows) + "\n\n")
+    out.write(table(["model", "graph", "outcome", "worker pid", "compile s", "note"], rows, right=(3, 4)) + "\n\n")
     graphs = sum(counts.values())
     out.write(
         f"{graphs} graphs from {len(names)} models in {time.time() - t_start:.1f} s: "
@@ -211,6 +280,6 @@ def run_demo(models: list[str] | None, out: TextIO | None = None, err: TextIO | 
         out.write(f"all {len(names)} models match eager (rtol {RTOL:g}, atol {ATOL:g})\n")
     if counts["isolated"]:
         out.write("\nRun it again and these graphs come from the compile caches: no worker compiles them.\n")
-    out.write("To see every compile in the dashboard, then: streamlit run dashboard/app.py\n")
+    _stored(opts, run_id, graphs, out)
     out.flush()
     return 1 if mismatches else 0

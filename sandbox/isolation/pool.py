@@ -246,19 +246,25 @@ class Pool:
         self.size = max(self.size, size)  # shrinking is not needed: extra workers just idle
 
     def shutdown(self, timeout: float = 3.0) -> None:
+        """Ready workers are asked to exit; one still warming up has nothing to lose and is killed."""
         if self.closed or os.getpid() != self.owner_pid:
             return
         self.closed = True
         with self._lock:
             workers = list(self._workers)
             self._workers.clear()
+        asked = []
         for w in workers:
+            if w.ready is None:
+                w.kill()
+                continue
             try:
                 protocol.send(w.job_w, {"op": "exit"})
+                asked.append(w)
             except OSError:
-                pass
+                w.kill()
         deadline = time.time() + timeout
-        for w in workers:
+        for w in asked:
             try:
                 w.proc.wait(timeout=max(0.05, deadline - time.time()))
             except subprocess.TimeoutExpired:

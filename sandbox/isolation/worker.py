@@ -111,8 +111,10 @@ class Worker:
             start = time.time()
             with (
                 compat.capture_chromium_events() as events,
-                compat.capture_compilation_metrics() as compilation_metrics,
+                # compile_context first: the worker's own outer event (worker_compile)
+                # carries the parent's compile id too, not only Inductor's events inside it.
                 compat.compile_context(msg.get("compile_id")),
+                compat.capture_compilation_metrics() as compilation_metrics,
             ):
                 output = compat.run_in_child(msg["payload"], msg.get("env", {}))
             end = time.time()
@@ -161,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != args.parent_pid:
         return 0
     os.environ["SANDBOX_IN_WORKER"] = "1"
+    # Yield the CPU to the training process when both want it: while the parent
+    # runs, the worker only prepares; when the parent waits on a compile, the
+    # worker has the cores to itself anyway.
+    try:
+        os.nice(int(os.environ.get("SANDBOX_WORKER_NICE", "5")))
+    except (OSError, ValueError):
+        pass
     faulthandler.enable()  # a crash leaves its Python stack in the worker's log
     threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid), daemon=True).start()
     worker = Worker(args.in_fd, args.out_fd)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import random
 import threading
 import warnings
 from typing import Any, Sequence
@@ -166,6 +167,19 @@ class OtelSink:
         self.tracer = trace.get_tracer("sandbox", tracer_provider=provider)
 
     def __call__(self, report: CompileReport) -> None:
+        # Dynamo saves Python's global ``random`` state before a frame compile and puts it
+        # back afterwards (eval_frame_cpp.cpp); the SDK's RandomIdGenerator draws span and
+        # trace ids from that state. Ids drawn while a graph compiles would be drawn again by
+        # the next graph's spans (or the application's next span): draw ours from fresh
+        # entropy and leave the global state as it was.
+        state = random.getstate()
+        random.seed()
+        try:
+            self._emit(report)
+        finally:
+            random.setstate(state)
+
+    def _emit(self, report: CompileReport) -> None:
         from opentelemetry import trace
         from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
