@@ -538,3 +538,15 @@ def test_every_touch_point_has_a_test() -> None:
     ]
     untested = [name for name in public if f"compat.{name}(" not in source]
     assert not untested, f"compat functions without a test in {Path(__file__).name}: {untested}"
+
+
+def test_inductor_config_diff() -> None:
+    """torch 2.13.0: ``torch._inductor.config._config`` entries carry ``default``;
+    ``get_config_copy()`` gives current values. A patched key shows up, an unpatched one does not."""
+    from torch._inductor import config
+
+    assert "max_autotune" not in compat.inductor_config_diff() or config.max_autotune
+    with config.patch(max_autotune=not config._config["max_autotune"].default):
+        diff = compat.inductor_config_diff()
+        assert diff["max_autotune"] == (not config._config["max_autotune"].default)
+    assert "max_autotune" not in compat.inductor_config_diff()
