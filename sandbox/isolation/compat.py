@@ -701,18 +701,26 @@ def probe_cpu_isa() -> None:
     cpu_vec_isa.pick_vec_isa()
 
 
-def warm_up_inductor() -> None:
-    """Pay Inductor's one-time costs: imports and the CPU instruction-set probe."""
+def warm_up_inductor() -> dict[str, float]:
+    """Pay Inductor's one-time costs: imports and the CPU instruction-set probe.
+    Returns seconds per phase."""
+    import time
+
+    t0 = time.time()
     import torch._inductor.compile_fx  # noqa: F401
     import torch._inductor.compile_fx_ext  # noqa: F401
 
+    t1 = time.time()
     probe_cpu_isa()
+    t2 = time.time()
     import torch._inductor.codegen.cpp  # noqa: F401
     import torch._inductor.scheduler  # noqa: F401
     import torch._inductor.lowering  # noqa: F401
     import torch._inductor.graph  # noqa: F401
     import torch._inductor.codegen.wrapper  # noqa: F401
     import torch._inductor.fx_passes.post_grad  # noqa: F401
+
+    return {"import_inductor_s": t1 - t0, "cpu_isa_probe_s": t2 - t1, "import_codegen_s": time.time() - t2}
 
 
 def load_custom_op_sources(imports: list[str], libraries: list[str]) -> None:

@@ -55,7 +55,8 @@ class Worker:
         from sandbox.isolation import compat, protocol
 
         t0 = time.time()
-        compat.warm_up_inductor()
+        phases = {"import_torch_s": t0 - started}
+        phases.update(compat.warm_up_inductor())
         protocol.send(
             self.out_fd,
             {
@@ -63,6 +64,7 @@ class Worker:
                 "pid": os.getpid(),
                 "started": started,
                 "warm_up_s": time.time() - t0,
+                "phases": phases,
                 "ready_at": time.time(),
                 "rss_bytes": _rss_bytes(),
             },
