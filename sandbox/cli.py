@@ -39,6 +39,10 @@ class UsageError(ValueError):
     """A bad argument value (exit 2)."""
 
 
+class CommandError(RuntimeError):
+    """A command that could not do its job, e.g. write its output file (exit 1)."""
+
+
 # -- argument values --------------------------------------------------------------------------
 
 
@@ -151,7 +155,7 @@ def cmd_export_trace(store: Store, args: argparse.Namespace, out: TextIO) -> int
         with open(args.output, "w") as f:
             json.dump(trace, f)
     except OSError as e:
-        raise UsageError(f"cannot write {args.output}: {e.strerror or e}") from None
+        raise CommandError(f"cannot write {args.output}: {e.strerror or e}") from None
     workers = sorted({r.worker_pid for r in reports if r.worker_pid})
     out.write(
         f"wrote {len(trace['traceEvents'])} events of run {render.short_id(run['run_id'])} "
@@ -238,6 +242,11 @@ def _open(location: str, write: bool) -> Store:
     return open_store(location)
 
 
+def _one_line(e: BaseException) -> str:
+    """Driver messages span lines (psycopg's hints): an error here is one line."""
+    return re.sub(r"\s*\n\s*", " ", str(e).strip())
+
+
 def _database_error(e: BaseException) -> bool:
     return isinstance(e, sqlite3.DatabaseError) or type(e).__module__.startswith("psycopg")
 
@@ -268,11 +277,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             store.close()
-    except StoreError as e:
-        err.write(f"sandbox {command}: {e}\n")
+    except (StoreError, CommandError) as e:
+        err.write(f"sandbox {command}: {_one_line(e)}\n")
         return 1
     except UsageError as e:
-        err.write(f"sandbox {command}: {e}\n")
+        err.write(f"sandbox {command}: {_one_line(e)}\n")
         return 2
     except BrokenPipeError:  # `sandbox runs | head`
         return 0

@@ -164,10 +164,14 @@ class Store:
             "SUM(CASE WHEN p.outcome = 'cache_hit' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN p.outcome = 'failed' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN p.outcome = 'isolated' THEN 1 ELSE 0 END) "
-            "FROM runs r LEFT JOIN reports p ON p.run_id = r.run_id"
+            # Pick the runs first, then summarise only their reports: grouping every
+            # report of the store before the LIMIT took 250 ms at 1,000 runs x 50 graphs.
+            "FROM (SELECT r.run_id, r.data, r.started_at FROM runs r"
             + (" WHERE " + " AND ".join(where) if where else "")
-            + " GROUP BY r.run_id, r.data, r.started_at ORDER BY r.started_at DESC"
+            + " ORDER BY r.started_at DESC"
             + (f" LIMIT {int(limit)}" if limit else "")
+            + ") r LEFT JOIN reports p ON p.run_id = r.run_id"
+            " GROUP BY r.run_id, r.data, r.started_at ORDER BY r.started_at DESC"
         )
         out = []
         for data, graphs, total, hits, failures, isolated in self._query(sql, params):

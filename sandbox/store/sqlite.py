@@ -53,6 +53,9 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"store {self.path} cannot be written ({e}); check its permissions, or open it read-only"
             ) from e
+        except StoreError:
+            self.close()  # a refused store keeps no connection (nor WAL files) open
+            raise
 
     def _prepare_file(self) -> None:
         """Refuse what must not be written; create a missing store atomically."""
