@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
-from sandbox.isolation import compat
 
 
 class OptionError(ValueError):
@@ -144,6 +143,8 @@ class Options:
                 values[name] = _parse(name, spec, env[spec.env], f"environment variable {spec.env}")
             else:
                 values[name] = spec.default
+
+        from sandbox.isolation import compat  # torch, only when options are resolved
 
         inductor: dict[str, Any] = {}
         if mode not in (None, "default"):

@@ -129,7 +129,12 @@ def _exporter_from_env() -> Any:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[no-redef]
     else:
         raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: expected 'grpc' or 'http/protobuf'")
-    return OTLPSpanExporter()
+    # Bound each export, retries included, by SANDBOX_OTLP_TIMEOUT_S: the SDK's
+    # BatchSpanProcessor ignores its export_timeout_millis; only the exporter's own
+    # timeout (10 s by default) bounds an export. The OTEL_* timeout variables still win.
+    if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT"):
+        return OTLPSpanExporter()
+    return OTLPSpanExporter(timeout=float(os.environ.get("SANDBOX_OTLP_TIMEOUT_S", "5")))
 
 
 def _application_provider() -> Any | None:
