@@ -170,3 +170,17 @@ def clear_reports() -> None:
 
 def in_worker() -> bool:
     return os.environ.get("SANDBOX_IN_WORKER") == "1"
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a DataLoader worker) starts with fresh locks and no store writer:
+    locks held by the parent's threads at fork time would never be released here."""
+    global _lock, _store_sink
+    _lock = threading.Lock()
+    if _store_sink is not None:
+        if _store_sink in _listeners:
+            _listeners.remove(_store_sink)  # type: ignore[arg-type]
+        _store_sink = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

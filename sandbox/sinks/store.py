@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import threading
 import warnings
@@ -30,11 +31,14 @@ class StoreSink:
         self._failed = False
         self.store: Any = None
         self.written = 0
+        self.owner_pid = os.getpid()
         self._thread = threading.Thread(target=self._loop, name="sandbox-store-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)
 
     def __call__(self, report: CompileReport) -> None:
+        if os.getpid() != self.owner_pid:
+            return  # a forked child (DataLoader worker): the parent's writer is not ours
         with self._done:
             self._pending += 1
         self._queue.put(report)
@@ -90,10 +94,14 @@ class StoreSink:
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Block until every report published so far is committed (or failed)."""
+        if os.getpid() != self.owner_pid:
+            return True
         with self._done:
             return self._done.wait_for(lambda: self._pending <= 0, timeout)
 
     def close(self) -> None:
+        if os.getpid() != self.owner_pid:
+            return  # never wait on (or tear down) the parent's writer from a forked child
         self.flush(timeout=30.0)
         self._queue.put(None)
         self._thread.join(timeout=5)
