@@ -1,0 +1,160 @@
+"""Failures cost one graph, never the job.
+
+Injected through real compiles: each graph calls a custom op from
+``helpers/failing_ops.py`` whose fake implementation - which Inductor runs while
+compiling the graph - exits, segfaults, SIGKILLs itself, raises, hangs past
+``timeout_s`` or grows past ``memory_limit_mb``, but only inside a worker
+(``SANDBOX_IN_WORKER=1``). One process per policy runs all six kinds in a row, then
+a healthy compile; the script exiting 0 is the "process survives" check.
+
+Policies: ``eager`` via ``options=``; ``raise`` via ``SANDBOX_ON_FAILURE`` (the
+environment route); ``in_process`` via ``options=``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import pid_alive, run_script, wait_gone
+
+KINDS = ["exit", "segv", "kill", "raise", "hang", "oom"]
+# kind -> (report failure kind, exit code, signal)
+EXPECTED = {
+    "exit": ("crash", 3, None),
+    "segv": ("crash", None, "SIGSEGV"),
+    "kill": ("crash", None, "SIGKILL"),
+    "raise": ("error", None, None),
+    "hang": ("timeout", None, "SIGKILL"),
+    "oom": ("oom", None, "SIGKILL"),
+}
+# What the worker's last log lines must show, per kind: the op's own last words, the
+# exception's traceback, or (segfault) faulthandler's dump of the worker's stack.
+LOG_MARKER = {
+    "exit": "failing_ops: about to exit",
+    "segv": "sandbox/isolation/worker.py",
+    "kill": "failing_ops: about to kill",
+    "raise": "failing_ops: injected compile error",
+    "hang": "failing_ops: about to hang",
+    "oom": "failing_ops: about to oom",
+}
+
+
+@pytest.fixture(scope="module", params=["eager", "raise", "in_process"])
+def policy_run(request, tmp_path_factory, probe_seed) -> tuple[str, dict]:
+    from conftest import fresh_cache_dir
+
+    policy = request.param
+    cache_dir = fresh_cache_dir(tmp_path_factory.mktemp(f"failures-{policy}"), probe_seed)
+    if policy == "raise":
+        result = run_script(
+            "script_failures.py", "env", ",".join(KINDS), cache_dir=cache_dir, env={"SANDBOX_ON_FAILURE": "raise"}
+        )
+    else:
+        result = run_script("script_failures.py", policy, ",".join(KINDS), cache_dir=cache_dir)
+    return policy, result
+
+
+def _case(result: dict, kind: str) -> dict[str, Any]:
+    (case,) = [c for c in result["results"] if c["kind"] == kind]
+    return case
+
+
+def _failed_report(case: dict) -> dict:
+    reports = case["reports"]
+    assert len(reports) == 1, [(r["outcome"], r["graph_kind"]) for r in reports]
+    (report,) = reports
+    assert report["outcome"] == "failed", report["outcome"]
+    kind, exit_code, sig = EXPECTED[case["kind"]]
+    failure = report["failure"]
+    assert failure["kind"] == kind, failure
+    assert failure["exit_code"] == exit_code, failure
+    assert failure["signal"] == sig, failure
+    assert failure["worker_pid"] == report["worker_pid"] != None  # noqa: E711
+    assert failure["log_tail"], "the worker's log tail is empty"
+    tail = "\n".join(failure["log_tail"])
+    assert LOG_MARKER[case["kind"]] in tail, failure["log_tail"]
+    return report
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_failure_is_reported_and_worker_replaced(policy_run, kind: str) -> None:
+    policy, result = policy_run
+    case = _case(result, kind)
+    report = _failed_report(case)
+    failed_pid = report["failure"]["worker_pid"]
+    assert failed_pid in [w["pid"] for w in case["workers_before"]]
+    # The failed worker is gone and a new one took its place.
+    assert case["failed_pids_alive"] == [False]
+    after = [w["pid"] for w in case["workers_ready"]]
+    assert after and failed_pid not in after
+    assert all(w["ready"] for w in case["workers_ready"])
+    if kind == "hang":
+        timeout_s = case["options"]["timeout_s"]
+        assert timeout_s <= case["seconds"] < timeout_s + 30, case["seconds"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_policy_outcome(policy_run, kind: str) -> None:
+    policy, result = policy_run
+    case = _case(result, kind)
+    report = case["reports"][0]
+    if policy == "eager":
+        # The graph runs uncompiled: correct results, one clear warning, no exception.
+        assert case["raised"] is None, case["raised"]
+        assert case["correct"] is True and case["correct_again"] is True
+        assert report["fallback"] == "eager"
+        assert len(case["warnings"]) == 1, case["warnings"]
+        (warning,) = case["warnings"]
+        assert warning["category"] == "RuntimeWarning"
+        assert case["function"] in warning["message"]
+        assert EXPECTED[kind][0] in warning["message"]
+    elif policy == "in_process":
+        # Compiled in the user's process instead: correct, no exception, no eager warning.
+        assert case["raised"] is None, case["raised"]
+        assert case["correct"] is True and case["correct_again"] is True
+        assert report["fallback"] == "in_process"
+        assert "compile_in_process" in [s["name"] for s in report["stages"]]
+        assert not [w for w in case["warnings"] if "uncompiled" in w["message"]], case["warnings"]
+    else:
+        assert policy == "raise"
+        raised = case["raised"]
+        assert raised is not None, "on_failure='raise' did not raise"
+        assert "SandboxCompileError" in [c["type"] for c in raised["chain"]], raised["chain"]
+        assert report["fallback"] is None
+        msg = raised["message"]
+        failure = report["failure"]
+        # names the graph: compile id and code location ...
+        assert report["compile_id"] and f"graph {report['compile_id']}" in msg, msg
+        assert case["function"] in msg and f"script_failures.py:{case['line']}" in msg, msg
+        # ... the failure kind, the exit code or signal ...
+        assert f"({failure['kind']}" in msg, msg
+        if failure["exit_code"] is not None:
+            assert f"exit code {failure['exit_code']}" in msg, msg
+        if failure["signal"]:
+            assert failure["signal"] in msg, msg
+        # ... and the worker's last log lines.
+        assert "worker's last log lines" in msg, msg
+        last = [line for line in failure["log_tail"] if line.strip()][-1]
+        assert last.strip() in msg, (last, msg)
+
+
+def test_next_compile_after_failures_is_isolated(policy_run) -> None:
+    policy, result = policy_run
+    healthy = result["healthy"]
+    assert healthy["correct"] is True
+    (report,) = healthy["reports"]
+    assert report["outcome"] == "isolated", report
+    failed = {c["reports"][0]["failure"]["worker_pid"] for c in result["results"]}
+    assert len(failed) == len(KINDS), "each failure must have hit a different (fresh) worker"
+    assert report["worker_pid"] not in failed and report["worker_pid"] != result["pid"]
+
+
+def test_no_worker_left_after_exit(policy_run) -> None:
+    _, result = policy_run
+    assert result["pool_processes"]
+    assert wait_gone(result["pool_processes"], within=5) == []
+    for case in result["results"]:
+        for r in case["reports"]:
+            assert not pid_alive(r["failure"]["worker_pid"])
