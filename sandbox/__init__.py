@@ -18,6 +18,7 @@ __all__ = [
     "Run",
     "SandboxCompileError",
     "UnpicklableGraphError",
+    "enable_metrics",
     "enable_tracing",
     "export_trace",
     "flush",
@@ -80,6 +81,31 @@ def enable_tracing(tracer_provider: Any = None) -> None:
     from sandbox import runtime
 
     runtime.enable_tracing(tracer_provider)
+
+
+def enable_metrics(
+    registry: Any = None, port: int | None = None, addr: str | None = None, pushgateway: str | None = None
+) -> Any:
+    """Prometheus metrics of every compile (those so far included); returns the sandbox's own
+    ``CollectorRegistry``.
+
+    ``registry``: also register them in this registry (e.g. ``prometheus_client.REGISTRY``, which
+    your application already serves). ``port``: serve them on ``addr`` (default ``127.0.0.1``) at
+    ``port`` + ``LOCAL_RANK``. ``pushgateway``: push them there at exit. Unset arguments come from
+    ``SANDBOX_METRICS_PORT``, ``SANDBOX_METRICS_ADDR``, ``SANDBOX_PUSHGATEWAY``.
+    """
+    from types import SimpleNamespace
+
+    from sandbox import runtime
+
+    env = Options.resolve()
+    opts = SimpleNamespace(
+        metrics_port=env.metrics_port if port is None else port,
+        metrics_addr=addr or env.metrics_addr,
+        pushgateway=pushgateway or env.pushgateway,
+        run_name=env.run_name,
+    )
+    return runtime.enable_metrics(opts, registry)
 
 
 def flush(timeout: float | None = 30.0) -> bool:

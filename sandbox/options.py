@@ -81,6 +81,27 @@ def _name(v: Any) -> str | None:
     return s or None
 
 
+def _port_or_none(v: Any) -> int | None:
+    """A TCP port; None/0/off means no metrics endpoint."""
+    if v is None or v is False or (isinstance(v, str) and v.strip().lower() in ("", "none", "0", "off", "false")):
+        return None
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError
+    n = int(v.strip()) if isinstance(v, str) else int(v)
+    if n == 0:
+        return None
+    if not 0 < n < 65536:
+        raise ValueError
+    return n
+
+
+def _address(v: Any) -> str:
+    s = str(v).strip() if v is not None else ""
+    if not s or any(c.isspace() for c in s):
+        raise ValueError
+    return s
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(v: Any) -> str:
         s = str(v).strip().lower().replace("-", "_")
@@ -110,6 +131,9 @@ SPECS: dict[str, _Spec] = {
     "store": _Spec("SANDBOX_STORE", _store, None, "a file path, a postgresql:// URL, or False to disable"),
     "run_name": _Spec("SANDBOX_RUN_NAME", _name, None, "a name for this run"),
     "tags": _Spec("SANDBOX_TAGS", _tags, (), "comma-separated tags, or a list of strings"),
+    "metrics_port": _Spec("SANDBOX_METRICS_PORT", _port_or_none, None, "a TCP port 1-65535 (local rank N serves on port + N), or None/0 for no endpoint"),
+    "metrics_addr": _Spec("SANDBOX_METRICS_ADDR", _address, "127.0.0.1", "an address to bind the metrics endpoint to, e.g. 127.0.0.1 or 0.0.0.0"),
+    "pushgateway": _Spec("SANDBOX_PUSHGATEWAY", _name, None, "a Pushgateway address, host:port or http(s)://host:port"),
 }
 
 
@@ -124,6 +148,9 @@ class Options:
     store: str | None = None  # None: the default location; "off": disabled
     run_name: str | None = None
     tags: tuple[str, ...] = ()
+    metrics_port: int | None = None  # the base port: local rank N serves on metrics_port + N
+    metrics_addr: str = "127.0.0.1"
+    pushgateway: str | None = None
     mode: str | None = None
     inductor: Mapping[str, Any] = field(default_factory=dict)
 

@@ -36,11 +36,14 @@ _store_sink: object = None
 
 
 def configure(options: object) -> None:
-    """Turn on what ``options`` asks for, once per process: tracing, the store."""
+    """Turn on what ``options`` asks for, once per process: tracing, metrics, the store."""
     global _store_sink
     run(options)
     if getattr(options, "trace", False):
         enable_tracing()
+    if getattr(options, "metrics_port", None) or getattr(options, "pushgateway", None):
+        if _metrics_key(options) not in _metrics_applied:
+            enable_metrics(options)
     location = getattr(options, "store", None)
     with _lock:
         if _store_sink is not None or location == "off" or in_worker():
@@ -150,6 +153,46 @@ def enable_tracing(provider: object = None) -> None:
     if sink is not None:
         _tracing = True
         on_report(sink)
+
+
+_metrics_applied: set[tuple] = set()
+
+
+def _metrics_key(options: object) -> tuple:
+    return tuple(getattr(options, k, None) for k in ("metrics_port", "metrics_addr", "pushgateway", "run_name"))
+
+
+def enable_metrics(options: object = None, registry: object = None) -> object:
+    """Prometheus metrics from every report (those so far included): the endpoint and the
+    Pushgateway push that ``options`` ask for, ``registry`` too. Returns the sandbox's registry."""
+    if in_worker():
+        return None
+    from sandbox.sinks import prometheus
+
+    try:
+        reg = prometheus.enable(
+            registry=registry,
+            port=getattr(options, "metrics_port", None),
+            addr=getattr(options, "metrics_addr", None) or "127.0.0.1",
+            pushgateway=getattr(options, "pushgateway", None),
+            job=getattr(options, "run_name", None),
+        )
+    except ImportError as e:
+        import warnings
+
+        warnings.warn(f"sandbox: metrics are on but prometheus_client is missing ({e}); pip install prometheus-client",
+                      RuntimeWarning, stacklevel=2)
+        _metrics_applied.add(_metrics_key(options))
+        return None
+    _metrics_applied.add(_metrics_key(options))
+    return reg
+
+
+def subscribe(fn: Callable[[CompileReport], None]) -> list[CompileReport]:
+    """``on_report(fn)``, and the reports published before it: together, each report exactly once."""
+    with _lock:
+        _listeners.append(fn)
+        return list(_reports)
 
 
 def reports() -> list[CompileReport]:

@@ -215,6 +215,8 @@ class Pool:
         self.restarts = 0
         self.closed = False
         self.owner_pid = os.getpid()
+        self._in_flight: dict[int, float] = {}  # job number -> when it was handed to run() (unix s)
+        self._job_seq = 0
         for _ in range(size):
             self._spawn()
 
@@ -379,7 +381,15 @@ class Pool:
         if self.closed:
             raise WorkerFailure("error", "the worker pool is shut down")
         t0 = time.time()
-        w = self._idle.get()
+        with self._lock:
+            self._job_seq += 1
+            job_no = self._job_seq
+            self._in_flight[job_no] = t0
+        try:
+            w = self._idle.get()
+        except BaseException:
+            self._done(job_no)
+            raise
         limit = memory_limit_mb * 2**20 if memory_limit_mb else None
         healthy = False
         try:
@@ -406,10 +416,20 @@ class Pool:
             healthy = True
             return JobResult(reply, w.pid, waited, sent_at, received)
         finally:
+            self._done(job_no)
             if healthy:
                 self._idle.put(w)
             else:
                 self._retire(w, replace=True)
+
+    def _done(self, job_no: int) -> None:
+        with self._lock:
+            self._in_flight.pop(job_no, None)
+
+    def in_flight(self) -> list[float]:
+        """When each job now in the pool's hands (waiting for a worker, or compiling in one) was handed to ``run``."""
+        with self._lock:
+            return list(self._in_flight.values())
 
 
 _pool: Pool | None = None

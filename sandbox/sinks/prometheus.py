@@ -1,0 +1,470 @@
+"""Prometheus metrics from reports: what a platform team scrapes and alerts on.
+
+Every metric is derived from the reports (plus two live values read from the worker
+pool at scrape time: compiles in flight, worker restarts). Names follow Prometheus
+conventions (base units, ``_seconds``, ``_total``) and every label has a bounded set of
+values: no graph, report or run ids. ``docs/REPORT.md`` documents the report fields they
+come from; the README lists the metrics.
+
+Exposition is opt-in: an HTTP endpoint (``metrics_port`` / ``SANDBOX_METRICS_PORT``, bound
+to 127.0.0.1 unless ``SANDBOX_METRICS_ADDR`` says otherwise; local rank N serves on the
+base port + N), a registry the application passes (``sandbox.enable_metrics(registry)``),
+and a push to a Pushgateway at exit (``SANDBOX_PUSHGATEWAY``) for short-lived jobs. A port
+already taken or a Pushgateway that is down costs one warning, never an exception.
+
+Cost per report: a few dict lookups and ``observe``/``inc`` calls on pre-bound label
+children (tens of microseconds for a report with dozens of stages and kernels).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+import warnings
+from typing import Any, Iterable
+
+from sandbox.telemetry.report import CACHE_HIT, FAILED, FAILURE_KINDS, ISOLATED, CompileReport
+
+log = logging.getLogger("sandbox")
+
+# 10 ms .. 30 min: a cache hit takes milliseconds, a cold compile of a large model minutes,
+# and the default timeout_s is 1800 s.
+COMPILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0)
+# Stages and the wait for a worker also take a millisecond or less (send, transfer); fewer
+# buckets, as there is a series per stage.
+STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+GRAPH_KINDS = ("forward", "backward", "inference")
+OUTCOMES = ("isolated", "cache_hit", "in_process", "failed")
+DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "hpu", "mtia")
+KERNEL_KINDS = ("cpp", "triton", "template", "extern")
+CACHE_RESULTS = {
+    "fx_graph": ("hit", "miss", "bypass"),
+    "aot_autograd": ("hit", "miss", "bypass", "guard_miss"),
+    "async_compile": ("hit", "miss"),
+}
+# The fixed set of stage names with a series of their own: the sandbox's own stages and
+# Inductor's main phases. Any other stage name (Inductor has dozens, and they change
+# between releases) is not observed, so the label set stays bounded.
+STAGES = (
+    # the sandbox's
+    "cache_lookup", "serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load",
+    "compile_in_process",
+    # Inductor's main phases (in the worker, or in the parent for a graph compiled there)
+    "inductor_compile", "fx_codegen_and_compile", "_recursive_post_grad_passes", "GraphLowering.run",
+    "Scheduler.__init__", "Scheduler.codegen", "GraphLowering.codegen", "GraphLowering.compile_to_fn",
+    "compile_file", "async_compile.wait", "PyCodeCache.load_by_key_path",
+)
+
+_OTHER = "other"
+
+# The base port the docs and configs suggest (SANDBOX_METRICS_PORT=9780: ranks 0..7 of a host
+# on 9780..9787). Nothing listens unless a port is set.
+SUGGESTED_BASE_PORT = 9780
+
+
+def _bounded(value: Any, allowed: Iterable[str]) -> str:
+    return value if value in allowed else _OTHER
+
+
+def _process_device_type() -> str:
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_initialized():
+            return "cuda"
+    except Exception:  # noqa: BLE001
+        pass
+    return "cpu"
+
+
+def device_type(report: CompileReport) -> str:
+    """The device the graph was compiled for, from its kernels: C++ kernels run on the CPU,
+    a Triton kernel names its device (``DeviceProperties(type='cuda', ...)``). A graph
+    without generated kernels (extern calls only, an AOTAutograd cache hit) gets the
+    process's: ``cuda`` once CUDA is initialised, else ``cpu``."""
+    for k in report.kernels:
+        kind = k.get("kind")
+        if kind == "cpp":
+            return "cpu"
+        if kind in ("triton", "template"):
+            src = k.get("source") or ""
+            i = src.find("DeviceProperties(type='")
+            if i != -1:
+                j = src.find("'", i + 23)
+                return _bounded(src[i + 23 : j], DEVICE_TYPES)
+            if kind == "triton":
+                return "cuda"
+    return _process_device_type()
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    def version(*names: str) -> str:
+        for name in names:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return "none"
+
+    import sandbox
+
+    return {
+        "version": getattr(sandbox, "__version__", "unknown"),
+        "torch": version("torch"),
+        "triton": version("triton", "pytorch-triton", "pytorch-triton-rocm", "pytorch-triton-xpu"),
+        "python": sys.version.split()[0],
+    }
+
+
+class _Live:
+    """Values read at scrape (or push) time: compiles in flight, worker restarts, build info."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_pool: Any = None
+        self._restarts_before = 0  # restarts of the pools this process had before the current one
+        self._versions = _versions()
+
+    def restarts(self) -> int:
+        from sandbox.isolation import pool
+
+        with self._lock:
+            p = pool.current_pool()
+            if p is not self._last_pool:
+                if self._last_pool is not None:
+                    self._restarts_before += self._last_pool.restarts
+                self._last_pool = p
+            return self._restarts_before + (p.restarts if p is not None else 0)
+
+    def _families(self, with_values: bool) -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from sandbox.isolation import pool
+
+        restarts = CounterMetricFamily(
+            "sandbox_worker_restarts",
+            "Workers replaced after a failed compile (crash, timeout, oom, error).",
+            value=self.restarts() if with_values else None,
+        )
+        in_flight = GaugeMetricFamily(
+            "sandbox_compiles_in_flight",
+            "Graphs handed to the worker pool and not back yet (waiting for a worker, or compiling in one).",
+        )
+        oldest = GaugeMetricFamily(
+            "sandbox_oldest_compile_in_flight_start_time_seconds",
+            "Unix time at which the oldest graph now in flight was handed to the worker pool; absent when none is.",
+        )
+        info = GaugeMetricFamily(
+            "sandbox_build_info",
+            "Versions of the sandbox, torch, Triton ('none' when absent) and Python; always 1.",
+            labels=list(self._versions),
+        )
+        if with_values:
+            p = pool.current_pool()
+            starts = p.in_flight() if p is not None and hasattr(p, "in_flight") else []
+            in_flight.add_metric([], len(starts))
+            if starts:
+                oldest.add_metric([], min(starts))
+            info.add_metric(list(self._versions.values()), 1)
+        return [restarts, in_flight, oldest, info]
+
+    def collect(self) -> list[Any]:
+        return self._families(True)
+
+    def describe(self) -> list[Any]:
+        return self._families(False)
+
+
+class Metrics:
+    """The sandbox's metrics: ``metrics(report)`` counts one report. Registered nowhere by
+    itself: ``register(registry)`` adds them to a registry (any number of them)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.compile_duration = Histogram(
+            "sandbox_compile_duration_seconds",
+            "Time from a graph entering the sandbox to its report (cache lookup, serialize, wait, compile, load).",
+            ["graph_kind", "outcome", "device_type"],
+            buckets=COMPILE_BUCKETS,
+            registry=None,
+        )
+        self.stage_duration = Histogram(
+            "sandbox_compile_stage_duration_seconds",
+            "Duration of the named compile stages (a fixed set: the sandbox's own and Inductor's main phases).",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=None,
+        )
+        self.worker_wait = Histogram(
+            "sandbox_worker_wait_seconds",
+            "Time an isolated compile waited for a free, ready worker.",
+            buckets=STAGE_BUCKETS,
+            registry=None,
+        )
+        self.cache_lookups = Counter(
+            "sandbox_cache_lookups",
+            "Compile cache lookups by cache (fx_graph, aot_autograd, async_compile) and result.",
+            ["cache", "result"],
+            registry=None,
+        )
+        self.failures = Counter(
+            "sandbox_compile_failures",
+            "Failed compiles by kind (crash, timeout, oom, error).",
+            ["kind"],
+            registry=None,
+        )
+        self.kernels = Counter(
+            "sandbox_kernels_generated",
+            "Kernels in the compiled modules by kind (cpp, triton, template, extern); cache hits not counted.",
+            ["kind"],
+            registry=None,
+        )
+        self.live = _Live()
+        self.collectors: list[Any] = [
+            self.compile_duration, self.stage_duration, self.worker_wait, self.cache_lookups,
+            self.failures, self.kernels, self.live,
+        ]
+        # Label children bound once: every series with a known label value exists from the
+        # start (at 0), so rate()/increase() see the first event, and a report costs dict lookups.
+        self._stages = {name: self.stage_duration.labels(name) for name in STAGES}
+        self._lookups = {
+            (cache, result): self.cache_lookups.labels(cache, result)
+            for cache, results in CACHE_RESULTS.items()
+            for result in (*results, _OTHER)
+        }
+        self._failures = {kind: self.failures.labels(kind) for kind in (*FAILURE_KINDS, _OTHER)}
+        self._kernels = {kind: self.kernels.labels(kind) for kind in (*KERNEL_KINDS, _OTHER)}
+        self._durations: dict[tuple[str, str, str], Any] = {}
+        device = _process_device_type()
+        for kind in GRAPH_KINDS:
+            for outcome in OUTCOMES:
+                self._duration((kind, outcome, device))
+        self._registries: list[Any] = []
+
+    def register(self, registry: Any) -> None:
+        if any(r is registry for r in self._registries):
+            return
+        for c in self.collectors:
+            registry.register(c)
+        self._registries.append(registry)
+
+    def _duration(self, key: tuple[str, str, str]) -> Any:
+        child = self._durations.get(key)
+        if child is None:
+            child = self._durations[key] = self.compile_duration.labels(*key)
+        return child
+
+    def __call__(self, r: CompileReport) -> None:
+        outcome = _bounded(r.outcome, OUTCOMES)
+        key = (_bounded(r.graph_kind, GRAPH_KINDS), outcome, device_type(r))
+        self._duration(key).observe(max(0.0, r.duration_s))
+
+        failed = outcome == FAILED
+        stages = self._stages
+        for s in r.stages:
+            child = stages.get(s.name)
+            # A failed graph's wait_for_worker spans the wait until the failure, not a wait.
+            if child is not None and not (failed and s.name == "wait_for_worker"):
+                child.observe(max(0.0, s.end - s.start))
+                if s.name == "wait_for_worker" and outcome == ISOLATED:
+                    self.worker_wait.observe(max(0.0, s.end - s.start))
+
+        caches = r.caches
+        if caches:
+            lookups = self._lookups
+            fx = caches.get("fx_graph")
+            if fx and fx.get("state"):
+                (lookups.get(("fx_graph", fx["state"])) or lookups["fx_graph", _OTHER]).inc()
+            aot = caches.get("aot_autograd")
+            # One AOTAutograd lookup serves a forward and its backward: counted on the forward.
+            if aot and aot.get("state") and r.graph_kind != "backward":
+                (lookups.get(("aot_autograd", aot["state"])) or lookups["aot_autograd", _OTHER]).inc()
+            async_compile = caches.get("async_compile")
+            if async_compile:
+                for result in ("hit", "miss"):
+                    n = async_compile.get(result)
+                    if n:
+                        lookups["async_compile", result].inc(n)
+
+        if failed and r.failure is not None:
+            (self._failures.get(r.failure.kind) or self._failures[_OTHER]).inc()
+
+        if r.kernels and outcome != CACHE_HIT:
+            kernels = self._kernels
+            for k in r.kernels:
+                (kernels.get(k.get("kind")) or kernels[_OTHER]).inc()
+
+
+# --- the process's metrics: enabling, serving, pushing -------------------------------------------
+
+_lock = threading.Lock()
+_metrics: Metrics | None = None
+_own_registry: Any = None
+_servers: dict[tuple[str, int], Any] = {}
+_failed_ports: set[tuple[str, int]] = set()
+_push: dict[str, Any] = {}  # gateway, job, grouping_key
+_push_registered = False
+
+
+def local_rank() -> int:
+    try:
+        return max(0, int(os.environ.get("LOCAL_RANK", "0") or 0))
+    except ValueError:
+        return 0
+
+
+def rank_port(base: int) -> int:
+    """The port this process serves on: the base port + ``LOCAL_RANK`` (0 when unset)."""
+    return base + local_rank()
+
+
+def metrics() -> Metrics | None:
+    return _metrics
+
+
+def registry() -> Any:
+    """The sandbox's own registry (the endpoint and the push serve it); made on first use."""
+    _ensure()
+    return _own_registry
+
+
+def _ensure() -> Metrics:
+    """The process's Metrics, counting every report so far and every later one (made once)."""
+    global _metrics, _own_registry
+    with _lock:
+        if _metrics is not None:
+            return _metrics
+        from prometheus_client import CollectorRegistry
+
+        from sandbox import runtime
+
+        m = Metrics()
+        _own_registry = CollectorRegistry(auto_describe=True)
+        m.register(_own_registry)
+        past = runtime.subscribe(_guarded(m))
+        for report in past:
+            _guarded(m)(report)
+        _metrics = m
+        return m
+
+
+def _guarded(m: Metrics) -> Any:
+    def count(report: CompileReport) -> None:
+        try:
+            m(report)
+        except Exception:  # noqa: BLE001 - metrics never break the user's job
+            log.debug("sandbox: counting a report into the metrics failed", exc_info=True)
+
+    count.__qualname__ = "sandbox.metrics"
+    return count
+
+
+def enable(
+    registry: Any = None,
+    port: int | None = None,
+    addr: str = "127.0.0.1",
+    pushgateway: str | None = None,
+    job: str | None = None,
+) -> Any:
+    """Count reports into Prometheus metrics; returns the sandbox's own registry.
+
+    ``registry``: also register the metrics in this registry (e.g. ``prometheus_client.REGISTRY``,
+    which the application already exposes). ``port``: serve the sandbox's registry over HTTP on
+    ``addr``:``port`` + local rank. ``pushgateway``: push it there at exit (job ``job``, default
+    ``sandbox``; grouped by instance = host name, and local rank when ``LOCAL_RANK`` is set).
+    """
+    m = _ensure()
+    if registry is not None:
+        with _lock:
+            m.register(registry)
+    if port:
+        serve(rank_port(int(port)), addr)
+    if pushgateway:
+        push_at_exit(pushgateway, job)
+    return _own_registry
+
+
+def serve(port: int, addr: str = "127.0.0.1") -> Any:
+    """Serve the sandbox's registry on ``addr``:``port`` (once); None, with one warning, if it cannot."""
+    reg = registry()
+    key = (addr, port)
+    with _lock:
+        if key in _servers:
+            return _servers[key]
+        if key in _failed_ports:
+            return None
+        from prometheus_client import start_http_server
+
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=reg)
+        except (OSError, ValueError) as e:
+            _failed_ports.add(key)
+            why = "already in use" if getattr(e, "errno", None) in (98, 48) else f"{type(e).__name__}: {e}"
+            warnings.warn(
+                f"sandbox: the Prometheus metrics endpoint could not start on {addr}:{port} ({why}); compiles "
+                f"and reports are unaffected. Pick a free base port with SANDBOX_METRICS_PORT (or "
+                f"options={{'metrics_port': ...}}); local rank N serves on the base port + N.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        _servers[key] = server
+        log.info("sandbox: serving Prometheus metrics on http://%s:%d/metrics", addr, port)
+        return server
+
+
+def grouping_key() -> dict[str, str]:
+    key = {"instance": socket.gethostname()}
+    if os.environ.get("LOCAL_RANK") not in (None, ""):
+        key["local_rank"] = str(local_rank())
+    return key
+
+
+def push_at_exit(gateway: str, job: str | None = None) -> None:
+    """Push the sandbox's registry to ``gateway`` when this process exits (set once; the first wins)."""
+    global _push_registered
+    with _lock:
+        if _push:
+            return
+        _push.update(gateway=gateway, job=job or "sandbox", grouping_key=grouping_key(), pid=os.getpid())
+        if not _push_registered:
+            _push_registered = True
+            atexit.register(_push_now_at_exit)
+
+
+PUSH_TIMEOUT_S = 5.0
+
+
+def push(timeout: float = PUSH_TIMEOUT_S) -> bool:
+    """Push the sandbox's metrics to the configured Pushgateway now; False (one warning) on failure."""
+    if not _push:
+        return False
+    from prometheus_client import push_to_gateway
+
+    try:
+        push_to_gateway(
+            _push["gateway"], job=_push["job"], registry=registry(), grouping_key=_push["grouping_key"], timeout=timeout
+        )
+        return True
+    except Exception as e:  # noqa: BLE001 - never break the job, at exit least of all
+        if not _push.get("warned"):
+            _push["warned"] = True
+            warnings.warn(
+                f"sandbox: could not push compile metrics to the Pushgateway at {_push['gateway']} "
+                f"({type(e).__name__}: {e}); the job is unaffected. Check SANDBOX_PUSHGATEWAY.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return False
+
+
+def _push_now_at_exit() -> None:
+    if _push and _push.get("pid") == os.getpid():  # never from a forked child
+        push()
