@@ -71,7 +71,7 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
             aot_state = _aot_state(counters_before, compat.counters_snapshot())
         builder = _builder(kind, compat.current_compile_id() or forward_compile_id, location)
         builder.aot_cache(aot_state)
-        scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock)
+        scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock, runtime.warm_parent_async)
         token = _active.set(scheme)
         try:
             with compat.capture_chromium_events() as builder.events:

@@ -86,7 +86,7 @@ def get_pool(size: int) -> pool.Pool:
         with _lock:
             p = pool.current_pool()
             if p is None or p.closed:
-                p = pool.Pool(size, worker_env(), on_ready=_parent_warm_up)
+                p = pool.Pool(size, worker_env())
                 pool.adopt(p)
             elif p.size < size:
                 p.resize(size)
@@ -101,30 +101,22 @@ def _fully_imported(name: str) -> bool:
     return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
-def _parent_warm_up(worker: object) -> None:
-    """Once a worker is ready, its ISA probe results are on disk: pay this process's
-    own (cheap, cached) probe now, in the background, rather than inside the first
-    load of a compiled graph."""
+def warm_parent_async() -> None:
+    """Once per process, when the first graph goes to a worker: pay this process's own
+    CPU-ISA probe in the background while it waits, rather than inside the first load
+    of a compiled graph. (The worker builds the probe programs; Inductor's file lock
+    makes this process reuse them.)"""
     if _parent_warmed.is_set():
         return
     _parent_warmed.set()
-    # This runs on a background thread: importing torch._dynamo / torch._inductor
-    # here (they import each other) while the main thread imports them too (e.g.
-    # ``torch.compile`` right after ``sandbox.warmup(wait=True)``) hands the main
-    # thread a partially initialised module (ImportError). Let the main thread do
-    # those imports; probe once they are complete.
-    import time
 
-    names = ("torch._dynamo", "torch._inductor.codecache", "torch._inductor.cpu_vec_isa")
-    deadline = time.time() + 600
-    while not all(_fully_imported(n) for n in names):
-        if time.time() > deadline:
-            return
-        time.sleep(0.05)
-    try:
-        compat.probe_cpu_isa()
-    except Exception:
-        log.debug("sandbox: background ISA probe failed", exc_info=True)
+    def probe() -> None:
+        try:
+            compat.probe_cpu_isa()
+        except Exception:
+            log.debug("sandbox: background ISA probe failed", exc_info=True)
+
+    threading.Thread(target=probe, name="sandbox-isa-probe", daemon=True).start()
 
 
 def publish(report: CompileReport) -> None:

@@ -57,7 +57,8 @@ def describe_failure(report: Any) -> str:
 class IsolatedCompile:
     """What ``fx_codegen_and_compile`` runs while a sandbox compile is active."""
 
-    def __init__(self, options: Any, builder: Any, get_pool: Any, cache_clock: Any) -> None:
+    def __init__(self, options: Any, builder: Any, get_pool: Any, cache_clock: Any, warm_parent: Any = lambda: None) -> None:
+        self.warm_parent = warm_parent
         self.options = options
         self.builder = builder
         self.get_pool = get_pool
@@ -100,6 +101,7 @@ class IsolatedCompile:
         }
         t_pool = time.time()
         pool = self.get_pool(self.options.workers)
+        self.warm_parent()
         release = compat.compile_lock_released() if self.options.workers > 1 else contextlib.nullcontext()
         try:
             with release:

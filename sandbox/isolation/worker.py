@@ -51,7 +51,8 @@ class Worker:
         self.cache_clock: int | None = None
         self.jobs = 0
 
-    def start(self, started: float) -> None:
+    def start(self, started: float, priority: str = "normal") -> None:
+        idle = priority == "idle" and _enter_idle_class()
         from sandbox.isolation import compat, protocol
 
         t0 = time.time()
@@ -65,6 +66,7 @@ class Worker:
                 "started": started,
                 "warm_up_s": time.time() - t0,
                 "phases": phases,
+                "warm_up_priority": "idle" if idle else "normal",
                 "ready_at": time.time(),
                 "rss_bytes": _rss_bytes(),
             },
@@ -165,19 +167,31 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != args.parent_pid:
         return 0
     os.environ["SANDBOX_IN_WORKER"] = "1"
-    # Yield the CPU to the training process when both want it: while the parent
-    # runs, the worker only prepares; when the parent waits on a compile, the
-    # worker has the cores to itself anyway.
-    try:
-        os.nice(int(os.environ.get("SANDBOX_WORKER_NICE", "5")))
-    except (OSError, ValueError):
-        pass
     faulthandler.enable()  # a crash leaves its Python stack in the worker's log
     threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid), daemon=True).start()
     worker = Worker(args.in_fd, args.out_fd)
-    worker.start(started)
+    # Warm up on a thread of the idle scheduling class: it uses only CPU time that
+    # nobody else wants, so a pre-started worker never slows the training process
+    # (whose OpenMP threads need every core), and gets the machine to itself once
+    # the parent blocks on its first compile. Compiles run on this (normal) thread.
+    warm = threading.Thread(target=worker.start, args=(started, _warm_up_priority()), name="sandbox-warm-up")
+    warm.start()
+    warm.join()
     worker.serve()
     return 0
+
+
+def _warm_up_priority() -> str:
+    return os.environ.get("SANDBOX_WORKER_WARMUP", "idle").strip().lower()
+
+
+def _enter_idle_class() -> bool:
+    """SCHED_IDLE for the calling thread (Linux); children it spawns inherit it."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+        return True
+    except (AttributeError, OSError):
+        return False
 
 
 if __name__ == "__main__":
