@@ -1,0 +1,1 @@
+"""The Streamlit dashboard over the run store: ``streamlit run dashboard/app.py``."""

@@ -1,0 +1,28 @@
+"""The compile sandbox's dashboard: ``streamlit run dashboard/app.py``.
+
+Reads a run store (``SANDBOX_STORE``, else the sandbox's default file, else the one
+typed in the sidebar) read-only, and shows its runs, one run's compiles, one graph's
+stages and kernels, two runs compared kernel by kernel, and trends across runs.
+Pages are in ``dashboard/pages/``; every query is in ``dashboard/queries.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run dashboard/app.py` puts dashboard/ on the path, not the repository.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import streamlit as st  # noqa: E402
+
+from dashboard import ui  # noqa: E402
+
+st.set_page_config(page_title="Compile sandbox", page_icon=":material/memory:", layout="wide")
+navigation = st.navigation(
+    [st.Page(p.path, title=p.title, url_path=p.url, icon=p.icon, default=(i == 0)) for i, p in enumerate(ui.PAGES)]
+)
+ui.sidebar_store()
+navigation.run()

@@ -1,0 +1,130 @@
+"""Compare: two runs, graph by graph and kernel by kernel, with a written verdict."""
+
+import streamlit as st
+
+from dashboard import queries as q
+from dashboard import ui
+
+src = ui.require_store()
+runs = q.cached_runs(src)
+st.title("Compare two runs")
+if len(runs) < 2:
+    st.info("The store has one run: make another (e.g. with a different Inductor option) to compare them.")
+    st.stop()
+
+left, right = st.columns(2)
+newest = str(runs.iloc[0]["run_id"])
+run_b = ui.pick_run(src, runs, "B (after)", "b", fallback=newest, container=right)
+run_a = ui.pick_run(src, runs, "A (before)", "a", fallback=q.previous_of(runs, run_b), container=left)
+if run_a == run_b:
+    st.warning("A and B are the same run: pick two different runs.")
+d = q.cached_compare(src, run_a, run_b)
+
+st.subheader("Verdict")
+st.markdown("\n".join(f"- {line}" for line in q.verdict(d)))
+
+cols = st.columns(4)
+ta, tb = d.a["compile_s"], d.b["compile_s"]
+cols[0].metric("Compile time (B)", ui.seconds(tb), delta=f"{tb - ta:+.2f} s", delta_color="inverse")
+cols[1].metric("Graphs matched", d.graphs["matched"],
+               help=f"{d.graphs['added']} only in B, {d.graphs['removed']} only in A")
+cols[2].metric("Graphs only in B / A", f"{d.graphs['added']} / {d.graphs['removed']}")
+cols[3].metric("Environment differences", len(d.environment))
+k = d.kernels
+cols = st.columns(4)
+cols[0].metric("Kernels added", k["added"])
+cols[1].metric("Kernels removed", k["removed"])
+cols[2].metric("Kernels changed", k["changed"])
+cols[3].metric("Kernels unchanged", k["unchanged"])
+
+env = q.environment_rows(d)
+if not env.empty:
+    with st.expander(f"What differs between the runs ({len(env)})", expanded=True):
+        st.dataframe(env, hide_index=True)
+
+st.subheader("Graphs")
+st.caption("Matched by code location, graph kind and order. Red: compiled at least "
+           f"{q.REGRESSION_PCT:.0%} (and {q.REGRESSION_MIN_S:.2f} s) slower in B.")
+graphs = q.graph_change_rows(d)
+st.dataframe(
+    graphs.style.apply(ui.highlight("regression"), axis=1).format(
+        {"A s": "{:.2f}", "B s": "{:.2f}", "delta s": "{:+.2f}", "change": "{:+.0%}"}, na_rep=""),
+    hide_index=True,
+    column_order=[c for c in graphs.columns if c != "regression"],
+)
+
+st.subheader("Kernels")
+changes = q.kernel_change_rows(d)
+if changes.empty:
+    st.success(f"No kernel changed: the same {k['unchanged']} kernels in both runs.")
+else:
+    st.caption("Matched by name within each graph pair, then by source similarity.")
+    st.dataframe(
+        changes,
+        hide_index=True,
+        column_order=[c for c in changes.columns if c not in ("g", "k")],
+        column_config={"similarity": st.column_config.NumberColumn(format="percent")},
+    )
+    options = list(range(len(changes)))
+
+    def describe(i: int) -> str:
+        row = changes.iloc[i]
+        name = row["kernel A"] if row["kernel A"] == row["kernel B"] else " \u2192 ".join(
+            x for x in (row["kernel A"], row["kernel B"]) if x)
+        return f"{row['status']}: {name} ({row['graph']})"
+
+    if st.session_state.get("compare:kernel") not in options:  # another pair of runs: start at the top
+        st.session_state.pop("compare:kernel", None)
+    chosen = st.selectbox("Kernel", options, format_func=describe, key="compare:kernel")
+    row = changes.iloc[chosen]
+    ka, kb = q.cached_kernel_pair(src, run_a, run_b, int(row["g"]), int(row["k"]))
+    sa, sb = (ka or {}).get("source") or "", (kb or {}).get("source") or ""
+    lang = q.code_language(kb or ka or {})
+    launch = q.launch_rows(ka, kb)
+    if not launch.empty:
+        st.markdown("**Launch configuration, registers, spills, shared memory**")
+        st.dataframe(launch.style.apply(ui.highlight("changed", "rgba(255, 196, 0, 0.2)"), axis=1)
+                     .format({"delta": "{:+g}"}, na_rep=""),
+                     hide_index=True, column_order=["launcher", "field", "A", "B", "delta"])
+    elif ka is not None and kb is not None:
+        st.caption("No launch metadata (registers, spills, shared memory come with GPU/Triton kernels).")
+    if sa and sb and sa != sb:
+        side, unified, full = st.tabs(["Side by side", "Unified diff", "Both sources"])
+        with side:
+            rows = q.side_by_side(sa, sb, context=3)
+            colors = {"replace": "rgba(255, 196, 0, 0.2)", "delete": "rgba(255, 75, 75, 0.18)",
+                      "insert": "rgba(33, 195, 84, 0.18)"}
+            st.dataframe(
+                rows.style.apply(lambda r: [f"background-color: {colors[r['op']]}" if r["op"] in colors else ""] * len(r),
+                                 axis=1).format(na_rep=""),
+                hide_index=True, column_order=["line A", "A", "line B", "B"], height=min(36 + 35 * len(rows), 700),
+                column_config={"A": st.column_config.TextColumn(f"A: {ka.get('name')}", width="large"),
+                               "B": st.column_config.TextColumn(f"B: {kb.get('name')}", width="large")},
+            )
+        with unified:
+            st.code(q.unified_diff(sa, sb, f"A/{ka.get('name')}", f"B/{kb.get('name')}"), language="diff")
+        with full:
+            c1, c2 = st.columns(2)
+            c1.code(sa, language=lang, line_numbers=True)
+            c2.code(sb, language=lang, line_numbers=True)
+    elif sa or sb:
+        which = "A" if sa else "B"
+        st.caption(f"Only in {which}:" if not (sa and sb) else "Same source in both runs:")
+        st.code(sa or sb, language=lang, line_numbers=True)
+
+c1, c2 = st.columns(2)
+with c1:
+    st.subheader("Stage time")
+    st.caption("Own seconds per stage (less nested stages), all graphs. Red: a regression.")
+    stages = q.stage_delta_rows(d)
+    st.dataframe(
+        stages.style.apply(ui.highlight("regression"), axis=1).format(
+            {"A s": "{:.3f}", "B s": "{:.3f}", "delta s": "{:+.3f}", "change": "{:+.0%}"}, na_rep=""),
+        hide_index=True,
+        column_order=["stage", "A s", "B s", "delta s", "change"],
+    )
+with c2:
+    st.subheader("Metrics")
+    st.caption("Inductor metrics, graph sizes, counters and kernel counts, all graphs.")
+    st.dataframe(q.metric_delta_rows(d).style.format({"A": "{:g}", "B": "{:g}", "delta": "{:+g}", "change": "{:+.0%}"},
+                                                       na_rep="new"), hide_index=True)

@@ -1,0 +1,101 @@
+"""Graph: one compiled graph: its stage tree, caches, Inductor metrics, kernels and their code."""
+
+import altair as alt
+import streamlit as st
+
+from dashboard import queries as q
+from dashboard import ui
+
+src = ui.require_store()
+runs = q.cached_runs(src)
+header = st.container()  # above the pickers, filled once the graph is known
+left, right = st.columns([3, 2])
+run_id = ui.pick_run(src, runs, "Run", "run", container=left)
+run, reports = q.cached_run(src, run_id)
+if not reports:
+    st.info("This run compiled no graph.")
+    st.stop()
+labels = {r.graph_index: f"{q.graph_label(r)} · {q.code_label(r.co_name, r.filename, r.line)} · {q.outcome_label(r)}"
+          for r in reports}
+index = ui.pick("Graph", list(labels), "graph", "pick:graph", labels.get, resolve=lambda s: int(s) if s.isdigit() else s,
+                container=right)
+report = q.find_report(reports, index)
+
+header.title(f"{report.graph_kind.capitalize()} graph {report.compile_id or '?'}")
+header.caption(f"{q.code_label(report.co_name, report.filename, report.line)} · run {q.run_label(run)}")
+ui.page_link("Run", "Back to the run", run=run_id)
+
+cols = st.columns(5)
+cols[0].metric("Compile time", ui.seconds(report.duration_s))
+cols[1].metric("Outcome", q.outcome_label(report))
+cols[2].metric("Worker", report.worker_pid or "-", help=q.isolation_label(report))
+cols[3].metric("Kernels", len(report.kernels))
+cols[4].metric("Graph nodes", report.graph.get("nodes", "-"))
+st.caption(f"Where it compiled: {q.isolation_label(report)} · caches: {q.cache_label(report)}")
+if report.failure is not None:
+    st.error(f"**{report.failure.kind}**: {report.failure.message}")
+elif report.reason:
+    st.info(report.reason)
+
+st.subheader("Stages")
+tree = q.stage_tree(report)
+if tree.empty:
+    st.info("No stages: a cache served this graph whole, nothing was compiled.")
+else:
+    st.dataframe(
+        tree,
+        hide_index=True,
+        column_order=["stage", "origin", "start s", "duration s", "own s", "share"],
+        column_config={
+            "start s": st.column_config.NumberColumn(format="%.3f"),
+            "duration s": st.column_config.NumberColumn(format="%.3f"),
+            "own s": st.column_config.NumberColumn("own s", format="%.3f", help="less the stages inside it"),
+            "share": st.column_config.ProgressColumn("share of the compile", format="percent", min_value=0, max_value=1),
+        },
+    )
+    gantt = tree.assign(end=tree["start s"] + tree["duration s"], row=range(len(tree)))
+    chart = (
+        alt.Chart(gantt)
+        .mark_bar()
+        .encode(
+            y=alt.Y("stage:N", sort=alt.SortField("row"), title=None),
+            x=alt.X("start s:Q", title="seconds since the graph entered the sandbox"),
+            x2="end:Q",
+            color=alt.Color("origin:N"),
+            tooltip=["name", "origin", alt.Tooltip("duration s:Q", format=".3f"), alt.Tooltip("own s:Q", format=".3f")],
+        )
+        .properties(height=max(120, 18 * len(gantt)))
+    )
+    st.altair_chart(chart, width="stretch")
+
+c1, c2 = st.columns([1, 2])
+with c1:
+    st.subheader("Caches")
+    caches = q.cache_rows(report)
+    if caches.empty:
+        st.caption("No compile cache was consulted.")
+    else:
+        st.dataframe(caches, hide_index=True)
+with c2:
+    st.subheader("Inductor metrics")
+    metrics = q.metric_rows(report)
+    if metrics.empty:
+        st.caption("No metrics: no worker compiled this graph.")
+    else:
+        st.dataframe(metrics, hide_index=True)
+
+st.subheader(f"Kernels ({len(report.kernels)})")
+if not report.kernels:
+    st.caption("No kernel inventory (a cache hit served by AOTAutograd, or a failed compile).")
+    st.stop()
+kernels = q.cached_kernels(src, run_id, report.report_id)
+st.dataframe(q.kernel_rows(kernels), hide_index=True)
+with_code = [k for k in kernels if k.get("source")]
+if with_code:
+    names = [k["name"] for k in with_code]
+    if st.session_state.get("graph:kernel") not in names:  # another graph: its first kernel
+        st.session_state.pop("graph:kernel", None)
+    chosen = st.selectbox("Generated code of", names, key="graph:kernel")
+    kernel = with_code[names.index(chosen)]
+    st.caption(f"{kernel.get('kind')} kernel · {kernel.get('lines')} lines · sha256 {kernel.get('source_hash')}")
+    st.code(kernel["source"], language=q.code_language(kernel), line_numbers=True)

@@ -1,0 +1,92 @@
+"""Run: one run at a glance: summary cards, the compile waterfall, every graph, failures."""
+
+import altair as alt
+import streamlit as st
+
+from dashboard import queries as q
+from dashboard import ui
+
+src = ui.require_store()
+runs = q.cached_runs(src)
+header = st.container()  # above the picker, filled once the run is known
+run_id = ui.pick_run(src, runs, "Run", "run")
+run, reports = q.cached_run(src, run_id)
+cards = q.run_cards(run, reports)
+
+header.title(f"Run {run.get('name') or run_id[:12]}")
+header.caption(q.run_label(run) + (f" · tags: {', '.join(run['tags'])}" if run.get("tags") else "")
+           + f" · {run.get('device') or '?'} · torch {run.get('torch') or '?'}")
+
+cols = st.columns(6)
+cols[0].metric("Graphs", cards["graphs"])
+cols[1].metric("Total compile time", ui.seconds(cards["compile_s"]))
+cols[2].metric("Isolated", cards["isolated"], help="compiled in a sandbox worker")
+cols[3].metric("Cache hits", f"{cards['cache_hits']} ({ui.percent(cards['cache_hit_ratio'])})")
+cols[4].metric("Failures", cards["failures"])
+cols[5].metric("Kernels", cards["kernels"])
+
+links = st.columns(3)
+with links[0]:
+    ui.page_link("Graph", "Stages and kernels of each graph", run=run_id)
+previous = q.previous_of(runs, run_id)
+if previous:
+    with links[1]:
+        ui.page_link("Compare", "Compare with the previous run", a=previous, b=run_id)
+
+with st.expander("Environment"):
+    st.dataframe(q.run_facts(run), hide_index=True)
+
+if not reports:
+    st.info("This run compiled no graph.")
+    st.stop()
+
+st.subheader("Timeline")
+bars = q.waterfall(run, reports)
+height = max(160, 40 * len(reports))
+chart = (
+    alt.Chart(bars)
+    .mark_bar(height={"band": 0.7})
+    .encode(
+        y=alt.Y("graph:N", sort=alt.SortField("order"), title=None),
+        x=alt.X("start:Q", title="seconds since the run started"),
+        x2="end:Q",
+        color=alt.Color("stage:N", title="stage"),
+        tooltip=["graph", "stage", "origin", alt.Tooltip("start:Q", format=".3f"),
+                 alt.Tooltip("seconds:Q", format=".3f"), "outcome", "caches", "isolation"],
+    )
+    .properties(height=height)
+)
+st.altair_chart(chart, width="stretch")
+st.caption("Each row is one graph; its bars are the sandbox's stages (cache lookup, serialize, waiting for "
+           "a worker, the worker's compile, transfer, load). A graph served whole by a cache is one bar.")
+
+st.subheader("Graphs")
+table = q.graph_rows(run, reports)
+table.insert(0, "open", [ui.link("Graph", run=run_id, graph=g) for g in table["graph"]])
+st.dataframe(
+    table,
+    hide_index=True,
+    column_config={
+        "open": st.column_config.LinkColumn("", display_text="open", width="small"),
+        "start s": st.column_config.NumberColumn(format="%.2f"),
+        "compile s": st.column_config.NumberColumn(format="%.2f"),
+    },
+)
+
+fails = q.failures(reports)
+st.subheader(f"Failures ({len(fails)})")
+if not fails:
+    st.success("No graph failed to compile.")
+for f in fails:
+    how = ", ".join(x for x in (f["signal"], f"exit code {f['exit_code']}" if f["exit_code"] is not None else None,
+                                f"worker {f['worker_pid']}" if f["worker_pid"] else None) if x)
+    st.error(f"**{f['graph']}** at {f['code']}: **{f['kind']}**{f' ({how})' if how else ''}: "
+             f"{f['message'].splitlines()[0]} ({f['fallback']})")
+    if f["log_tail"] or f["traceback"] or "\n" in f["message"]:
+        with st.expander(f"Details of {f['graph']}"):
+            if "\n" in f["message"]:
+                st.code(f["message"], language="text")
+            if f["traceback"]:
+                st.code(f["traceback"], language="python")
+            if f["log_tail"]:
+                st.code("\n".join(f["log_tail"]), language="text")

@@ -1,0 +1,241 @@
+"""The dashboard in a real browser: ``streamlit run dashboard/app.py`` (as the README says,
+from the repository root, so the shipped ``.streamlit/config.toml`` applies) on a free port,
+opened by headless Chromium through Playwright. Each page is loaded by its URL (the links
+the pages themselves make), waited for, checked for Streamlit's error element, and saved
+as a screenshot under ``test-artifacts/dashboard/``.
+
+Needs Debian's ``chromium`` (``apt-get install chromium``) and the ``playwright`` Python
+package (no browser download: Chromium is started from ``/usr/bin/chromium``, or from
+``SANDBOX_TEST_CHROMIUM``). Without them the tests skip with that hint, except under
+``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from conftest import IN_CI
+from dashboard_stores import ROOT, RealStore, make_real_store
+
+CHROMIUM = os.environ.get("SANDBOX_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
+APP = ROOT / "dashboard" / "app.py"
+LOAD_TIMEOUT_MS = 60_000
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
+    pytest.skip(reason)
+
+
+def missing() -> str | None:
+    """What is missing for these tests, with the hint to install it; None when nothing is."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is missing: .venv/bin/pip install -c constraints.txt -e '.[test]'"
+    if not os.path.exists(CHROMIUM):
+        return f"no Chromium at {CHROMIUM}: apt-get install -y --no-install-recommends chromium"
+    if shutil.which("streamlit", path=os.path.dirname(sys.executable)) is None:
+        return "streamlit is missing: .venv/bin/pip install -c constraints.txt -e '.[test]'"
+    return None
+
+
+# Locally, skip before the session's compiles are made for nothing; in CI each test fails instead.
+if missing() and not IN_CI:
+    pytest.skip(missing(), allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> RealStore:
+    return make_real_store(tmp_path_factory, probe_seed)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if missing():
+        unavailable(missing())  # type: ignore[arg-type]
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-extensions"],
+        )
+        yield browser
+        browser.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if len(addr) == 8:
+                    found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+                else:
+                    found.add(addr)
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(real: RealStore) -> Iterator[str]:
+    if missing():
+        unavailable(missing())  # type: ignore[arg-type]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    env["SANDBOX_STORE"] = str(real.path)
+    log = ARTIFACTS.parent / "dashboard-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(APP.relative_to(ROOT)), "--server.port", str(port)],
+            cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not come up on {url} (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def load(browser: Any, url: str, shot: str, wait_for: str) -> Any:
+    """Open ``url``, wait until the script finished and ``wait_for`` is visible, check
+    that no exception is shown, save a screenshot. Returns the page (caller closes it)."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, wait_until="domcontentloaded", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_selector(wait_for, state="visible", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_timeout(500)  # charts and grids paint after the script ends
+    screenshot(page, shot)
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.all_inner_texts()
+    assert not errors, errors
+    return page
+
+
+def screenshot(page: Any, name: str) -> None:
+    """The whole page: Streamlit scrolls inside its main container, so the viewport is
+    made as tall as that container's content first."""
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], [data-testid=\"stMainBlockContainer\"]')]"
+        ".map(e => e.scrollHeight), document.body.scrollHeight)"
+    )
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(max(int(height) + 80, size["height"]), 12000)})
+    page.wait_for_timeout(300)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size(size)
+
+
+def metric_values(page: Any) -> dict[str, str]:
+    labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+    values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    return {label.strip(): value.strip() for label, value in zip(labels, values)}
+
+
+def test_server_listens_on_loopback_only(server: str) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    assert listening_addresses(port) == {"127.0.0.1"}
+
+
+def test_runs_page(chromium: Any, server: str) -> None:
+    page = load(chromium, f"{server}/", "runs", '[data-testid="stDataFrame"]')
+    assert page.locator("h1").first.inner_text() == "Runs"
+    assert "3 of 3 runs" in page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() == 1
+    page.close()
+
+
+def test_run_page(chromium: Any, server: str, real: RealStore) -> None:
+    page = load(chromium, f"{server}/run?run={real.run_ids['rerun']}", "run", '[data-testid="stMetricValue"]')
+    assert page.locator("h1").first.inner_text() == "Run rerun"
+    m = metric_values(page)
+    assert m["Graphs"] == "3" and m["Failures"] == "1" and m["Cache hits"] == "2 (67%)"
+    assert "injected compile error" in page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+    page.wait_for_selector('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg')
+    # the page's own link opens the comparison with the previous run
+    page.get_by_text("Compare with the previous run").click()
+    page.wait_for_selector("text=Verdict", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=LOAD_TIMEOUT_MS)
+    assert f"a={real.run_ids['simd']}" in page.url and f"b={real.run_ids['rerun']}" in page.url
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.close()
+
+
+def test_graph_page(chromium: Any, server: str, real: RealStore) -> None:
+    page = load(chromium, f"{server}/graph?run={real.run_ids['baseline']}&graph=1", "graph",
+                '[data-testid="stCode"]')
+    assert page.locator("h1").first.inner_text() == "Backward graph 0/0"
+    assert metric_values(page)["Outcome"] == "isolated"
+    code = page.locator('[data-testid="stCode"]').first.inner_text()
+    assert 'extern "C"' in code and "cpp_prefix.h" in code
+    # highlighted: the code block is split into tokens
+    assert page.locator('[data-testid="stCode"] code span').count() > 20
+    page.close()
+
+
+def test_compare_page(chromium: Any, server: str, real: RealStore) -> None:
+    page = load(chromium, f"{server}/compare?a={real.run_ids['baseline']}&b={real.run_ids['simd']}", "compare",
+                '[data-testid="stDataFrame"]')
+    verdict = page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
+    assert "inductor_config.cpp.simdlen None → 1" in verdict
+    m = metric_values(page)
+    assert m["Graphs matched"] == "2" and int(m["Kernels changed"]) >= 2
+    page.get_by_role("tab", name="Unified diff").click()
+    diff = page.locator('[data-testid="stCode"]').filter(has_text="--- A/").first.inner_text()
+    assert "Vectorized" in diff
+    screenshot(page, "compare-unified-diff")
+    page.close()
+
+
+def test_trends_page(chromium: Any, server: str) -> None:
+    page = load(chromium, f"{server}/trends", "trends", '[data-testid="stVegaLiteChart"]')
+    assert page.locator("h1").first.inner_text() == "Trends"
+    assert metric_values(page)["Runs"] == "3"
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() == 2
+    page.close()
