@@ -34,14 +34,9 @@ MARK = "@@SANDBOX-TEST-RESULT@@"
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 SCRIPT_TIMEOUT_S = 420
 
-# Environment a user may have set that would change what the scenarios test.
+# Environment a user may have set that would change what the scenarios test
+# (besides every SANDBOX_* and OTEL_* variable).
 _SCRUB = (
-    "SANDBOX_WORKERS",
-    "SANDBOX_TIMEOUT_S",
-    "SANDBOX_MEMORY_LIMIT_MB",
-    "SANDBOX_ON_FAILURE",
-    "SANDBOX_UNPICKLABLE",
-    "SANDBOX_IN_WORKER",
     "TORCHINDUCTOR_FX_COMPILE_MODE",
     "TORCHINDUCTOR_FORCE_DISABLE_CACHES",
     "TORCHINDUCTOR_FX_GRAPH_CACHE",
@@ -121,8 +116,11 @@ def module_cache_dir(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path)
 
 
 def script_env(cache_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+    """The scenario's environment: a clean slate of sandbox settings, its own Inductor
+    cache dir, and its own run store next to it (never the user's default store)."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith(("SANDBOX_", "OTEL_"))}
     env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
+    env["SANDBOX_STORE"] = str(cache_dir.parent / f"{cache_dir.name}-runs.db")
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONFAULTHANDLER"] = "1"
     env.update(extra or {})

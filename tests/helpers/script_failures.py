@@ -20,6 +20,8 @@ import sandbox
 POLICY = sys.argv[1]
 KINDS = sys.argv[2].split(",")
 HANG_TIMEOUT_S = float(os.environ.get("FAILURES_TIMEOUT_S", "4"))
+# With 2 workers a replacement warms up while the next case runs on the other one.
+WORKERS = int(os.environ.get("FAILURES_WORKERS", "1"))
 MEMORY_LIMIT_MB = int(os.environ.get("FAILURES_MEMORY_LIMIT_MB", "1000"))
 
 
@@ -63,13 +65,16 @@ def sandbox_warnings(caught):
 
 
 x = torch.randn(16)
-sandbox.warmup(wait=True)
+sandbox.warmup(workers=WORKERS, wait=True)
 results = []
 for kind in KINDS:
     fn = FUNCS[kind]
     options = {} if POLICY == "env" else {"on_failure": POLICY}  # "env": SANDBOX_ON_FAILURE decides
+    if WORKERS > 1:
+        options["workers"] = WORKERS
     if kind == "hang":
         options["timeout_s"] = HANG_TIMEOUT_S
+        sandbox.warmup(wait=True)  # the time limit covers waiting for a worker to be ready, too
     if kind == "oom":
         options["memory_limit_mb"] = MEMORY_LIMIT_MB
     entry = {"kind": kind, "options": options, "function": fn.__name__, "line": fn.__code__.co_firstlineno}
@@ -91,17 +96,19 @@ for kind in KINDS:
     entry["workers_after"] = sandbox.workers()
     failed_pids = [r["failure"]["worker_pid"] for r in entry["reports"] if r.get("failure")]
     entry["failed_pids_alive"] = [common.pid_alive(p) for p in failed_pids if p]
-    sandbox.warmup(wait=True)  # the replacement is ready before the next case starts its clock
-    entry["workers_ready"] = sandbox.workers()
+    if WORKERS == 1:
+        sandbox.warmup(wait=True)  # the replacement is ready before the next case starts its clock
+        entry["workers_ready"] = sandbox.workers()
     results.append(entry)
 
 n0 = len(sandbox.reports())
-compiled = torch.compile(healthy, backend="sandbox")
+compiled = torch.compile(healthy, backend="sandbox", options={"workers": WORKERS})
 healthy_ok = common.close(compiled(x), healthy(x))
 common.emit(
     {
         "pid": os.getpid(),
         "policy": POLICY,
+        "workers": WORKERS,
         "results": results,
         "healthy": {"correct": healthy_ok, "reports": common.reports()[n0:], "workers": sandbox.workers()},
         "pool_processes": common.worker_trees(),

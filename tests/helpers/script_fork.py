@@ -55,6 +55,11 @@ if child == 0:
     os.close(r)
     os.write(w, json.dumps({"pid": os.getpid(), "workers": sandbox.workers()}).encode())
     os.close(w)
+    # A hang at exit (a lock held by a parent thread at fork time) must fail the test
+    # with the child's stack, not hang it.
+    import faulthandler
+
+    faulthandler.dump_traceback_later(60, exit=True)
     sys.exit(0)  # a normal exit: atexit handlers run in the child
 os.close(w)
 data = b""
@@ -66,7 +71,9 @@ out["fork_child"] = json.loads(data)
 out["fork_child_exit"] = os.waitstatus_to_exitcode(status)
 out["after_fork"] = compile_and_check(f2)
 
-loader = torch.utils.data.DataLoader(Probe(), batch_size=None, num_workers=1, multiprocessing_context="fork")
+loader = torch.utils.data.DataLoader(
+    Probe(), batch_size=None, num_workers=1, multiprocessing_context="fork", timeout=120
+)
 out["dataloader"] = [json.loads(item) for item in loader]
 del loader
 out["after_dataloader"] = compile_and_check(f3)
