@@ -8,8 +8,8 @@ the verdict go to stdout. The exit code is 0 when every model matched eager,
 
 Every report goes to the run store (``store``, else ``SANDBOX_STORE``, else the
 default file), under one run named ``demo`` unless ``SANDBOX_RUN_NAME`` names it.
-Tracing is on when an OpenTelemetry collector is configured
-(``OTEL_EXPORTER_OTLP_ENDPOINT``); without one it stays off and the demo says so.
+Tracing is on: spans go to an OpenTelemetry collector when one is configured
+(``OTEL_EXPORTER_OTLP_ENDPOINT``), otherwise to ``demo-spans.jsonl`` beside the store.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _configure(store: str | None, err: TextIO) -> Any:
     from sandbox.store import StoreError, default_location, open_store
 
     endpoint = tracing_endpoint()
-    options: dict[str, Any] = {"trace": endpoint is not None}
+    options: dict[str, Any] = {"trace": True}
     if store:
         options["store"] = store
     if "SANDBOX_RUN_NAME" not in os.environ:
@@ -165,12 +165,44 @@ def _configure(store: str | None, err: TextIO) -> Any:
     if endpoint:
         err.write(f"tracing on: spans go to the OpenTelemetry collector at {endpoint}\n")
     else:
-        err.write(
-            "tracing off: no OpenTelemetry collector is configured "
-            "(set OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://localhost:4317, to send spans)\n"
-        )
+        spans = _span_file(opts)
+        if spans is not None:
+            err.write(
+                f"tracing on: no OpenTelemetry collector is configured, so spans are written to {spans} "
+                "(set OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://localhost:4317, to send them to one)\n"
+            )
+        else:
+            opts = Options.resolve(options=dict(options, trace=False))
+            err.write("tracing off: OpenTelemetry is not installed (pip install opentelemetry-sdk)\n")
     runtime.configure(opts)
     return opts
+
+
+def _span_file(opts: Any) -> str | None:
+    """With no collector, the demo's spans go to a JSON-lines file beside the store,
+    through a tracer provider of the demo's own (the sandbox uses it as an
+    application's provider). None if the OpenTelemetry SDK is missing."""
+    import os
+
+    from sandbox import runtime
+    from sandbox.store import default_location
+
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+    except ImportError:
+        return None
+    location = opts.store if opts.store not in (None, "off") and "://" not in str(opts.store) else default_location()
+    folder = os.path.dirname(os.path.abspath(location)) if "://" not in location else os.getcwd()
+    path = os.path.join(folder, "demo-spans.jsonl")
+    os.makedirs(folder, exist_ok=True)
+    stream = open(path, "w")  # noqa: SIM115 - lives as long as the demo
+    provider = TracerProvider()
+    provider.add_span_processor(
+        SimpleSpanProcessor(ConsoleSpanExporter(out=stream, formatter=lambda span: span.to_json(indent=None) + "\n"))
+    )
+    runtime.enable_tracing(provider)
+    return path
 
 
 def _stored(opts: Any, run_id: str, expected: int, out: TextIO) -> None:

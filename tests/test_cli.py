@@ -529,7 +529,11 @@ def test_demo_stores_a_run_that_show_diff_and_export_read(tmp_path: Path, cache_
     proc = subprocess.run([str(SCRIPT), "--store", str(store), "demo", "--models", "mlp"],
                           env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
-    assert "tracing off: no OpenTelemetry collector is configured" in proc.stderr
+    assert "tracing on: no OpenTelemetry collector is configured, so spans are written to" in proc.stderr
+    spans = [json.loads(line) for line in (store.parent / "demo-spans.jsonl").read_text().splitlines()]
+    graph_spans = [s for s in spans if s["name"].startswith("torch.compile ")]
+    assert len(graph_spans) == 2 and {s["attributes"]["sandbox.outcome"] for s in graph_spans} == {"isolated"}
+    assert any(s["name"] == "GraphLowering.run" for s in spans)  # a worker stage, as a span
     assert "1/1 mlp: matches eager, 2 graph(s)" in proc.stderr
     saved = next(line for line in proc.stdout.splitlines() if line.startswith("run "))
     run_id = saved.split()[1].rstrip(":")
