@@ -23,6 +23,8 @@ import os
 import sys
 import time
 
+from sandbox.isolation.pool import descendants
+
 T_MAIN = time.time()
 
 
@@ -35,18 +37,7 @@ def _rss_bytes(pid: int | str = "self") -> int:
 
 
 def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    kids = [int(c) for c in f.read().split()]
-                out.extend(kids)
-                todo.extend(kids)
-        except (OSError, ValueError):
-            continue
-    return sorted(set(out))
+    return sorted(set(descendants(pid)))
 
 
 def _cmdline(pid: int) -> str:

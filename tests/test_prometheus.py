@@ -39,6 +39,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from sandbox.isolation.pool import descendants
 from conftest import HELPERS, IN_CI, MARK, fresh_cache_dir, script_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -572,19 +573,6 @@ class Child:
             self.proc.wait(10)
 
 
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    kids = [int(c) for c in f.read().split()]
-                out.extend(kids)
-                todo.extend(kids)
-        except (OSError, ValueError):
-            continue
-    return out
 
 
 # Test-only copies of the shipped alerts: short `for:`, thresholds a few-second test can reach.
@@ -729,7 +717,7 @@ def test_real_prometheus_and_pushgateway(stack: dict[str, Any]) -> None:
     assert oldest is not None and hanging["at"] - 1 <= oldest <= time.time()
     prom.wait_until("SandboxCompileStuckTest firing", lambda: "SandboxCompileStuckTest" in prom.firing())
     # End the hang: kill the worker (and what it started), as a crash would.
-    for pid in [*_descendants(worker["pid"]), worker["pid"]]:
+    for pid in [*descendants(worker["pid"]), worker["pid"]]:
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:

@@ -61,22 +61,13 @@ def _signal_name(code: int | None) -> str | None:
 
 def _tree_rss_bytes(pid: int) -> int:
     """Resident memory of a process and its descendants (Inductor's compile pool)."""
-    total = 0
-    todo = [pid]
-    seen = set()
     page = os.sysconf("SC_PAGE_SIZE")
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    total = 0
+    for p in [pid, *descendants(pid)]:
         try:
             with open(f"/proc/{p}/statm") as f:
                 total += int(f.read().split()[1]) * page
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
     return total
 
@@ -154,7 +145,7 @@ class WorkerProcess:
         if self.proc.poll() is None:
             try:
                 # The worker may have started Inductor's own compile pool: end the group's tree.
-                for child in _descendants(self.pid):
+                for child in descendants(self.pid):
                     _kill_quietly(child)
                 self.proc.kill()
             except OSError:
@@ -178,14 +169,16 @@ class WorkerProcess:
         self.proc.returncode = 0  # never waited on, never killed from here
 
 
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children first."""
+    out: list[int] = []
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
-                    kids = [int(c) for c in f.read().split()]
+                    kids = [int(c) for c in f.read().split() if int(c) not in out]
                 out.extend(kids)
                 todo.extend(kids)
         except (OSError, ValueError):
