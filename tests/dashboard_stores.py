@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -95,8 +96,22 @@ def store_files(path: Path) -> dict[str, str]:
 
 
 def make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> RealStore:
-    if "real" in _made:
-        return _made["real"]
+    """The three real runs, made once per session; each caller gets its own copy of the
+    store's files, so no test module can disturb another's store."""
+    if "real" not in _made:
+        _made["real"] = _make_real_store(tmp_path_factory, probe_seed)
+    made = _made["real"]
+    copy = tmp_path_factory.mktemp("dashboard-store-copy") / "store"
+    copy.mkdir()
+    for p in made.path.parent.iterdir():
+        if p.is_file() and p.name.startswith(made.path.name):
+            shutil.copy2(p, copy / p.name)
+    mine = RealStore(copy / made.path.name, made.run_ids, made.outcomes, made.seconds)
+    mine.files = store_files(mine.path)
+    return mine
+
+
+def _make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> RealStore:
     base = tmp_path_factory.mktemp("dashboard-store")
     cache = fresh_cache_dir(base, probe_seed)  # one cache dir: the rerun's MLP graphs are cache hits
     path = base / "store" / "runs.db"
@@ -117,7 +132,6 @@ def make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) 
         outcomes[name] = result["reports"]
     made = RealStore(path, run_ids, outcomes, time.time() - t0)
     made.files = store_files(path)
-    _made["real"] = made
     return made
 
 
