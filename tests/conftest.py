@@ -28,9 +28,10 @@ from typing import Any, Iterable
 
 import pytest
 
+from helpers.common import MARK, pid_alive  # the scenario scripts' own marker and check
+
 TESTS = Path(__file__).resolve().parent
 HELPERS = TESTS / "helpers"
-MARK = "@@SANDBOX-TEST-RESULT@@"
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 SCRIPT_TIMEOUT_S = 420
 
@@ -180,16 +181,6 @@ def run_script(
 
 
 # --- processes -----------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (dead, not yet reaped) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def wait_gone(pids: Iterable[int], within: float) -> list[int]:

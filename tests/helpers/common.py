@@ -41,22 +41,9 @@ def pid_alive(pid: int) -> bool:
 
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its live descendants (e.g. Inductor's compile pool in a worker)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
+    from sandbox.isolation.pool import descendants
+
+    return [pid, *descendants(pid)]
 
 
 def worker_trees() -> list[int]:
