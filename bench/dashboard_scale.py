@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -36,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
 
+from _scratch import scratch_store  # noqa: E402
 from store_scale import Model, make_run  # noqa: E402
 
 from sandbox.store import open_store  # noqa: E402
@@ -117,18 +116,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.runs, args.repeats = min(args.runs, 50), 1
-    tmp = None
-    location = args.store
-    if not location:
-        tmp = tempfile.mkdtemp(prefix="sandbox-dashboard-scale-")
-        location = os.path.join(tmp, "runs.db")
-    try:
+    with scratch_store(args.store, args.keep, "sandbox-dashboard-scale-") as location:
         return bench(args, location)
-    finally:
-        if tmp and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp:
-            print(f"store kept: {location}")
 
 
 def bench(args: argparse.Namespace, location: str) -> int:

@@ -32,15 +32,14 @@ import hashlib
 import io
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _scratch import scratch_store  # noqa: E402
 from sandbox import cli  # noqa: E402
 from sandbox.store import open_store  # noqa: E402
 from sandbox.telemetry.report import CompileReport, Run, Stage  # noqa: E402
@@ -215,18 +214,8 @@ def main() -> int:
     if args.quick:
         args.runs = min(args.runs, 20)
         args.repeats = 3
-    tmp = None
-    location = args.store
-    if not location:
-        tmp = tempfile.mkdtemp(prefix="sandbox-store-scale-")
-        location = os.path.join(tmp, "runs.db")
-    try:
+    with scratch_store(args.store, args.keep, "sandbox-store-scale-") as location:
         return bench(args, location)
-    finally:
-        if tmp and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp:
-            print(f"store kept: {location}")
 
 
 def bench(args: argparse.Namespace, location: str) -> int:
