@@ -274,7 +274,6 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
     Mirrors ``_SerializedFxCompile.serialize_compile`` but keeps the reason a graph
     cannot cross instead of logging it and compiling in the parent.
     """
-    from pickle import PicklingError
 
     from torch._inductor import config as inductor_config
     from torch._inductor import compile_fx_ext as ext

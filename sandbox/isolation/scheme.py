@@ -14,7 +14,7 @@ from typing import Any
 
 from sandbox.isolation import compat
 from sandbox.isolation.pool import WorkerFailure
-from sandbox.telemetry.report import FAILED, IN_PROCESS, ISOLATED, Failure, Stage
+from sandbox.telemetry.report import IN_PROCESS, ISOLATED, Failure
 
 
 class UnpicklableGraphError(RuntimeError):
@@ -147,4 +147,4 @@ class IsolatedCompile:
         raise EagerFallback(failure)
 
 
-__all__ = ["IsolatedCompile", "SandboxCompileError", "UnpicklableGraphError", "EagerFallback", "FAILED", "Stage"]
+__all__ = ["IsolatedCompile", "SandboxCompileError", "UnpicklableGraphError", "EagerFallback"]
