@@ -18,7 +18,7 @@ from sandbox import runtime
 from sandbox.isolation import compat
 from sandbox.isolation.scheme import EagerFallback, IsolatedCompile
 from sandbox.options import Options
-from sandbox.telemetry.capture import ReportBuilder
+from sandbox.telemetry.capture import ReportBuilder, graph_hash
 from sandbox.telemetry.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
 
 log = logging.getLogger("sandbox")
@@ -59,6 +59,7 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
     runtime.get_pool(opts.workers)  # started already on resolve; resized if options ask for more
     location = compat.code_location()
     forward_compile_id = compat.current_compile_id()
+    captured = graph_hash(gm, example_inputs)
     counters_before = compat.counters_snapshot()
     aot_state: dict[str, Any] = {}
     inner_calls = 0
@@ -71,6 +72,8 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
             aot_state = _aot_state(counters_before, compat.counters_snapshot())
         builder = _builder(kind, compat.current_compile_id() or forward_compile_id, location)
         builder.aot_cache(aot_state)
+        if captured:
+            builder.report.graph["hash"] = captured
         scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock, runtime.warm_parent_async)
         token = _active.set(scheme)
         try:
@@ -102,11 +105,12 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
     t0 = time.time()
     compiled = compat.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=dict(opts.inductor))
     if inner_calls == 0:
-        _report_aot_cache_hit(example_inputs, forward_compile_id, location, counters_before, t0)
+        _report_aot_cache_hit(example_inputs, forward_compile_id, location, counters_before, t0, captured)
     return compiled
 
 
-def _report_aot_cache_hit(example_inputs: Sequence[Any], compile_id: str | None, location: tuple, before: dict, t0: float) -> None:
+def _report_aot_cache_hit(example_inputs: Sequence[Any], compile_id: str | None, location: tuple, before: dict, t0: float,
+                          captured: str | None = None) -> None:
     """An AOTAutograd cache hit loads the compiled graphs without any inner compile."""
     import torch
 
@@ -117,6 +121,8 @@ def _report_aot_cache_hit(example_inputs: Sequence[Any], compile_id: str | None,
         b.counters_before = before
         b.t0 = b.report.started_at = t0
         b.aot_cache(state)
+        if captured:
+            b.report.graph["hash"] = captured
         b.set_outcome(CACHE_HIT, reason="aot_autograd_cache" if state.get("state") == "hit" else "no compile needed")
         b.finish()
 

@@ -4,6 +4,7 @@
     sandbox runs [--name N] [--tag T] [--since DATE] [--until DATE] [--limit N] [--json]
     sandbox show RUN [--json] [--sources]
     sandbox diff RUN_A RUN_B [--json]
+    sandbox job [JOB] [--against EARLIER_JOB] [--all] [--json]
     sandbox export-trace RUN -o FILE
     sandbox gc [--keep N] [--older-than AGE]
 
@@ -146,6 +147,30 @@ def cmd_diff(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_job(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from sandbox import jobs
+
+    known = jobs.jobs(store.runs())
+    if args.job is None:
+        if args.json:
+            _dump(known, out)
+        else:
+            out.write(render.jobs_table(known) + "\n")
+        return 0
+    try:
+        job = jobs.resolve_job(args.job, known)
+        earlier = jobs.resolve_job(args.against, known) if args.against else None
+    except LookupError as e:
+        raise CommandError(str(e)) from None
+    report = jobs.analyse_job(job, store.runs(job=job), store.reports,
+                              earlier=(earlier, store.runs(job=earlier)) if earlier else None)
+    if args.json:
+        _dump(report.to_dict(), out)
+    else:
+        out.write(render.job(report, all_graphs=args.all) + "\n")
+    return 0
+
+
 def cmd_export_trace(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     from sandbox.sinks.perfetto import chrome_trace
 
@@ -213,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_b", metavar="RUN_B")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
 
+    p = sub.add_parser("job", parents=[common], help="one job's ranks side by side: rank divergence, stragglers")
+    p.add_argument("job", metavar="JOB", nargs="?", help="a job id (SANDBOX_JOB / TORCHELASTIC_RUN_ID), an id prefix or "
+                   "'latest'; without it, list the jobs")
+    p.add_argument("--against", metavar="EARLIER_JOB", help="also compare with this earlier job, rank by rank")
+    p.add_argument("--all", action="store_true", help="every graph, not only those that differ across ranks")
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+
     p = sub.add_parser("export-trace", parents=[common], help="write a stored run as a Chrome/Perfetto trace")
     p.add_argument("run", metavar="RUN")
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="the trace file to write (JSON)")
@@ -227,6 +259,7 @@ COMMANDS: dict[str, Callable[[Store, argparse.Namespace, TextIO], int]] = {
     "runs": cmd_runs,
     "show": cmd_show,
     "diff": cmd_diff,
+    "job": cmd_job,
     "export-trace": cmd_export_trace,
     "gc": cmd_gc,
 }

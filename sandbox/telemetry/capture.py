@@ -8,11 +8,12 @@ all timestamped on the host's one wall clock.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any, Sequence
 
 from sandbox.isolation import compat
-from sandbox.telemetry import context, kernels
+from sandbox.telemetry import context, kernels, triton
 from sandbox.telemetry.report import CACHE_HIT, FAILED, CompileReport, Failure, Stage
 
 
@@ -34,6 +35,29 @@ def stages_from_events(events: list[dict[str, Any]], origin: str, root: str | No
     return out
 
 
+def graph_hash(gm: Any, example_inputs: Sequence[Any]) -> str | None:
+    """What dynamo captured, as one hash: the graph's code and, per input, what the
+    static-shape guards check (shape, stride, dtype, device, requires_grad). Ranks that
+    traced the same code with the same inputs get the same hash."""
+    try:
+        h = hashlib.sha256(gm.code.encode())
+        for x in example_inputs:
+            if hasattr(x, "shape") and hasattr(x, "stride"):
+                meta = (tuple(x.shape), tuple(x.stride()), x.dtype, x.device.type, x.requires_grad)
+            else:
+                meta = (type(x).__name__, x)  # an int or SymInt input
+            h.update(repr(meta).encode())
+        return h.hexdigest()
+    except Exception:  # a hash is a nicety: never fail a compile for it
+        return None
+
+
+def _republish(report: CompileReport) -> None:
+    from sandbox import runtime
+
+    runtime.republish(report)
+
+
 def _end_args(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
     for e in reversed(events):
         if e.get("ph") == "E" and e.get("name") == name:
@@ -48,6 +72,7 @@ class ReportBuilder:
         co_name, filename, line = location
         self.t0 = time.time()
         self._publish = publish
+        self._republish = _republish
         span = context.caller_span()
         self.report = CompileReport(
             run_id=run_id,
@@ -65,6 +90,8 @@ class ReportBuilder:
         )
         self.counters_before = compat.counters_snapshot()
         self.events: list[dict[str, Any]] = []
+        self.modules_before = compat.loaded_module_count()
+        self.worker_triton: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])
 
     # -- filled by the isolated compile ------------------------------------------------
     def stage(self, name: str, start: float, end: float, origin: str = "parent", parent: str | None = "fx_codegen_and_compile") -> None:
@@ -86,11 +113,11 @@ class ReportBuilder:
 
     def graph_size(self, gm: Any, example_inputs: Sequence[Any]) -> None:
         nodes = list(gm.graph.nodes)
-        self.report.graph = {
+        self.report.graph.update({
             "nodes": len(nodes),
             "ops": sum(1 for n in nodes if n.op in ("call_function", "call_method", "call_module")),
             "inputs": len(example_inputs),
-        }
+        })
 
     def worker_reply(self, reply: dict[str, Any]) -> None:
         self.report.metrics.update(reply.get("metrics", {}))
@@ -99,10 +126,13 @@ class ReportBuilder:
         if hits or misses:
             self.report.caches["async_compile"] = {"hit": hits, "miss": misses}
         self.report.worker_chromium_id = reply.get("chromium_id")
+        self.worker_triton = (reply.get("triton_kernels") or {}, reply.get("autotune_choices") or [])
 
     # -- filled by the backend -------------------------------------------------------------
     def compiled(self, output: Any) -> None:
         self.report.kernels = kernels.inventory(getattr(output, "source_code", None))
+        triton.attach_worker_details(self.report, *self.worker_triton)
+        triton.watch_first_run(output, self.report, self.modules_before, self._republish)
 
     def aot_cache(self, state: dict[str, Any]) -> None:
         if state:
