@@ -5,6 +5,7 @@
     sandbox show RUN [--json] [--sources]
     sandbox diff RUN_A RUN_B [--json]
     sandbox job [JOB] [--against EARLIER_JOB] [--all] [--json]
+    sandbox spool [--upload]
     sandbox export-trace RUN -o FILE
     sandbox gc [--keep N] [--older-than AGE]
 
@@ -196,6 +197,36 @@ def cmd_gc(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_spool(location: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Reports kept in the local spool for this store (it was unreachable); --upload sends them."""
+    from sandbox.store import spool
+
+    if not args.upload:
+        files = spool.pending(location)
+        waiting = [f for f in files if not f["corrupt"]]
+        out.write(f"{sum(f['reports'] for f in waiting)} report(s) in {len(waiting)} spool file(s) waiting for "
+                  f"{spool.masked(location)} (in {spool.spool_dir(location)})\n")
+        for f in files:
+            out.write(f"  {f['path']}  {f['reports']} reports, {f['bytes']} bytes{'  CORRUPT' if f['corrupt'] else ''}\n")
+        others = [(d, where) for d, where in spool.locations() if d != spool.spool_dir(location)]
+        for d, where in others:
+            out.write(f"  also spooled: {where} (in {d}); sandbox spool --store LOCATION to see it\n")
+        if waiting:
+            out.write("sandbox spool --upload sends them once the store is reachable\n")
+        return 0
+    store = open_store(location)
+    try:
+        done = spool.upload(store, location)
+    finally:
+        store.close()
+    out.write(f"uploaded {done.reports} report(s) and {done.runs} run(s) from {done.files + len(done.corrupt)} spool "
+              f"file(s) into {store.url}" + (f"; {done.busy} file(s) are still being written by running processes, "
+                                             f"which upload them themselves" if done.busy else "") + "\n")
+    for message in done.corrupt:
+        err.write(f"sandbox spool: {message}\n")
+    return 1 if done.corrupt else 0
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from sandbox.demo import run_demo
 
@@ -244,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="EARLIER_JOB", help="also compare with this earlier job, rank by rank")
     p.add_argument("--all", action="store_true", help="every graph, not only those that differ across ranks")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    p = sub.add_parser("spool", parents=[common], help="reports kept locally while the store was unreachable; --upload sends them")
+    p.add_argument("--upload", action="store_true", help="upload them into the store now (it must be reachable)")
 
     p = sub.add_parser("export-trace", parents=[common], help="write a stored run as a Chrome/Perfetto trace")
     p.add_argument("run", metavar="RUN")
@@ -301,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             args.older_than_s = parse_age(args.older_than) if args.older_than else None
         if command == "demo":
             return cmd_demo(args, out, err)
+        if command == "spool":
+            return cmd_spool(location, args, out, err)
         store = _open(location, write=command == "gc")
         try:
             return COMMANDS[command](store, args, out)

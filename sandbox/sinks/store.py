@@ -1,9 +1,19 @@
-"""Writes reports to the run store off the user's thread.
+"""Writes reports to the run store off the user's thread; loses none when the store is down.
 
 A background writer commits whatever has queued up, in one transaction per batch.
-``flush()`` returns once every report published so far is committed: after it,
-a SIGKILL loses nothing. A store that cannot be opened or written costs one
-warning; the reports stay available in memory (``sandbox.reports()``).
+When the store cannot be opened or written (a PostgreSQL server that is down or
+unreachable), the batch goes to this process's spool file instead
+(``sandbox/store/spool.py``: on disk, fsynced), and the writer tries the store again
+after 1 s, 2 s, 4 s ... at most ``RETRY_MAX_S`` apart, also while no new report
+arrives. Once the store answers, the writer uploads the spool - this process's file
+and any left by earlier processes for the same store - and writes directly again.
+At exit it tries the store once more; what is still spooled then waits for the next
+process that writes to this store, or ``sandbox spool --upload``.
+
+``flush()`` returns once every report published so far is committed or spooled: after
+it, a SIGKILL loses nothing. Only when the spool itself cannot be written (say, a
+read-only cache directory) do reports stay in memory alone (``sandbox.reports()``),
+with one warning.
 """
 
 from __future__ import annotations
@@ -13,24 +23,39 @@ import logging
 import os
 import queue
 import threading
+import time
 import warnings
 from typing import Any
 
+from sandbox.store.spool import Spool, SpoolError, masked, spool_dir, upload
 from sandbox.telemetry.report import CompileReport, Run
 
 log = logging.getLogger("sandbox")
 
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 15.0
+
 
 class StoreSink:
     def __init__(self, location: str | None, run: Run) -> None:
+        from sandbox.store import default_location
+
         self.location = location
+        self.resolved = location or default_location()
         self.run = run
         self._queue: queue.Queue[Any] = queue.Queue()
         self._pending = 0
         self._done = threading.Condition()
-        self._failed = False
         self.store: Any = None
         self.written = 0
+        self.spooled = 0  # reports that went to the spool (uploaded later or not)
+        self.uploaded = 0  # spooled reports (of any process) this writer uploaded
+        self.spool = Spool(self.resolved)
+        self._retry_at = 0.0
+        self._backoff = RETRY_MIN_S
+        self._warned: set[str] = set()
+        self._unsent = False  # reports of this process are in the spool, not yet uploaded
+        self._reason = "cannot be written"  # why the last batch could not go to the store
         self.owner_pid = os.getpid()
         self._thread = threading.Thread(target=self._loop, name="sandbox-store-writer", daemon=True)
         self._thread.start()
@@ -43,30 +68,88 @@ class StoreSink:
             self._pending += 1
         self._queue.put(report)
 
-    def _open(self) -> bool:
+    # -- the store ----------------------------------------------------------------------
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+    def _connect(self, now: float | None = None) -> bool:
+        """The store, opened (and the spool uploaded) if it answers; False while it does not."""
         if self.store is not None:
             return True
-        if self._failed:
+        now = time.monotonic() if now is None else now
+        if now < self._retry_at:
             return False
         from sandbox.store import open_store
 
         try:
             self.store = open_store(self.location)
             self.store.put_run(self.run)
-            return True
+            self.spool.close()  # our own file too: the upload below takes it
+            self.uploaded += upload(self.store, self.resolved).reports
+            self._unsent = False
         except Exception as e:  # noqa: BLE001 - the training job must go on
-            self._failed = True
-            warnings.warn(
-                f"sandbox: reports are not stored ({e}); they stay available in this process "
-                f"(sandbox.reports()). Set SANDBOX_STORE to a writable path, or store=False to silence this.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            self._disconnect()
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, RETRY_MAX_S)
+            self._reason = f"cannot be written ({_one_line(e)})"
+            log.debug("sandbox: store unavailable", exc_info=True)
             return False
+        self._backoff = RETRY_MIN_S
+        return True
+
+    def _disconnect(self) -> None:
+        if self.store is not None:
+            try:
+                self.store.close()
+            except Exception:
+                pass
+            self.store = None
+
+    def _write(self, batch: list[CompileReport]) -> None:
+        if self._connect():
+            try:
+                self.written += self.store.put_reports(batch)
+                return
+            except Exception as e:  # noqa: BLE001 - a lost connection, a server that went away
+                log.debug("sandbox: store write failed", exc_info=True)
+                self._disconnect()
+                self._retry_at = time.monotonic()  # one immediate retry with the next batch
+                self._reason = f"failed while writing ({_one_line(e)})"
+        self._to_spool(batch)
+
+    def _to_spool(self, batch: list[CompileReport]) -> None:
+        try:
+            self.spool.append(self.run.to_dict(), [r.to_dict() for r in batch])
+            self.spooled += len(batch)
+            self._unsent = True
+            self._warn(
+                "down",
+                f"sandbox: the run store {masked(self.resolved)} {self._reason}; reports are kept in the spool "
+                f"{spool_dir(self.resolved)} and uploaded when the store is back (by this process, the next one that "
+                f"writes to it, or `sandbox spool --upload`)",
+            )
+        except SpoolError as e:
+            self._warn("spool", f"sandbox: reports are not stored: the run store {masked(self.resolved)} "
+                                f"{self._reason}, and {e}; they stay available in this process "
+                                f"(sandbox.reports()). Set SANDBOX_STORE to a writable store, or store=False to silence this.")
+
+    # -- the writer thread ---------------------------------------------------------------
+    def _waiting(self) -> bool:
+        """Reports of this process sit in the spool: keep trying the store while idle."""
+        return self._unsent
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=max(self._retry_at - time.monotonic(), 0.05) if self._waiting() else None)
+            except queue.Empty:
+                try:
+                    self._connect()
+                except Exception:  # noqa: BLE001
+                    log.debug("sandbox: retrying the store failed", exc_info=True)
+                continue
             if item is None:
                 return
             batch = [item]
@@ -80,20 +163,16 @@ class StoreSink:
                     break
                 batch.append(nxt)
             try:
-                if self._open():
-                    self.written += self.store.put_reports(batch)
-            except Exception as e:  # noqa: BLE001
-                if not self._failed:
-                    self._failed = True
-                    warnings.warn(f"sandbox: could not write reports to the store ({e})", RuntimeWarning, stacklevel=2)
-                log.debug("sandbox: store write failed", exc_info=True)
+                self._write(batch)
+            except Exception:  # noqa: BLE001 - never let the writer thread die
+                log.warning("sandbox: storing reports failed", exc_info=True)
             finally:
                 with self._done:
                     self._pending -= len(batch)
                     self._done.notify_all()
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Block until every report published so far is committed (or failed)."""
+        """Block until every report published so far is committed or spooled."""
         if os.getpid() != self.owner_pid:
             return True
         with self._done:
@@ -105,8 +184,15 @@ class StoreSink:
         self.flush(timeout=30.0)
         self._queue.put(None)
         self._thread.join(timeout=5)
-        if self.store is not None:
+        if self._unsent:
+            self._retry_at = 0.0  # one last try, whatever the back-off says
             try:
-                self.store.close()
-            except Exception:
+                self._connect()
+            except Exception:  # noqa: BLE001
                 pass
+        self.spool.close()
+        self._disconnect()
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
