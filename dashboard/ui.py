@@ -31,6 +31,7 @@ PAGES = (
     Page("Graph", "pages/graph.py", "graph", ":material/account_tree:"),
     Page("Compare", "pages/compare.py", "compare", ":material/compare_arrows:"),
     Page("Trends", "pages/trends.py", "trends", ":material/trending_up:"),
+    Page("Job", "pages/job.py", "job", ":material/hub:"),
 )
 PAGE = {p.title: p for p in PAGES}
 

@@ -61,6 +61,7 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
     forward_compile_id = compat.current_compile_id()
     captured = graph_hash(gm, example_inputs)
     counters_before = compat.counters_snapshot()
+    compat.take_remote_cache_events()  # remote cache lookups made before this compile are not its own
     aot_state: dict[str, Any] = {}
     inner_calls = 0
 
@@ -72,6 +73,9 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
             aot_state = _aot_state(counters_before, compat.counters_snapshot())
         builder = _builder(kind, compat.current_compile_id() or forward_compile_id, location)
         builder.aot_cache(aot_state)
+        pending = compat.take_remote_cache_events()
+        if kind != "backward":
+            builder.remote_events = pending  # the AOTAutograd remote lookup, made for this forward
         if captured:
             builder.report.graph["hash"] = captured
         scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock, runtime.warm_parent_async)
@@ -115,12 +119,17 @@ def _report_aot_cache_hit(example_inputs: Sequence[Any], compile_id: str | None,
     import torch
 
     state = _aot_state(before, compat.counters_snapshot())
+    remote = compat.take_remote_cache_events()
+    fx_loads = [e for e in remote if e.get("cache") == "fx_graph"]
     training = torch.is_grad_enabled() and any(getattr(x, "requires_grad", False) for x in example_inputs)
-    for kind in ["forward", "backward"] if training else ["inference"]:
+    for i, kind in enumerate(["forward", "backward"] if training else ["inference"]):
         b = _builder(kind, compile_id, location)
         b.counters_before = before
         b.t0 = b.report.started_at = t0
         b.aot_cache(state)
+        # The pair's one AOTAutograd remote lookup goes to its first report; the FX graph
+        # cache loads that followed it, one per graph, in order.
+        b.remote_events = ([e for e in remote if e.get("cache") != "fx_graph"] if i == 0 else []) + fx_loads[i:i + 1]
         if captured:
             b.report.graph["hash"] = captured
         b.set_outcome(CACHE_HIT, reason="aot_autograd_cache" if state.get("state") == "hit" else "no compile needed")

@@ -50,6 +50,7 @@ class RankGraph:
 
     rank: int
     report_id: str
+    graph_index: int
     compile_id: str | None
     outcome: str
     cache: str  # e.g. "fx_graph miss, aot_autograd miss"
@@ -254,7 +255,7 @@ def analyse_job(
         for rank, r in sorted(by_rank.items()):
             changes = None if rank == reference else kernel_changes.get((key, rank))
             rows.append(RankGraph(
-                rank=rank, report_id=r.report_id, compile_id=r.compile_id, outcome=r.outcome, cache=cache_label(r),
+                rank=rank, report_id=r.report_id, graph_index=r.graph_index, compile_id=r.compile_id, outcome=r.outcome, cache=cache_label(r),
                 graph_hash=r.graph.get("hash"), duration_s=r.duration_s, kernels=len(r.kernels),
                 kernel_changes=changes, straggler=rank in slow,
             ))
@@ -271,7 +272,7 @@ def analyse_job(
             ("kernels", bool(kernel_ranks)), ("straggler", bool(slow)),
         ) if hit]
         graphs.append(g)
-    graphs.sort(key=lambda g: (min(r.rank for r in g.ranks) != reference, _first_index(g, reports)))
+    graphs.sort(key=_first_index)
 
     totals = {rank: sum(r.duration_s for r in reports[rank]) for rank in ranks}
     slow_ranks = stragglers(totals)
@@ -298,11 +299,9 @@ def analyse_job(
     return report
 
 
-def _first_index(g: GraphAcross, reports: Mapping[int, Sequence[CompileReport]]) -> tuple[int, int]:
+def _first_index(g: GraphAcross) -> tuple[int, int]:
     """Order graphs as the lowest rank that has them compiled them."""
-    row = g.ranks[0]
-    index = next((r.graph_index for r in reports[row.rank] if r.report_id == row.report_id), 0)
-    return (row.rank, index)
+    return (g.ranks[0].rank, g.ranks[0].graph_index)
 
 
 # -- a job against an earlier one -----------------------------------------------------------------

@@ -134,6 +134,7 @@ SPECS: dict[str, _Spec] = {
     "metrics_port": _Spec("SANDBOX_METRICS_PORT", _port_or_none, None, "a TCP port 1-65535 (local rank N serves on port + N), or None/0 for no endpoint"),
     "metrics_addr": _Spec("SANDBOX_METRICS_ADDR", _address, "127.0.0.1", "an address to bind the metrics endpoint to, e.g. 127.0.0.1 or 0.0.0.0"),
     "pushgateway": _Spec("SANDBOX_PUSHGATEWAY", _name, None, "a Pushgateway address, host:port or http(s)://host:port"),
+    "job": _Spec("SANDBOX_JOB", _name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"),
 }
 
 
@@ -151,6 +152,7 @@ class Options:
     metrics_port: int | None = None  # the base port: local rank N serves on metrics_port + N
     metrics_addr: str = "127.0.0.1"
     pushgateway: str | None = None
+    job: str | None = None  # groups the ranks' runs; None: TORCHELASTIC_RUN_ID when torchrun set it
     mode: str | None = None
     inductor: Mapping[str, Any] = field(default_factory=dict)
 

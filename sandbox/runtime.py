@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Callable
 
-from sandbox.isolation import compat, pool
+from sandbox.isolation import compat, pool, sizing
 from sandbox.telemetry.report import CompileReport, Run
 
 log = logging.getLogger("sandbox")
@@ -69,8 +69,10 @@ def ensure_seam(route: Callable) -> None:
             _clock_registered = True
 
 
-def worker_env() -> dict[str, str]:
+def worker_env(workers: int = 1) -> dict[str, str]:
     env = dict(os.environ)
+    # Ranks on this host x workers x Inductor compile threads <= cores (isolation/sizing.py).
+    env.update(sizing.worker_env(workers, env))
     # The worker imports this package by module name: make sure it can, wherever it lives.
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -86,9 +88,10 @@ def get_pool(size: int) -> pool.Pool:
         with _lock:
             p = pool.current_pool()
             if p is None or p.closed:
-                p = pool.Pool(size, worker_env())
+                p = pool.Pool(size, worker_env(size))
                 pool.adopt(p)
             elif p.size < size:
+                p.env = worker_env(size)  # workers started from now on get the smaller share
                 p.resize(size)
     return p
 
@@ -122,6 +125,8 @@ def warm_parent_async() -> None:
 def publish(report: CompileReport) -> None:
     with _lock:
         report.graph_index = len(_reports)
+        if report.job is None and _run is not None and report.run_id == _run.run_id:
+            report.job = _run.job
         _reports.append(report)
         listeners = list(_listeners)
     for fn in listeners:

@@ -249,6 +249,7 @@ def test_names_and_labels_follow_prometheus_conventions() -> None:
         "sandbox_compile_duration_seconds", "sandbox_compile_stage_duration_seconds", "sandbox_worker_wait_seconds",
         "sandbox_cache_lookups", "sandbox_compile_failures", "sandbox_kernels_generated", "sandbox_worker_restarts",
         "sandbox_compiles_in_flight", "sandbox_oldest_compile_in_flight_start_time_seconds", "sandbox_build_info",
+        "sandbox_remote_cache_saved_seconds",
     }
     for name, m in families.items():
         if m.type == "histogram":

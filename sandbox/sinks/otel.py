@@ -48,7 +48,9 @@ def _report_attributes(r: CompileReport) -> dict[str, Any]:
         "sandbox.fallback": r.fallback,
         "sandbox.worker_pid": r.worker_pid,
         "sandbox.rank": r.rank,
+        "sandbox.local_rank": r.local_rank,
         "sandbox.world_size": r.world_size,
+        "sandbox.job": getattr(r, "job", None),
         "torch.compile.graph.nodes": r.graph.get("nodes"),
         "torch.compile.graph.ops": r.graph.get("ops"),
         "torch.compile.graph.inputs": r.graph.get("inputs"),
@@ -146,6 +148,41 @@ def _application_provider() -> Any | None:
     return provider
 
 
+def resource_attributes() -> dict[str, Any]:
+    """The private provider's resource: ``service.name``, and what tells one process of a
+    job from the others: ``service.instance.id`` (this process's run id, the ``run_id`` of
+    its reports and of its run in the store), ``host.name``, ``process.pid``, and under
+    torchrun ``sandbox.job`` / ``sandbox.rank`` / ``sandbox.local_rank`` /
+    ``sandbox.world_size``. ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` win."""
+    import socket
+    import uuid
+
+    from sandbox import runtime
+    from sandbox.telemetry import context
+
+    run = getattr(runtime, "_run", None)
+    if run is not None and run.pid != os.getpid():
+        run = None
+    attrs: dict[str, Any] = {
+        "service.name": os.environ.get("OTEL_SERVICE_NAME", "torch-compile-sandbox"),
+        "service.instance.id": run.run_id if run is not None else uuid.uuid4().hex,
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+    }
+    dist = context.distributed()
+    job = run.job if run is not None else None
+    for key, value in (("sandbox.job", job), ("sandbox.rank", dist["rank"]), ("sandbox.local_rank", dist["local_rank"]),
+                       ("sandbox.world_size", dist["world_size"])):
+        if value is not None:
+            attrs[key] = value
+    from_env = {}
+    for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, _, value = item.partition("=")
+        if key.strip() and value:
+            from_env[key.strip()] = value.strip()
+    return {k: v for k, v in attrs.items() if k not in from_env or k == "service.name"}
+
+
 class OtelSink:
     """Turns each report into spans. ``provider=None``: the application's, else a private OTLP one."""
 
@@ -160,7 +197,7 @@ class OtelSink:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "torch-compile-sandbox")})
+            resource = Resource.create(resource_attributes())
             provider = TracerProvider(resource=resource)
             timeout_ms = int(float(os.environ.get("SANDBOX_OTLP_TIMEOUT_S", "5")) * 1000)
             provider.add_span_processor(

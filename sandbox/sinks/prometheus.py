@@ -46,7 +46,11 @@ CACHE_RESULTS = {
     "fx_graph": ("hit", "miss", "bypass"),
     "aot_autograd": ("hit", "miss", "bypass", "guard_miss"),
     "async_compile": ("hit", "miss"),
+    # Inductor's remote (Redis) caches; "unavailable": the server could not be reached
+    "fx_graph_remote": ("hit", "miss", "unavailable", "error"),
+    "aot_autograd_remote": ("hit", "miss", "unavailable", "error"),
 }
+REMOTE_CACHES = ("fx_graph_remote", "aot_autograd_remote")
 # The fixed set of stage names with a series of their own: the sandbox's own stages and
 # Inductor's main phases. Any other stage name (Inductor has dozens, and they change
 # between releases) is not observed, so the label set stays bounded.
@@ -210,8 +214,15 @@ class Metrics:
         )
         self.cache_lookups = Counter(
             "sandbox_cache_lookups",
-            "Compile cache lookups by cache (fx_graph, aot_autograd, async_compile) and result.",
+            "Compile cache lookups by cache (fx_graph, aot_autograd, async_compile, fx_graph_remote, "
+            "aot_autograd_remote) and result.",
             ["cache", "result"],
+            registry=None,
+        )
+        self.remote_saved = Counter(
+            "sandbox_remote_cache_saved_seconds",
+            "Compile time saved by remote cache hits: the compile time their entries recorded, by cache.",
+            ["cache"],
             registry=None,
         )
         self.failures = Counter(
@@ -229,7 +240,7 @@ class Metrics:
         self.live = _Live()
         self.collectors: list[Any] = [
             self.compile_duration, self.stage_duration, self.worker_wait, self.cache_lookups,
-            self.failures, self.kernels, self.live,
+            self.remote_saved, self.failures, self.kernels, self.live,
         ]
         # Label children bound once: every series with a known label value exists from the
         # start (at 0), so rate()/increase() see the first event, and a report costs dict lookups.
@@ -240,6 +251,7 @@ class Metrics:
             for result in (*results, _OTHER)
         }
         self._failures = {kind: self.failures.labels(kind) for kind in (*FAILURE_KINDS, _OTHER)}
+        self._remote_saved = {cache: self.remote_saved.labels(cache) for cache in REMOTE_CACHES}
         self._kernels = {kind: self.kernels.labels(kind) for kind in (*KERNEL_KINDS, _OTHER)}
         self._durations: dict[tuple[str, str, str], Any] = {}
         device = _process_device_type()
@@ -292,6 +304,14 @@ class Metrics:
                     n = async_compile.get(result)
                     if n:
                         lookups["async_compile", result].inc(n)
+            # A remote lookup is on the report of the graph that made it (the AOTAutograd one
+            # on the forward of a pair), so each counts once.
+            for cache in REMOTE_CACHES:
+                remote = caches.get(cache)
+                if remote and remote.get("state"):
+                    (lookups.get((cache, remote["state"])) or lookups[cache, _OTHER]).inc()
+                    if remote.get("time_saved_s"):
+                        self._remote_saved[cache].inc(max(0.0, float(remote["time_saved_s"])))
 
         if failed and r.failure is not None:
             (self._failures.get(r.failure.kind) or self._failures[_OTHER]).inc()

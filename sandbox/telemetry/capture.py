@@ -90,6 +90,8 @@ class ReportBuilder:
         )
         self.counters_before = compat.counters_snapshot()
         self.events: list[dict[str, Any]] = []
+        # Inductor's remote (Redis) cache gets and puts for this graph (compat.take_remote_cache_events)
+        self.remote_events: list[dict[str, Any]] = []
         self.modules_before = compat.loaded_module_count()
         self.worker_triton: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])
 
@@ -160,10 +162,44 @@ class ReportBuilder:
         if fx:
             r.caches["fx_graph"] = fx
         _add_cache_lookup_stage(r, parent_stages)
+        self.remote_events += compat.take_remote_cache_events()
+        r.caches.update(remote_cache_states(self.remote_events, r, compat.remote_caches_missing()))
         if r.outcome == CACHE_HIT and r.reason is None:
             r.reason = "fx_graph_cache" if fx.get("state") == "hit" else "aot_autograd_cache"
         self._publish(r)
         return r
+
+
+def remote_cache_states(events: list[dict[str, Any]], r: CompileReport, missing: dict[str, str]) -> dict[str, Any]:
+    """``caches["fx_graph_remote"]`` / ``caches["aot_autograd_remote"]`` from one graph's remote
+    cache events (docs/REPORT.md). A remote cache that is on but cannot exist (``missing``)
+    is ``unavailable`` for a graph that consulted the local cache of the same kind."""
+    out: dict[str, Any] = {}
+    for cache in ("fx_graph", "aot_autograd"):
+        gets = [e for e in events if e.get("cache") == cache and e.get("op") == "get"]
+        puts = [e for e in events if e.get("cache") == cache and e.get("op") == "put"]
+        entry: dict[str, Any] = {}
+        if gets:
+            results = [e["result"] for e in gets]
+            state = next((s for s in ("hit", "error", "unavailable") if s in results), "miss")
+            entry["state"] = state
+            entry["lookup_s"] = round(sum(e.get("seconds") or 0.0 for e in gets), 6)
+            hit = next((e for e in gets if e["result"] == "hit"), None)
+            if hit is not None and hit.get("time_taken_ms") is not None:
+                entry["time_saved_s"] = hit["time_taken_ms"] / 1000.0
+        if puts:
+            entry["put"] = next((s for s in ("error", "unavailable") if any(e["result"] == s for e in puts)), "ok")
+        if entry:
+            entry["server"] = (gets or puts)[0].get("server")
+            message = next((e["message"] for e in gets + puts if e.get("message")), None)
+            if message:
+                entry["message"] = message
+            out[f"{cache}_remote"] = entry
+        elif cache in missing and (r.caches.get(cache) or {}).get("state") in ("hit", "miss", "guard_miss") and (
+            cache == "fx_graph" or r.graph_kind != "backward"
+        ):
+            out[f"{cache}_remote"] = {"state": "unavailable", "message": missing[cache]}
+    return out
 
 
 def _add_cache_lookup_stage(r: CompileReport, parent_stages: list[Stage]) -> None:

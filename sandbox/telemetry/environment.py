@@ -45,6 +45,17 @@ def git_revision(cwd: str | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def job_id(options: Any = None) -> str | None:
+    """The job this process is a rank of: option ``job`` / ``SANDBOX_JOB``, else torchrun's
+    ``TORCHELASTIC_RUN_ID`` (its rendezvous id; ``none``, torchrun's default without
+    ``--rdzv-id`` on several nodes, names no job)."""
+    job = getattr(options, "job", None) or os.environ.get("SANDBOX_JOB", "").strip()
+    if job:
+        return job
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "").strip()
+    return run_id if run_id and run_id.lower() != "none" else None
+
+
 def describe_run(options: Any = None) -> Run:
     import torch
 
@@ -67,7 +78,7 @@ def describe_run(options: Any = None) -> Run:
     return Run(
         name=getattr(options, "run_name", None),
         tags=list(getattr(options, "tags", ()) or ()),
-        job=os.environ.get("SANDBOX_JOB") or os.environ.get("TORCHELASTIC_RUN_ID"),
+        job=job_id(options),
         rank=dist["rank"],
         local_rank=dist["local_rank"],
         world_size=dist["world_size"],

@@ -77,6 +77,7 @@ class CompileReport:
     rank: int | None = None
     local_rank: int | None = None
     world_size: int | None = None
+    job: str | None = None  # the Run's job (option job / SANDBOX_JOB / TORCHELASTIC_RUN_ID)
     trace_id: str | None = None  # the caller's OpenTelemetry trace (32 hex), if any
     parent_span_id: str | None = None  # the caller's span the compile's spans hang under
     chromium_id: str | None = None  # PyTorch's ChromiumEventLogger id in this process

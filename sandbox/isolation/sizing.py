@@ -1,0 +1,69 @@
+"""How many CPU threads a rank's workers may use, so that a host running several ranks is
+not oversubscribed.
+
+The rule: ranks on this host x workers per rank x Inductor compile threads per worker
+<= the cores this process may run on. ``LOCAL_WORLD_SIZE`` (set by torchrun) says how many
+ranks share the host; the cores are this process's CPU affinity (what ``taskset``, a
+cgroup cpuset or a container's CPU list allow), not the machine's count. Each worker gets
+``TORCHINDUCTOR_COMPILE_THREADS`` = cores // (ranks x workers), at least 1, unless the
+environment sets it already. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Mapping
+
+COMPILE_THREADS_ENV = "TORCHINDUCTOR_COMPILE_THREADS"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def ranks_on_host(env: Mapping[str, str] | None = None) -> int:
+    """``LOCAL_WORLD_SIZE`` (torchrun's ranks per host), 1 when unset or not a number."""
+    env = os.environ if env is None else env
+    try:
+        return max(1, int(env.get("LOCAL_WORLD_SIZE", "1") or 1))
+    except ValueError:
+        return 1
+
+
+def compile_threads(workers: int, ranks: int, cores: int) -> int:
+    """Inductor compile threads per worker under the rule (at least 1)."""
+    return max(1, cores // max(1, ranks * max(1, workers)))
+
+
+def oversubscribed(workers: int, ranks: int, cores: int) -> bool:
+    """More workers on the host than cores, even at one compile thread each."""
+    return ranks * workers > cores
+
+
+_warned = False
+
+
+def worker_env(workers: int, env: Mapping[str, str] | None = None, cores: int | None = None) -> dict[str, str]:
+    """What the rule adds to a worker's environment: ``TORCHINDUCTOR_COMPILE_THREADS``
+    unless ``env`` sets it. Warns once when ``workers`` alone oversubscribes the host."""
+    global _warned
+    env = os.environ if env is None else env
+    cores = usable_cores() if cores is None else cores
+    ranks = ranks_on_host(env)
+    if oversubscribed(workers, ranks, cores) and not _warned:
+        _warned = True
+        warnings.warn(
+            f"sandbox: {ranks} rank(s) on this host x {workers} worker(s) each = {ranks * workers} compile "
+            f"processes for {cores} core(s); compiles will contend for the CPU. Lower `workers` "
+            f"(SANDBOX_WORKERS) to {max(1, cores // ranks)} or less.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if env.get(COMPILE_THREADS_ENV, "").strip():
+        return {}
+    return {COMPILE_THREADS_ENV: str(compile_threads(workers, ranks, cores))}
