@@ -200,3 +200,80 @@ def kill_quietly(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+# --- Redis (Inductor's remote caches) ------------------------------------------------
+
+
+REDIS_HINT = "apt-get install -y --no-install-recommends redis-server, and pip install redis"
+
+
+class RedisServer:
+    """A real ``redis-server`` on 127.0.0.1, a free port, its own directory, no persistence."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        import socket as _socket
+
+        with _socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.binary, self.workdir = binary, workdir
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        import redis
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
+             "--save", "", "--appendonly", "no", "--logfile", str(self.workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 20
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:] if (self.workdir / "redis.log").exists() else ""
+                    pytest.fail(f"redis-server did not answer on {self.url} within 20 s:\n{log}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterable[RedisServer]:
+    """A running redis-server of this test's own (stop() / start() to take it down and back).
+    Missing redis-server or the redis package: skips locally, fails in CI."""
+    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    missing = "redis-server is not installed" if binary is None else None
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        missing = "the redis package is not installed"
+    if missing:
+        message = f"{missing}; install it with `{REDIS_HINT}`"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(binary, workdir).start()  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -759,7 +759,8 @@ def cache_env() -> dict[str, str]:
 # module's ``redis`` (None when the package is missing: create_cache then logs a warning
 # and there is no remote cache at all). The entries FxGraphCache._save_graph and
 # AOTAutogradCache.save write carry ``time_taken_ms``, the compile time a hit saves.
-# torch._inductor.config: fx_graph_remote_cache, autograd_remote_cache.
+# torch._inductor.config.fx_graph_remote_cache, torch._functorch.config.enable_remote_autograd_cache
+# (TORCHINDUCTOR_FX_GRAPH_REMOTE_CACHE, TORCHINDUCTOR_AUTOGRAD_REMOTE_CACHE).
 
 REMOTE_CACHES = {"RemoteFxGraphCache": "fx_graph", "RemoteAOTAutogradCache": "aot_autograd"}
 _remote_events = threading.local()
@@ -858,9 +859,10 @@ def take_remote_cache_events() -> list[dict[str, Any]]:
 def remote_caches_missing() -> dict[str, str]:
     """Remote caches that are turned on but cannot exist, and why: ``{cache: reason}``
     (Inductor only logs a warning and compiles without them)."""
+    from torch._functorch import config as functorch_config
     from torch._inductor import config, remote_cache
 
     if remote_cache.redis is not None:
         return {}
-    on = {"fx_graph": config.fx_graph_remote_cache, "aot_autograd": config.autograd_remote_cache}
+    on = {"fx_graph": config.fx_graph_remote_cache, "aot_autograd": functorch_config.enable_remote_autograd_cache}
     return {cache: "the redis package is not installed: pip install redis" for cache, enabled in on.items() if enabled}
