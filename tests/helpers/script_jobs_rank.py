@@ -1,0 +1,31 @@
+"""One rank of a training job: the zoo's MLP trained for two steps with a per-rank batch
+size. The test sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``SANDBOX_JOB`` as
+torchrun would, and the batch size as the argument: a rank given another batch size
+traces another graph (other shapes, other guards), as a rank with a diverging data
+pipeline would."""
+
+import sys
+
+import torch
+
+import common
+import sandbox
+from sandbox import zoo
+
+batch = int(sys.argv[1])
+torch.manual_seed(0)
+model = zoo.MLP()
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+compiled = torch.compile(model, backend="sandbox")
+for _ in range(2):
+    loss = compiled(torch.randn(batch, 64)).sum()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+assert sandbox.flush(60), "reports not stored"
+run = sandbox.runtime.run()
+common.emit({
+    "run_id": run.run_id, "job": run.job, "rank": run.rank, "world_size": run.world_size,
+    "reports": [{"kind": r.graph_kind, "outcome": r.outcome, "hash": r.graph.get("hash"), "kernels": len(r.kernels),
+                 "duration_s": r.duration_s} for r in sandbox.reports()],
+})
