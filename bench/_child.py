@@ -182,7 +182,7 @@ def run_step(spec: dict) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    entry = zoo.ZOO[spec["model"]]
+    entry = zoo.entry(spec["model"])
     torch.manual_seed(0)
     model = entry.build().to(device)
     model.train(entry.train)

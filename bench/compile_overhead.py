@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, os.path.dirname(HERE))
     try:
         from sandbox import zoo  # noqa: E402 - only to validate names early
-        names = set(zoo.ZOO)
+        names = set(zoo.ZOO) | set(zoo.BENCH)
     except ImportError:  # this interpreter lacks torch; the children will say what is wrong
         names = set(args.models + args.overhead_models)
     bad = [m for m in args.models + args.overhead_models if m not in names]

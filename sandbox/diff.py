@@ -26,7 +26,9 @@ SIMILAR = 0.5
 ENVIRONMENT = ("torch", "triton", "python", "cuda", "device", "hostname", "git_revision", "sandbox", "world_size")
 
 # Kernel fields compared on their own (the source through its hash, lines through the source).
-_KERNEL_SKIP = {"name", "source", "source_hash", "lines"}
+# A Triton kernel's autotune details (candidates, benchmark timings, compile time) differ
+# on every run; what it runs with is compared through its ``launchers``.
+_KERNEL_SKIP = {"name", "source", "source_hash", "lines", "triton"}
 
 GraphKey = tuple  # (co_name, filename, line, graph_kind, order)
 

@@ -136,6 +136,19 @@ def publish(report: CompileReport) -> None:
             log.warning("sandbox: report listener %r failed", fn, exc_info=True)
 
 
+def republish(report: CompileReport) -> None:
+    """A published report was completed later (GPU kernel details after the graph's
+    first run): the store writes the whole of it again (an upsert by report id).
+    Listeners of ``on_report`` saw it once already and hold the same object."""
+    sink = _store_sink
+    if sink is None:
+        return
+    try:
+        sink(report)  # type: ignore[operator]
+    except Exception:
+        log.warning("sandbox: could not store the completed report", exc_info=True)
+
+
 _tracing = False
 
 

@@ -64,6 +64,18 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+class TwoBlocks(nn.Module):
+    """Two transformer blocks: the size of model the GPU figures are quoted for."""
+
+    def __init__(self, d: int = 512, heads: int = 8) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(TransformerBlock(d, heads), TransformerBlock(d, heads))
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln(self.blocks(x))
+
+
 class GraphBreaks(nn.Module):
     """Two graph breaks: a data-dependent branch and a call dynamo cannot trace."""
 
@@ -143,6 +155,32 @@ ZOO: dict[str, Entry] = {
 }
 
 
+# Larger models for the benchmarks and the GPU checks; not part of the correctness zoo
+# (on 2 CPU cores they cost minutes). ``run()`` and the benchmarks accept their names.
+BENCH: dict[str, Entry] = {
+    e.name: e
+    for e in [
+        Entry("two_blocks", TwoBlocks, _rand(8, 128, 512), description="two transformer blocks (d=512), training"),
+        Entry(
+            "two_blocks_infer",
+            TwoBlocks,
+            _rand(8, 128, 512),
+            train=False,
+            description="two transformer blocks (d=512), inference",
+        ),
+    ]
+}
+
+
+def entry(name: str) -> Entry:
+    """A zoo or benchmark model by name."""
+    if name in ZOO:
+        return ZOO[name]
+    if name in BENCH:
+        return BENCH[name]
+    raise KeyError(f"unknown model {name!r}; the zoo has {', '.join(ZOO)}; benchmarks also use {', '.join(BENCH)}")
+
+
 def run(
     entry: Entry | str,
     backend: str | None = "sandbox",
@@ -156,7 +194,7 @@ def run(
     Returns outputs and losses per step, final parameters' gradients, and buffers.
     """
     if isinstance(entry, str):
-        entry = ZOO[entry]
+        entry = globals()["entry"](entry)
     torch.manual_seed(seed)
     model = entry.build().to(device)
     model.train(entry.train)

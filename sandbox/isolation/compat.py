@@ -41,10 +41,24 @@ def compile_fx_module() -> Any:
     return m
 
 
+_user_compile_threads: list[int | None] = []
+
+
 def compile_fx(gm: Any, example_inputs: Sequence[Any], *, inner_compile: Callable, config_patches: dict | None) -> Any:
-    return compile_fx_module().compile_fx(
-        gm, example_inputs, inner_compile=inner_compile, config_patches=config_patches or None
-    )
+    """Inductor's ``compile_fx`` with the sandbox's ``inner_compile``.
+
+    ``compile_threads=1`` for the user's process (``torch._inductor.config``; not part of
+    any cache key, and not sent to the worker): it only loads kernels the worker
+    compiled, from Triton's cache, so it needs no compile pool of its own (a sidecar
+    process and its workers, each a Python with torch). An in-process fallback compile
+    gets the user's setting back (``compile_in_process``).
+    """
+    from torch._inductor import config as inductor_config
+
+    if not _user_compile_threads:
+        _user_compile_threads.append(inductor_config.compile_threads)
+    patches = {"compile_threads": 1, **(config_patches or {})}
+    return compile_fx_module().compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
 
 
 def compile_fx_inner(gm: Any, example_inputs: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
@@ -88,10 +102,15 @@ def seam_installed() -> bool:
 
 
 def compile_in_process(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
-    """Inductor's own in-process codegen (``_InProcessFxCompile``)."""
+    """Inductor's own in-process codegen (``_InProcessFxCompile``), with the user's own
+    number of compile threads."""
+    from torch._inductor import config as inductor_config
+
     scheme = compile_fx_module()._InProcessFxCompile()
     scheme.compile_region_name = region
-    return scheme.codegen_and_compile(gm, example_inputs, inputs_to_check, graph_kwargs)
+    threads = _user_compile_threads[0] if _user_compile_threads else inductor_config.compile_threads
+    with inductor_config.patch(compile_threads=threads):
+        return scheme.codegen_and_compile(gm, example_inputs, inputs_to_check, graph_kwargs)
 
 
 def eager_callable(gm: Any) -> Callable:
@@ -736,6 +755,182 @@ def warm_up_inductor() -> dict[str, float]:
         "cpu_isa_probe_s": probe_s[0] if probe_s else time.time() - t1,
         "probe_after_imports_s": time.time() - t2,
     }
+
+
+
+# --- GPU: Triton kernels ------------------------------------------------------
+# torch._inductor.codecache.PyCodeCache.modules (every generated module loaded in
+# this process, in load order); torch._inductor.runtime.triton_heuristics.CachingAutotuner
+# (.configs, .launchers[i].config/.n_regs/.n_spills/.shared, .autotune_cache_info,
+# .coordesc_tuner.cached_benchmark_results, .autotune_time_taken_ns,
+# .inductor_meta["kernel_name"]); torch._inductor.select_algorithm.add_feedback_saver /
+# clear_feedback_savers (max-autotune's choices and their timings);
+# torch._inductor.async_compile.AsyncCompile (the Triton compile pool).
+# Checked on torch 2.11 + Triton 3.6 (H100) as well: the same attributes, and
+# ``autotune_cache_info["compile_time_us"]`` set by AsyncCompile.triton on both.
+
+
+def loaded_module_count() -> int:
+    from torch._inductor.codecache import PyCodeCache
+
+    return len(PyCodeCache.modules)
+
+
+def modules_loaded_since(count: int) -> list[Any]:
+    from torch._inductor.codecache import PyCodeCache
+
+    return list(PyCodeCache.modules[count:])
+
+
+def _triton_config(cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {k: _jsonable(v) for k, v in sorted(getattr(cfg, "kwargs", {}).items())}
+    for k in ("num_warps", "num_stages", "num_ctas", "maxnreg"):
+        v = getattr(cfg, k, None)
+        if v is not None:
+            out[k] = _jsonable(v)
+    return out
+
+
+def _config_key(cfg: dict[str, Any]) -> str:
+    return ",".join(f"{k}={cfg[k]}" for k in sorted(cfg))
+
+
+def triton_kernels(modules: Sequence[Any]) -> dict[str, Any]:
+    """The ``CachingAutotuner`` objects of generated modules, by kernel name."""
+    try:
+        from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+    except Exception:  # no Triton in this build
+        return {}
+    found: dict[str, Any] = {}
+    for mod in modules:
+        for name, value in list(vars(mod).items()):
+            if isinstance(value, CachingAutotuner):
+                found[name] = value
+    return found
+
+
+def describe_triton_kernel(kernel: Any) -> dict[str, Any]:
+    """What one Triton kernel's autotuner knows now: candidate configs, compiled
+    launchers (registers, spills, shared memory), the autotune cache state, the
+    benchmark timings once autotuning ran, and the compile time."""
+    info = dict(getattr(kernel, "autotune_cache_info", None) or {})
+    launchers = []
+    for launcher in list(getattr(kernel, "launchers", None) or []):
+        entry = _triton_config(getattr(launcher, "config", None))
+        for k in ("n_regs", "n_spills", "shared"):
+            v = getattr(launcher, k, None)
+            entry[k] = int(v) if isinstance(v, (int, float)) else None
+        launchers.append(entry)
+    timings = []
+    tuner = getattr(kernel, "coordesc_tuner", None)
+    for key, ms in list((getattr(tuner, "cached_benchmark_results", None) or {}).items()):
+        try:
+            cfg = {str(k): _jsonable(v) for k, v in key}
+        except (TypeError, ValueError):
+            continue
+        timings.append({"config": cfg, "ms": float(ms) if ms == ms and ms != float("inf") else None})
+    state = info.get("autotune_cache_state")
+    # ``configs`` is dropped once the launchers are compiled: the compiled candidates
+    # (with their registers and spills) are then the list of configs.
+    configs = [_triton_config(c) for c in getattr(kernel, "configs", None) or []] or [dict(x) for x in launchers]
+    out: dict[str, Any] = {
+        "configs": configs,
+        "launchers": launchers,
+        "autotune_cache": state,
+        "autotune_timings": timings,
+        "compile_time_s": info["compile_time_us"] / 1e6 if isinstance(info.get("compile_time_us"), (int, float)) else None,
+    }
+    autotune_ns = getattr(kernel, "autotune_time_taken_ns", None)
+    if isinstance(autotune_ns, (int, float)) and autotune_ns:
+        out["autotune_time_s"] = autotune_ns / 1e9
+    if info.get("num_configs") is not None:
+        out["num_configs"] = info["num_configs"]
+    if info.get("coordesc_tuning"):
+        out["coordinate_descent"] = True
+    return out
+
+
+@contextlib.contextmanager
+def capture_autotune_choices() -> Iterator[list[dict[str, Any]]]:
+    """max-autotune's template/extern choices for each tuned op and their timings."""
+    choices: list[dict[str, Any]] = []
+    try:
+        from torch._inductor import select_algorithm
+    except Exception:
+        yield choices
+        return
+
+    def saver(timings: Any, name: Any, input_nodes: Any, candidates: Any, *rest: Any) -> None:
+        try:
+            rows = []
+            for choice, ms in timings.items():
+                rows.append(
+                    {
+                        "name": str(getattr(choice, "name", choice)),
+                        "kind": _choice_kind(choice),
+                        "description": str(getattr(choice, "description", ""))[:300],
+                        "ms": float(ms) if ms == ms and ms != float("inf") else None,
+                    }
+                )
+            rows.sort(key=lambda r: (r["ms"] is None, r["ms"] or 0.0))
+            shapes = []
+            for node in input_nodes or []:
+                try:
+                    shapes.append([_jsonable(s) for s in node.get_size()])
+                except Exception:
+                    shapes.append(None)
+            choices.append({"op": str(name), "input_shapes": shapes, "chosen": rows[0]["name"] if rows else None, "candidates": rows})
+        except Exception:  # noqa: BLE001 - a report detail never breaks a compile
+            log.debug("sandbox: could not record autotune choices", exc_info=True)
+
+    select_algorithm.add_feedback_saver(saver)
+    try:
+        yield choices
+    finally:
+        cache = select_algorithm.get_algorithm_selector_cache()
+        cache.feedback_saver_fns = [f for f in cache.feedback_saver_fns if f is not saver]
+
+
+def _choice_kind(choice: Any) -> str:
+    cls = type(choice).__name__
+    if "Extern" in cls:
+        return "extern"
+    if "Triton" in cls:
+        return "triton_template"
+    return cls
+
+
+def warm_up_gpu() -> dict[str, float]:
+    """Worker side, before the first job: CUDA initialised, Triton and Inductor's GPU
+    code generators imported, Inductor's Triton compile pool started and ready. A
+    machine without a usable GPU pays only the availability check."""
+    import time
+
+    t0 = time.time()
+    if not torch.cuda.is_available():
+        return {"cuda_check_s": time.time() - t0}
+    phases: dict[str, float] = {"cuda_check_s": time.time() - t0}
+    t = time.time()
+    torch.cuda.init()
+    from torch._inductor.async_compile import AsyncCompile, caching_device_properties
+
+    caching_device_properties()
+    phases["cuda_init_s"] = time.time() - t
+    t = time.time()
+    importlib.import_module("torch._inductor.codegen.triton")
+    importlib.import_module("torch._inductor.runtime.triton_heuristics")
+    phases["import_triton_s"] = time.time() - t
+    t = time.time()
+    try:
+        # Started, not awaited: its processes come up while the worker waits for its
+        # first job; a compile that comes sooner builds its kernels here meanwhile,
+        # as in-process Inductor does with its own pool.
+        AsyncCompile.warm_pool()
+        AsyncCompile.use_process_pool()  # submits the pool's readiness job: its workers start now
+    except Exception:  # noqa: BLE001 - Inductor then compiles kernels in this process
+        log.debug("sandbox: Triton compile pool did not start", exc_info=True)
+    phases["compile_pool_start_s"] = time.time() - t
+    return phases
 
 
 def load_custom_op_sources(imports: list[str], libraries: list[str]) -> None:

@@ -50,14 +50,31 @@ class Worker:
         self.out_fd = out_fd
         self.cache_clock: int | None = None
         self.jobs = 0
+        self.warm: tuple[float, dict[str, float], bool] = (time.time(), {}, False)
 
     def start(self, started: float, priority: str = "normal") -> None:
         idle = priority == "idle" and _enter_idle_class()
-        from sandbox.isolation import compat, protocol
+        from sandbox.isolation import compat
 
         t0 = time.time()
         phases = {"import_torch_s": t0 - started}
-        phases.update(compat.warm_up_inductor())
+        self.warm = (t0, phases, idle)
+        try:
+            phases.update(compat.warm_up_inductor())
+        except Exception as e:  # noqa: BLE001 - the first compile then pays it instead
+            print(f"[sandbox worker {os.getpid()}] warm-up failed: {e!r}", file=sys.stderr, flush=True)
+
+    def ready(self, started: float) -> None:
+        """On the main (normal-priority) thread: the GPU part of the warm-up (CUDA,
+        Triton's compile pool, whose processes must not inherit the idle class), then
+        tell the parent this worker is ready."""
+        from sandbox.isolation import compat, protocol
+
+        t0, phases, idle = self.warm
+        try:
+            phases.update(compat.warm_up_gpu())
+        except Exception as e:  # noqa: BLE001 - the first GPU compile then pays it instead
+            print(f"[sandbox worker {os.getpid()}] GPU warm-up failed: {e}", file=sys.stderr, flush=True)
         protocol.send(
             self.out_fd,
             {
@@ -156,6 +173,18 @@ class Worker:
             }
 
 
+def _triton_kernels(compat: Any, modules_before: int) -> dict[str, Any]:
+    """Each Triton kernel of the module this job loaded, as compiled here: candidate
+    configs, registers, spills, shared memory, compile time. (The autotuner objects
+    themselves do not travel: the parent rebuilds them from Triton's cache.)"""
+    try:
+        kernels = compat.triton_kernels(compat.modules_loaded_since(modules_before))
+        return {name: compat.describe_triton_kernel(k) for name, k in kernels.items()}
+    except Exception as e:  # noqa: BLE001 - a report detail never fails a compile
+        print(f"[sandbox worker {os.getpid()}] could not describe Triton kernels: {e}", file=sys.stderr, flush=True)
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     parser = argparse.ArgumentParser(prog="python -m sandbox.isolation.worker")
@@ -177,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = threading.Thread(target=worker.start, args=(started, _warm_up_priority()), name="sandbox-warm-up")
     warm.start()
     warm.join()
+    worker.ready(started)
     worker.serve()
     return 0
 

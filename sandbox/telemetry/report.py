@@ -74,6 +74,8 @@ class CompileReport:
     metrics: dict[str, Any] = field(default_factory=dict)
     graph: dict[str, Any] = field(default_factory=dict)
     kernels: list[dict[str, Any]] = field(default_factory=list)
+    autotune: list[dict[str, Any]] = field(default_factory=list)  # max-autotune: per tuned op, candidates and timings
+    completed_at: float | None = None  # when the first run added the GPU kernel details (report published again)
     rank: int | None = None
     local_rank: int | None = None
     world_size: int | None = None

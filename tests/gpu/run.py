@@ -1,0 +1,436 @@
+#!/usr/bin/env python
+"""The GPU checks, in one entry script (a CUDA machine; written against torch 2.11 +
+Triton 3.6, the GPU machine's stack).
+
+    python tests/gpu/run.py --out DIR          # every check; exit 1 if any fails
+    python tests/gpu/run.py --only zoo,store   # some of them
+
+Each scenario runs in a fresh process (the worker pool and dynamo's caches are
+process-wide) on fresh cache directories, and prints one JSON line; this driver
+checks what each returned and prints one PASS/FAIL line per check, then a JSON
+summary (also written to DIR/gpu_checks.json).
+
+Scenarios
+  zoo       the model zoo on CUDA: outputs, losses, gradients equal eager's; every Triton
+            kernel of every isolated graph has its report fields filled (launch configs,
+            registers, spills, shared memory, compile time, autotune cache state, the
+            config chosen at the first run), also in the stored copy; max-autotune records
+            its template/extern choices with timings; no Triton compile pool and no CUDA
+            context of the sandbox's making in the user's process
+  store     the same model compiled twice into one store (default mode, then
+            mode="max-autotune-no-cudagraphs"): `sandbox diff` shows the kernel differences;
+            the store is left in DIR/gpu_store.sqlite (tests/data keeps a copy)
+  failures  a Triton compile that hangs (past timeout_s) and one whose compiler crashes
+            cost one graph each (eager fallback, one warning); the next compile succeeds
+            on a fresh worker; the user's CUDA tensors and allocator are untouched
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+MARK = "@@GPU-CHECK@@"
+ZOO = ["mlp", "convnet", "transformer", "graph_breaks", "dynamic", "inplace", "max_autotune"]
+TOL = 1e-3  # fp32 on GPU with TF32 off; reductions reorder (Inductor's GPU tests loosen to 1e-3 and beyond)
+
+
+# --- scenarios (each in its own process) -----------------------------------------------------
+
+
+def _emit(obj: Any) -> None:
+    print(MARK + json.dumps(obj, default=repr), flush=True)
+
+
+def _close(a: Any, b: Any) -> str | None:
+    import torch
+
+    try:
+        torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
+        return None
+    except AssertionError as e:
+        return str(e)[:400]
+
+
+def _compare(eager: dict, compiled: dict) -> list[str]:
+    problems = []
+    for key in ("outputs", "losses"):
+        for i, (a, b) in enumerate(zip(eager[key], compiled[key])):
+            if (p := _close(b, a)) is not None:
+                problems.append(f"{key}[{i}]: {p}")
+    for name, g in eager["grads"].items():
+        if name not in compiled["grads"]:
+            problems.append(f"grad {name} missing")
+        elif (p := _close(compiled["grads"][name], g)) is not None:
+            problems.append(f"grads[{name}]: {p}")
+    return problems
+
+
+def _children(pid: int) -> list[dict[str, Any]]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append({"pid": int(entry), "cmd": cmd})
+    return out
+
+
+def scenario_zoo(names: list[str]) -> None:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    import sandbox
+    from sandbox import zoo
+    from sandbox.store import open_store
+
+    sandbox.warmup()
+    cuda_initialised_by_warmup = torch.cuda.is_initialized()
+    results = {}
+    for name in names:
+        eager = zoo.run(name, backend=None, steps=2, device="cuda")
+        n0 = len(sandbox.reports())
+        t0 = time.time()
+        raised = None
+        try:
+            compiled = zoo.run(name, backend="sandbox", steps=2, device="cuda")
+            problems = _compare(eager, compiled)
+        except Exception as e:  # noqa: BLE001 - reported
+            problems, raised = [], f"{type(e).__name__}: {e}"[:2000]
+        results[name] = {
+            "seconds": time.time() - t0,
+            "problems": problems,
+            "raised": raised,
+            "reports": [r.to_dict() for r in sandbox.reports()[n0:]],
+        }
+        torch._dynamo.reset()
+    sandbox.flush()
+    store = open_store(os.environ["SANDBOX_STORE"], readonly=True)
+    run_ids = {r.run_id for r in sandbox.reports()}
+    stored = {r.report_id: r.to_dict() for run_id in run_ids for r in store.reports(run_id)}
+    _emit(
+        {
+            "results": results,
+            "stored": stored,
+            "children": _children(os.getpid()),
+            "workers": sandbox.workers(),
+            "cuda_initialised_by_warmup": cuda_initialised_by_warmup,
+            "device": torch.cuda.get_device_name(0),
+            "torch": torch.__version__,
+        }
+    )
+
+
+def scenario_store_run(mode: str) -> None:
+    import torch
+
+    import sandbox
+    from sandbox import zoo
+
+    entry = zoo.ZOO["transformer"]
+    kwargs = {"mode": mode} if mode != "default" else {}
+    torch.manual_seed(0)
+    model = entry.build().to("cuda")
+    fn = torch.compile(model, backend="sandbox", **kwargs)
+    x = entry.inputs(0)[0].to("cuda")
+    fn(x).sum().backward()
+    fn(x).sum().backward()
+    torch.cuda.synchronize()
+    sandbox.flush()
+    _emit({"run_id": sandbox.reports()[0].run_id, "reports": [r.to_dict() for r in sandbox.reports()]})
+
+
+def scenario_failures(kind: str) -> None:
+    import warnings
+
+    import torch
+
+    import sandbox
+
+    keep = torch.randn(1024, 1024, device="cuda")
+    checksum = float(keep.sum())
+    allocated = torch.cuda.memory_allocated()
+    marker = os.environ["GPU_CHECK_FAULT_MARKER"]
+
+    def faulty(x):
+        return torch.sin(x) * 3 + x.cos()
+
+    def healthy(x):
+        return torch.tanh(x) * 5 - 1
+
+    x = torch.randn(4096, device="cuda")
+    options = {"timeout_s": 20} if kind == "hang" else {}
+    try:
+        sandbox.warmup(wait=True)
+    except Exception as e:
+        print("warm-up failed:", e, *(getattr(e, "log_tail", None) or []), sep="\n", file=sys.stderr)
+        raise
+    open(marker, "w").close()
+    n0 = len(sandbox.reports())
+    t0 = time.time()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        raised = None
+        try:
+            ok = _close(torch.compile(faulty, backend="sandbox", options=options)(x), faulty(x)) is None
+        except Exception as e:  # noqa: BLE001
+            ok, raised = False, f"{type(e).__name__}: {e}"[:2000]
+            raised += "\n" + "\n".join(getattr(e, "log_tail", None) or [])
+    seconds = time.time() - t0
+    os.remove(marker)
+    failed = [r.to_dict() for r in sandbox.reports()[n0:]]
+    n1 = len(sandbox.reports())
+    healthy_ok = _close(torch.compile(healthy, backend="sandbox")(x), healthy(x)) is None
+    torch.cuda.synchronize()
+    _emit(
+        {
+            "kind": kind,
+            "ok": ok,
+            "raised": raised,
+            "seconds": seconds,
+            "warnings": [str(w.message)[:500] for w in caught if str(w.message).startswith("sandbox")],
+            "failed_reports": failed,
+            "healthy_ok": healthy_ok,
+            "healthy_reports": [r.to_dict() for r in sandbox.reports()[n1:]],
+            "tensor_intact": float(keep.sum()) == checksum,
+            "allocated_before": allocated,
+            "allocated_after": torch.cuda.memory_allocated() - x.numel() * 4,
+        }
+    )
+
+
+# --- the driver --------------------------------------------------------------------------------
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> tuple[dict[str, Any] | None, str]:
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    out = None
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            out = json.loads(line[len(MARK):])
+    return out, (proc.stdout + proc.stderr)[-6000:]
+
+
+def _env(tmp: str, name: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith(("SANDBOX_", "TORCHINDUCTOR_", "TRITON_CACHE")):
+            del env[k]
+    cache = os.path.join(tmp, name)
+    os.makedirs(cache, exist_ok=True)
+    env.update(
+        TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),
+        TRITON_CACHE_DIR=os.path.join(cache, "triton"),
+        SANDBOX_STORE=os.path.join(cache, "store.sqlite"),
+        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def check(self, name: str, ok: bool, detail: Any = "") -> bool:
+        self.rows.append({"check": name, "ok": bool(ok), "detail": detail if not ok else ""})
+        print(f"{'PASS' if ok else 'FAIL'}  {name}" + ("" if ok else f"\n      {str(detail)[:1500]}"), flush=True)
+        return bool(ok)
+
+
+_KERNEL_FIELDS = ("configs", "compile_time_s", "autotune_cache", "chosen")
+
+
+def _missing_triton_fields(k: dict[str, Any]) -> list[str]:
+    t = k.get("triton") or {}
+    missing = [f for f in _KERNEL_FIELDS if t.get(f) in (None, [], {})]
+    if not k.get("launchers"):
+        missing.append("launchers")
+    for launcher in k.get("launchers") or []:
+        for f in ("n_regs", "n_spills", "shared", "num_warps", "num_stages"):
+            if launcher.get(f) is None:
+                missing.append(f"launcher.{f}")
+    if not t.get("first_run"):
+        missing.append("first_run")
+    return missing
+
+
+def check_zoo(c: Checks, tmp: str, out_dir: str) -> None:
+    res, log = _run(["--scenario", "zoo", *ZOO], _env(tmp, "zoo"))
+    if not c.check("zoo scenario ran", res is not None, log):
+        return
+    device = res["device"]
+    print(f"      device: {device}, torch {res['torch']}")
+    for w in res["workers"]:
+        print(f"      worker {w.get('pid')}: {json.dumps({k: w.get(k) for k in ('warm_up_s', 'warm_up_phases', 'start_to_ready_s', 'jobs')}, default=str)}")
+    for name, r in res["results"].items():
+        c.check(f"zoo {name}: matches eager on CUDA ({r['seconds']:.1f} s)", not r["problems"] and not r["raised"], r["problems"] or r["raised"])
+        # A graph with nothing to compile (e.g. one that only returns its input) runs as is.
+        outcomes = sorted({x["outcome"] for x in r["reports"] if not (x.get("reason") or "").startswith("empty graph")})
+        c.check(f"zoo {name}: every graph isolated ({outcomes})", outcomes == ["isolated"],
+                [(x["outcome"], x.get("reason")) for x in r["reports"]])
+        triton = [k for x in r["reports"] for k in x["kernels"] if k["kind"] in ("triton", "template")]
+        bad = {k["name"]: _missing_triton_fields(k) for k in triton if _missing_triton_fields(k)}
+        c.check(f"zoo {name}: {len(triton)} Triton kernels, every report field filled", triton and not bad, bad)
+        done = [x for x in r["reports"] if any(k["kind"] in ("triton", "template") for k in x["kernels"])]
+        c.check(f"zoo {name}: reports completed after the first run", all(x.get("completed_at") for x in done), [x["compile_id"] for x in done if not x.get("completed_at")])
+        for x in done:
+            s = res["stored"].get(x["report_id"]) or {}
+            missing = [k["name"] for k in s.get("kernels", []) if k["kind"] in ("triton", "template") and _missing_triton_fields(k)]
+            if missing or not s.get("completed_at"):
+                c.check(f"zoo {name}: the stored copy is the completed report", False, missing or "completed_at missing in the store")
+                break
+        else:
+            c.check(f"zoo {name}: the stored copy is the completed report", bool(done), "no report with Triton kernels")
+        if name == "max_autotune":
+            choices = [a for x in r["reports"] for a in x.get("autotune", [])]
+            ok = choices and all(a["candidates"] and a["chosen"] and any(cand["ms"] for cand in a["candidates"]) for a in choices)
+            c.check(f"zoo max_autotune: {len(choices)} tuned ops with their candidates' timings", ok, choices[:2])
+            kinds = sorted({cand["kind"] for a in choices for cand in a["candidates"]})
+            print(f"      candidate kinds: {kinds}; chosen: {[a['chosen'] for a in choices]}")
+    pool_children = [p for p in res["children"] if "sandbox.isolation.worker" not in p["cmd"]]
+    c.check("no compile pool (or other helper process) in the user's process", not pool_children, pool_children)
+    c.check("sandbox.warmup() does not initialise CUDA in the user's process", not res["cuda_initialised_by_warmup"])
+    example = next((k for r in res["results"].values() for x in r["reports"] for k in x["kernels"] if k.get("triton")), None)
+    with open(os.path.join(out_dir, "gpu_kernel_example.json"), "w") as f:
+        json.dump(example, f, indent=1)
+
+
+def check_store(c: Checks, tmp: str, out_dir: str) -> None:
+    store_path = os.path.join(out_dir, "gpu_store.sqlite")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(store_path + suffix):
+            os.remove(store_path + suffix)
+    runs = {}
+    for mode, run_name in (("default", "gpu-default"), ("max-autotune-no-cudagraphs", "gpu-max-autotune")):
+        env = _env(tmp, f"store-{run_name}", SANDBOX_STORE=store_path, SANDBOX_RUN_NAME=run_name)
+        res, log = _run(["--scenario", "store_run", mode], env)
+        if not c.check(f"store: {run_name} run stored", res is not None, log):
+            return
+        runs[run_name] = res
+    env = _env(tmp, "diff")
+    cli = [sys.executable, "-c", "import sys; from sandbox.cli import main; sys.exit(main())"]
+    cmd = [*cli, "diff", runs["gpu-default"]["run_id"], runs["gpu-max-autotune"]["run_id"], "--store", store_path]
+    diff = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    print(diff.stdout[-4000:])
+    kernels_a = {k["name"] for r in runs["gpu-default"]["reports"] for k in r["kernels"]}
+    kernels_b = {k["name"] for r in runs["gpu-max-autotune"]["reports"] for k in r["kernels"]}
+    c.check("store: the two modes generated different kernels", kernels_a != kernels_b, sorted(kernels_a ^ kernels_b))
+    shown = [n for n in sorted(kernels_a ^ kernels_b) if n in diff.stdout]
+    c.check("store: `sandbox diff` shows the kernel differences", diff.returncode == 0 and shown, diff.stdout[-2000:] + diff.stderr[-2000:])
+
+
+_PTXAS = """#!/bin/sh
+# Misbehaves while the marker file exists (the scenario creates it around one compile).
+if [ -e "{marker}" ]; then
+  case "{kind}" in
+    hang) sleep 3600 ;;
+    crash) kill -SEGV $PPID; sleep 5; exit 139 ;;
+  esac
+fi
+exec "{real}" "$@"
+"""
+
+
+def _real_ptxas() -> str | None:
+    try:
+        import triton
+
+        path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+        return path if os.path.exists(path) else shutil.which("ptxas")
+    except ImportError:
+        return shutil.which("ptxas")
+
+
+def check_failures(c: Checks, tmp: str, out_dir: str) -> None:
+    real = _real_ptxas()
+    if not c.check("failures: Triton's ptxas found", real is not None):
+        return
+    for kind in ("hang", "crash"):
+        marker = os.path.join(tmp, f"fault-{kind}")
+        wrapper = os.path.join(tmp, f"ptxas-{kind}")
+        with open(wrapper, "w") as f:
+            f.write(_PTXAS.format(marker=marker, kind=kind, real=real))
+        os.chmod(wrapper, 0o755)
+        env = _env(tmp, f"failures-{kind}", TRITON_PTXAS_PATH=wrapper, GPU_CHECK_FAULT_MARKER=marker)
+        res, log = _run(["--scenario", "failures", kind], env)
+        if not c.check(f"failures {kind}: scenario ran, the user's process survived", res is not None, log):
+            continue
+        failed = [r for r in res["failed_reports"] if r["outcome"] == "failed"]
+        c.check(
+            f"failures {kind}: one graph failed ({[r['failure']['kind'] for r in failed]}), ran eagerly and correctly "
+            f"in {res['seconds']:.1f} s",
+            res["ok"] and len(failed) == 1 and failed[0]["fallback"] == "eager" and len(res["warnings"]) == 1,
+            res,
+        )
+        c.check(
+            f"failures {kind}: the next compile succeeds in a fresh worker",
+            res["healthy_ok"] and [r["outcome"] for r in res["healthy_reports"]] == ["isolated"]
+            and res["healthy_reports"][0]["worker_pid"] != (failed[0]["failure"]["worker_pid"] if failed else None),
+            res["healthy_reports"],
+        )
+        c.check(
+            f"failures {kind}: the user's CUDA tensors and allocator untouched",
+            res["tensor_intact"] and res["allocated_after"] == res["allocated_before"],
+            {k: res[k] for k in ("tensor_intact", "allocated_before", "allocated_after")},
+        )
+
+
+CHECKS = {"zoo": check_zoo, "store": check_store, "failures": check_failures}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario")
+    ap.add_argument("args", nargs="*")
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--only", default=",".join(CHECKS))
+    a = ap.parse_args()
+    if a.scenario == "zoo":
+        scenario_zoo(a.args)
+        return 0
+    if a.scenario == "store_run":
+        scenario_store_run(a.args[0])
+        return 0
+    if a.scenario == "failures":
+        scenario_failures(a.args[0])
+        return 0
+    os.makedirs(a.out, exist_ok=True)
+    c = Checks()
+    with tempfile.TemporaryDirectory(prefix="sandbox-gpu-") as tmp:
+        for name in a.only.split(","):
+            t0 = time.time()
+            try:
+                CHECKS[name](c, tmp, a.out)
+            except Exception as e:  # noqa: BLE001 - one broken check does not hide the others
+                c.check(f"{name}: ran to the end", False, f"{type(e).__name__}: {e}")
+            print(f"      ({name}: {time.time() - t0:.0f} s)", flush=True)
+    with open(os.path.join(a.out, "gpu_checks.json"), "w") as f:
+        json.dump(c.rows, f, indent=1)
+    failed = [r for r in c.rows if not r["ok"]]
+    print(f"\n{len(c.rows) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
