@@ -36,8 +36,10 @@ from sandbox.telemetry.report import CompileReport, Stage
 # The sandbox's own stages: what the run page's waterfall draws for every graph.
 WATERFALL_STAGES = (
     "cache_lookup", "serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load",
-    "compile_in_process",
+    "compile_in_process", "switch",
 )
+# The bar of a graph that ran as is while it compiled in the background (async mode).
+EAGER_BAR = "running eagerly"
 # Kernel launch fields of GPU reports (``kernel["launchers"]``), in the order shown.
 LAUNCH_FIELDS = ("num_warps", "num_stages", "n_regs", "n_spills", "shared")
 LAUNCH_LABELS = {"num_warps": "warps", "num_stages": "stages", "n_regs": "registers", "n_spills": "spills",
@@ -317,9 +319,11 @@ def graph_rows(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.D
             "start s": r.started_at - t0,
             "compile s": r.duration_s,
             "kernels": len(r.kernels),
+            "eager calls": r.eager_calls if r.background else None,
+            "switch s": r.switched_at - t0 if r.switched_at else None,
         })
     return pd.DataFrame(rows, columns=["graph", "kind", "compile id", "code", "outcome", "caches", "isolation",
-                                       "start s", "compile s", "kernels"])
+                                       "start s", "compile s", "kernels", "eager calls", "switch s"])
 
 
 def waterfall(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.DataFrame:
@@ -333,6 +337,10 @@ def waterfall(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.Da
         stages = [s for s in r.stages if s.name in WATERFALL_STAGES and s.parent != "compile_in_worker"]
         if not stages:
             stages = [Stage(outcome_label(r), r.started_at, r.started_at + r.duration_s)]
+        if r.background == "async":
+            # From the end of the compile call to the switch (or the last thing known).
+            until = r.switched_at or r.ready_at or max([s.end for s in r.stages] + [r.started_at + r.duration_s])
+            stages.append(Stage(EAGER_BAR, r.started_at + r.duration_s, until))
         for s in sorted(stages, key=lambda s: s.start):
             rows.append(dict(common, stage=s.name, origin=s.origin, start=s.start - t0, end=s.end - t0,
                              seconds=s.duration_s))

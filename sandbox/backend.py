@@ -8,14 +8,16 @@ The lazily compiled backward goes through the same ``inner_compile``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import functools
 import logging
 import time
 import warnings
 from typing import Any, Sequence
 
 from sandbox import runtime
-from sandbox.isolation import compat
+from sandbox.isolation import compat, deferred
 from sandbox.isolation.scheme import EagerFallback, IsolatedCompile
 from sandbox.options import Options
 from sandbox.telemetry.capture import ReportBuilder, graph_hash
@@ -36,8 +38,25 @@ def _graph_kind(kwargs: dict) -> str:
     return "inference" if kwargs.get("is_inference") else "forward"
 
 
-def _builder(kind: str, compile_id: str | None, location: tuple) -> ReportBuilder:
-    return ReportBuilder(runtime.run().run_id, kind, compile_id, location, runtime.publish)
+def _builder(kind: str, compile_id: str | None, location: tuple, publish: Any = None) -> ReportBuilder:
+    return ReportBuilder(runtime.run().run_id, kind, compile_id, location, publish or runtime.publish)
+
+
+def _training(example_inputs: Sequence[Any]) -> bool:
+    import torch
+
+    return torch.is_grad_enabled() and any(getattr(x, "requires_grad", False) for x in example_inputs)
+
+
+def _background(opts: Options, training: bool) -> str | None:
+    """How this frame's graphs compile: ``deferred.ASYNC`` (eager until compiled),
+    ``deferred.WAIT`` (forward and backward side by side in two workers, each waited for
+    at its first call) or None (waited for inside the compile)."""
+    if opts.async_:
+        return deferred.ASYNC
+    if opts.workers > 1 and training and opts.on_failure != "in_process":
+        return deferred.WAIT
+    return None
 
 
 _AOT_RESULTS = ("hit", "miss", "bypass", "guard_miss")
@@ -64,6 +83,11 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
     compat.take_remote_cache_events()  # remote cache lookups made before this compile are not its own
     aot_state: dict[str, Any] = {}
     inner_calls = 0
+    training = _training(example_inputs)
+    background = _background(opts, training)
+    pair = deferred.Pair()
+    if background:
+        compat.install_deferred_cache_save()
 
     def inner_compile(gm: Any, example_inputs: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
         nonlocal inner_calls, aot_state
@@ -71,7 +95,14 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
         kind = _graph_kind(kwargs)
         if kind != "backward":
             aot_state = _aot_state(counters_before, compat.counters_snapshot())
-        builder = _builder(kind, compat.current_compile_id() or forward_compile_id, location)
+        def publish(report: Any) -> None:
+            # A graph compiling in the background is reported when its compiled graph takes over.
+            if isinstance(scheme.deferred, deferred.DeferredGraph) and report.outcome != FAILED:
+                scheme.deferred.hold(report)
+            else:
+                runtime.publish(report)
+
+        builder = _builder(kind, compat.current_compile_id() or forward_compile_id, location, publish)
         builder.aot_cache(aot_state)
         pending = compat.take_remote_cache_events()
         if kind != "backward":
@@ -79,11 +110,15 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
         if captured:
             builder.report.graph["hash"] = captured
         scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock, runtime.warm_parent_async)
+        if background == deferred.ASYNC or (background and kind != "inference"):
+            scheme.defer = functools.partial(deferred.DeferredGraph, how=background, pair=pair, publish=runtime.publish)
         token = _active.set(scheme)
         try:
             with compat.capture_chromium_events() as builder.events:
                 out = compat.compile_fx_inner(gm, example_inputs, *args, **kwargs)
-            builder.compiled(out)
+            setattr(pair, "backward" if kind == "backward" else "forward", out)
+            if not isinstance(out, deferred.DeferredGraph):
+                builder.compiled(out)
             if not scheme.called and compat.counters_snapshot().get("inductor", {}).get("fxgraph_cache_hit", 0) == builder.counters_before.get("inductor", {}).get("fxgraph_cache_hit", 0):
                 if builder.report.outcome == CACHE_HIT:
                     builder.set_outcome(IN_PROCESS, reason="empty graph: nothing to compile, runs as is")
@@ -107,7 +142,16 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
             builder.finish()
 
     t0 = time.time()
-    compiled = compat.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=dict(opts.inductor))
+    patches = dict(opts.inductor)
+    if background == deferred.ASYNC:
+        # Inductor's own random ops ignore the seed when run eagerly: with Inductor's
+        # fallback (eager) random ops, results do not depend on when the switch happens.
+        patches.setdefault("fallback_random", True)
+    # With a second worker, AOTAutograd hands over the backward graph right after the
+    # forward one, and both compile side by side.
+    lowering = compat.non_lazy_backward() if background and training and opts.workers > 1 else contextlib.nullcontext()
+    with lowering:
+        compiled = compat.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
     if inner_calls == 0:
         _report_aot_cache_hit(example_inputs, forward_compile_id, location, counters_before, t0, captured)
     return compiled

@@ -135,7 +135,11 @@ SPECS: dict[str, _Spec] = {
     "metrics_addr": _Spec("SANDBOX_METRICS_ADDR", _address, "127.0.0.1", "an address to bind the metrics endpoint to, e.g. 127.0.0.1 or 0.0.0.0"),
     "pushgateway": _Spec("SANDBOX_PUSHGATEWAY", _name, None, "a Pushgateway address, host:port or http(s)://host:port"),
     "job": _Spec("SANDBOX_JOB", _name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"),
+    "async": _Spec("SANDBOX_ASYNC", _bool, False, "true or false (1/0, yes/no, on/off)"),
 }
+
+# Option names that are Python keywords: the field of ``Options`` that holds them.
+_FIELDS = {"async": "async_"}
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class Options:
     metrics_addr: str = "127.0.0.1"
     pushgateway: str | None = None
     job: str | None = None  # groups the ranks' runs; None: TORCHELASTIC_RUN_ID when torchrun set it
+    async_: bool = False  # option "async": run new graphs eagerly until their compile is done
     mode: str | None = None
     inductor: Mapping[str, Any] = field(default_factory=dict)
 
@@ -192,7 +197,7 @@ class Options:
                         f"(torch._inductor.list_options() lists them)"
                     )
                 inductor[key] = options[key]  # type: ignore[index]
-        return cls(mode=mode, inductor=inductor, **values)
+        return cls(mode=mode, inductor=inductor, **{_FIELDS.get(k, k): v for k, v in values.items()})
 
     def describe(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "inductor"} | {

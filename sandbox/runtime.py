@@ -73,6 +73,10 @@ def worker_env(workers: int = 1) -> dict[str, str]:
     env = dict(os.environ)
     # Ranks on this host x workers x Inductor compile threads <= cores (isolation/sizing.py).
     env.update(sizing.worker_env(workers, env))
+    # Async mode: the training process runs its steps eagerly meanwhile and would starve
+    # an idle-class warm-up; the worker warms up at normal priority instead.
+    if env.get("SANDBOX_ASYNC", "").strip().lower() in ("1", "true", "yes", "on"):
+        env.setdefault("SANDBOX_WORKER_WARMUP", "normal")
     # The worker imports this package by module name: make sure it can, wherever it lives.
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -625,3 +625,44 @@ def test_remote_caches_missing(monkeypatch: pytest.MonkeyPatch) -> None:
         missing = compat.remote_caches_missing()
         assert set(missing) == {"fx_graph"} and "pip install redis" in missing["fx_graph"]
         assert remote_cache.create_cache("fx-graph-v1", False, "FbRemoteFxGraphCache", "RemoteFxGraphCache") is None
+
+
+# --- async mode -----------------------------------------------------------------------------
+
+
+def test_install_deferred_cache_save() -> None:
+    """torch 2.13.0 (the same on 2.11): ``FxGraphCache._save_graph`` is a staticmethod looked
+    up on the class, and ``_get_shape_env`` / ``_filter_backed_symints`` give its guard
+    expression. A stand-in (``defer_cache_save``) gets the expression and a deferred save;
+    that save reaches the original under the same TracingContext."""
+    from torch._inductor.codecache import FxGraphCache
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    compat.install_deferred_cache_save()
+    compat.install_deferred_cache_save()  # once
+    assert compat.deferred_cache_save_installed()
+    assert isinstance(FxGraphCache.__dict__["_save_graph"], staticmethod)
+
+    class StandIn:
+        def __init__(self) -> None:
+            self.saves: list[Any] = []
+
+        def defer_cache_save(self, save: Any) -> None:
+            self.saves.append(save)
+
+    stand_in = StandIn()
+    context = torch._guards.TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
+    with torch._guards.tracing(context):
+        FxGraphCache._save_graph("sandbox-test-key", stand_in, [torch.randn(2)], True, None)
+    assert hasattr(stand_in, "guards_expr") and len(stand_in.saves) == 1
+    with pytest.raises(AssertionError, match="NYI"):  # the original refuses anything but a CompiledFxGraph
+        stand_in.saves[0](object())
+
+
+def test_non_lazy_backward() -> None:
+    """torch 2.13.0 (the same on 2.11): ``torch._functorch.config.force_non_lazy_backward_lowering``."""
+    assert torch._functorch.config.force_non_lazy_backward_lowering is False
+    with compat.non_lazy_backward():
+        assert torch._functorch.config.force_non_lazy_backward_lowering is True
+    assert torch._functorch.config.force_non_lazy_backward_lowering is False

@@ -39,6 +39,7 @@ from conftest import HELPERS, IN_CI, fresh_cache_dir, run_script, script_env
 from sandbox.isolation import sizing
 from sandbox.telemetry.environment import job_id
 from test_otel import Receiver, receiver  # noqa: F401 - the module's rotel OTLP receiver fixture
+from test_store import postgres  # noqa: F401 - a throw-away PostgreSQL server
 
 # --- the sizing rule and the job id (pure) -----------------------------------------------------
 
@@ -305,3 +306,49 @@ def test_remote_caches_serve_a_second_machine_and_redis_down_is_reported(redis_s
     assert c["forward"]["caches"]["aot_autograd_remote"]["state"] == "unavailable"
     m = down["metrics"]
     assert (m["fx_graph_remote/unavailable"], m["aot_autograd_remote/unavailable"], m["fx_graph_remote/miss"]) == (2, 1, 0)
+
+
+# --- the deployment guide's PostgreSQL roles ----------------------------------------------------------
+
+
+def test_deployment_guide_postgres_roles(postgres: Any) -> None:  # noqa: F811
+    """The SQL of docs/DEPLOYMENT.md, run as written against a real PostgreSQL (trust auth: the
+    passwords are not checked here, the privileges are): the jobs' role creates the schema and
+    writes; the dashboard's role reads everything and writes nothing."""
+    import psycopg
+
+    from sandbox.store import open_store
+    from sandbox.telemetry.report import CompileReport, Run
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "DEPLOYMENT.md").read_text()
+    sql = re.search(r"```sql\n(.*?)```", guide, re.S).group(1)  # type: ignore[union-attr]
+    conn = psycopg.connect(postgres.admin_url, autocommit=True)
+    try:
+        for line in sql.splitlines():
+            statement = line.split("--", 1)[0].strip()
+            if statement.startswith("\\c "):
+                conn.close()
+                conn = psycopg.connect(postgres.admin_url.rsplit("/", 1)[0] + "/" + statement.split()[1], autocommit=True)
+            elif statement:
+                conn.execute(statement.rstrip(";"))
+    finally:
+        conn.close()
+    urls = {role: url for url, role in re.findall(r"SANDBOX_STORE=(postgresql://(\w+):[^@\s]+@db\.internal:5432/sandbox)", guide)}
+    assert set(urls) == {"sandbox", "sandbox_dashboard"}, urls
+    local = {role: url.replace("db.internal:5432", f"127.0.0.1:{postgres.port}") for role, url in urls.items()}
+
+    writer = open_store(local["sandbox"])
+    run = Run(job="job-1", rank=0, world_size=2)
+    writer.put_run(run)
+    writer.put_reports([CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated", job="job-1")])
+    writer.close()
+
+    reader = open_store(local["sandbox_dashboard"], readonly=True)
+    try:
+        runs = reader.runs(job="job-1")
+        assert [(r["run_id"], r["summary"]["graphs"]) for r in runs] == [(run.run_id, 1)]
+        assert reader.counts() == {"runs": 1, "reports": 1, "kernel_sources": 0}
+    finally:
+        reader.close()
+    with psycopg.connect(local["sandbox_dashboard"]) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("DELETE FROM runs")

@@ -58,7 +58,9 @@ chart = (
 )
 st.altair_chart(chart, width="stretch")
 st.caption("Each row is one graph; its bars are the sandbox's stages (cache lookup, serialize, waiting for "
-           "a worker, the worker's compile, transfer, load). A graph served whole by a cache is one bar.")
+           "a worker, the worker's compile, transfer, load). A graph served whole by a cache is one bar. In async "
+           "mode a graph runs eagerly (\"running eagerly\") while it compiles, until its compiled graph takes "
+           "over (\"switch\").")
 
 st.subheader("Graphs")
 table = q.graph_rows(run, reports)
@@ -70,6 +72,8 @@ st.dataframe(
         "open": st.column_config.LinkColumn("", display_text="open", width="small"),
         "start s": st.column_config.NumberColumn(format="%.2f"),
         "compile s": st.column_config.NumberColumn(format="%.2f"),
+        "switch s": st.column_config.NumberColumn(format="%.2f", help="when the compiled graph took over (async mode)"),
+        "eager calls": st.column_config.NumberColumn(help="calls that ran eagerly before the switch (async mode)"),
     },
 )
 

@@ -946,6 +946,62 @@ def cache_env() -> dict[str, str]:
     return {n: os.environ[n] for n in names if n in os.environ}
 
 
+# --- async mode: a stand-in graph until the compiled one takes over -----------------
+# torch._inductor.codecache.FxGraphCache._save_graph (a staticmethod, looked up on the
+# class by _compile_fx_inner), ._get_shape_env, ._filter_backed_symints;
+# torch._guards.TracingContext.try_get / torch._guards.tracing (the deferred save);
+# torch._functorch.config.force_non_lazy_backward_lowering. The same on torch 2.11.
+
+
+def install_deferred_cache_save() -> None:
+    """Replace ``FxGraphCache._save_graph`` once: a stand-in graph (one with a
+    ``defer_cache_save`` method) is not pickled into the cache. Its guard expression is
+    computed now, while the ShapeEnv is live (AOTAutograd's cache entry reads it from
+    the stand-in), and the stand-in is handed a ``save(real_graph)`` that writes the
+    real compiled graph under the same key later, under the same TracingContext."""
+    from torch._inductor.codecache import FxGraphCache
+
+    with _seam_lock:
+        current = FxGraphCache.__dict__["_save_graph"]
+        original = current.__func__ if isinstance(current, staticmethod) else current
+        if getattr(original, "_sandbox_deferred", False):
+            return
+
+        def _save_graph(key: str, compiled_graph: Any, example_inputs: Any, local: bool, remote_cache: Any) -> None:
+            defer = getattr(compiled_graph, "defer_cache_save", None)
+            if defer is None:
+                return original(key, compiled_graph, example_inputs, local, remote_cache)
+            shape_env = FxGraphCache._get_shape_env()
+            if shape_env is not None:
+                symints = FxGraphCache._filter_backed_symints(example_inputs)
+                guards = shape_env.get_pruned_guards(symints)
+                compiled_graph.guards_expr = shape_env.produce_guards_expression(placeholders=symints, guards=guards)
+            context = torch._guards.TracingContext.try_get()
+
+            def save(real: Any) -> None:
+                with torch._guards.tracing(context):
+                    original(key, real, example_inputs, local, remote_cache)
+
+            defer(save)
+            return None
+
+        _save_graph._sandbox_deferred = True  # type: ignore[attr-defined]
+        FxGraphCache._save_graph = staticmethod(_save_graph)  # type: ignore[method-assign]
+
+
+def deferred_cache_save_installed() -> bool:
+    from torch._inductor.codecache import FxGraphCache
+
+    current = FxGraphCache.__dict__["_save_graph"]
+    return bool(getattr(getattr(current, "__func__", current), "_sandbox_deferred", False))
+
+
+def non_lazy_backward() -> Any:
+    """AOTAutograd compiles the backward graph right after the forward graph
+    (``force_non_lazy_backward_lowering``), not at the first backward call."""
+    return torch._functorch.config.patch(force_non_lazy_backward_lowering=True)
+
+
 # --- Inductor's remote caches (Redis) ---------------------------------------------------
 # torch._inductor.remote_cache: RedisRemoteCache (the base of RemoteFxGraphCache and
 # RemoteAOTAutogradCache) and its ``_get`` / ``_put`` (RemoteCache.get/put call them on
@@ -959,6 +1015,7 @@ def cache_env() -> dict[str, str]:
 
 REMOTE_CACHES = {"RemoteFxGraphCache": "fx_graph", "RemoteAOTAutogradCache": "aot_autograd"}
 _remote_events = threading.local()
+_MAX_PENDING_REMOTE_EVENTS = 256
 
 
 def _pending_remote_events() -> list[dict[str, Any]]:
@@ -996,7 +1053,10 @@ def _remote_event(cache: Any, op: str, t0: float, result: str, **extra: Any) -> 
         "server": remote_cache_server(),
     }
     event.update(extra)
-    _pending_remote_events().append(event)
+    events = _pending_remote_events()
+    events.append(event)
+    if len(events) > _MAX_PENDING_REMOTE_EVENTS:  # lookups nobody takes (another backend's compiles)
+        del events[: len(events) - _MAX_PENDING_REMOTE_EVENTS]
 
 
 def install_remote_cache_tap() -> None:

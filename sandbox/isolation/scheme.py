@@ -64,6 +64,9 @@ class IsolatedCompile:
         self.get_pool = get_pool
         self.cache_clock = cache_clock
         self.called = False
+        # Set by the backend in async mode: makes a ``DeferredGraph`` instead of waiting.
+        self.defer: Any = None
+        self.deferred: Any = None
 
     def codegen_and_compile(self, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
         self.called = True
@@ -99,23 +102,39 @@ class IsolatedCompile:
             "chromium_id": compat.chromium_logger_id(),
             "sys_path": [p for p in sys.path if p],
         }
+        if self.defer is not None:
+            # Async mode (or forward and backward side by side): the worker compiles while
+            # this returns at once; the graph's stand-in switches to the result later.
+            self.deferred = self.defer(self, gm, example_inputs, job, payload, graph_kwargs, region)
+            return self.deferred
         t_pool = time.time()
-        pool = self.get_pool(self.options.workers)
-        self.warm_parent()
         release = compat.compile_lock_released() if self.options.workers > 1 else contextlib.nullcontext()
         try:
             with release:
-                result = pool.run(job, self.options.timeout_s, self.options.memory_limit_mb)
+                result = self.run_job(job)
         except WorkerFailure as wf:
             b.stage("wait_for_worker", t_pool, time.time())
-            failure = Failure(
-                wf.kind, wf.message, exit_code=wf.exit_code, signal=wf.signal,
-                worker_pid=wf.pid, log_tail=wf.log_tail, traceback=wf.traceback,
-            )
-            return self._on_failure(failure, gm, example_inputs, inputs_to_check, graph_kwargs, region)
+            return self._on_failure(self.failure(wf), gm, example_inputs, inputs_to_check, graph_kwargs, region)
+        return self.complete(result, payload, region)
 
+    def run_job(self, job: dict[str, Any]) -> Any:
+        """Hand the job to a worker and wait for its reply (raises ``WorkerFailure``)."""
+        pool = self.get_pool(self.options.workers)
+        self.warm_parent()
+        return pool.run(job, self.options.timeout_s, self.options.memory_limit_mb)
+
+    @staticmethod
+    def failure(wf: WorkerFailure) -> Failure:
+        return Failure(
+            wf.kind, wf.message, exit_code=wf.exit_code, signal=wf.signal,
+            worker_pid=wf.pid, log_tail=wf.log_tail, traceback=wf.traceback,
+        )
+
+    def complete(self, result: Any, payload: Any, region: str | None) -> Any:
+        """The worker's reply into the report, its compiled graph loaded in this process."""
+        b = self.builder
         reply = result.reply
-        b.stage("wait_for_worker", t_pool, t_pool + result.waited_s)
+        b.stage("wait_for_worker", result.sent_at - result.waited_s, result.sent_at)
         b.stage("send", result.sent_at, reply["received"])
         b.stage("compile_in_worker", reply["compile_start"], reply["compile_end"], origin="worker")
         b.worker_events(reply.get("events", []), parent="compile_in_worker")

@@ -57,6 +57,12 @@ def _report_attributes(r: CompileReport) -> dict[str, Any]:
         "torch.compile.kernels": len(r.kernels) if r.kernels else None,
         "torch.compile.fx_graph_cache": (r.caches.get("fx_graph") or {}).get("state"),
         "torch.compile.aot_autograd_cache": (r.caches.get("aot_autograd") or {}).get("state"),
+        # Compiled in the background: eager calls meanwhile, when the compiled graph took over.
+        "sandbox.background": getattr(r, "background", None),
+        "sandbox.eager_calls": getattr(r, "eager_calls", None) if getattr(r, "background", None) else None,
+        "sandbox.background_s": getattr(r, "background_s", None),
+        "sandbox.ready_at": getattr(r, "ready_at", None),
+        "sandbox.switched_at": getattr(r, "switched_at", None),
     }
     attrs.update({k: v for k, v in optional.items() if v is not None})
     return attrs
@@ -236,6 +242,8 @@ class OtelSink:
             ctx = trace.set_span_in_context(NonRecordingSpan(parent))
         start = report.started_at
         end = report.started_at + report.duration_s
+        # A graph compiled in the background: the span covers the compile and the switch.
+        end = max([end, *(s.end for s in report.stages), getattr(report, "switched_at", None) or end])
         root = self.tracer.start_span(
             f"torch.compile {report.graph_kind} graph",
             context=ctx,
@@ -254,6 +262,8 @@ class OtelSink:
                 event["sandbox.worker_pid"] = f.worker_pid
             root.add_event("sandbox.failure", event, timestamp=_ns(end))
             root.set_status(Status(StatusCode.ERROR, f"{f.kind}: {f.message[:200]}"))
+        if getattr(report, "switched_at", None):
+            root.add_event("sandbox.switch", {"sandbox.eager_calls": report.eager_calls}, timestamp=_ns(report.switched_at))
         spans: list[Any] = []
         tree = stage_tree(report.stages)
         for stage, parent_index in tree:

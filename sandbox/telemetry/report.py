@@ -84,6 +84,13 @@ class CompileReport:
     parent_span_id: str | None = None  # the caller's span the compile's spans hang under
     chromium_id: str | None = None  # PyTorch's ChromiumEventLogger id in this process
     worker_chromium_id: str | None = None  # ... as the worker saw it (equal when identity crossed)
+    # Compiled in the background (async mode, or several workers): the graph ran as is
+    # meanwhile. None / 0 when the compile was waited for.
+    background: str | None = None  # "async" (eager until ready) | "wait" (waited for at the first call)
+    eager_calls: int = 0  # calls that ran the graph eagerly before the compiled graph took over
+    ready_at: float | None = None  # unix s: the worker's result was back
+    switched_at: float | None = None  # unix s: the compiled graph took over (None: never did)
+    background_s: float | None = None  # how long the compile ran in the background (job sent -> result back)
 
     @property
     def where(self) -> str:
