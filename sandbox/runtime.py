@@ -9,6 +9,7 @@ import threading
 from typing import Callable
 
 from sandbox.isolation import compat, pool, sizing
+from sandbox.telemetry import torch_tools
 from sandbox.telemetry.report import CompileReport, Run
 
 log = logging.getLogger("sandbox")
@@ -39,6 +40,7 @@ def configure(options: object) -> None:
     """Turn on what ``options`` asks for, once per process: tracing, metrics, the store."""
     global _store_sink
     run(options)
+    torch_tools.enable()  # reports into TORCH_TRACE's log, when it is on
     if getattr(options, "trace", False):
         enable_tracing()
     if getattr(options, "metrics_port", None) or getattr(options, "pushgateway", None):

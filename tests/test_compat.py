@@ -666,3 +666,98 @@ def test_non_lazy_backward() -> None:
     with compat.non_lazy_backward():
         assert torch._functorch.config.force_non_lazy_backward_lowering is True
     assert torch._functorch.config.force_non_lazy_backward_lowering is False
+
+
+# --- torch's own debugging tools (TORCH_TRACE, TORCH_LOGS, TORCH_COMPILE_DEBUG, profiler) ---
+
+
+class _TraceRecords(__import__("logging").Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[Any] = []
+
+    def emit(self, record: Any) -> None:
+        self.records.append(record)
+
+
+def test_trace_logger_tracing_and_artifacts() -> None:
+    """torch 2.13.0: ``torch._logging._internal.trace_log`` is the ``torch.__trace`` logger;
+    ``trace_structured`` writes only when it has handlers, puts the compile id's frame,
+    compile and attempt into the metadata and the payload beside it; ``intern_string``
+    (``torch._logging.structured``) writes a ``str`` record the first time only."""
+    trace_log = compat.trace_logger()
+    assert trace_log.name == "torch.__trace"
+    saved = list(trace_log.handlers)
+    rec = _TraceRecords()
+    try:
+        trace_log.handlers[:] = []
+        assert not compat.tracing()
+        compat.trace_artifact("sandbox_compat_test", "{}", "3/1")  # nobody listens: nothing built
+        trace_log.handlers[:] = [rec]
+        assert compat.tracing()
+        compat.trace_artifact("sandbox_compat_test", '{"a": 1}', "3/1")
+        [r] = rec.records
+        assert r.metadata["artifact"] == {"name": "sandbox_compat_test", "encoding": "json"}
+        assert (r.metadata["frame_id"], r.metadata["frame_compile_id"]) == (3, 1) and r.payload == '{"a": 1}'
+        s = f"sandbox-compat-test-{time.time_ns()}"
+        first = compat.intern_string(s)
+        assert compat.intern_string(s) == first
+        strs = [r.metadata["str"] for r in rec.records if "str" in r.metadata]
+        assert strs == [[s, first]] or strs == [(s, first)], strs
+    finally:
+        trace_log.handlers[:] = saved
+
+
+def test_current_trace_fields() -> None:
+    """torch 2.13.0: ``CompileContext.current_trace_id()`` is a ``TraceId(compile_id, attempt)``
+    inside ``torch._guards.compile_context``; None outside."""
+    from torch._guards import CompileContext, CompileId, compile_context
+
+    assert compat.current_trace_fields() == {}
+    ctx = CompileContext(CompileId(frame_id=4, frame_compile_id=2))
+    ctx.attempt = 1
+    with compile_context(ctx):
+        assert compat.current_trace_fields() == {"frame_id": 4, "frame_compile_id": 2, "attempt": 1}
+
+
+def test_no_stock_log_capture() -> None:
+    """torch 2.13.0: ``compile_fx_ext._LoggerState`` is a context manager that attaches a
+    queue handler to each logger in ``loggers`` (name -> level) and returns the captured
+    records on ``finish()``; with none, it captures nothing and pickles."""
+    import logging
+    import pickle
+
+    state = pickle.loads(pickle.dumps(compat.no_stock_log_capture()))
+    assert state.loggers == {}
+    before = list(logging.getLogger("torch._inductor").handlers)
+    with state as captured:
+        assert logging.getLogger("torch._inductor").handlers == before
+        logging.getLogger("torch._inductor").warning("sandbox compat test: not captured by the stock state")
+    assert captured.finish() == []
+
+
+def test_debug_dir_config_and_root(tmp_path: Any) -> None:
+    """torch 2.13.0: ``V.debug`` is the ``DebugContext`` entered around a compile, its ``_path``
+    the graph's folder under ``torch._dynamo.config.debug_dir_root`` when ``trace.enabled``;
+    ``trace.*`` settings are in ``config.get_config_copy()``, not in the portable config."""
+    from torch._inductor import config
+    from torch._inductor.debug import DebugContext
+
+    assert compat.debug_dir() is None
+    cfg = compat.debug_config()
+    assert "trace.enabled" in cfg and "trace.debug_dir" not in cfg and "trace.upload_tar" not in cfg
+    assert not any(k.startswith("trace.") for k in config.save_config_portable())
+    with compat.debug_dir_root(str(tmp_path)), compat.inductor_config({**cfg, "trace.enabled": True}):
+        assert compat.debug_config()["trace.enabled"] and config.trace.debug_dir is None
+        with DebugContext():
+            path = compat.debug_dir()
+    assert path is not None and path.startswith(str(tmp_path)) and "torchinductor" in path
+    assert not config.trace.enabled or cfg["trace.enabled"]
+
+
+def test_profiler_enabled() -> None:
+    """torch 2.13.0: ``torch.autograd._profiler_enabled()`` is True inside ``torch.profiler.profile``."""
+    assert not compat.profiler_enabled()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        assert compat.profiler_enabled()
+    assert not compat.profiler_enabled()

@@ -324,7 +324,7 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
         inductor_config.save_config_portable(),
         ext._VirtualizedSerializer.serialize(),
         deterministic_guard,
-        ext._LoggerState(),
+        no_stock_log_capture(),  # the worker's log records travel with torch_tools
         ext._LoweringSerializer(),
         ext._FakeTensorModeSerializer(ext._current_fake_mode()),
     )
@@ -1121,3 +1121,128 @@ def remote_caches_missing() -> dict[str, str]:
         return {}
     on = {"fx_graph": config.fx_graph_remote_cache, "aot_autograd": functorch_config.enable_remote_autograd_cache}
     return {cache: "the redis package is not installed: pip install redis" for cache, enabled in on.items() if enabled}
+
+
+# --- torch's own debugging tools: TORCH_TRACE, TORCH_LOGS, TORCH_COMPILE_DEBUG, profiler ---
+# torch._logging._internal.trace_log (the "torch.__trace" logger behind TORCH_TRACE and
+# tlparse), trace_structured; torch._logging.structured.intern_string;
+# torch._inductor.compile_fx_ext._LoggerState (its ``loggers``); torch._inductor.virtualized.V
+# (``V.debug``, the DebugContext of the graph being compiled, its ``_path``);
+# torch._dynamo.config.debug_dir_root; torch._guards.CompileId;
+# torch.autograd._profiler_enabled. The same on torch 2.11.
+
+
+def trace_logger() -> logging.Logger:
+    """The logger TORCH_TRACE writes through (one handler per trace file; none when off)."""
+    from torch._logging._internal import trace_log
+
+    return trace_log
+
+
+def tracing() -> bool:
+    """True when this process writes a structured trace (``trace_structured``'s own test)."""
+    return bool(trace_logger().handlers)
+
+
+def intern_string(s: str) -> int:
+    """This process's id for ``s`` in the trace's string table (writes its ``str`` record once)."""
+    from torch._logging.structured import intern_string as intern
+
+    return intern(s)
+
+
+def trace_artifact(name: str, payload: str, compile_id: str | None) -> None:
+    """One ``artifact`` record (JSON payload) in the structured trace, under ``compile_id``."""
+    from torch._guards import CompileId
+    from torch._logging._internal import trace_structured
+
+    cid = None
+    if compile_id:
+        try:
+            cid = CompileId.from_string(compile_id)
+        except Exception:
+            cid = None
+    trace_structured(
+        "artifact",
+        metadata_fn=lambda: {"name": name, "encoding": "json"},
+        payload_fn=lambda: payload,
+        expect_trace_id=False,
+        compile_id=cid,
+    )
+
+
+def no_stock_log_capture() -> Any:
+    """A ``_LoggerState`` that captures nothing: the sandbox carries the worker's log
+    records itself (``telemetry/torch_tools``), every torch logger, in order."""
+    from torch._inductor import compile_fx_ext as ext
+
+    state = ext._LoggerState.__new__(ext._LoggerState)
+    state.loggers = {}
+    return state
+
+
+def debug_dir() -> str | None:
+    """The TORCH_COMPILE_DEBUG folder of the graph this thread is compiling, or None
+    (``V.debug`` is the DebugContext that ``compile_fx_inner`` entered)."""
+    from torch._inductor.virtualized import V
+
+    try:
+        path = getattr(V.debug, "_path", None)
+    except Exception:
+        return None
+    return path if isinstance(path, str) else None
+
+
+@contextlib.contextmanager
+def debug_dir_root(root: str) -> Iterator[None]:
+    """Worker side: TORCH_COMPILE_DEBUG folders go under ``root`` meanwhile."""
+    from torch._dynamo import config as dynamo_config
+
+    previous = dynamo_config.debug_dir_root
+    dynamo_config.debug_dir_root = root
+    try:
+        yield
+    finally:
+        dynamo_config.debug_dir_root = previous
+
+
+def profiler_enabled() -> bool:
+    """True while a ``torch.profiler`` (or autograd profiler) records this process."""
+    return bool(torch.autograd._profiler_enabled())
+
+
+
+def debug_config() -> dict[str, Any]:
+    """Inductor's ``trace.*`` settings (what TORCH_COMPILE_DEBUG writes): they are not part
+    of the portable config that crosses with a graph. ``trace.debug_dir`` stays here."""
+    from torch._inductor import config
+
+    return {
+        k: v
+        for k, v in config.get_config_copy().items()
+        if k.startswith("trace.") and k not in ("trace.debug_dir", "trace.upload_tar")
+        and (v is None or isinstance(v, (bool, int, float, str)))
+    }
+
+
+@contextlib.contextmanager
+def inductor_config(patch: dict[str, Any]) -> Iterator[None]:
+    from torch._inductor import config
+
+    with config.patch({**patch, "trace.debug_dir": None} if patch else {}):
+        yield
+
+
+def current_trace_fields() -> dict[str, int]:
+    """The structured trace's compile-id fields of the compile in progress here
+    (``CompileContext.current_trace_id()``: frame, compile, attempt), or {}."""
+    trace_id = torch._guards.CompileContext.current_trace_id()
+    if trace_id is None:
+        return {}
+    cid = trace_id.compile_id
+    out = {"attempt": trace_id.attempt}
+    for name in ("compiled_autograd_id", "frame_id", "frame_compile_id"):
+        value = getattr(cid, name, None)
+        if value is not None:
+            out[name] = value
+    return out

@@ -193,6 +193,12 @@ def _kill_quietly(pid: int) -> None:
         pass
 
 
+# torch's debugging switches that would make a worker write files of its own (a second
+# trace log, a second debug folder, the user's TORCH_LOGS_OUT file): the parent asks for
+# what it records with each job instead, and writes it itself (telemetry/torch_tools).
+WORKER_ENV_DROPPED = ("TORCH_TRACE", "TORCH_DTRACE", "TORCH_COMPILE_DEBUG", "TORCH_LOGS_OUT", "TORCH_LOGS")
+
+
 class Pool:
     """A fixed number of pre-started workers; one job per worker at a time."""
 
@@ -200,6 +206,8 @@ class Pool:
         self.size = size
         self.on_ready = on_ready
         self.env = dict(os.environ if env is None else env)
+        for name in WORKER_ENV_DROPPED:
+            self.env.pop(name, None)
         self.log_dir = tempfile.mkdtemp(prefix="sandbox-workers-")
         self._idle: queue.Queue[WorkerProcess] = queue.Queue()
         self._lock = threading.Lock()
@@ -365,7 +373,7 @@ class Pool:
             log_tail=w.log_tail(),
         )
 
-    def run(self, job: dict[str, Any], timeout_s: float | None, memory_limit_mb: int | None) -> JobResult:
+    def run(self, job: dict[str, Any], timeout_s: float | None, memory_limit_mb: int | None, on_sent: Any = None) -> JobResult:
         """Send one job to a free worker and wait for its reply.
 
         Raises WorkerFailure; the worker involved is then replaced (a failed job
@@ -394,6 +402,8 @@ class Pool:
                 protocol.send(w.job_w, job)
             except OSError as e:
                 raise self._death(w) from e
+            if on_sent is not None:
+                on_sent()  # e.g. the profiler region switches from waiting to compiling
             deadline = None if timeout_s is None else sent_at + timeout_s
             reply = self._receive(w, deadline, limit)
             received = time.time()

@@ -14,6 +14,7 @@ from typing import Any
 
 from sandbox.isolation import compat
 from sandbox.isolation.pool import WorkerFailure
+from sandbox.telemetry import torch_tools
 from sandbox.telemetry.report import IN_PROCESS, ISOLATED, Failure
 
 
@@ -101,6 +102,7 @@ class IsolatedCompile:
             "compile_id": b.report.compile_id,
             "chromium_id": compat.chromium_logger_id(),
             "sys_path": [p for p in sys.path if p],
+            "torch_tools": torch_tools.request(),
         }
         if self.defer is not None:
             # Async mode (or forward and backward side by side): the worker compiles while
@@ -110,18 +112,18 @@ class IsolatedCompile:
         t_pool = time.time()
         release = compat.compile_lock_released() if self.options.workers > 1 else contextlib.nullcontext()
         try:
-            with release:
-                result = self.run_job(job)
+            with release, torch_tools.Regions(b.report.compile_id) as regions:
+                result = self.run_job(job, regions.sent)
         except WorkerFailure as wf:
             b.stage("wait_for_worker", t_pool, time.time())
             return self._on_failure(self.failure(wf), gm, example_inputs, inputs_to_check, graph_kwargs, region)
         return self.complete(result, payload, region)
 
-    def run_job(self, job: dict[str, Any]) -> Any:
+    def run_job(self, job: dict[str, Any], on_sent: Any = None) -> Any:
         """Hand the job to a worker and wait for its reply (raises ``WorkerFailure``)."""
         pool = self.get_pool(self.options.workers)
         self.warm_parent()
-        return pool.run(job, self.options.timeout_s, self.options.memory_limit_mb)
+        return pool.run(job, self.options.timeout_s, self.options.memory_limit_mb, on_sent=on_sent)
 
     @staticmethod
     def failure(wf: WorkerFailure) -> Failure:
@@ -141,11 +143,13 @@ class IsolatedCompile:
         b.worker_reply(reply)
         b.stage("transfer", reply["compile_end"], result.received_at)
         t = time.time()
-        out = compat.load_output(reply["output"], payload.constants, region)
+        with torch_tools.Regions(b.report.compile_id, "load"):
+            out = compat.load_output(reply["output"], payload.constants, region)
         compat.apply_counter_deltas(reply.get("counters", {}))
         compat.apply_inductor_metrics(reply.get("metrics", {}))
         compat.apply_time_metrics(reply.get("time_metrics", {}))
         compat.apply_compilation_metrics(reply.get("compilation_metrics", {}))
+        torch_tools.replay(reply.get("torch_tools"), b.report.compile_id)
         b.stage("load", t, time.time())
         b.set_outcome(ISOLATED, worker_pid=result.worker_pid)
         return out

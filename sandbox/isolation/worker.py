@@ -106,6 +106,7 @@ class Worker:
 
     def compile(self, msg: dict[str, Any]) -> dict[str, Any]:
         from sandbox.isolation import compat
+        from sandbox.telemetry import torch_tools
 
         received = time.time()
         for entry in reversed(msg.get("sys_path", [])):
@@ -131,6 +132,7 @@ class Worker:
             times_before = compat.time_metrics_snapshot()
             start = time.time()
             with (
+                torch_tools.capture(msg.get("torch_tools")) as tools,  # TORCH_TRACE, TORCH_LOGS, debug folder
                 compat.capture_chromium_events() as events,
                 # compile_context first: the worker's own outer event (worker_compile)
                 # carries the parent's compile id too, not only Inductor's events inside it.
@@ -157,6 +159,7 @@ class Worker:
                 "chromium_id": compat.chromium_logger_id(),
                 "rss_bytes": _rss_bytes(),
                 "job_index": self.jobs,
+                "torch_tools": tools.reply(),
             }
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
             traceback.print_exc(file=sys.stderr)
