@@ -182,19 +182,30 @@ def _capture_logs(config: dict[str, list[Any]], into: list[dict[str, Any]]) -> I
     try:
         for name, lg in loggers.items():
             level, propagate = config.get(name, [logging.NOTSET, True])
-            lg.setLevel(level)
+            lg.level = level  # setLevel would clear every logger's cache, once per logger
             lg.propagate = bool(propagate)
             if not lg.propagate or name == "torch":
                 # The worker's own handlers (its log file) stay; the recorder carries
                 # the record to the parent, whose handlers decide where it goes.
                 lg.addHandler(recorder)
+        _levels_changed()
         yield
     finally:
         for name, (level, propagate, handlers) in saved.items():
             lg = loggers[name]
             lg.handlers[:] = handlers
-            lg.setLevel(level)
+            lg.level = level
             lg.propagate = propagate
+        _levels_changed()
+
+
+def _levels_changed() -> None:
+    """What ``Logger.setLevel`` does after a change: forget the cached ``isEnabledFor`` answers."""
+    with _logging_lock():
+        for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            cache = getattr(lg, "_cache", None)
+            if isinstance(cache, dict):
+                cache.clear()
 
 
 @contextlib.contextmanager
