@@ -845,11 +845,11 @@ def trends(runs: pd.DataFrame, durations: pd.DataFrame) -> pd.DataFrame:
 # -- jobs: the ranks of one job side by side ------------------------------------------------------
 
 FINDING_WORDS = {
-    "graph": "different graph",
+    "graph": "a different graph",
     "missing": "missing on some ranks",
     "cache": "different cache outcomes",
     "kernels": "different kernels",
-    "straggler": "straggler",
+    "straggler": "a straggler",
 }
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,7 +185,9 @@ def test_job_page_shows_divergence_and_the_earlier_job(job_store: JobStore, monk
     at = open_job_page(job_store.path, monkeypatch, job="train-2")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Ranks"] == "2 of 3" and metrics["Graphs that diverge"] == "2 of 2"
-    assert metrics["Stragglers"] == "rank 1" and metrics["Slowest rank"].startswith("rank 1: ")
+    assert metrics["Stragglers"] == "rank 1" and metrics["Slowest rank"] == "rank 1"
+    slowest = job_store.ranks[("train-2", 1)]["reports"]
+    assert metrics["Its compile time"] == f"{sum(x['duration_s'] for x in slowest):.2f} s"
     verdict = at.markdown[0].value
     assert "Ranks 2 of 3 have no run in this store." in verdict
     assert "the ranks traced different graphs (other shapes or guards): ranks 0; ranks 1" in verdict
@@ -192,7 +195,7 @@ def test_job_page_shows_divergence_and_the_earlier_job(job_store: JobStore, monk
 
     graphs = next(df.value for df in at.dataframe if "divergence" in df.value.columns)
     forward = graphs[graphs["kind"] == "forward"].iloc[0]
-    assert forward["divergence"] == "different graph, different cache outcomes, different kernels, straggler"
+    assert forward["divergence"] == "a different graph, different cache outcomes, different kernels, a straggler"
     assert forward["kernels differ on"] == "1" and forward["stragglers"] == "1" and forward["graph hashes"] == 2
     per_rank = next(df.value for df in at.dataframe if "kernels vs lowest rank" in df.value.columns)
     assert list(per_rank["rank"]) == [0, 1] and list(per_rank["straggler"]) == [False, True]
@@ -292,3 +295,56 @@ def test_resolving_jobs_and_the_previous_one() -> None:
     assert jobs.previous_job("nightly-3", known) == "nightly-2"  # same name first
     assert jobs.previous_job("adhoc", known) == "nightly-2"  # else the one before
     assert jobs.previous_job("nightly-2", known) is None
+
+
+# -- the Job page in a real browser ----------------------------------------------------------------------
+
+
+def test_job_page_in_a_browser(job_store: JobStore) -> None:
+    """``streamlit run dashboard/app.py`` on the jobs' store, the Job page opened by its URL in
+    headless Chromium (as ``test_dashboard_browser.py`` does; skipped locally without Chromium
+    or Playwright, a failure with ``CI=true``); a screenshot goes to ``test-artifacts/dashboard/``."""
+    import urllib.request
+
+    from test_dashboard_browser import CHROMIUM, free_port, load, metric_values, missing, unavailable
+
+    if missing():
+        unavailable(missing())  # type: ignore[arg-type]
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    env["SANDBOX_STORE"] = str(job_store.path)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port)],
+                            cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, "streamlit did not come up"
+            time.sleep(0.25)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                                        "--disable-dev-shm-usage"])
+            page = load(browser, f"{url}/job?job=train-2&against=train-1", "job", '[data-testid="stDataFrame"]')
+            assert page.locator("h1").first.inner_text() == "Job"
+            m = metric_values(page)
+            assert m["Ranks"] == "2 of 3" and m["Stragglers"] == "rank 1"
+            verdict = page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
+            assert "traced different graphs" in verdict and "Against train-1" in verdict
+            assert page.locator('[data-testid="stDataFrame"]').count() == 5
+            page.close()
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

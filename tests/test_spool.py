@@ -20,7 +20,10 @@ from typing import Any
 
 import pytest
 
+from streamlit.testing.v1 import AppTest
+
 from conftest import HELPERS, parse_result
+from dashboard_stores import ROOT
 from sandbox.store import StoreError, open_store
 from sandbox.store import spool as spool_module
 from test_store import PostgresServer, postgres  # noqa: F401 - a throw-away PostgreSQL server (fixture)
@@ -100,7 +103,8 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sandbox.cli", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
+def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: PostgresServer, tmp_path: Path,  # noqa: F811
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     url = postgres.new_database()
     spool = tmp_path / "spool"
     count = 60
@@ -136,13 +140,23 @@ def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: Postg
     finally:
         store.close()
     assert ranks == [0, 1, 2]
-    assert kernels[0]["source"].startswith("// kernel 59 of ")  # spooled reports keep their kernel sources
+    assert kernels[0]["source"] == "// kernel 59 of graph 59\n"  # spooled reports keep their kernel sources
     print(f"outage {stopped_at:.0f}+3 s; spooled {[r['spooled'] for r in results]}, uploaded {[r['uploaded'] for r in results]}")
 
     # The job reads back through the CLI from PostgreSQL: three ranks, the same graphs.
     proc = cli("job", "nightly-7", "--store", url, env=writer_env(url, spool))
     assert proc.returncode == 0, proc.stderr
-    assert "job nightly-7: 3 ranks (world size 3)" in proc.stdout and f"0 of {count} graphs differ" in proc.stdout
+    assert "job nightly-7: 3 ranks (world size 3)" in proc.stdout and f"divergence: 0 of {count} graphs differ" in proc.stdout
+
+    # ... and through the dashboard pointed at PostgreSQL.
+    monkeypatch.setenv("SANDBOX_STORE", url)
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    at.query_params = {"job": "nightly-7"}
+    at.switch_page("pages/job.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Ranks"] == "3 of 3" and metrics["Graphs that diverge"] == f"0 of {count}"
 
 
 def test_a_later_process_uploads_what_an_earlier_one_spooled(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811

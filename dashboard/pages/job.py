@@ -26,14 +26,15 @@ against = ui.pick("Compare with an earlier job", earlier, "against", "pick:again
 report = q.cached_job(src, job, against or None)
 cards = q.job_cards(report)
 
-cols = st.columns(4)
+cols = st.columns(5)
 cols[0].metric("Ranks", f"{cards['ranks']} of {cards['world_size'] or '?'}",
                help="ranks with a run in this store, of the job's world size")
 cols[1].metric("Graphs that diverge", f"{cards['divergent']} of {cards['graphs']}")
 cols[2].metric("Stragglers", ", ".join(f"rank {r}" for r in cards["stragglers"]) or "none",
                help=f"a rank that took more than {STRAGGLER_FACTOR:g}x the median of the other ranks, "
                     f"and at least {STRAGGLER_MIN_S:g} s more (per graph, or in total)")
-cols[3].metric("Slowest rank", f"rank {cards['slowest_rank']}: {ui.seconds(cards['slowest_s'])}",
+cols[3].metric("Slowest rank", f"rank {cards['slowest_rank']}", help="the rank with the most compile time in total")
+cols[4].metric("Its compile time", ui.seconds(cards["slowest_s"]),
                delta=f"{cards['slowest_s'] - cards['median_s']:+.2f} s vs median", delta_color="inverse")
 
 st.subheader("Verdict")
