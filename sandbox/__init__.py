@@ -109,7 +109,8 @@ def enable_metrics(
 
 
 def flush(timeout: float | None = 30.0) -> bool:
-    """Block until every report so far is committed to the run store; False on timeout."""
+    """Block until every report so far is committed to the run store, or kept in the local spool
+    while the store is unreachable (uploaded once it is back); False on timeout."""
     from sandbox import runtime
 
     return runtime.flush(timeout)

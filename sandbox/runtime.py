@@ -57,7 +57,7 @@ def configure(options: object) -> None:
 
 
 def flush(timeout: float | None = 30.0) -> bool:
-    """Block until every report so far is in the store (True), or the timeout passed."""
+    """Block until every report so far is in the store or the spool (True), or the timeout passed."""
     sink = _store_sink
     return sink.flush(timeout) if sink is not None else True  # type: ignore[attr-defined]
 
