@@ -720,10 +720,18 @@ def probe_cpu_isa() -> None:
     cpu_vec_isa.pick_vec_isa()
 
 
-def warm_up_inductor() -> dict[str, float]:
-    """Pay Inductor's one-time costs: imports and the CPU instruction-set probe.
-    The probe (compilers and probe processes, GIL released) runs beside the imports.
-    Returns seconds per phase."""
+def gpu_available() -> bool:
+    """A CUDA device this process can use (no CUDA context is created)."""
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def warm_up_inductor(probe_isa: bool = True) -> dict[str, float]:
+    """Pay Inductor's one-time costs: imports and (``probe_isa``) the CPU
+    instruction-set probe. The probe (compilers and probe processes, GIL released)
+    runs beside the imports. Returns seconds per phase."""
     import time
 
     t0 = time.time()
@@ -734,7 +742,8 @@ def warm_up_inductor() -> dict[str, float]:
 
     def probe() -> None:
         start = time.time()
-        probe_cpu_isa()
+        if probe_isa:
+            probe_cpu_isa()
         probe_s.append(time.time() - start)
 
     prober = threading.Thread(target=probe, name="sandbox-isa-probe", daemon=True)

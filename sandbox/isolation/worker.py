@@ -59,8 +59,11 @@ class Worker:
         t0 = time.time()
         phases = {"import_torch_s": t0 - started}
         self.warm = (t0, phases, idle)
+        # On a GPU machine Inductor needs the CPU instruction-set probe only for CPU
+        # kernels: it runs after the worker is ready instead of before (see ready()).
+        self.probe_later = compat.gpu_available()
         try:
-            phases.update(compat.warm_up_inductor())
+            phases.update(compat.warm_up_inductor(probe_isa=not self.probe_later))
         except Exception as e:  # noqa: BLE001 - the first compile then pays it instead
             print(f"[sandbox worker {os.getpid()}] warm-up failed: {e!r}", file=sys.stderr, flush=True)
 
@@ -88,6 +91,8 @@ class Worker:
                 "rss_bytes": _rss_bytes(),
             },
         )
+        if getattr(self, "probe_later", False):
+            threading.Thread(target=_probe_in_background, name="sandbox-isa-probe", daemon=True).start()
 
     def serve(self) -> None:
         from sandbox.isolation import protocol
@@ -130,9 +135,11 @@ class Worker:
             before = compat.counters_snapshot()
             metrics_before = compat.inductor_metrics_snapshot()
             times_before = compat.time_metrics_snapshot()
+            modules_before = compat.loaded_module_count()
             start = time.time()
             with (
                 torch_tools.capture(msg.get("torch_tools")) as tools,  # TORCH_TRACE, TORCH_LOGS, debug folder
+                compat.capture_autotune_choices() as autotune_choices,
                 compat.capture_chromium_events() as events,
                 # compile_context first: the worker's own outer event (worker_compile)
                 # carries the parent's compile id too, not only Inductor's events inside it.
@@ -160,6 +167,8 @@ class Worker:
                 "rss_bytes": _rss_bytes(),
                 "job_index": self.jobs,
                 "torch_tools": tools.reply(),
+                "triton_kernels": _triton_kernels(compat, modules_before),
+                "autotune_choices": autotune_choices,
             }
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
             traceback.print_exc(file=sys.stderr)
@@ -174,6 +183,16 @@ class Worker:
                 "received": received,
                 "sent": time.time(),
             }
+
+
+def _probe_in_background() -> None:
+    _enter_idle_class()
+    try:
+        from sandbox.isolation import compat
+
+        compat.probe_cpu_isa()
+    except Exception:  # noqa: BLE001 - a CPU compile then probes for itself
+        pass
 
 
 def _triton_kernels(compat: Any, modules_before: int) -> dict[str, Any]:
