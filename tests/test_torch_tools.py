@@ -236,3 +236,47 @@ def test_profiler_regions_cost_nothing_without_a_profiler() -> None:
     per_region = (time.perf_counter() - t) / n
     assert not Regions("0/0").on
     assert per_region < 2e-6 * 5, per_region
+
+
+# --- the pure parts ---------------------------------------------------------------------------------
+
+
+def test_compile_id_fields() -> None:
+    from sandbox.telemetry.torch_tools import _compile_id_fields
+
+    assert _compile_id_fields("3/1") == {"frame_id": 3, "frame_compile_id": 1, "attempt": 0}
+    assert _compile_id_fields("!2/3/1") == {"compiled_autograd_id": 2, "frame_id": 3, "frame_compile_id": 1, "attempt": 0}
+    assert _compile_id_fields(None) == {} and _compile_id_fields("not an id") == {}
+
+
+def test_worker_string_ids_become_this_process_ids() -> None:
+    """A worker's stack frame names its file by the worker's string-table id; replayed, by ours."""
+    from sandbox.telemetry.torch_tools import _remap_strings
+
+    md = {"dynamo_start": {"stack": [{"filename": 0, "line": 3}, {"filename": 7, "line": 4}]}}
+    _remap_strings(md, {0: 12})
+    assert md["dynamo_start"]["stack"] == [{"filename": 12, "line": 3}, {"filename": 7, "line": 4}]
+
+
+def test_replay_never_raises_and_never_writes_outside_the_graph_folder(tmp_path: Path, caplog: Any) -> None:
+    """A broken reply costs a warning, not the compiled graph; a debug file's path cannot leave
+    this graph's folder (no folder open here: nothing is written at all)."""
+    from sandbox.telemetry.torch_tools import replay
+
+    replay({"trace": [{"metadata": "not a dict"}], "logs": [{"no": "name"}],
+            "debug_files": {"../../escape.txt": b"x"}}, "0/0")
+    assert not list(tmp_path.iterdir())
+    assert "could not replay" in caplog.text
+
+
+def test_capture_with_a_bad_request_still_compiles() -> None:
+    """A request the worker cannot apply records nothing; the job itself goes on."""
+    from sandbox.telemetry.torch_tools import capture
+
+    import logging
+
+    for bad in ({"loggers": {"torch._inductor": ["not a level", False]}}, {"ids": {"frame_id": "x"}}, {"loggers": 3}):
+        with capture(bad) as cap:
+            logging.getLogger("torch._inductor.scheduler").warning("sandbox test: logging still works")
+        assert cap.reply()["logs"] == [], bad
+    assert logging.getLogger("torch._inductor").level != "not a level"

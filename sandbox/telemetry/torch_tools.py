@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import threading
+import traceback
 from typing import Any, Iterator
 
 from sandbox.isolation import compat
@@ -79,14 +80,19 @@ def logger_config() -> dict[str, list[Any]]:
 
 
 def request() -> dict[str, Any]:
-    """What the worker should record for this process, sent with each job."""
-    debug = compat.debug_config() if compat.debug_dir() is not None else None
-    return {
-        "trace": compat.tracing(),
-        "ids": compat.current_trace_fields(),  # with the attempt, which the compile id lacks
-        "loggers": logger_config(),
-        "debug": debug,
-    }
+    """What the worker should record for this process, sent with each job ({} - record
+    nothing - if this process's state cannot be read: the compile goes on regardless)."""
+    try:
+        debug = compat.debug_config() if compat.debug_dir() is not None else None
+        return {
+            "trace": compat.tracing(),
+            "ids": compat.current_trace_fields(),  # with the attempt, which the compile id lacks
+            "loggers": logger_config(),
+            "debug": debug,
+        }
+    except Exception:
+        log.warning("sandbox: torch's logging state could not be read; the worker records none", exc_info=True)
+        return {}
 
 
 # --- the worker: capture --------------------------------------------------------------------
@@ -154,18 +160,18 @@ def capture(req: dict[str, Any] | None) -> Iterator[Capture]:
     """Worker side: record what the parent would have recorded for this compile."""
     cap = Capture()
     req = req or {}
-    cap.ids = dict(req.get("ids") or {})
     with _capture_lock, contextlib.ExitStack() as stack:
-        stack.enter_context(_capture_logs(req.get("loggers") or {}, cap.logs))
-        if req.get("trace"):
-            stack.enter_context(_capture_trace(cap.trace))
-        else:
-            stack.enter_context(_no_trace())
-        if req.get("debug"):
-            cap.debug_root = tempfile.mkdtemp(prefix="sandbox-debug-")
-            stack.callback(_collect_debug, cap)
-            stack.enter_context(compat.debug_dir_root(cap.debug_root))
-            stack.enter_context(compat.inductor_config(req["debug"]))
+        try:
+            cap.ids = {str(k): int(v) for k, v in (req.get("ids") or {}).items()}
+            stack.enter_context(_capture_logs(dict(req.get("loggers") or {}), cap.logs))
+            stack.enter_context(_capture_trace(cap.trace) if req.get("trace") else _no_trace())
+            if req.get("debug"):
+                cap.debug_root = tempfile.mkdtemp(prefix="sandbox-debug-")
+                stack.callback(_collect_debug, cap)
+                stack.enter_context(compat.debug_dir_root(cap.debug_root))
+                stack.enter_context(compat.inductor_config(dict(req["debug"])))
+        except Exception:  # record less, never fail the compile for it
+            traceback.print_exc()
         yield cap
 
 
@@ -174,21 +180,20 @@ def _capture_logs(config: dict[str, list[Any]], into: list[dict[str, Any]]) -> I
     """Give every ``torch.*`` logger the parent's level and propagation, and record what
     reaches each logger that does not propagate (each record once, where the parent's
     own handlers would have seen it)."""
-    for name in config:
+    wanted = {str(name): (int(level), bool(propagate)) for name, (level, propagate) in config.items()}
+    for name in wanted:
         logging.getLogger(name)
     loggers = _torch_loggers()
     saved = {name: (lg.level, lg.propagate, list(lg.handlers)) for name, lg in loggers.items()}
     recorder = _Recorder(into)
     try:
         for name, lg in loggers.items():
-            level, propagate = config.get(name, [logging.NOTSET, True])
-            lg.level = level  # setLevel would clear every logger's cache, once per logger
-            lg.propagate = bool(propagate)
+            lg.level, lg.propagate = wanted.get(name, (logging.NOTSET, True))  # not setLevel: see below
             if not lg.propagate or name == "torch":
                 # The worker's own handlers (its log file) stay; the recorder carries
                 # the record to the parent, whose handlers decide where it goes.
                 lg.addHandler(recorder)
-        _levels_changed()
+        _levels_changed()  # once, where setLevel would clear every logger's cache per logger
         yield
     finally:
         for name, (level, propagate, handlers) in saved.items():
