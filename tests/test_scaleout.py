@@ -81,6 +81,14 @@ def test_job_id_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert job_id() == "nightly-42"
     assert job_id(SimpleNamespace(job="from-option")) == "from-option"
 
+    from sandbox.options import OptionError, Options
+
+    assert Options.resolve(env={"SANDBOX_JOB": " nightly-42 "}).job == "nightly-42"
+    assert Options.resolve(options={"job": "opt"}, env={"SANDBOX_JOB": "env"}).job == "opt"
+    assert Options.resolve(env={}).job is None
+    with pytest.raises(OptionError, match="unknown option 'jobs'"):
+        Options.resolve(options={"jobs": "x"})
+
 
 # --- a torchrun job --------------------------------------------------------------------------------
 
@@ -258,11 +266,12 @@ def test_remote_caches_serve_a_second_machine_and_redis_down_is_reported(redis_s
     env = _remote_env(redis_server.url)
 
     # The first machine: misses everywhere, compiles, fills the remote caches.
-    first = run_script("script_scaleout_remote.py", cache_dir=fresh_cache_dir(tmp_path / "first", probe_seed), env=env)
+    first = run_script("script_scaleout_remote.py", cache_dir=fresh_cache_dir(tmp_path / "first", probe_seed),
+                       env={**env, "SANDBOX_JOB": "cache-warmer"})
     assert first["correct"]
     a = _by_kind(first)
     for kind, r in a.items():
-        assert r["outcome"] == "isolated"
+        assert r["outcome"] == "isolated" and r["job"] == "cache-warmer"
         remote = r["caches"]["fx_graph_remote"]
         assert (remote["state"], remote["put"], remote["server"]) == ("miss", "ok", redis_server.url), remote
     assert a["forward"]["caches"]["aot_autograd_remote"]["state"] == "miss"
