@@ -123,6 +123,32 @@ def test_one_trace_log_and_the_worker_writes_none(traced: dict[str, Any]) -> Non
     assert seen[parent]["dynamo_start"] >= 3 and not any(seen[w]["dynamo_start"] for w in workers)
 
 
+def _compilation_metrics(log: Path) -> dict[tuple, dict[str, Any]]:
+    """The trace's ``compilation_metrics`` records, by (frame, compile, attempt)."""
+    out = {}
+    for line in log.read_text().splitlines():
+        if '"compilation_metrics"' in line and not line.startswith("\t"):
+            meta = json.loads(line[line.index("] {") + 2 :])
+            out[(meta.get("frame_id"), meta.get("frame_compile_id"), meta.get("attempt"))] = meta["compilation_metrics"]
+    return out
+
+
+def test_worker_part_of_the_compilation_metrics(traced: dict[str, Any]) -> None:
+    """The frames' ``compilation_metrics`` records carry the Inductor timings measured in the
+    worker, wherever an in-process compile has them."""
+    inproc = _compilation_metrics(traced["inductor"]["log"])
+    sandboxed = _compilation_metrics(traced["sandbox"]["log"])
+    assert set(sandboxed) == set(inproc)
+    columns = ("inductor_code_gen_cumulative_compile_time_us", "post_grad_pass_time_us")
+    checked = 0
+    for key, metrics in inproc.items():
+        for column in columns:
+            if metrics.get(column):
+                assert sandboxed[key].get(column), (key, column, sandboxed[key].get(column))
+                checked += 1
+    assert checked >= 3, inproc
+
+
 def test_each_report_is_a_trace_artifact(traced: dict[str, Any]) -> None:
     """One ``sandbox_compile_report`` per graph in tlparse's output: outcome, worker pid, stages."""
     result = traced["sandbox"]["result"]
