@@ -699,6 +699,7 @@ def test_trace_logger_tracing_and_artifacts() -> None:
         [r] = rec.records
         assert r.metadata["artifact"] == {"name": "sandbox_compat_test", "encoding": "json"}
         assert (r.metadata["frame_id"], r.metadata["frame_compile_id"]) == (3, 1) and r.payload == '{"a": 1}'
+        assert r.metadata["attempt"] == 0  # outside a compile: a compile context of its own
         s = f"sandbox-compat-test-{time.time_ns()}"
         first = compat.intern_string(s)
         assert compat.intern_string(s) == first

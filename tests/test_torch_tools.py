@@ -285,13 +285,19 @@ def test_worker_string_ids_become_this_process_ids() -> None:
 
 
 def test_replay_never_raises_and_never_writes_outside_the_graph_folder(tmp_path: Path, caplog: Any) -> None:
-    """A broken reply costs a warning, not the compiled graph; a debug file's path cannot leave
-    this graph's folder (no folder open here: nothing is written at all)."""
+    """A broken reply costs a warning, not the compiled graph. Debug files land in the graph's
+    folder only: a path that would leave it is dropped, a file this process wrote is kept."""
     from sandbox.telemetry.torch_tools import replay
 
-    replay({"trace": [{"metadata": "not a dict"}], "logs": [{"no": "name"}],
-            "debug_files": {"../../escape.txt": b"x"}}, "0/0")
-    assert not list(tmp_path.iterdir())
+    folder = tmp_path / "run" / "graph.0"
+    folder.mkdir(parents=True)
+    (folder / "debug.log").write_text("this process's own")
+    replay({"trace": [{"metadata": "not a dict"}], "logs": [{"no": "name"}], "debug_dir": str(folder),
+            "debug_files": {"../../escape.txt": b"x", "output_code.py": b"code", "sub/ir.txt": b"ir",
+                            "debug.log": b"the worker's"}}, "0/0")
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "run" / "escape.txt").exists()
+    assert (folder / "output_code.py").read_bytes() == b"code" and (folder / "sub" / "ir.txt").read_bytes() == b"ir"
+    assert (folder / "debug.log").read_text() == "this process's own"
     assert "could not replay" in caplog.text
 
 

@@ -1171,13 +1171,17 @@ def trace_artifact(name: str, payload: str, compile_id: str | None) -> None:
             cid = CompileId.from_string(compile_id)
         except Exception:
             cid = None
-    trace_structured(
-        "artifact",
-        metadata_fn=lambda: {"name": name, "encoding": "json"},
-        payload_fn=lambda: payload,
-        expect_trace_id=False,
-        compile_id=cid,
-    )
+    # Outside any compile (a graph finished later, in async mode) the record still gets the
+    # graph's compile id, as attempt 0, from a compile context of its own.
+    outside = cid is not None and torch._guards.CompileContext.current_trace_id() is None
+    with torch._guards.compile_context(torch._guards.CompileContext(cid)) if outside else contextlib.nullcontext():
+        trace_structured(
+            "artifact",
+            metadata_fn=lambda: {"name": name, "encoding": "json"},
+            payload_fn=lambda: payload,
+            expect_trace_id=False,
+            compile_id=cid,
+        )
 
 
 def no_stock_log_capture() -> Any:

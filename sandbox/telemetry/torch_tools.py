@@ -83,12 +83,14 @@ def request() -> dict[str, Any]:
     """What the worker should record for this process, sent with each job ({} - record
     nothing - if this process's state cannot be read: the compile goes on regardless)."""
     try:
-        debug = compat.debug_config() if compat.debug_dir() is not None else None
+        folder = compat.debug_dir()
         return {
             "trace": compat.tracing(),
             "ids": compat.current_trace_fields(),  # with the attempt, which the compile id lacks
             "loggers": logger_config(),
-            "debug": debug,
+            "debug": compat.debug_config() if folder is not None else None,
+            # echoed back: in async mode the result is loaded after this graph's DebugContext closed
+            "debug_dir": folder,
         }
     except Exception:
         log.warning("sandbox: torch's logging state could not be read; the worker records none", exc_info=True)
@@ -140,6 +142,7 @@ class Capture:
         self.debug_files: dict[str, bytes] = {}
         self.debug_error: str | None = None
         self.ids: dict[str, int] = {}
+        self.debug_dir: str | None = None  # the parent's folder for this graph, echoed back
 
     def reply(self) -> dict[str, Any]:
         return {
@@ -149,6 +152,7 @@ class Capture:
             "debug_files": self.debug_files,
             "debug_error": self.debug_error,
             "ids": self.ids,
+            "debug_dir": self.debug_dir,
         }
 
 
@@ -166,6 +170,7 @@ def capture(req: dict[str, Any] | None) -> Iterator[Capture]:
             stack.enter_context(_capture_logs(dict(req.get("loggers") or {}), cap.logs))
             stack.enter_context(_capture_trace(cap.trace) if req.get("trace") else _no_trace())
             if req.get("debug"):
+                cap.debug_dir = str(req.get("debug_dir") or "") or None
                 cap.debug_root = tempfile.mkdtemp(prefix="sandbox-debug-")
                 stack.callback(_collect_debug, cap)
                 stack.enter_context(compat.debug_dir_root(cap.debug_root))
@@ -357,8 +362,8 @@ def _replay_debug_files(reply: dict[str, Any], compile_id: str | None) -> None:
     files = reply.get("debug_files") or {}
     if reply.get("debug_error"):
         log.warning("sandbox: graph %s: %s", compile_id, reply["debug_error"])
-    target = compat.debug_dir()
-    if not files or target is None:
+    target = reply.get("debug_dir") or compat.debug_dir()
+    if not files or not target or not os.path.isdir(target):
         return
     root = os.path.realpath(target)
     for rel, data in files.items():
