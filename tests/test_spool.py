@@ -26,10 +26,8 @@ from conftest import HELPERS, parse_result
 from dashboard_stores import ROOT
 from sandbox.store import StoreError, open_store
 from sandbox.store import spool as spool_module
+from sandbox.telemetry.report import CompileReport, Run
 from test_store import PostgresServer, postgres  # noqa: F401 - a throw-away PostgreSQL server (fixture)
-
-pytestmark = pytest.mark.slow
-
 
 def pause(server: PostgresServer) -> None:
     server._run("pg_ctl", "-D", server.data, "-m", "fast", "-w", "stop", timeout=60)
@@ -103,11 +101,12 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sandbox.cli", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: PostgresServer, tmp_path: Path,  # noqa: F811
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     url = postgres.new_database()
     spool = tmp_path / "spool"
-    count = 60
+    count = 80
     specs = [writer_env(url, spool, "nightly-7", rank, 3) for rank in range(3)]
     specs.append(writer_env(url, spool, "experiment-2", 0, 1))  # another job, at the same time
     procs = start_writers(specs, count, 0.1, tmp_path / "go")
@@ -119,7 +118,7 @@ def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: Postg
     pause(postgres)
     try:
         stopped_at = time.time()
-        time.sleep(3)
+        time.sleep(2.5)
         still_writing = sum(p.poll() is None for p in procs)
     finally:
         resume(postgres)
@@ -140,8 +139,8 @@ def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: Postg
     finally:
         store.close()
     assert ranks == [0, 1, 2]
-    assert kernels[0]["source"] == "// kernel 59 of graph 59\n"  # spooled reports keep their kernel sources
-    print(f"outage {stopped_at:.0f}+3 s; spooled {[r['spooled'] for r in results]}, uploaded {[r['uploaded'] for r in results]}")
+    assert kernels[0]["source"] == f"// kernel {count - 1} of graph {count - 1}\n"  # spooled reports keep their kernel sources
+    print(f"outage {stopped_at:.0f}+2.5 s; spooled {[r['spooled'] for r in results]}, uploaded {[r['uploaded'] for r in results]}")
 
     # The job reads back through the CLI from PostgreSQL: three ranks, the same graphs.
     proc = cli("job", "nightly-7", "--store", url, env=writer_env(url, spool))
@@ -159,6 +158,7 @@ def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: Postg
     assert metrics["Ranks"] == "3 of 3" and metrics["Graphs that diverge"] == f"0 of {count}"
 
 
+@pytest.mark.slow
 def test_a_later_process_uploads_what_an_earlier_one_spooled(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
     url = postgres.new_database()
     spool = tmp_path / "spool"
@@ -188,6 +188,7 @@ def test_a_later_process_uploads_what_an_earlier_one_spooled(postgres: PostgresS
         store.close()
 
 
+@pytest.mark.slow
 def test_corrupt_spool_file_is_reported_and_nothing_else_is_lost(postgres: PostgresServer, tmp_path: Path) -> None:  # noqa: F811
     url = postgres.new_database()
     spool = tmp_path / "spool"
@@ -222,6 +223,7 @@ def test_corrupt_spool_file_is_reported_and_nothing_else_is_lost(postgres: Postg
     assert Path(f"{bad}.corrupt").read_bytes() == corrupt
 
 
+@pytest.mark.slow
 def test_spool_in_a_read_only_place_keeps_reports_in_memory_with_one_warning(tmp_path: Path) -> None:
     """Neither the store nor the spool can be written: the job goes on, and says so once."""
     blocker = tmp_path / "file"
@@ -242,3 +244,30 @@ def test_spool_root_and_masked_location(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert spool_module.masked("postgresql://team:s3cret@db:5432/runs") == "postgresql://team:***@db:5432/runs"
     a, b = spool_module.spool_dir("postgresql://a/x"), spool_module.spool_dir("postgresql://a/y")
     assert a != b and os.path.dirname(a) == str(tmp_path / "mine")
+
+
+def test_a_spool_file_in_use_is_left_to_its_writer(tmp_path: Path) -> None:
+    """An uploader never takes a file whose writer still has it open (it would keep appending
+    to a deleted file); once the writer lets go, the next upload takes it whole."""
+    location = str(tmp_path / "runs.db")
+    root = str(tmp_path / "spool")
+    run = Run(job="j", rank=0)
+    reports = [CompileReport(run_id=run.run_id, compile_id=f"{i}/0", graph_kind="forward", outcome="isolated")
+               for i in range(3)]
+    writer = spool_module.Spool(location, root)
+    writer.append(run.to_dict(), [r.to_dict() for r in reports[:2]])
+    store = open_store(location)
+    try:
+        busy = spool_module.upload(store, location, root)
+        assert (busy.busy, busy.reports, busy.files) == (1, 0, 0)
+        writer.append(run.to_dict(), [reports[2].to_dict()])  # still writing
+        assert [p["reports"] for p in spool_module.pending(location, root)] == [3]
+        writer.close()
+        done = spool_module.upload(store, location, root)
+        assert (done.busy, done.runs, done.reports, done.files) == (0, 1, 3, 1)
+        assert sorted(r.report_id for r in store.reports(run.run_id)) == sorted(r.report_id for r in reports)
+        assert store.get_run(run.run_id)["job"] == "j"
+    finally:
+        store.close()
+    assert spool_module.pending(location, root) == []
+    assert (tmp_path / "spool" / os.path.basename(writer.dir) / "location.txt").read_text().strip() == location

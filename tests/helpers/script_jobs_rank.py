@@ -13,6 +13,15 @@ import sandbox
 from sandbox import zoo
 
 batch = int(sys.argv[1])
+
+
+def warm(x):
+    return x * 2
+
+
+# Inductor's one-time costs in this process (imports, loading the CPU check) are paid on a
+# function of their own, so the model's compile times are the model's alone.
+torch.compile(warm, backend="sandbox")(torch.randn(8))
 torch.manual_seed(0)
 model = zoo.MLP()
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -26,6 +35,7 @@ assert sandbox.flush(60), "reports not stored"
 run = sandbox.runtime.run()
 common.emit({
     "run_id": run.run_id, "job": run.job, "rank": run.rank, "world_size": run.world_size,
+    "compile_s": sum(r.duration_s for r in sandbox.reports()),
     "reports": [{"kind": r.graph_kind, "outcome": r.outcome, "hash": r.graph.get("hash"), "kernels": len(r.kernels),
-                 "duration_s": r.duration_s} for r in sandbox.reports()],
+                 "duration_s": r.duration_s} for r in sandbox.reports() if r.co_name == "forward"],
 })
