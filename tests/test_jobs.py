@@ -30,7 +30,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import HELPERS, SCRIPT_TIMEOUT_S, fresh_cache_dir, parse_result, script_env
-from dashboard_stores import ROOT
+from dashboard_stores import ROOT, store_files
 from sandbox import jobs
 from sandbox.cli import main
 from sandbox.store import open_store
@@ -186,7 +186,9 @@ def open_job_page(store: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -
 
 
 def test_job_page_shows_divergence_and_the_earlier_job(job_store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = store_files(job_store.path)
     at = open_job_page(job_store.path, monkeypatch, job="train-2")
+    assert store_files(job_store.path) == before  # read-only
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Ranks"] == "2 of 3" and metrics["Graphs that diverge"] == "2 of 3"
     assert metrics["Stragglers"] == "rank 1" and metrics["Slowest rank"] == "rank 1"
@@ -219,6 +221,9 @@ def test_job_page_without_an_earlier_job_and_on_a_store_without_jobs(job_store: 
     store.close()
     at = open_job_page(plain, monkeypatch)
     assert "No run in this store belongs to a job" in at.info[0].value
+
+    at = open_job_page(tmp_path / "nothing-here.db", monkeypatch)
+    assert at.title[0].value == "No runs yet" and "sandbox demo" in at.code[0].value
 
 
 # -- the analysis, on synthetic records -----------------------------------------------------------------
