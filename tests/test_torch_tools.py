@@ -219,7 +219,7 @@ def test_torch_compile_debug_folder_holds_sandboxed_graphs(tools: dict[str, Any]
     runs = sorted(p.name for p in tools["debug_root"].iterdir() if p.name.startswith("run_"))
     assert len(runs) == 1 and runs[0].endswith(f"-pid_{result['pid']}"), runs
     graphs = sorted((tools["debug_root"] / runs[0] / "torchinductor").glob("*.[0-9]*"))
-    graphs = [g for g in graphs if g.is_dir()]
+    graphs = [g for g in graphs if g.is_dir() and "_inference_" not in g.name]  # the training step's
     assert len(graphs) == 2, graphs
     reports = [r for r in result["reports"] if r["outcome"] == "isolated"]
     for report in reports:
@@ -231,6 +231,25 @@ def test_torch_compile_debug_folder_holds_sandboxed_graphs(tools: dict[str, Any]
         assert all(k["name"] in source for k in report["kernels"]), folder.name
     traces = list((tools["debug_root"] / "tlparse").iterdir())
     assert len(traces) == 1, traces  # TORCH_COMPILE_DEBUG's trace log: this process's only
+
+
+def test_failed_compile_keeps_what_the_worker_traced(tools: dict[str, Any]) -> None:
+    """A compile that fails in the worker: the trace records it wrote before the failure (the
+    graph it was lowering) are in this process's trace log, under the graph's compile id."""
+    [failed] = tools["result"]["failed"]
+    assert failed["outcome"] == "failed" and failed["failure"]["kind"] == "error", failed["failure"]
+    [log] = list((tools["debug_root"] / "tlparse").iterdir())
+    frame, compile_n = (int(x) for x in failed["compile_id"].split("/"))
+    kinds = collections.Counter()
+    for line in log.read_text().splitlines():
+        m = re.match(r"^\S+ \S+ (\d+) \S+\] (\{.*\})$", line)
+        if m and int(m.group(1)) == failed["failure"]["worker_pid"]:
+            meta = json.loads(m.group(2))
+            if (meta.get("frame_id"), meta.get("frame_compile_id")) == (frame, compile_n):
+                kind = next(iter(meta))
+                kinds[meta["artifact"]["name"] if kind == "artifact" else kind] += 1
+    assert kinds["fx_graph_runnable"] == 1 and kinds["chromium_event"] >= 2, dict(kinds)
+    assert not kinds["inductor_output_code"], dict(kinds)
 
 
 def test_profiler_shows_the_isolated_compile(tools: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ class WorkerFailure(Exception):
     signal: str | None = None
     log_tail: list[str] = field(default_factory=list)
     traceback: str | None = None
+    torch_tools: dict[str, Any] | None = None  # the worker's log and trace records up to the error
 
     def __str__(self) -> str:
         return self.message
@@ -415,6 +416,7 @@ class Pool:
                     pid=w.pid,
                     log_tail=w.log_tail(),
                     traceback=reply.get("traceback"),
+                    torch_tools=reply.get("torch_tools"),
                 )
             healthy = True
             return JobResult(reply, w.pid, waited, sent_at, received)

@@ -116,6 +116,7 @@ class IsolatedCompile:
                 result = self.run_job(job, regions.sent)
         except WorkerFailure as wf:
             b.stage("wait_for_worker", t_pool, time.time())
+            torch_tools.replay(wf.torch_tools, b.report.compile_id)
             return self._on_failure(self.failure(wf), gm, example_inputs, inputs_to_check, graph_kwargs, region)
         return self.complete(result, payload, region)
 

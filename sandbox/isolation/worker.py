@@ -173,10 +173,12 @@ class Worker:
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
             traceback.print_exc(file=sys.stderr)
             sys.stderr.flush()
+            tools = locals().get("tools")  # what TORCH_LOGS / TORCH_TRACE saw up to the failure
             return {
                 "op": "result",
                 "ok": False,
                 "pid": os.getpid(),
+                "torch_tools": tools.reply() if tools is not None else None,
                 "error_type": f"{type(e).__module__}.{type(e).__qualname__}",
                 "message": str(e)[:4000],
                 "traceback": traceback.format_exc()[-8000:],

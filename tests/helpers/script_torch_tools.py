@@ -6,7 +6,8 @@ reads the trace log with tlparse.
 
 ``script_torch_tools.py tools``: one zoo entry under TORCH_LOGS (set by the test),
 TORCH_COMPILE_DEBUG=1 and ``torch.profiler``: reports the log records that reached
-this process's own handler, and the profiler's region names and times.
+this process's own handler, and the profiler's region names and times; then one graph
+whose compile fails in the worker.
 """
 
 import logging
@@ -63,6 +64,21 @@ t0 = time.time()
 with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
     zoo.run("mlp", backend="sandbox", steps=1)
 t1 = time.time()
+
+# A graph whose compile fails in the worker (an op's fake implementation raises there):
+# what the worker recorded up to the failure still reaches this process.
+import failing_ops  # noqa: E402
+import warnings  # noqa: E402
+
+
+def fails(x):
+    return failing_ops.raise_op(torch.sin(x)) + 1
+
+
+n_ok = len(sandbox.reports())
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.compile(fails, backend="sandbox", options={"on_failure": "eager"})(torch.randn(8))
 regions = {}
 for event in prof.events():
     if event.name.startswith("sandbox."):
@@ -74,7 +90,8 @@ common.emit(
         "pid": os.getpid(),
         "t0": t0,
         "t1": t1,
-        "reports": common.reports(),
+        "reports": common.reports()[:n_ok],
+        "failed": common.reports()[n_ok:],
         "worker_pids": common.worker_pids(),
         "records": recorder.records,
         "regions": regions,
