@@ -126,6 +126,9 @@ def test_sandbox_job_finds_the_rank_that_diverged(job_store: JobStore, capsys: p
     assert "job train-2: 2 ranks (world size 3)" in text and "ranks with no run in the store: 2" in text
     assert "divergence: 2 of 3 graphs differ across ranks" in text
     assert "different graphs (graph hash): ranks 0; ranks 1" in text
+    assert "warm (" not in text  # only the graphs that differ, unless --all
+    rc, everything, _ = sandbox_cli(capsys, "job", "train-2", "--all", "--store", str(job_store.path))
+    assert rc == 0 and "warm (script_jobs_rank.py:" in everything and ": the same on every rank" in everything
     assert f"stragglers: rank 1 {rank1['duration_s']:.2f} s (the other ranks' median {rank0['duration_s']:.2f} s)" in text
 
 
