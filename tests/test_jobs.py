@@ -343,8 +343,12 @@ def test_job_page_in_a_browser(job_store: JobStore) -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
                                                                         "--disable-dev-shm-usage"])
+            # The app's front page first: a fresh server opened at a deep link runs the page
+            # file on its own, without the app's navigation (Streamlit's pages/ directory).
+            load(browser, f"{url}/", "job-runs", '[data-testid="stDataFrame"]').close()
             page = load(browser, f"{url}/job?job=train-2&against=train-1", "job", '[data-testid="stDataFrame"]')
             assert page.locator("h1").first.inner_text() == "Job"
+            assert "Job" in page.locator('[data-testid="stSidebarNav"]').inner_text()
             m = metric_values(page)
             assert m["Ranks"] == "2 of 3" and m["Stragglers"] == "rank 1"
             verdict = page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
