@@ -366,7 +366,7 @@ def job(report: Any, all_graphs: bool = False) -> str:
         rows.append([str(r.rank), short_id(r.run_id), r.hostname or "-", str(r.pid or "-"), str(r.graphs),
                      str(r.cache_hits), str(r.failures), seconds(r.compile_s), ", ".join(notes)])
     out.append("")
-    out.append(table(["rank", "run", "host", "pid", "graphs", "hits", "failed", "compile s", ""], rows, right=(0, 4, 5, 6, 7)))
+    out.append(table(["rank", "run", "host", "pid", "graphs", "hits", "failed", "compile s", "note"], rows, right=(0, 4, 5, 6, 7)))
 
     c = report.counts
     divergent = report.divergent
@@ -388,7 +388,7 @@ def job(report: Any, all_graphs: bool = False) -> str:
             kern = "-" if row.kernel_changes is None else f"+{row.kernel_changes['added']} -{row.kernel_changes['removed']} ~{row.kernel_changes['changed']}"
             rows.append([str(row.rank), row.compile_id or "?", row.cache, (row.graph_hash or "-")[:12],
                          seconds(row.duration_s), str(row.kernels), kern, "straggler" if row.straggler else ""])
-        rendered = table(["rank", "compile id", "outcome: caches", "graph hash", "time s", "kernels", "vs ref", ""],
+        rendered = table(["rank", "compile id", "outcome: caches", "graph hash", "time s", "kernels", "vs ref", "note"],
                          rows, right=(0, 4, 5))
         out.extend("  " + line for line in rendered.splitlines())
 
