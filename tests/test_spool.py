@@ -271,3 +271,33 @@ def test_a_spool_file_in_use_is_left_to_its_writer(tmp_path: Path) -> None:
         store.close()
     assert spool_module.pending(location, root) == []
     assert (tmp_path / "spool" / os.path.basename(writer.dir) / "location.txt").read_text().strip() == location
+
+
+def test_a_forked_child_does_not_hold_the_parents_spool_file(tmp_path: Path) -> None:
+    """A DataLoader worker forked while the parent spools: once the parent lets go of its
+    file, an upload takes it, though the child is still alive."""
+    location = str(tmp_path / "runs.db")
+    root = str(tmp_path / "spool")
+    run = Run()
+    writer = spool_module.Spool(location, root)
+    writer.append(run.to_dict(), [CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward",
+                                                outcome="isolated").to_dict()])
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child waits, holding whatever it inherited, until the parent is done
+        os.close(write)
+        os.read(read, 1)
+        os._exit(0)
+    try:
+        os.close(read)
+        writer.close()
+        store = open_store(location)
+        try:
+            done = spool_module.upload(store, location, root)
+        finally:
+            store.close()
+        assert (done.busy, done.reports, done.files) == (0, 1, 1)
+    finally:
+        os.write(write, b"x")
+        os.close(write)
+        os.waitpid(child, 0)

@@ -35,6 +35,7 @@ import json
 import os
 import re
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -74,6 +75,7 @@ class Spool:
         self.path: str | None = None
         self._fd: int | None = None
         self.reports = 0  # reports appended since the file was opened
+        _open_spools.add(self)
 
     def append(self, run: dict[str, Any], reports: Iterable[dict[str, Any]]) -> None:
         lines = [json.dumps({"report": r}, sort_keys=True) for r in reports]
@@ -118,6 +120,26 @@ class Spool:
     @property
     def open(self) -> bool:
         return self._fd is not None
+
+
+# A forked child (a DataLoader worker) must not keep the parent's spool file open: its
+# copy of the descriptor would hold the file's lock after the parent lets go, and no
+# uploader could take the file until the child exits.
+_open_spools: "weakref.WeakSet[Spool]" = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for spool in list(_open_spools):
+        if spool._fd is not None:
+            try:
+                os.close(spool._fd)
+            except OSError:
+                pass
+            spool._fd = None
+            spool.path = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @dataclass
