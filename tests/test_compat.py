@@ -756,6 +756,21 @@ def test_debug_dir_config_and_root(tmp_path: Any) -> None:
     assert not config.trace.enabled or cfg["trace.enabled"]
 
 
+def test_enabled_artifacts() -> None:
+    """torch 2.13.0: ``torch._logging._internal.log_state.artifact_names`` holds the artifacts
+    ``set_logs`` / TORCH_LOGS turned on; an artifact logger knows its ``artifact_name``."""
+    from torch._logging._internal import getArtifactLogger
+
+    assert "output_code" not in compat.enabled_artifacts()
+    torch._logging.set_logs(output_code=True)
+    try:
+        assert "output_code" in compat.enabled_artifacts()
+        assert getArtifactLogger("torch._inductor.sandbox_compat_test", "output_code").artifact_name == "output_code"
+    finally:
+        torch._logging.set_logs()
+    assert "output_code" not in compat.enabled_artifacts()
+
+
 def test_profiler_enabled() -> None:
     """torch 2.13.0: ``torch.autograd._profiler_enabled()`` is True inside ``torch.profiler.profile``."""
     assert not compat.profiler_enabled()

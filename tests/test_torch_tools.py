@@ -298,9 +298,11 @@ def test_worker_string_ids_become_this_process_ids() -> None:
     """A worker's stack frame names its file by the worker's string-table id; replayed, by ours."""
     from sandbox.telemetry.torch_tools import _remap_strings
 
-    md = {"dynamo_start": {"stack": [{"filename": 0, "line": 3}, {"filename": 7, "line": 4}]}}
-    _remap_strings(md, {0: 12})
-    assert md["dynamo_start"]["stack"] == [{"filename": 12, "line": 3}, {"filename": 7, "line": 4}]
+    md = {"dynamo_start": {"stack": [{"filename": 0, "line": 3}, {"filename": 7, "line": 4}]},
+          "stack": [{"filename": 1}], "other": {"x": 1}}
+    _remap_strings(md, {0: 1, 1: 5})  # each frame remapped once (0 -> 1 must not go on to 5)
+    assert md["dynamo_start"]["stack"] == [{"filename": 1, "line": 3}, {"filename": 7, "line": 4}]
+    assert md["stack"] == [{"filename": 5}]
 
 
 def test_replay_never_raises_and_never_writes_outside_the_graph_folder(tmp_path: Path, caplog: Any) -> None:
@@ -331,3 +333,20 @@ def test_capture_with_a_bad_request_still_compiles() -> None:
             logging.getLogger("torch._inductor.scheduler").warning("sandbox test: logging still works")
         assert cap.reply()["logs"] == [], bad
     assert logging.getLogger("torch._inductor").level != "not a level"
+
+
+def test_artifact_logger_only_the_worker_has_follows_the_parents_torch_logs() -> None:
+    """An artifact logger the parent never created (its module imported only in the worker) is
+    on exactly when the parent's TORCH_LOGS turned that artifact on."""
+    from torch._logging._internal import getArtifactLogger
+
+    from sandbox.telemetry.torch_tools import capture
+
+    config = {"torch": [30, False], "torch._inductor": [30, False]}  # WARNING, as torch sets them up
+    artifact = getArtifactLogger("torch._inductor.sandbox_test_worker_only", "output_code")
+    seen = {}
+    for enabled in ([], ["output_code"]):
+        with capture({"loggers": config, "artifacts": enabled}) as cap:
+            artifact.debug("generated code for %s", "a graph")
+        seen[bool(enabled)] = [r["msg"] for r in cap.reply()["logs"]]
+    assert seen == {False: [], True: ["generated code for a graph"]}, seen

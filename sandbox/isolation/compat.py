@@ -1259,3 +1259,11 @@ def current_trace_fields() -> dict[str, int]:
         if value is not None:
             out[name] = value
     return out
+
+
+def enabled_artifacts() -> list[str]:
+    """The TORCH_LOGS artifacts this process has on (``torch._logging._internal.log_state``),
+    for artifact loggers that exist only in the worker (a module this process never imported)."""
+    from torch._logging._internal import log_state
+
+    return sorted(log_state.artifact_names)

@@ -61,13 +61,9 @@ def _torch_loggers() -> dict[str, logging.Logger]:
     }
 
 
-@contextlib.contextmanager
-def _logging_lock() -> Iterator[None]:
-    logging._acquireLock()  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        logging._releaseLock()  # type: ignore[attr-defined]
+def _logging_lock() -> Any:
+    """The logging module's own lock (it guards the logger registry), on every Python we support."""
+    return getattr(logging, "_lock", None) or contextlib.nullcontext()
 
 
 def logger_config() -> dict[str, list[Any]]:
@@ -88,6 +84,7 @@ def request() -> dict[str, Any]:
             "trace": compat.tracing(),
             "ids": compat.current_trace_fields(),  # with the attempt, which the compile id lacks
             "loggers": logger_config(),
+            "artifacts": compat.enabled_artifacts(),
             "debug": compat.debug_config() if folder is not None else None,
             # echoed back: in async mode the result is loaded after this graph's DebugContext closed
             "debug_dir": folder,
@@ -167,7 +164,7 @@ def capture(req: dict[str, Any] | None) -> Iterator[Capture]:
     with _capture_lock, contextlib.ExitStack() as stack:
         try:
             cap.ids = {str(k): int(v) for k, v in (req.get("ids") or {}).items()}
-            stack.enter_context(_capture_logs(dict(req.get("loggers") or {}), cap.logs))
+            stack.enter_context(_capture_logs(dict(req.get("loggers") or {}), set(req.get("artifacts") or ()), cap.logs))
             stack.enter_context(_capture_trace(cap.trace) if req.get("trace") else _no_trace())
             if req.get("debug"):
                 cap.debug_dir = str(req.get("debug_dir") or "") or None
@@ -181,10 +178,12 @@ def capture(req: dict[str, Any] | None) -> Iterator[Capture]:
 
 
 @contextlib.contextmanager
-def _capture_logs(config: dict[str, list[Any]], into: list[dict[str, Any]]) -> Iterator[None]:
+def _capture_logs(config: dict[str, list[Any]], artifacts: set[str], into: list[dict[str, Any]]) -> Iterator[None]:
     """Give every ``torch.*`` logger the parent's level and propagation, and record what
     reaches each logger that does not propagate (each record once, where the parent's
-    own handlers would have seen it)."""
+    own handlers would have seen it). A logger the parent does not list is a fresh one
+    there, or - an artifact logger of a module only the worker imported - configured as
+    the parent's TORCH_LOGS would configure it."""
     wanted = {str(name): (int(level), bool(propagate)) for name, (level, propagate) in config.items()}
     for name in wanted:
         logging.getLogger(name)
@@ -193,7 +192,7 @@ def _capture_logs(config: dict[str, list[Any]], into: list[dict[str, Any]]) -> I
     recorder = _Recorder(into)
     try:
         for name, lg in loggers.items():
-            lg.level, lg.propagate = wanted.get(name, (logging.NOTSET, True))  # not setLevel: see below
+            lg.level, lg.propagate = wanted.get(name) or _unlisted(lg, artifacts)  # not setLevel: see below
             if not lg.propagate or name == "torch":
                 # The worker's own handlers (its log file) stay; the recorder carries
                 # the record to the parent, whose handlers decide where it goes.
@@ -207,6 +206,13 @@ def _capture_logs(config: dict[str, list[Any]], into: list[dict[str, Any]]) -> I
             lg.level = level
             lg.propagate = propagate
         _levels_changed()
+
+
+def _unlisted(lg: logging.Logger, artifacts: set[str]) -> tuple[int, bool]:
+    artifact = getattr(lg, "artifact_name", None)
+    if artifact is None:
+        return logging.NOTSET, True
+    return (logging.DEBUG, True) if artifact in artifacts else (logging.NOTSET, False)
 
 
 def _levels_changed() -> None:
@@ -331,12 +337,11 @@ def _remap_strings(md: dict[str, Any], strings: dict[int, int]) -> None:
     """Stack frames name their files by string-table id: use this process's ids."""
     if not strings:
         return
-    for value in md.values():
-        frames = value.get("stack") if isinstance(value, dict) else None
-        for frames_ in (md.get("stack"), frames):
-            for frame in frames_ or []:
-                if isinstance(frame, dict) and isinstance(frame.get("filename"), int):
-                    frame["filename"] = strings.get(frame["filename"], frame["filename"])
+    stacks = [md.get("stack")] + [v.get("stack") for v in md.values() if isinstance(v, dict)]
+    for frames in stacks:
+        for frame in frames if isinstance(frames, list) else []:
+            if isinstance(frame, dict) and isinstance(frame.get("filename"), int):
+                frame["filename"] = strings.get(frame["filename"], frame["filename"])
 
 
 def _record(d: dict[str, Any]) -> logging.LogRecord:
