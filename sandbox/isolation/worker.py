@@ -59,25 +59,26 @@ class Worker:
         t0 = time.time()
         phases = {"import_torch_s": t0 - started}
         self.warm = (t0, phases, idle)
-        # On a GPU machine Inductor needs the CPU instruction-set probe only for CPU
-        # kernels: it runs after the worker is ready instead of before (see ready()).
+        # On a GPU machine: CUDA and Triton's compile pool first (the pool's own processes
+        # take seconds to come up, and the first graph's kernels compile in parallel only
+        # once it is ready); the CPU instruction-set probe, needed only for CPU kernels,
+        # runs after the worker is ready instead of before (see ready()).
         self.probe_later = compat.gpu_available()
+        if self.probe_later:
+            try:
+                phases.update(compat.warm_up_gpu())
+            except Exception as e:  # noqa: BLE001 - the first GPU compile then pays it instead
+                print(f"[sandbox worker {os.getpid()}] GPU warm-up failed: {e!r}", file=sys.stderr, flush=True)
         try:
             phases.update(compat.warm_up_inductor(probe_isa=not self.probe_later))
         except Exception as e:  # noqa: BLE001 - the first compile then pays it instead
             print(f"[sandbox worker {os.getpid()}] warm-up failed: {e!r}", file=sys.stderr, flush=True)
 
     def ready(self, started: float) -> None:
-        """On the main (normal-priority) thread: the GPU part of the warm-up (CUDA,
-        Triton's compile pool, whose processes must not inherit the idle class), then
-        tell the parent this worker is ready."""
-        from sandbox.isolation import compat, protocol
+        """Tell the parent this worker is ready (after ``start``)."""
+        from sandbox.isolation import protocol
 
         t0, phases, idle = self.warm
-        try:
-            phases.update(compat.warm_up_gpu())
-        except Exception as e:  # noqa: BLE001 - the first GPU compile then pays it instead
-            print(f"[sandbox worker {os.getpid()}] GPU warm-up failed: {e}", file=sys.stderr, flush=True)
         protocol.send(
             self.out_fd,
             {
@@ -223,10 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a crash leaves its Python stack in the worker's log
     threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid), daemon=True).start()
     worker = Worker(args.in_fd, args.out_fd)
-    # Warm up on a thread of the idle scheduling class: it uses only CPU time that
-    # nobody else wants, so a pre-started worker never slows the training process
-    # (whose OpenMP threads need every core), and gets the machine to itself once
-    # the parent blocks on its first compile. Compiles run on this (normal) thread.
+    # Warm up on a thread of the idle scheduling class (CPU machines): it uses only CPU
+    # time that nobody else wants, so a pre-started worker never slows the training
+    # process (whose OpenMP threads need every core), and gets the machine to itself
+    # once the parent blocks on its first compile. Compiles run on this (normal) thread.
     warm = threading.Thread(target=worker.start, args=(started, _warm_up_priority()), name="sandbox-warm-up")
     warm.start()
     warm.join()
@@ -236,7 +237,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _warm_up_priority() -> str:
-    return os.environ.get("SANDBOX_WORKER_WARMUP", "idle").strip().lower()
+    """``idle`` unless SANDBOX_WORKER_WARMUP says otherwise, or on a GPU machine: there
+    the training process waits on the GPU rather than on every core, and the Triton
+    compile pool started during the warm-up must not inherit the idle class."""
+    chosen = os.environ.get("SANDBOX_WORKER_WARMUP", "").strip().lower()
+    if chosen:
+        return chosen
+    return "normal" if _gpu_machine() else "idle"
+
+
+def _gpu_machine() -> bool:
+    """An NVIDIA device node this process may use (decided before torch is imported)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
 
 
 def _enter_idle_class() -> bool:
