@@ -771,6 +771,32 @@ def test_enabled_artifacts() -> None:
     assert "output_code" not in compat.enabled_artifacts()
 
 
+def test_trace_records_and_artifact_loggers() -> None:
+    """torch 2.13.0: ``trace_structured`` hands its handlers a record with ``metadata`` and
+    ``payload`` (``extra``); ``TorchLogsFormatter(trace=True)`` writes a made record the same
+    way; ``getArtifactLogger`` marks its logger with ``artifact_name``."""
+    import logging
+
+    from torch._logging._internal import TorchLogsFormatter, getArtifactLogger
+
+    trace_log = compat.trace_logger()
+    saved = list(trace_log.handlers)
+    rec = _TraceRecords()
+    try:
+        trace_log.handlers[:] = [rec]
+        compat.trace_artifact("sandbox_compat_test", '{"b": 2}', "1/0")
+    finally:
+        trace_log.handlers[:] = saved
+    metadata, payload = compat.trace_record_parts(rec.records[0])
+    assert metadata["artifact"]["name"] == "sandbox_compat_test" and payload == '{"b": 2}'
+    fields = {"name": "torch.__trace", "levelno": 10, "levelname": "DEBUG", "pathname": "/x/y.py", "lineno": 7,
+              "created": 1.0, "msecs": 0.0, "process": 4242, "msg": ""}
+    line = TorchLogsFormatter(trace=True).format(compat.make_trace_record(fields, metadata, payload))
+    assert " 4242 " in line and '"sandbox_compat_test"' in line and line.endswith('\t{"b": 2}'), line
+    assert compat.artifact_name(getArtifactLogger("torch._inductor.sandbox_compat_test", "output_code")) == "output_code"
+    assert compat.artifact_name(logging.getLogger("torch._inductor")) is None
+
+
 def test_profiler_enabled() -> None:
     """torch 2.13.0: ``torch.autograd._profiler_enabled()`` is True inside ``torch.profiler.profile``."""
     assert not compat.profiler_enabled()

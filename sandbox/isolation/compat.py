@@ -1267,3 +1267,23 @@ def enabled_artifacts() -> list[str]:
     from torch._logging._internal import log_state
 
     return sorted(log_state.artifact_names)
+
+
+def artifact_name(logger: logging.Logger) -> str | None:
+    """The TORCH_LOGS artifact a logger serves (``getArtifactLogger`` sets ``artifact_name``), or None."""
+    name = getattr(logger, "artifact_name", None)
+    return name if isinstance(name, str) else None
+
+
+def trace_record_parts(record: logging.LogRecord) -> tuple[Any, str | None]:
+    """A ``torch.__trace`` record's metadata and payload (``trace_structured`` passes them as ``extra``)."""
+    return getattr(record, "metadata", {}), getattr(record, "payload", None)
+
+
+def make_trace_record(fields: dict[str, Any], metadata: Any, payload: str | None) -> logging.LogRecord:
+    """A record that torch's trace handler (``TorchLogsFormatter(trace=True)``) writes as it
+    writes its own: the line prefix from ``fields``, then the metadata and the payload."""
+    record = logging.makeLogRecord(fields)
+    record.metadata = metadata  # type: ignore[attr-defined]
+    record.payload = payload  # type: ignore[attr-defined]
+    return record

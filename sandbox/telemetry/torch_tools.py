@@ -37,7 +37,6 @@ from sandbox.isolation import compat
 log = logging.getLogger("sandbox")
 
 REPORT_ARTIFACT = "sandbox_compile_report"
-TRACE_LOGGER = "torch.__trace"
 MAX_DEBUG_BYTES = 256 * 2**20  # a debug folder bigger than this is not carried back
 
 # LogRecord attributes that travel (plain values); the message is formatted in the worker.
@@ -52,12 +51,13 @@ _RECORD_FIELDS = (
 
 def _torch_loggers() -> dict[str, logging.Logger]:
     manager = logging.Logger.manager
+    trace_log = compat.trace_logger()  # replayed on its own
     with _logging_lock():
         items = list(manager.loggerDict.items())
     return {
         name: lg
         for name, lg in items
-        if isinstance(lg, logging.Logger) and (name == "torch" or name.startswith("torch.")) and name != TRACE_LOGGER
+        if isinstance(lg, logging.Logger) and (name == "torch" or name.startswith("torch.")) and lg is not trace_log
     }
 
 
@@ -119,8 +119,9 @@ class _Recorder(logging.Handler):
         try:
             d = _plain(record)
             if self.structured:
-                d["metadata"] = json.loads(json.dumps(getattr(record, "metadata", {}), default=str))
-                d["payload"] = getattr(record, "payload", None)
+                metadata, payload = compat.trace_record_parts(record)
+                d["metadata"] = json.loads(json.dumps(metadata, default=str))
+                d["payload"] = payload
             self.into.append(d)
         except Exception:  # never break the compile for a record
             pass
@@ -209,7 +210,7 @@ def _capture_logs(config: dict[str, list[Any]], artifacts: set[str], into: list[
 
 
 def _unlisted(lg: logging.Logger, artifacts: set[str]) -> tuple[int, bool]:
-    artifact = getattr(lg, "artifact_name", None)
+    artifact = compat.artifact_name(lg)
     if artifact is None:
         return logging.NOTSET, True
     return (logging.DEBUG, True) if artifact in artifacts else (logging.NOTSET, False)
@@ -345,11 +346,10 @@ def _remap_strings(md: dict[str, Any], strings: dict[int, int]) -> None:
 
 
 def _record(d: dict[str, Any]) -> logging.LogRecord:
-    record = logging.makeLogRecord({k: v for k, v in d.items() if k not in ("metadata", "payload")})
+    fields = {k: v for k, v in d.items() if k not in ("metadata", "payload")}
     if "metadata" in d:
-        record.metadata = d["metadata"]  # type: ignore[attr-defined]
-        record.payload = d.get("payload")  # type: ignore[attr-defined]
-    return record
+        return compat.make_trace_record(fields, d["metadata"], d.get("payload"))
+    return logging.makeLogRecord(fields)
 
 
 def _replay_logs(reply: dict[str, Any], compile_id: str | None) -> None:
