@@ -1137,8 +1137,10 @@ def remote_caches_missing() -> dict[str, str]:
 # tlparse), trace_structured; torch._logging.structured.intern_string;
 # torch._inductor.compile_fx_ext._LoggerState (its ``loggers``); torch._inductor.virtualized.V
 # (``V.debug``, the DebugContext of the graph being compiled, its ``_path``);
-# torch._dynamo.config.debug_dir_root; torch._guards.CompileId;
-# torch.autograd._profiler_enabled. The same on torch 2.11.
+# torch._dynamo.config.debug_dir_root; torch._guards.CompileId, CompileContext.current_trace_id;
+# torch._logging._internal.log_state.artifact_names, loggers' ``artifact_name``, the trace
+# record's ``metadata``/``payload`` (TorchLogsFormatter); torch.autograd._profiler_enabled.
+# Written against torch 2.13.0; not run on 2.11 here (the symbols are older than 2.11).
 
 
 def trace_logger() -> logging.Logger:
