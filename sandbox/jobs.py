@@ -72,7 +72,7 @@ class GraphAcross:
     order: int
     ranks: list[RankGraph]
     missing: list[int]  # ranks of the job that have no such graph
-    hash_groups: list[list[int]]  # ranks grouped by graph hash (one group: all the same)
+    hash_groups: list[list[int]]  # ranks grouped by graph hash (one group: all the same; ranks without one left out)
     cache_groups: dict[str, list[int]]  # cache outcome -> ranks
     kernel_ranks: list[int]  # ranks whose kernels differ from the reference rank's
     stragglers: list[int]
@@ -255,11 +255,13 @@ def analyse_job(
         for rank, r in sorted(by_rank.items()):
             changes = None if rank == reference else kernel_changes.get((key, rank))
             rows.append(RankGraph(
-                rank=rank, report_id=r.report_id, graph_index=r.graph_index, compile_id=r.compile_id, outcome=r.outcome, cache=cache_label(r),
+                rank=rank, report_id=r.report_id, graph_index=r.graph_index, compile_id=r.compile_id,
+                outcome=r.outcome, cache=cache_label(r),
                 graph_hash=r.graph.get("hash"), duration_s=r.duration_s, kernels=len(r.kernels),
                 kernel_changes=changes, straggler=rank in slow,
             ))
-        hash_groups = list(_groups({rank: r.graph.get("hash") for rank, r in by_rank.items()}).values())
+        # Reports without a hash (older ones) neither match nor differ.
+        hash_groups = list(_groups({rank: r.graph["hash"] for rank, r in by_rank.items() if r.graph.get("hash")}).values())
         cache_groups = {label: rs for label, rs in _groups({rank: cache_label(r) for rank, r in by_rank.items()}).items()}
         kernel_ranks = [row.rank for row in rows if _differs(row.kernel_changes)]
         missing = [rank for rank in ranks if rank not in by_rank]

@@ -279,6 +279,15 @@ def test_a_graph_only_some_ranks_compiled_and_kernels_that_differ() -> None:
     assert second.findings == ["missing"] and second.missing == [1, 2]
 
 
+def test_reports_without_a_graph_hash_neither_match_nor_differ() -> None:
+    older = _report(Run(), 0)
+    older.graph = {}  # stored before reports had a graph hash
+    r = _job([_report(Run(), 0)], [older], [_report(Run(), 0, graph_hash="other")])
+    assert r.graphs[0].hash_groups == [[0], [2]] and r.graphs[0].findings == ["graph"]
+    r = _job([_report(Run(), 0)], [older])
+    assert r.graphs[0].hash_groups == [[0]] and r.graphs[0].findings == []
+
+
 def test_newest_run_per_rank_and_missing_ranks() -> None:
     old = Run(job="j", rank=1, world_size=4, started_at=1.0).to_dict()
     new = Run(job="j", rank=1, world_size=4, started_at=2.0).to_dict()
