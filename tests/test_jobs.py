@@ -372,3 +372,20 @@ def test_job_page_in_a_browser(job_store: JobStore) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_job_queries_on_synthetic_ranks() -> None:
+    """The dashboard's job tables and verdict, without Streamlit (``dashboard/queries.py``)."""
+    from dashboard import queries as q
+
+    r = _job([_report(Run(), 0, duration=1.0), _report(Run(), 1, "backward")],
+             [_report(Run(), 0, duration=4.0, graph_hash="h2"), _report(Run(), 1, "backward")], world=4)
+    graphs = q.job_graph_rows(r)
+    assert list(graphs["diverges"]) == [True, False]
+    assert graphs["divergence"][0] == "a different graph, a straggler" and graphs["stragglers"][0] == "1"
+    ranks = q.job_graph_ranks(r, 0)
+    assert list(ranks["straggler"]) == [False, True] and list(ranks["graph hash"]) == ["h", "h2"]
+    verdict = q.job_verdict(r)
+    assert verdict[0] == "Ranks 2, 3 of 4 have no run in this store."
+    assert "a straggler: rank 1 took 4.00 s against the other ranks' median of 1.00 s" in verdict[3]
+    assert q.job_cards(r)["stragglers"] == [1] and q.job_against_rows(r).empty
