@@ -11,6 +11,7 @@ real, started by ``test_store``'s fixture (skipped locally without it, a failure
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -301,3 +302,29 @@ def test_a_forked_child_does_not_hold_the_parents_spool_file(tmp_path: Path) -> 
         os.write(write, b"x")
         os.close(write)
         os.waitpid(child, 0)
+
+
+def test_a_line_the_store_cannot_take_is_corrupt_too(tmp_path: Path) -> None:
+    """Valid JSON that is not a run or a report (a report without its id) never reaches the
+    store, where it would fail every upload: the file is corrupt, the rest is uploaded."""
+    location = str(tmp_path / "runs.db")
+    root = str(tmp_path / "spool")
+    run = Run()
+    good = CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated")
+    writer = spool_module.Spool(location, root)
+    writer.append(run.to_dict(), [good.to_dict()])
+    path = Path(writer.path)
+    writer.close()
+    broken = good.to_dict()
+    del broken["report_id"]
+    with open(path, "a") as f:
+        f.write(json.dumps({"report": broken}) + "\n" + json.dumps([1, 2]) + "\n")
+    store = open_store(location)
+    try:
+        done = spool_module.upload(store, location, root)
+        assert (done.runs, done.reports, done.files) == (1, 1, 0)
+        assert done.corrupt == [f"spool file {path} is corrupt (line 3: neither a run nor a report (and 1 more)); its 1 "
+                                f"readable reports were uploaded and it was kept as {path}.corrupt: inspect it, then delete it"]
+        assert [r.report_id for r in store.reports(run.run_id)] == [good.report_id]
+    finally:
+        store.close()

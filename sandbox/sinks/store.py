@@ -86,9 +86,6 @@ class StoreSink:
         try:
             self.store = open_store(self.location)
             self.store.put_run(self.run)
-            self.spool.close()  # our own file too: the upload below takes it
-            self.uploaded += upload(self.store, self.resolved).reports
-            self._unsent = False
         except Exception as e:  # noqa: BLE001 - the training job must go on
             self._disconnect()
             self._retry_at = now + self._backoff
@@ -97,6 +94,21 @@ class StoreSink:
             log.debug("sandbox: store unavailable", exc_info=True)
             return False
         self._backoff = RETRY_MIN_S
+        self.spool.close()  # our own file too: the upload takes it
+        try:
+            done = upload(self.store, self.resolved)
+            self.uploaded += done.reports
+            self._unsent = False
+            for message in done.corrupt:
+                self._warn("corrupt", f"sandbox: {message}")
+        except Exception as e:  # noqa: BLE001 - the spool stays for the next try; the store is up
+            # Not retried while idle: a lost connection shows at the next write, which reconnects
+            # and uploads again; anything else waits for the next process or the CLI.
+            self._unsent = False
+            log.debug("sandbox: uploading the spool failed", exc_info=True)
+            self._warn("upload", f"sandbox: could not upload the spool {spool_dir(self.resolved)} into "
+                                 f"{masked(self.resolved)} ({_one_line(e)}); it stays for the next process or "
+                                 f"`sandbox spool --upload`")
         return True
 
     def _disconnect(self) -> None:

@@ -22,7 +22,7 @@ writer is alive and uploads them itself), uploads, and deletes the file. Uploads
 upserts by run id and report id: a file uploaded twice (an upload cut off after its
 commit) is harmless.
 
-A file with a line that is not valid JSON is corrupt: its readable lines are uploaded,
+A file with a line that is not JSON, or not a run or a report the store can take, is corrupt: its readable lines are uploaded,
 the file is kept as ``<name>.corrupt`` for inspection, and the uploader reports it;
 no other file is affected.
 """
@@ -38,6 +38,10 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+
+# What the store needs of a run and of a report; a line without them is corrupt.
+RUN_KEYS = ("run_id", "started_at")
+REPORT_KEYS = ("report_id", "run_id", "graph_kind", "outcome", "started_at")
 
 SUFFIX = ".jsonl"
 CORRUPT = ".corrupt"
@@ -158,6 +162,10 @@ class Upload:
         self.corrupt += other.corrupt
 
 
+def _valid(entry: Any, keys: tuple[str, ...]) -> bool:
+    return isinstance(entry, dict) and all(entry.get(k) is not None for k in keys) and isinstance(entry["run_id"], str)
+
+
 def pending(location: str, root: str | None = None) -> list[dict[str, Any]]:
     """The spool files waiting for ``location``: path, bytes, reports (lines less the run line)."""
     d = spool_dir(location, root)
@@ -222,13 +230,13 @@ def _upload_file(store: Any, path: str) -> Upload:
                 continue
             try:
                 entry = json.loads(line)
-                if "run" in entry:
+                if isinstance(entry, dict) and _valid(entry.get("run"), RUN_KEYS):
                     runs.append(entry["run"])
-                elif "report" in entry:
+                elif isinstance(entry, dict) and _valid(entry.get("report"), REPORT_KEYS):
                     reports.append(entry["report"])
                 else:
                     raise ValueError("neither a run nor a report")
-            except (ValueError, TypeError, AttributeError) as e:
+            except ValueError as e:
                 bad.append(f"line {number}: {e}")
         for run in runs:
             store.put_run(run)
