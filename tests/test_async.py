@@ -31,16 +31,18 @@ def _compiled(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def zoo_run(module_cache_dir: Path) -> dict[str, Any]:
-    return run_script("script_async.py", "zoo", *TRAINING, cache_dir=module_cache_dir, timeout=600)
+def main_run(module_cache_dir: Path) -> dict[str, Any]:
+    """The scenarios of one process (``SANDBOX_ASYNC=1`` in its environment)."""
+    return run_script("script_async.py", "natural", "failure", "dropout", "parallel", "zoo",
+                      cache_dir=module_cache_dir, env={"SANDBOX_ASYNC": "1"}, timeout=600)
 
 
 @pytest.mark.parametrize("name", TRAINING)
-def test_zoo_matches_eager_with_the_switch_at_every_step(zoo_run, name: str) -> None:
+def test_zoo_matches_eager_with_the_switch_at_every_step(main_run, name: str) -> None:
     """30 AdamW steps per replica; replica r switches its forward graphs at step r and its
     backward graphs a step later or earlier: every replica's losses and gradients match
     eager's within Inductor's tolerances."""
-    result = zoo_run["results"][name]
+    result = main_run["zoo"]["results"][name]
     assert result["raised"] is None, result["raised"]
     assert result["problems"] == []
     background = _compiled(result["reports"])
@@ -56,17 +58,17 @@ def test_zoo_matches_eager_with_the_switch_at_every_step(zoo_run, name: str) -> 
         assert r["kernels"], "the report describes the compiled graph that took over"
 
 
-def test_the_first_real_switch_happens_where_the_rule_says(zoo_run) -> None:
+def test_the_first_real_switch_happens_where_the_rule_says(main_run) -> None:
     """Replica 0 switches forward graphs at step 0 and backward graphs at step 1: the
     reports count the calls that ran eagerly before each switch."""
-    reports = _compiled(zoo_run["results"]["mlp"]["reports"])
+    reports = _compiled(main_run["zoo"]["results"]["mlp"]["reports"])
     by_kind = {r["graph_kind"]: r for r in reports}
     assert by_kind["forward"]["eager_calls"] == 0
     assert by_kind["backward"]["eager_calls"] == 1
 
 
-def test_natural_switch_runs_eagerly_then_compiled(cache_dir: Path) -> None:
-    out = run_script("script_async.py", "natural", cache_dir=cache_dir, env={"SANDBOX_ASYNC": "1"})
+def test_natural_switch_runs_eagerly_then_compiled(main_run) -> None:
+    out = main_run["natural"]
     assert out["problems"] == []
     background = _compiled(out["reports"])
     assert sorted(r["graph_kind"] for r in background) == ["backward", "forward"]
@@ -82,15 +84,30 @@ def test_natural_switch_runs_eagerly_then_compiled(cache_dir: Path) -> None:
     assert out["frame_count"] == 1
 
 
-def test_dropout_results_do_not_depend_on_the_switch_step(cache_dir: Path) -> None:
-    out = run_script("script_async.py", "dropout", cache_dir=cache_dir)
+def test_spans_say_how_many_calls_ran_eagerly_and_when_the_switch_happened(main_run) -> None:
+    out = main_run["natural"]
+    reports = {r["graph_kind"]: r for r in _compiled(out["reports"])}
+    spans = {sp["name"].split()[1]: sp for sp in out["spans"]}
+    for kind in ("forward", "backward"):
+        span, r = spans[kind], reports[kind]
+        attrs = span["attributes"]
+        assert attrs["sandbox.background"] == "async"
+        assert attrs["sandbox.eager_calls"] == r["eager_calls"]
+        assert attrs["sandbox.switched_at"] == pytest.approx(r["switched_at"])
+        assert attrs["sandbox.background_s"] == pytest.approx(r["background_s"])
+        assert "sandbox.switch" in span["events"]
+        assert span["end"] >= r["switched_at"] - 1e-3, "the span covers the background compile and the switch"
+
+
+def test_dropout_results_do_not_depend_on_the_switch_step(main_run) -> None:
+    out = main_run["dropout"]
     assert out["other_seed_differs"], "dropout must really be on"
     assert len(out["switch_steps"]) >= 4
     assert out["problems"] == {str(s): [] for s in out["switch_steps"][:-1]}
 
 
-def test_failed_background_compile_stays_eager_and_never_raises(cache_dir: Path) -> None:
-    out = run_script("script_async.py", "failure", cache_dir=cache_dir)
+def test_failed_background_compile_stays_eager_and_never_raises(main_run) -> None:
+    out = main_run["failure"]
     assert out["raised"] is None
     assert out["outputs"] and all(out["outputs"])
     failed = [r for r in out["reports"] if r["outcome"] == "failed"]
@@ -100,27 +117,10 @@ def test_failed_background_compile_stays_eager_and_never_raises(cache_dir: Path)
     assert any("stays uncompiled (eager)" in w for w in out["warnings"])
 
 
-def test_caches_hold_the_compiled_graph(tmp_path: Path, probe_seed: Path) -> None:
-    """A second process on the same cache dir hits both caches and runs nothing eagerly."""
-    from conftest import fresh_cache_dir
-
-    cache = fresh_cache_dir(tmp_path, probe_seed)
-    env = {"SANDBOX_ASYNC": "1"}
-    first = run_script("script_async.py", "cached", cache_dir=cache, env={**env, "SWITCH": "1"})
-    assert sorted(r["graph_kind"] for r in first["reports"] if r["switched_at"]) == ["backward", "forward"]
-    second = run_script("script_async.py", "cached", cache_dir=cache, env=env)
-    assert second["reports"], second
-    for r in second["reports"]:
-        assert r["outcome"] == "cache_hit", r
-        assert r["background"] is None and r["eager_calls"] == 0
-    assert second["reports"][0]["caches"]["aot_autograd"]["state"] == "hit"
-    assert all(w["jobs"] == 0 for w in second["workers"])
-
-
-def test_two_workers_compile_forward_and_backward_side_by_side(cache_dir: Path) -> None:
+def test_two_workers_compile_forward_and_backward_side_by_side(main_run) -> None:
     """Blocking mode with 2 workers: the backward graph is handed over at the first
     forward, to the second worker; both compiles overlap, results match eager."""
-    out = run_script("script_async.py", "parallel", cache_dir=cache_dir)
+    out = main_run["parallel"]
     assert out["problems"] == []
     by_kind = {r["graph_kind"]: r for r in out["reports"]}
     fw, bw = by_kind["forward"], by_kind["backward"]
@@ -129,6 +129,54 @@ def test_two_workers_compile_forward_and_backward_side_by_side(cache_dir: Path) 
     stage = lambda r: next(s for s in r["stages"] if s["name"] == "compile_in_worker")  # noqa: E731
     assert stage(bw)["start"] < stage(fw)["end"] and stage(fw)["start"] < stage(bw)["end"], "compiles overlap"
     assert fw["eager_calls"] == bw["eager_calls"] == 0
+
+
+def test_caches_hold_the_compiled_graph(main_run, module_cache_dir: Path) -> None:
+    """A second process on the same cache dir hits both caches and runs nothing eagerly."""
+    assert sorted(r["graph_kind"] for r in main_run["natural"]["reports"] if r["switched_at"]) == ["backward", "forward"]
+    second = run_script("script_async.py", "cached", cache_dir=module_cache_dir, env={"SANDBOX_ASYNC": "1"})
+    reports = second["cached"]["reports"]
+    assert reports
+    for r in reports:
+        assert r["outcome"] == "cache_hit", r
+        assert r["background"] is None and r["eager_calls"] == 0
+    assert reports[0]["caches"]["aot_autograd"]["state"] == "hit"
+    assert all(w["jobs"] == 0 for w in second["cached"]["workers"])
+
+
+def test_run_timeline_shows_the_eager_calls_and_the_switch(main_run, module_cache_dir: Path) -> None:
+    """The run store holds the new fields; the dashboard's Run page (AppTest) shows them."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import queries as q
+    from sandbox.store import open_store
+
+    store_path = module_cache_dir.parent / f"{module_cache_dir.name}-runs.db"
+    store = open_store(str(store_path), readonly=True)
+    loaded = [q.load_run(store, r["run_id"]) for r in store.runs()]
+    run, reports = next((run, reps) for run, reps in loaded if run.get("pid") == main_run["pid"])
+    forward = next(r for r in reports if r.background == "async" and r.switched_at and r.graph_kind == "forward")
+    bars = q.waterfall(run, reports)
+    mine = bars[bars["graph"] == q.graph_label(forward)]
+    eager = mine[mine["stage"] == q.EAGER_BAR].iloc[0]
+    switch = mine[mine["stage"] == "switch"].iloc[0]
+    assert eager["end"] == pytest.approx(switch["end"], abs=0.05) and eager["start"] < switch["start"]
+    rows = q.graph_rows(run, reports)
+    row = rows[rows["graph"] == forward.graph_index].iloc[0]
+    assert row["eager calls"] == forward.eager_calls
+
+    os.environ["SANDBOX_STORE"] = str(store_path)
+    try:
+        at = AppTest.from_file(str(Path(q.__file__).parent / "app.py"), default_timeout=60)
+        at.run()
+        at.query_params = {"run": run["run_id"]}
+        at.switch_page("pages/run.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        table = next(d.value for d in at.dataframe if "eager calls" in d.value.columns)
+        shown = table[table["graph"] == forward.graph_index].iloc[0]
+        assert shown["eager calls"] == forward.eager_calls
+    finally:
+        os.environ.pop("SANDBOX_STORE", None)
 
 
 def _free_port() -> int:

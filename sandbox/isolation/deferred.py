@@ -127,6 +127,7 @@ class DeferredGraph:
         self._state = _PENDING
         self._compiled: Any = None
         self._done = threading.Event()
+        self._lock = threading.Lock()
         self._result: Any = None
         self._error: WorkerFailure | None = None
         self._post_compile: tuple | None = None
@@ -172,7 +173,9 @@ class DeferredGraph:
     # -- calls ---------------------------------------------------------------------------
     def __call__(self, args: list[Any]) -> Any:
         if self._state == _PENDING:
-            self._maybe_switch()
+            with self._lock:  # one switch, also when threads call the graph at once
+                if self._state == _PENDING:
+                    self._maybe_switch()
         compiled = self._state == _SWITCHED and self._wants_compiled()
         self.last_call_compiled = compiled
         if compiled:
@@ -311,9 +314,13 @@ def _strides(example_inputs: Any) -> list[tuple[int, ...] | None]:
     out: list[tuple | None] = []
     for x in example_inputs or ():
         try:
-            out.append((tuple(int(n) for n in x.size()), tuple(int(s) for s in x.stride())))
-        except Exception:  # not a tensor, or symbolic
+            size, stride = tuple(x.size()), tuple(x.stride())
+        except Exception:  # not a tensor
             out.append(None)
+            continue
+        # Never int() a SymInt: that would specialize the dynamic shape (a guard).
+        static = all(type(n) is int for n in size + stride)
+        out.append((size, stride) if static else None)
     return out
 
 

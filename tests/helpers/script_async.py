@@ -1,19 +1,24 @@
-"""Async mode (``options={"async": True}``): ``script_async.py SCENARIO [args]``.
+"""Async mode (``options={"async": True}``): ``script_async.py SCENARIO [SCENARIO ...]``.
 
-* ``zoo [NAME ...]``: each training entry of the zoo, 30 AdamW steps, once per switch
-  step: replica ``r`` switches its forward graphs at step ``r`` and its backward graphs a
-  step later or earlier (a test rule forces the switch: waiting for the compile when it is
-  not back yet, and going back to eager for the next replica). One model instance whose
-  parameters are reset per replica, so the graphs compile once. Every replica's losses
-  and final gradients against eager's.
-* ``dropout``: a model with dropout, replicas switching at different steps, all from the
-  same seed: their losses and gradients must agree with each other.
-* ``natural``: no rule: train until both graphs switched by themselves; losses against
-  eager at every step; what the thread count was inside and outside the stand-in.
+Scenarios run in one process, in the order given (none pays an interpreter and worker
+start of its own); the result is keyed by scenario.
+
+* ``natural``: no rule (``SANDBOX_ASYNC=1`` from the environment): train until both
+  graphs switched by themselves; losses against eager at every step; the thread count
+  outside the stand-in, and the number of graphs (no recompile).
 * ``failure``: a graph whose background compile fails (the worker raises): it stays eager,
   warns, never raises.
+* ``dropout``: a model with dropout, replicas switching at different steps, all from the
+  same seed: their losses and gradients must agree with each other.
 * ``parallel``: blocking mode with 2 workers: forward and backward compile side by side.
-* ``cached``: one training step (``SWITCH`` env: wait for the switch first, or not).
+* ``zoo``: each training entry of the zoo, 30 AdamW steps, once per switch step: replica
+  ``r`` switches its forward graphs at step ``r`` and its backward graphs a step later or
+  earlier (a test rule forces the switch: waiting for the compile when it is not back yet,
+  and going back to eager for the next replica). One model instance whose parameters are
+  reset per replica, so the graphs compile once. Every replica's losses and final
+  gradients against eager's.
+* ``cached``: one training step of ``natural``'s model (``SWITCH=1``: until both graphs
+  switched).
 """
 
 import os
@@ -31,6 +36,7 @@ from sandbox.isolation import deferred
 
 RTOL = ATOL = 1e-4  # fp32, as in Inductor's own tests
 STEPS = int(os.environ.get("ASYNC_STEPS", "30"))
+BATCH = 16  # natural and cached: not the zoo's MLP shape (32), so not its cache entries
 
 
 def switch_rule(state):
@@ -114,7 +120,7 @@ def scenario_zoo(names):
         with torch.no_grad():
             for k, v in model.state_dict().items():
                 v.copy_(initial[k])
-        n0 = len(sandbox.reports())
+        n0, t0 = len(sandbox.reports()), time.time()
         fn = torch.compile(model, backend="sandbox", options={"async": True}, **entry.compile_kwargs)
         problems, raised = [], None
         try:
@@ -122,7 +128,8 @@ def scenario_zoo(names):
                 problems += [f"replica {r} {schedule(r)}: {p}" for p in compare(ref, got)]
         except Exception as e:  # noqa: BLE001 - reported to the test
             raised = common.exception_info(e)
-        results[name] = {"problems": problems[:20], "raised": raised, "reports": common.reports()[n0:]}
+        results[name] = {"problems": problems[:20], "raised": raised, "reports": common.reports()[n0:],
+                         "seconds": time.time() - t0}
         torch._dynamo.reset()
     deferred.set_switch_rule(None)
     return {"results": results}
@@ -168,6 +175,15 @@ def scenario_dropout():
 
 
 def scenario_natural():
+    # Spans through the OpenTelemetry SDK's in-memory exporter (the application's provider).
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sandbox.enable_tracing(provider)
     threads_outside = torch.get_num_threads()
     torch.manual_seed(0)
     model = zoo.MLP()
@@ -180,7 +196,7 @@ def scenario_natural():
     first_step_s = None
     switched = lambda: sum(1 for r in sandbox.reports() if r.switched_at)  # noqa: E731
     while time.time() - t0 < 240:
-        x = torch.randn(32, 64)
+        x = torch.randn(BATCH, 64)
         losses = []
         for m, f, o in ((model, fn, opt), (ref_model, ref_model, ref_opt)):
             o.zero_grad(set_to_none=True)
@@ -198,7 +214,7 @@ def scenario_natural():
         time.sleep(0.01)  # a step of a real job takes longer than this MLP's
     # Keep going a few steps on the compiled graphs.
     for _ in range(3):
-        x = torch.randn(32, 64)
+        x = torch.randn(BATCH, 64)
         opt.zero_grad(set_to_none=True)
         fn(x).pow(2).mean().backward()
         opt.step()
@@ -210,6 +226,11 @@ def scenario_natural():
         "threads_outside": threads_outside,
         "threads_after": torch.get_num_threads(),
         "frame_count": torch._dynamo.utils.counters["stats"]["unique_graphs"],
+        "spans": [
+            {"name": sp.name, "attributes": dict(sp.attributes), "events": [e.name for e in sp.events],
+             "start": sp.start_time / 1e9, "end": sp.end_time / 1e9}
+            for sp in exporter.get_finished_spans() if sp.name.startswith("torch.compile ")
+        ],
     }
 
 
@@ -248,9 +269,9 @@ def scenario_parallel():
     model = zoo.TransformerBlock()
     ref = zoo.TransformerBlock()
     ref.load_state_dict(model.state_dict())
-    fn = torch.compile(model, backend="sandbox", options={"workers": 2})
+    fn = torch.compile(model, backend="sandbox", options={"workers": 2, "async": False})
     torch.manual_seed(1)
-    inputs = [[torch.randn(2, 16, 64)] for _ in range(3)]
+    inputs = [[torch.randn(2, 8, 64)] for _ in range(3)]
     got = train(model, fn, inputs)
     want = train(ref, ref, inputs)
     return {"problems": compare(want, got), "reports": common.reports(), "workers": sandbox.workers()}
@@ -260,7 +281,7 @@ def scenario_cached():
     torch.manual_seed(0)
     model = zoo.MLP()
     fn = torch.compile(model, backend="sandbox")
-    x = torch.randn(32, 64)
+    x = torch.randn(BATCH, 64)
     t0 = time.time()
     while True:
         fn(x).pow(2).mean().backward()
@@ -273,11 +294,20 @@ def scenario_cached():
 
 
 if __name__ == "__main__":
-    name = sys.argv[1]
-    sandbox.warmup()
-    if name == "zoo":
-        out = scenario_zoo(sys.argv[2:] or [n for n, e in zoo.ZOO.items() if e.train])
-    else:
-        out = globals()[f"scenario_{name}"]()
+    # Several scenarios in one process (each pays no interpreter and worker start of its own):
+    # ``script_async.py natural failure dropout parallel zoo``; results keyed by scenario.
+    names = sys.argv[1:]
+    sandbox.warmup(workers=2 if "parallel" in names else None)
+    out = {}
+    seconds = {}
+    for name in names:
+        n0, t0 = len(sandbox.reports()), time.time()
+        if name == "zoo":
+            out[name] = scenario_zoo([n for n, e in zoo.ZOO.items() if e.train])
+        else:
+            out[name] = globals()[f"scenario_{name}"]()
+            out[name]["reports"] = common.reports()[n0:]
+        torch._dynamo.reset()
+        seconds[name] = time.time() - t0
     sandbox.flush()
-    common.emit({"pid": os.getpid(), **out})
+    common.emit({"pid": os.getpid(), "seconds": seconds, **out})
