@@ -8,6 +8,7 @@ worker): one small training compile, recorded at the seam, feeds several tests.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -803,3 +804,126 @@ def test_profiler_enabled() -> None:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
         assert compat.profiler_enabled()
     assert not compat.profiler_enabled()
+
+
+# --- GPU: Triton kernels ---------------------------------------------------------------------
+# The real objects need a GPU: tests/gpu/run.py checks every field on an H100 (torch 2.11 +
+# Triton 3.6). Here the CPU build checks the names and the reading logic.
+
+
+def test_loaded_modules_of_a_compile() -> None:
+    """torch 2.13.0: ``torch._inductor.codecache.PyCodeCache.modules`` gains the generated
+    module of an in-process compile, in load order."""
+    before = compat.loaded_module_count()
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x) * 2 + 1
+
+    with torch._inductor.config.patch(fx_graph_cache=False):
+        torch.compile(f, backend="inductor")(torch.randn(8))
+    new = compat.modules_loaded_since(before)
+    assert compat.loaded_module_count() == before + len(new) and new
+    assert any(callable(getattr(m, "call", None)) for m in new)  # the graph's wrapper module
+    assert compat.triton_kernels(new) == {}  # CPU kernels only: no Triton autotuner in them
+    torch._dynamo.reset()
+
+
+def test_triton_kernels_and_describe_triton_kernel() -> None:
+    """torch 2.13.0 (2.11 on the GPU machine alike):
+    ``torch._inductor.runtime.triton_heuristics.CachingAutotuner`` and the attributes its
+    launchers, autotune cache info and coordinate-descent tuner carry. No GPU here: the
+    autotuner is a real ``CachingAutotuner`` instance whose attributes are set by hand."""
+    import types
+
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    class Config:  # shaped like triton.Config (no Triton in the CPU build)
+        def __init__(self, xblock: int, warps: int) -> None:
+            self.kwargs, self.num_warps, self.num_stages, self.num_ctas, self.maxnreg = {"XBLOCK": xblock}, warps, 1, 1, None
+
+    a, b = Config(128, 4), Config(256, 8)
+    kernel = CachingAutotuner.__new__(CachingAutotuner)
+    kernel.configs = None  # dropped once the launchers are compiled
+    kernel.launchers = [types.SimpleNamespace(config=a, n_regs=18, n_spills=0, shared=0),
+                        types.SimpleNamespace(config=b, n_regs=30, n_spills=2, shared=256)]
+    kernel.autotune_cache_info = {"autotune_cache_state": "miss", "num_configs": 2, "compile_time_us": 1500}
+    kernel.coordesc_tuner = types.SimpleNamespace(cached_benchmark_results={
+        (("XBLOCK", 128), ("num_warps", 4), ("num_stages", 1)): 0.0125,
+        (("XBLOCK", 256), ("num_warps", 8), ("num_stages", 1)): float("inf"),
+    })
+    kernel.autotune_time_taken_ns = 2_000_000
+    module = types.SimpleNamespace(triton_poi_fused_sin_0=kernel, other=object())
+    assert compat.triton_kernels([module]) == {"triton_poi_fused_sin_0": kernel}
+    d = compat.describe_triton_kernel(kernel)
+    assert d["launchers"][1] == {"XBLOCK": 256, "num_warps": 8, "num_stages": 1, "num_ctas": 1,
+                                 "n_regs": 30, "n_spills": 2, "shared": 256}
+    assert d["configs"] == d["launchers"]  # the compiled candidates stand for the dropped configs
+    assert d["autotune_cache"] == "miss" and d["num_configs"] == 2
+    assert d["compile_time_s"] == 0.0015 and d["autotune_time_s"] == 0.002
+    assert {t["ms"] for t in d["autotune_timings"]} == {0.0125, None}  # a failed candidate has no time
+    json.dumps(d)  # plain JSON values
+
+
+def test_capture_autotune_choices() -> None:
+    """torch 2.13.0: ``torch._inductor.select_algorithm.add_feedback_saver`` and the
+    selector cache's ``feedback_saver_fns``: max-autotune's timings per choice reach the
+    saver while it is installed, and it is removed afterwards."""
+    import types
+
+    from torch._inductor import select_algorithm
+
+    cache = select_algorithm.get_algorithm_selector_cache()
+    before = list(cache.feedback_saver_fns)
+    extern = type("ExternKernelCaller", (), {})()
+    extern.name, extern.description = "mm", "extern_kernels.mm"
+    template = type("TritonTemplateCaller", (), {})()
+    template.name, template.description = "triton_mm_3", "BLOCK_M=64"
+    node = types.SimpleNamespace(get_size=lambda: [16, 64])
+    with compat.capture_autotune_choices() as choices:
+        for fn in cache.feedback_saver_fns:
+            fn({extern: 0.02, template: 0.01}, "mm", [node, node], [extern, template], lambda: {}, {})
+    assert cache.feedback_saver_fns == before
+    assert choices == [{
+        "op": "mm", "input_shapes": [[16, 64], [16, 64]], "chosen": "triton_mm_3",
+        "candidates": [
+            {"name": "triton_mm_3", "kind": "triton_template", "description": "BLOCK_M=64", "ms": 0.01},
+            {"name": "mm", "kind": "extern", "description": "extern_kernels.mm", "ms": 0.02},
+        ],
+    }]
+
+
+def test_gpu_available_and_warm_up_gpu() -> None:
+    """torch 2.13.0: ``torch.cuda.is_available``; ``torch._inductor.async_compile``
+    (``AsyncCompile.warm_pool`` / ``use_process_pool``, ``caching_device_properties``). On a
+    machine without a GPU the GPU warm-up is the availability check alone."""
+    assert compat.gpu_available() == torch.cuda.is_available()
+    phases = compat.warm_up_gpu()
+    if not torch.cuda.is_available():
+        assert set(phases) == {"cuda_check_s"}
+    else:
+        assert {"cuda_init_s", "compile_pool_start_s"} <= set(phases)
+
+
+def test_compile_fx_leaves_the_user_process_without_compile_pool() -> None:
+    """torch 2.13.0: ``torch._inductor.config.compile_threads`` (not in the portable config
+    that crosses with a graph): 1 while the sandbox's compile runs in the user's process
+    (``compile_in_process`` puts the user's own value back for a fallback), and the user's
+    value again afterwards."""
+    from torch._inductor import config as inductor_config
+
+    user = inductor_config.compile_threads
+    seen: dict[str, Any] = {}
+
+    def inner_compile(gm: Any, example_inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["inner"] = inductor_config.compile_threads
+        seen["portable"] = "compile_threads" in inductor_config.save_config_portable()
+        return compat.compile_fx_inner(gm, example_inputs, *args, **kwargs)
+
+    def backend(gm: Any, example_inputs: Any) -> Any:
+        return compat.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches={"fx_graph_cache": False})
+
+    out = torch.compile(lambda x: torch.cos(x) + 1, backend=backend)(torch.zeros(4))
+    torch.testing.assert_close(out, torch.full((4,), 2.0))
+    assert seen["inner"] == 1 and not seen["portable"]
+    assert inductor_config.compile_threads == user
+    torch._dynamo.reset()
