@@ -927,3 +927,26 @@ def test_compile_fx_leaves_the_user_process_without_compile_pool() -> None:
     assert seen["inner"] == 1 and not seen["portable"]
     assert inductor_config.compile_threads == user
     torch._dynamo.reset()
+
+
+def test_serialize_graph_shortcuts_equal_the_stock_values() -> None:
+    """torch 2.13.0: ``save_config_portable(readonly_values=True)`` and
+    ``compile_fx_ext._LoweringSerializer.fallbacks``: the cheaper forms ``serialize_graph``
+    uses give what the stock scheme would send, also right after a config change and with
+    a lowering forced to fall back."""
+    from torch._inductor import compile_fx_ext as ext
+    from torch._inductor import config as inductor_config
+    from torch._inductor import lowering
+
+    assert compat._portable_config(inductor_config) == inductor_config.save_config_portable()
+    with inductor_config.patch(max_autotune=not inductor_config.max_autotune):
+        assert compat._portable_config(inductor_config) == inductor_config.save_config_portable()
+    assert compat._lowering_serializer(ext).fallbacks == ext._LoweringSerializer().fallbacks
+    op = torch.ops.aten.sin.default
+    saved = lowering.lowerings[op]
+    try:
+        lowering.make_fallback(op, warn=False, override_decomp=True)
+        got = compat._lowering_serializer(ext).fallbacks
+        assert str(op) in got and got == ext._LoweringSerializer().fallbacks
+    finally:
+        lowering.lowerings[op] = saved

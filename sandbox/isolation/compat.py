@@ -288,6 +288,29 @@ def _pickler_class() -> type:
     return _make_pickler_class()
 
 
+def _portable_config(inductor_config: Any) -> dict[str, Any]:
+    """``save_config_portable`` as the stock scheme sends it, from the config module's
+    cache of the last export plus the keys set since (``readonly_values``, torch 2.13: about
+    1.3 ms a graph less; the dict is only pickled, never changed)."""
+    try:
+        return inductor_config.save_config_portable(readonly_values=True)
+    except TypeError:  # torch 2.11: no such parameter
+        return inductor_config.save_config_portable()
+
+
+def _lowering_serializer(ext: Any) -> Any:
+    """``compile_fx_ext._LoweringSerializer()``: the same set of forced-fallback lowerings,
+    found with ``getattr`` instead of a try/except per lowering (~1 ms a graph less)."""
+    from torch._inductor import lowering
+    from torch.utils._ordered_set import OrderedSet
+
+    serializer = ext._LoweringSerializer.__new__(ext._LoweringSerializer)
+    serializer.fallbacks = OrderedSet(
+        str(k) for k, v in lowering.lowerings.items() if getattr(v, "_is_fallback_handler", False)
+    )
+    return serializer
+
+
 def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict) -> WirePayload:
     """Build Inductor's ``_WireProtocolInput`` and pickle it with the sandbox's pickler.
 
@@ -321,11 +344,11 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
         inputs_to_check,
         graph_kwargs,
         torch._guards.TracingContext.try_get(),
-        inductor_config.save_config_portable(),
+        _portable_config(inductor_config),
         ext._VirtualizedSerializer.serialize(),
         deterministic_guard,
         no_stock_log_capture(),  # the worker's log records travel with torch_tools
-        ext._LoweringSerializer(),
+        _lowering_serializer(ext),
         ext._FakeTensorModeSerializer(ext._current_fake_mode()),
     )
     try:
