@@ -33,7 +33,7 @@ def _compiled(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def main_run(module_cache_dir: Path) -> dict[str, Any]:
     """The scenarios of one process (``SANDBOX_ASYNC=1`` in its environment)."""
-    return run_script("script_async.py", "natural", "failure", "dropout", "parallel", "zoo",
+    return run_script("script_async.py", "natural", "paired", "failure", "dropout", "parallel", "zoo",
                       cache_dir=module_cache_dir, env={"SANDBOX_ASYNC": "1"}, timeout=600)
 
 
@@ -97,6 +97,19 @@ def test_spans_say_how_many_calls_ran_eagerly_and_when_the_switch_happened(main_
         assert attrs["sandbox.background_s"] == pytest.approx(r["background_s"])
         assert "sandbox.switch" in span["events"]
         assert span["end"] >= r["switched_at"] - 1e-3, "the span covers the background compile and the switch"
+
+
+def test_with_cudagraphs_forward_and_backward_switch_in_the_same_step(main_run) -> None:
+    """Without cudagraphs each graph switches as soon as its own compile is back; with them
+    the forward waits for its backward, and both switch in one step."""
+    out = main_run["paired"]
+    assert out["problems"] == []
+    by_kind = {r["graph_kind"]: r for r in _compiled(out["reports"])}
+    fw, bw = by_kind["forward"], by_kind["backward"]
+    assert fw["switched_at"] and bw["switched_at"]
+    assert fw["eager_calls"] == bw["eager_calls"] >= 1
+    assert fw["switched_at"] <= bw["switched_at"]
+    assert fw["ready_at"] <= fw["switched_at"] and bw["ready_at"] <= fw["switched_at"], "the forward waited for its backward"
 
 
 def test_dropout_results_do_not_depend_on_the_switch_step(main_run) -> None:
@@ -205,3 +218,25 @@ def test_ranks_switch_at_the_same_step(tmp_path: Path, cache_dir: Path) -> None:
     fw = [next(r for r in rk["reports"] if r["graph_kind"] == "forward") for rk in ranks]
     assert fw[0]["ready_at"] < fw[1]["ready_at"]
     assert ranks[0]["losses"] == pytest.approx(ranks[1]["losses"], rel=1e-5)
+
+
+def test_bench_measures_when_compiled_speed_arrives() -> None:
+    """``bench/time_to_first_step.py``'s measurement (a pure function): steps at eager
+    speed, then compiled; one slow step late in the run (a busy machine) moves nothing."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "time_to_first_step.py"
+    spec = importlib.util.spec_from_file_location("time_to_first_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    steps = [5.0] + [0.05] * 40 + [0.01] * 259
+    steps[250] = 0.5
+    ends, t = [], 0.0
+    for s in steps:
+        t += s
+        ends.append(t)
+    m = bench.measurements(ends)
+    assert m["first step"] == pytest.approx(5.0)
+    assert m["compiled speed"] == pytest.approx(5.0 + 40 * 0.05)
+    assert m["300 steps"] == pytest.approx(ends[-1])
+    assert m["step ms (compiled)"] == pytest.approx(10.0)

@@ -234,6 +234,36 @@ def scenario_natural():
     }
 
 
+def scenario_paired():
+    """cudagraphs on (Inductor skips them for CPU graphs, but the switch rule is the same):
+    forward and backward switch together, in the same step."""
+    torch.manual_seed(0)
+    model = zoo.MLP()
+    ref_model = zoo.MLP()
+    ref_model.load_state_dict(model.state_dict())
+    fn = torch.compile(model, backend="sandbox", options={"async": True, "triton.cudagraphs": True})
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-2)
+    problems, step, t0 = [], 0, time.time()
+    n0 = len(sandbox.reports())
+    while time.time() - t0 < 240:
+        x = torch.randn(24, 64)
+        losses = []
+        for f, o in ((fn, opt), (ref_model, ref_opt)):
+            o.zero_grad(set_to_none=True)
+            loss = f(x).pow(2).mean()
+            loss.backward()
+            o.step()
+            losses.append(loss.detach())
+        if not common.close(losses[0], losses[1]):
+            problems.append(f"step {step}: {losses[0].item()!r} vs eager {losses[1].item()!r}")
+        step += 1
+        if sum(1 for r in sandbox.reports()[n0:] if r.switched_at) >= 2:
+            break
+        time.sleep(0.01)
+    return {"steps": step, "problems": problems[:20]}
+
+
 def scenario_failure():
     import failing_ops
 
