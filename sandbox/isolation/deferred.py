@@ -146,7 +146,13 @@ class DeferredGraph:
     # -- the background job ----------------------------------------------------------
     def _run(self, job: dict[str, Any]) -> None:
         try:
-            self._result = self._scheme.run_job(job)
+            # This process's own CPU-ISA probe (needed to load the compiled graph) runs here,
+            # once the result is back: not beside the first, eager steps, and not at the switch.
+            self._result = self._scheme.run_job(job, warm_parent=False)
+            try:
+                compat.probe_cpu_isa()
+            except Exception:
+                log.debug("sandbox: ISA probe failed", exc_info=True)
         except WorkerFailure as wf:
             self._error = wf
         except BaseException as e:  # noqa: BLE001 - anything else fails this graph only

@@ -120,10 +120,11 @@ class IsolatedCompile:
             return self._on_failure(self.failure(wf), gm, example_inputs, inputs_to_check, graph_kwargs, region)
         return self.complete(result, payload, region)
 
-    def run_job(self, job: dict[str, Any], on_sent: Any = None) -> Any:
+    def run_job(self, job: dict[str, Any], on_sent: Any = None, warm_parent: bool = True) -> Any:
         """Hand the job to a worker and wait for its reply (raises ``WorkerFailure``)."""
         pool = self.get_pool(self.options.workers)
-        self.warm_parent()
+        if warm_parent:
+            self.warm_parent()
         return pool.run(job, self.options.timeout_s, self.options.memory_limit_mb, on_sent=on_sent)
 
     @staticmethod
