@@ -511,6 +511,137 @@ def code_language(kernel: Mapping[str, Any]) -> str:
     return "python"
 
 
+# -- GPU: Triton autotuning (kernel["triton"]) and max-autotune's choices (report.autotune) ---------
+
+
+def config_label(cfg: Mapping[str, Any] | None) -> str:
+    """``XBLOCK=16, num_warps=2, num_stages=1``: a Triton config's block sizes, warps and stages."""
+    cfg = cfg or {}
+    keys = block_keys(cfg) + [k for k in ("num_warps", "num_stages") if k in cfg]
+    return ", ".join(f"{k}={cfg[k]}" for k in keys)
+
+
+def _same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """The same block sizes, warps and stages (registers and timings aside)."""
+    keys = block_keys(a, b) + ["num_warps", "num_stages"]
+    return any(k in a for k in keys) and all(a.get(k) == b.get(k) for k in keys)
+
+
+def _best_ms(timings: Sequence[Mapping[str, Any]]) -> float | None:
+    return min((x["ms"] for x in timings if x.get("ms") is not None), default=None)
+
+
+def triton_kernel_rows(kernels: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per Triton kernel with autotuning details (GPU reports): the autotune cache
+    state, candidate and benchmarked configs, the chosen config with its registers, spills
+    and shared memory, the best benchmark time, compile and autotune seconds."""
+    rows = []
+    for k in kernels:
+        t = k.get("triton")
+        if not isinstance(t, Mapping):
+            continue
+        chosen = t.get("chosen") or {}
+        timings = t.get("autotune_timings") or []
+        rows.append({
+            "kernel": k.get("name"),
+            "kind": k.get("kind"),
+            "autotune cache": t.get("autotune_cache") or "",
+            "configs": len(t.get("configs") or []),
+            "benchmarked": len(timings),
+            "chosen": config_label(chosen),
+            "best ms": _best_ms(timings),
+            "registers": chosen.get("n_regs"),
+            "spills": chosen.get("n_spills"),
+            "shared": chosen.get("shared"),
+            "compile s": t.get("compile_time_s"),
+            "autotune s": t.get("autotune_time_s"),
+            "coordinate descent": bool(t.get("coordinate_descent")),
+            "after first run": bool(t.get("first_run")),
+        })
+    return pd.DataFrame(rows, columns=["kernel", "kind", "autotune cache", "configs", "benchmarked", "chosen", "best ms",
+                                       "registers", "spills", "shared", "compile s", "autotune s",
+                                       "coordinate descent", "after first run"]).astype(
+        {"best ms": float, "compile s": float, "autotune s": float})
+
+
+def autotune_timing_rows(kernel: Mapping[str, Any]) -> pd.DataFrame:
+    """A Triton kernel's autotune candidates, fastest first: each benchmarked config with its
+    time, its time over the best one, whether it was chosen, and the compiled candidate's
+    registers, spills and shared memory where known. Without benchmark timings (one config,
+    an autotune cache hit) the candidate configs alone."""
+    t = kernel.get("triton") or {}
+    chosen = t.get("chosen") or {}
+    configs = [c for c in t.get("configs") or [] if isinstance(c, Mapping)]
+    timings = [x for x in t.get("autotune_timings") or [] if isinstance(x, Mapping)]
+    entries = [(x.get("config") or {}, x.get("ms")) for x in timings] or [(c, None) for c in configs]
+    best = _best_ms(timings)
+    rows = []
+    for cfg, ms in entries:
+        compiled = next((c for c in [*configs, chosen] if c and _same_config(cfg, c)), {})
+        rows.append({
+            "config": config_label(cfg),
+            "ms": ms,
+            "x best": ms / best if ms is not None and best else None,
+            "chosen": bool(chosen) and _same_config(cfg, chosen),
+            "registers": compiled.get("n_regs"),
+            "spills": compiled.get("n_spills"),
+            "shared": compiled.get("shared"),
+        })
+    df = pd.DataFrame(rows, columns=["config", "ms", "x best", "chosen", "registers", "spills", "shared"])
+    df = df.astype({"ms": float, "x best": float})
+    return df.sort_values("ms", kind="stable", na_position="last").reset_index(drop=True)
+
+
+def shapes_label(shapes: Sequence[Any] | None) -> str:
+    """``32x192, 32x64``: the input shapes of a tuned op."""
+    return ", ".join("x".join(str(d) for d in s) if isinstance(s, (list, tuple)) else "?" for s in shapes or [])
+
+
+def _chosen(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    cands = (entry or {}).get("candidates") or []
+    return next((c for c in cands if c.get("name") == (entry or {}).get("chosen")), {})
+
+
+def autotune_choice_rows(autotune: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """max-autotune's tuned ops (``report.autotune``), one row each: input shapes, the choice
+    and its time, the fastest extern (ATen) candidate and how many times faster the choice was."""
+    rows = []
+    for i, entry in enumerate(autotune):
+        cands = entry.get("candidates") or []
+        chosen = _chosen(entry)
+        externs = [c for c in cands if c.get("kind") == "extern" and c.get("ms") is not None]
+        extern = min(externs, key=lambda c: c["ms"]) if externs else {}
+        ms = chosen.get("ms")
+        rows.append({
+            "op": entry.get("op"),
+            "input shapes": shapes_label(entry.get("input_shapes")),
+            "chosen": entry.get("chosen"),
+            "chosen kind": chosen.get("kind"),
+            "chosen ms": ms,
+            "fastest extern": extern.get("name") or "",
+            "extern ms": extern.get("ms"),
+            "speed-up": extern["ms"] / ms if extern and ms else None,
+            "candidates": len(cands),
+            "i": i,
+        })
+    return pd.DataFrame(rows, columns=["op", "input shapes", "chosen", "chosen kind", "chosen ms", "fastest extern",
+                                       "extern ms", "speed-up", "candidates", "i"]).astype(
+        {"chosen ms": float, "extern ms": float, "speed-up": float})
+
+
+def autotune_candidate_rows(entry: Mapping[str, Any]) -> pd.DataFrame:
+    """The candidates of one tuned op, fastest first, the chosen one marked."""
+    rows = [{
+        "candidate": c.get("name"),
+        "kind": c.get("kind"),
+        "ms": c.get("ms"),
+        "chosen": c.get("name") == entry.get("chosen"),
+        "description": c.get("description") or "",
+    } for c in entry.get("candidates") or []]
+    df = pd.DataFrame(rows, columns=["candidate", "kind", "ms", "chosen", "description"]).astype({"ms": float})
+    return df.sort_values("ms", kind="stable", na_position="last").reset_index(drop=True)
+
+
 # -- compare ----------------------------------------------------------------------------------
 
 
@@ -565,13 +696,20 @@ def _launchers(kc: KernelChange, side: int) -> list[dict[str, Any]] | None:
     return pair[side] if pair else None
 
 
+def block_keys(*configs: Mapping[str, Any]) -> list[str]:
+    """The block sizes a Triton launcher or config names (``XBLOCK``, ``YBLOCK``, ``R0_BLOCK``, ...)."""
+    return sorted({k for c in configs for k in c if k.endswith("BLOCK")})
+
+
 def launch_delta_summary(kc: KernelChange) -> dict[str, Any]:
-    """Registers, spills, shared memory and warps of the first launcher, A and B, when they changed."""
+    """Warps, stages, registers, spills, shared memory and block sizes of the first launcher,
+    A and B, when they changed."""
     la, lb = _launchers(kc, 0), _launchers(kc, 1)
     if not la and not lb:
         return {}
     a, b = (la or [{}])[0], (lb or [{}])[0]
-    return {key: (a.get(key), b.get(key)) for key in LAUNCH_FIELDS if a.get(key) != b.get(key)}
+    keys = list(LAUNCH_FIELDS) + block_keys(a, b)
+    return {key: (a.get(key), b.get(key)) for key in keys if a.get(key) != b.get(key)}
 
 
 def kernel_change_rows(d: RunDiff, include_unchanged: bool = False) -> pd.DataFrame:
@@ -599,11 +737,15 @@ def kernel_change_rows(d: RunDiff, include_unchanged: bool = False) -> pd.DataFr
                 "registers": _arrow(launch.get("n_regs")),
                 "spills": _arrow(launch.get("n_spills")),
                 "shared": _arrow(launch.get("shared")),
+                "warps": _arrow(launch.get("num_warps")),
+                "block sizes": ", ".join(f"{key} {_arrow(pair)}" for key, pair in launch.items()
+                                         if key.endswith("BLOCK")),
                 "g": gi,
                 "k": ki,
             })
     return pd.DataFrame(rows, columns=["graph", "status", "kind", "kernel A", "kernel B", "similarity", "lines A",
-                                       "lines B", "what changed", "registers", "spills", "shared", "g", "k"])
+                                       "lines B", "what changed", "registers", "spills", "shared", "warps",
+                                       "block sizes", "g", "k"])
 
 
 def _arrow(pair: tuple[Any, Any] | None) -> str:
@@ -683,6 +825,77 @@ def launch_rows(ka: Mapping[str, Any] | None, kb: Mapping[str, Any] | None) -> p
                 "changed": va != vb,
             })
     return pd.DataFrame(rows, columns=["launcher", "field", "A", "B", "delta", "changed"])
+
+
+def triton_detail_rows(ka: Mapping[str, Any] | None, kb: Mapping[str, Any] | None) -> pd.DataFrame:
+    """A kernel's Triton autotuning in A and B, per field (GPU reports; empty without them)."""
+    ta, tb = (ka or {}).get("triton"), (kb or {}).get("triton")
+    if not isinstance(ta, Mapping) and not isinstance(tb, Mapping):
+        return pd.DataFrame(columns=["field", "A", "B", "changed"])
+
+    def facts(t: Any) -> dict[str, Any]:
+        if not isinstance(t, Mapping):
+            return {}
+        timings = t.get("autotune_timings") or []
+        return {
+            "autotune cache": t.get("autotune_cache"),
+            "candidate configs": len(t.get("configs") or []),
+            "benchmarked configs": len(timings),
+            "chosen config": config_label(t.get("chosen")),
+            "best ms": _best_ms(timings),
+            "compile s": t.get("compile_time_s"),
+            "autotune s": t.get("autotune_time_s"),
+            "coordinate descent": bool(t.get("coordinate_descent")),
+        }
+
+    fa, fb = facts(ta), facts(tb)
+    rows = []
+    for key in fa or fb:
+        va, vb = fa.get(key), fb.get(key)
+        rows.append({"field": key, "A": "" if va is None else _value(va), "B": "" if vb is None else _value(vb),
+                     "changed": va != vb})
+    return pd.DataFrame(rows, columns=["field", "A", "B", "changed"])
+
+
+def autotune_change_rows(d: RunDiff, reports_a: Sequence[CompileReport],
+                         reports_b: Sequence[CompileReport]) -> pd.DataFrame:
+    """max-autotune's choices in both runs, graph pair by graph pair: each tuned op (matched
+    by op and input shapes, in order) with its choice and time in A and in B."""
+    by_id = {r.report_id: r for r in [*reports_a, *reports_b]}
+
+    def keyed(report: CompileReport | None) -> dict[tuple[Any, str, int], Mapping[str, Any]]:
+        seen: dict[tuple[Any, str], int] = {}
+        out = {}
+        for entry in (report.autotune if report is not None else []):
+            base = (entry.get("op"), shapes_label(entry.get("input_shapes")))
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            out[(*base, n)] = entry
+        return out
+
+    rows = []
+    for gc in d.graph_changes:
+        ea = keyed(by_id.get((gc.a or {}).get("report_id")))
+        eb = keyed(by_id.get((gc.b or {}).get("report_id")))
+        for key in [*eb, *(k for k in ea if k not in eb)]:
+            a, b = ea.get(key), eb.get(key)
+            if a is None or b is None:
+                status = "only in B" if a is None else "only in A"
+            else:
+                status = "same choice" if a.get("chosen") == b.get("chosen") else "other choice"
+            rows.append({
+                "graph": change_label(gc),
+                "op": key[0],
+                "input shapes": key[1],
+                "status": status,
+                "A chosen": (a or {}).get("chosen") or "",
+                "A ms": _chosen(a).get("ms"),
+                "B chosen": (b or {}).get("chosen") or "",
+                "B ms": _chosen(b).get("ms"),
+                "B kind": _chosen(b).get("kind") or "",
+            })
+    return pd.DataFrame(rows, columns=["graph", "op", "input shapes", "status", "A chosen", "A ms", "B chosen", "B ms",
+                                       "B kind"]).astype({"A ms": float, "B ms": float})
 
 
 def stage_delta_rows(d: RunDiff) -> pd.DataFrame:

@@ -12,6 +12,7 @@ package (no browser download: Chromium is started from ``/usr/bin/chromium``, or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -107,10 +108,17 @@ def listening_addresses(port: int) -> set[str]:
 def server(real: RealStore) -> Iterator[str]:
     if missing():
         unavailable(missing())  # type: ignore[arg-type]
+    with serve(real.path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve(store: Path, log_name: str = "dashboard-server.log") -> Iterator[str]:
+    """``streamlit run dashboard/app.py`` on ``store`` and a free loopback port, until the block ends."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
-    env["SANDBOX_STORE"] = str(real.path)
-    log = ARTIFACTS.parent / "dashboard-server.log"
+    env["SANDBOX_STORE"] = str(store)
+    log = ARTIFACTS.parent / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -238,4 +246,56 @@ def test_trends_page(chromium: Any, server: str) -> None:
     assert page.locator("h1").first.inner_text() == "Trends"
     assert metric_values(page)["Runs"] == "3"
     assert page.locator('[data-testid="stVegaLiteChart"]').count() == 2
+    page.close()
+
+
+# -- the real GPU store (tests/data/gpu_store.sqlite: default against max-autotune on an H100) ---------
+
+GPU_STORE = ROOT / "tests" / "data" / "gpu_store.sqlite"
+
+
+@pytest.fixture(scope="module")
+def gpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """The dashboard on a copy of the GPU store, and what the store holds (runs by name, the diff)."""
+    if missing():
+        unavailable(missing())  # type: ignore[arg-type]
+    from sandbox.diff import compare_runs
+    from sandbox.store import open_store
+
+    path = tmp_path_factory.mktemp("gpu-store") / GPU_STORE.name
+    shutil.copy2(GPU_STORE, path)
+    store = open_store(str(path), readonly=True)
+    try:
+        runs = {r["name"]: r for r in store.runs()}
+        a, b = runs["gpu-default"], runs["gpu-max-autotune"]
+        d = compare_runs(a, store.reports(a["run_id"]), b, store.reports(b["run_id"]), load_sources=store.kernel_sources)
+    finally:
+        store.close()
+    with serve(path, "dashboard-gpu-server.log") as url:
+        yield url, d
+
+
+def test_compare_page_gpu_store_kernel_table(chromium: Any, gpu_server: tuple[str, Any]) -> None:
+    url, d = gpu_server
+    shown = [(gc, kc) for gc in d.graph_changes for kc in gc.kernels if kc.status != "unchanged"]
+    templates = {kc.name_b for _, kc in shown if kc.status == "added" and kc.kind == "template"}
+    assert templates and all(n.startswith("triton_tem_") for n in templates)
+    # The app's front page first: a fresh server opened at a deep link runs the page file alone.
+    load(chromium, f"{url}/", "gpu-runs", '[data-testid="stDataFrame"]').close()
+    page = load(chromium, f"{url}/compare?a={d.a['run_id']}&b={d.b['run_id']}", "compare-gpu",
+                '[data-testid="stDataFrame"]')
+    assert "inductor_config.max_autotune None → True" in page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
+    assert metric_values(page)["Kernels added"] == str(d.kernels["added"])
+    # The kernel difference table: its grid's accessible cells (the visible rows and columns).
+    table = page.locator('[data-testid="stDataFrame"]').filter(has=page.locator("th", has_text="kernel B")).filter(
+        has=page.locator("th", has_text="status")).first
+    grid = table.locator('table[role="grid"]')
+    assert grid.get_attribute("aria-rowcount") == str(len(shown) + 1)  # the header row, then one row per kernel
+    headers = [h.strip() for h in grid.locator("thead th").all_text_contents()]
+    rows = [[c.strip() for c in tr.locator("td").all_text_contents()] for tr in grid.locator("tbody tr").all()]
+    found = [dict(zip(headers, r)) for r in rows]
+    added = [r for r in found if r.get("status") == "added" and r.get("kernel B", "").startswith("triton_tem_")]
+    assert added, found
+    assert {r["kernel B"] for r in added} <= templates and all(r["kind"] == "template" for r in added)
+    assert page.get_by_role("heading", name="max-autotune choices").count() == 1
     page.close()

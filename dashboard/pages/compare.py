@@ -88,6 +88,11 @@ else:
                      hide_index=True, column_order=["launcher", "field", "A", "B", "delta"])
     elif ka is not None and kb is not None:
         st.caption("No launch metadata (registers, spills, shared memory come with GPU/Triton kernels).")
+    tuning = q.triton_detail_rows(ka, kb)
+    if not tuning.empty:
+        st.markdown("**Triton autotuning**")
+        st.dataframe(tuning.style.apply(ui.highlight("changed", "rgba(255, 196, 0, 0.2)"), axis=1),
+                     hide_index=True, column_order=["field", "A", "B"])
     if sa and sb and sa != sb:
         side, unified, full = st.tabs(["Side by side", "Unified diff", "Both sources"])
         with side:
@@ -111,6 +116,14 @@ else:
         which = "A" if sa else "B"
         st.caption(f"Only in {which}:" if not (sa and sb) else "Same source in both runs:")
         st.code(sa or sb, language=lang, line_numbers=True)
+
+tuned = q.autotune_change_rows(d, q.cached_run(src, run_a)[1], q.cached_run(src, run_b)[1])
+if not tuned.empty:
+    st.subheader("max-autotune choices")
+    st.caption("Each op max-autotune tuned, matched by graph, op and input shapes: the candidate chosen in A and "
+               "in B, with its benchmark time.")
+    st.dataframe(tuned, hide_index=True, column_config={"A ms": st.column_config.NumberColumn(format="%.4f"),
+                                                        "B ms": st.column_config.NumberColumn(format="%.4f")})
 
 c1, c2 = st.columns(2)
 with c1:
