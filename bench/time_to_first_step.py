@@ -172,7 +172,9 @@ def measurements(ends: list[float]) -> dict[str, float | None]:
     # WINDOW steps has its median within SLOW x the compiled median.
     start = None
     if fast is not None:
-        for i in range(len(steps) - 1, -1, -1):
+        # Only whole windows: a slow step among the run's last few says nothing about when it got fast.
+        start = max(0, len(steps) - WINDOW + 1)
+        for i in range(len(steps) - WINDOW, -1, -1):
             if statistics.median(steps[i:i + WINDOW]) > SLOW * fast:
                 break
             start = i

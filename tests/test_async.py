@@ -230,7 +230,7 @@ def test_bench_measures_when_compiled_speed_arrives() -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)  # type: ignore[union-attr]
     steps = [5.0] + [0.05] * 40 + [0.01] * 259
-    steps[250] = 0.5
+    steps[250] = steps[-1] = 0.5  # noise, also in the very last step
     ends, t = [], 0.0
     for s in steps:
         t += s
@@ -240,3 +240,5 @@ def test_bench_measures_when_compiled_speed_arrives() -> None:
     assert m["compiled speed"] == pytest.approx(5.0 + 40 * 0.05)
     assert m["300 steps"] == pytest.approx(ends[-1])
     assert m["step ms (compiled)"] == pytest.approx(10.0)
+    slow_to_the_end = bench.measurements([0.05 * (i + 1) for i in range(300)])
+    assert slow_to_the_end["compiled speed"] == pytest.approx(0.0), "one speed all along: compiled from the start"
