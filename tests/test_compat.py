@@ -950,3 +950,14 @@ def test_serialize_graph_shortcuts_equal_the_stock_values() -> None:
         assert str(op) in got and got == ext._LoweringSerializer().fallbacks
     finally:
         lowering.lowerings[op] = saved
+
+
+def test_cpu_isa_probe_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """torch 2.13.0: ``torch._inductor.runtime.cache_dir_utils.cache_dir`` follows
+    TORCHINDUCTOR_CACHE_DIR; the probe leaves its marker there, and only there."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "a"))
+    assert not compat.cpu_isa_probe_cached()
+    compat.probe_cpu_isa()
+    assert compat.cpu_isa_probe_cached()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "b"))
+    assert not compat.cpu_isa_probe_cached()

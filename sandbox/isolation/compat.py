@@ -741,6 +741,30 @@ def probe_cpu_isa() -> None:
         for t in threads:
             t.join()
     cpu_vec_isa.pick_vec_isa()
+    try:  # the probe's programs are in this cache dir from now on: later workers need not wait for them
+        os.makedirs(os.path.dirname(_isa_marker()), exist_ok=True)
+        with open(_isa_marker(), "w") as f:
+            f.write(str(cpu_vec_isa.pick_vec_isa()))
+    except OSError:
+        pass
+
+
+def _isa_marker() -> str:
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return os.path.join(cache_dir(), "sandbox", "cpu-isa-probed")
+
+
+def cpu_isa_probe_cached() -> bool:
+    """Whether a worker already ran the CPU instruction-set probe on this cache dir
+    (``torch._inductor.runtime.cache_dir_utils.cache_dir``): then the probe costs well
+    under a second wherever it runs, and a worker's warm-up leaves it to the first compile
+    that needs it instead of holding the probe's file lock while the user's process loads
+    cached kernels."""
+    try:
+        return os.path.exists(_isa_marker())
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def gpu_available() -> bool:

@@ -62,7 +62,9 @@ class Worker:
         # On a GPU machine: CUDA and Triton's compile pool first (the pool's own processes
         # take seconds to come up, and the first graph's kernels compile in parallel only
         # once it is ready); the CPU instruction-set probe, needed only for CPU kernels,
-        # runs after the worker is ready instead of before (see ready()).
+        # runs after the worker is ready instead of before (see ready()). On a cache dir
+        # where a worker probed before, the probe is cheap and left to the first compile
+        # that needs it: in a run of cache hits it would only compete with the user's process.
         self.probe_later = compat.gpu_available()
         if self.probe_later:
             try:
@@ -70,7 +72,8 @@ class Worker:
             except Exception as e:  # noqa: BLE001 - the first GPU compile then pays it instead
                 print(f"[sandbox worker {os.getpid()}] GPU warm-up failed: {e!r}", file=sys.stderr, flush=True)
         try:
-            phases.update(compat.warm_up_inductor(probe_isa=not self.probe_later))
+            probe = not self.probe_later and not compat.cpu_isa_probe_cached()
+            phases.update(compat.warm_up_inductor(probe_isa=probe))
         except Exception as e:  # noqa: BLE001 - the first compile then pays it instead
             print(f"[sandbox worker {os.getpid()}] warm-up failed: {e!r}", file=sys.stderr, flush=True)
 
