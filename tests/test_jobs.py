@@ -18,10 +18,8 @@ lists its kernels and can be compared kernel by kernel.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,31 +322,13 @@ def test_job_page_in_a_browser(job_store: JobStore) -> None:
     """``streamlit run dashboard/app.py`` on the jobs' store, the Job page opened by its URL in
     headless Chromium (as ``test_dashboard_browser.py`` does; skipped locally without Chromium
     or Playwright, a failure with ``CI=true``); a screenshot goes to ``test-artifacts/dashboard/``."""
-    import urllib.request
-
-    from test_dashboard_browser import CHROMIUM, free_port, load, metric_values, missing, unavailable
+    from test_dashboard_browser import CHROMIUM, load, metric_values, missing, serve, unavailable
 
     if missing():
         unavailable(missing())  # type: ignore[arg-type]
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
-    env["SANDBOX_STORE"] = str(job_store.path)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port)],
-                            cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, "streamlit did not come up"
-            time.sleep(0.25)
+    with serve(job_store.path, "job-dashboard-server.log") as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
                                                                         "--disable-dev-shm-usage"])
@@ -365,13 +345,6 @@ def test_job_page_in_a_browser(job_store: JobStore) -> None:
             assert page.locator('[data-testid="stDataFrame"]').count() == 5
             page.close()
             browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_job_queries_on_synthetic_ranks() -> None:
