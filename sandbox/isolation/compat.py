@@ -847,8 +847,9 @@ def _triton_config(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def _config_key(cfg: dict[str, Any]) -> str:
-    return ",".join(f"{k}={cfg[k]}" for k in sorted(cfg))
+def _benchmark_ms(ms: Any) -> float | None:
+    """A benchmark time in ms; None for a candidate that failed (inf) or was not timed (nan)."""
+    return float(ms) if ms == ms and ms != float("inf") else None
 
 
 def triton_kernels(modules: Sequence[Any]) -> dict[str, Any]:
@@ -884,7 +885,7 @@ def describe_triton_kernel(kernel: Any) -> dict[str, Any]:
             cfg = {str(k): _jsonable(v) for k, v in key}
         except (TypeError, ValueError):
             continue
-        timings.append({"config": cfg, "ms": float(ms) if ms == ms and ms != float("inf") else None})
+        timings.append({"config": cfg, "ms": _benchmark_ms(ms)})
     state = info.get("autotune_cache_state")
     # ``configs`` is dropped once the launchers are compiled: the compiled candidates
     # (with their registers and spills) are then the list of configs.
@@ -925,7 +926,7 @@ def capture_autotune_choices() -> Iterator[list[dict[str, Any]]]:
                         "name": str(getattr(choice, "name", choice)),
                         "kind": _choice_kind(choice),
                         "description": str(getattr(choice, "description", ""))[:300],
-                        "ms": float(ms) if ms == ms and ms != float("inf") else None,
+                        "ms": _benchmark_ms(ms),
                     }
                 )
             rows.sort(key=lambda r: (r["ms"] is None, r["ms"] or 0.0))
