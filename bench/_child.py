@@ -91,8 +91,13 @@ def _reports() -> list[dict]:
                 continue  # a worker-side stage that happens to share a name
             if s.name in OVERHEAD_STAGES or s.name == "compile_in_worker":
                 stages[s.name] = stages.get(s.name, 0.0) + (s.end - s.start)
+        every: dict[str, float] = {}
+        for s in r.stages:
+            key = f"{getattr(s, 'origin', 'parent')}:{s.name}"
+            every[key] = every.get(key, 0.0) + (s.end - s.start)
         out.append(
             {
+                "every_stage_s": every,
                 "graph_index": r.graph_index,
                 "graph_kind": r.graph_kind,
                 "outcome": r.outcome,
