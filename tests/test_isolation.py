@@ -70,6 +70,8 @@ def test_warmup_wait_makes_workers_ready(threads) -> None:
     assert all(w["ready"] and w["alive"] for w in workers), workers
     assert len({w["pid"] for w in workers}) == 2
     assert all(w["rss_bytes"] > 0 for w in workers)
+    # A CPU machine: the warm-up ran in the idle scheduling class (GPU machines: nice, tests/gpu).
+    assert [w["warm_up_priority"] for w in workers] == ["idle", "idle"], workers
 
 
 def _stage(report: dict, name: str) -> dict:
@@ -232,3 +234,17 @@ def test_worker_clears_in_memory_caches_only_after_the_parent_did(caches) -> Non
 
 def test_cache_workers_end_with_their_process(caches) -> None:
     assert wait_gone(caches["pool_processes"], within=5) == []
+
+
+def test_warm_up_priority_nice_is_reported_and_unknown_falls_back(tmp_path) -> None:
+    """SANDBOX_WORKER_WARMUP=nice (the GPU machines' default) warms up at nice 10 and says
+    so; a value it does not know warms up at normal priority rather than failing."""
+    code = (
+        "import json, sandbox; sandbox.warmup(workers=1, wait=True, timeout=240); "
+        "print(json.dumps([w['warm_up_priority'] for w in sandbox.workers()]))"
+    )
+    for value, expected in (("nice", ["nice"]), ("bogus", ["normal"])):
+        env = script_env(tmp_path / value, {"SANDBOX_WORKER_WARMUP": value})
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == expected

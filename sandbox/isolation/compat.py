@@ -983,11 +983,23 @@ def warm_up_gpu() -> dict[str, float]:
         # first job; a compile that comes sooner builds its kernels here meanwhile,
         # as in-process Inductor does with its own pool.
         AsyncCompile.warm_pool()
-        AsyncCompile.use_process_pool()  # submits the pool's readiness job: its workers start now
+        if os.environ.get("SANDBOX_WORKER_POOL", "warmup") != "job":
+            AsyncCompile.use_process_pool()  # submits the pool's readiness job: its workers start now
     except Exception:  # noqa: BLE001 - Inductor then compiles kernels in this process
         log.debug("sandbox: Triton compile pool did not start", exc_info=True)
     phases["compile_pool_start_s"] = time.time() - t
     return phases
+
+
+def launch_compile_pool() -> bool:
+    """Start the Triton compile pool's processes if they are not started yet (a no-op
+    once they are, and where Inductor compiles in one process); True once it is ready."""
+    from torch._inductor.async_compile import AsyncCompile
+
+    try:
+        return bool(AsyncCompile.use_process_pool())
+    except Exception:  # noqa: BLE001 - Inductor then compiles kernels in this process
+        return False
 
 
 def load_custom_op_sources(imports: list[str], libraries: list[str]) -> None:

@@ -295,6 +295,7 @@ class Pool:
                 "rss_bytes": _tree_rss_bytes(w.pid) if w.alive() else 0,
                 "warm_up_s": (w.ready or {}).get("warm_up_s"),
                 "warm_up_phases": (w.ready or {}).get("phases"),
+                "warm_up_priority": (w.ready or {}).get("warm_up_priority"),
                 "start_to_ready_s": ((w.ready or {}).get("ready_at", w.spawned_at) - w.spawned_at) if w.ready else None,
             }
             for w in workers

@@ -50,15 +50,20 @@ class Worker:
         self.out_fd = out_fd
         self.cache_clock: int | None = None
         self.jobs = 0
-        self.warm: tuple[float, dict[str, float], bool] = (time.time(), {}, False)
+        self.warm: tuple[float, dict[str, float], str] = (time.time(), {}, "normal")
 
     def start(self, started: float, priority: str = "normal") -> None:
-        idle = priority == "idle" and _enter_idle_class()
+        if priority == "idle":
+            priority = "idle" if _enter_idle_class() else "normal"
+        elif priority == "nice":
+            priority = "nice" if _enter_nice(WARM_UP_NICE) else "normal"
+        else:
+            priority = "normal"
         from sandbox.isolation import compat
 
         t0 = time.time()
         phases = {"import_torch_s": t0 - started}
-        self.warm = (t0, phases, idle)
+        self.warm = (t0, phases, priority)
         # On a GPU machine: CUDA and Triton's compile pool first (the pool's own processes
         # take seconds to come up, and the first graph's kernels compile in parallel only
         # once it is ready); the CPU instruction-set probe, needed only for CPU kernels,
@@ -81,7 +86,7 @@ class Worker:
         """Tell the parent this worker is ready (after ``start``)."""
         from sandbox.isolation import protocol
 
-        t0, phases, idle = self.warm
+        t0, phases, priority = self.warm
         protocol.send(
             self.out_fd,
             {
@@ -90,7 +95,7 @@ class Worker:
                 "started": started,
                 "warm_up_s": time.time() - t0,
                 "phases": phases,
-                "warm_up_priority": "idle" if idle else "normal",
+                "warm_up_priority": priority,
                 "ready_at": time.time(),
                 "rss_bytes": _rss_bytes(),
             },
@@ -133,6 +138,8 @@ class Worker:
             file=sys.stderr,
             flush=True,
         )
+        if getattr(self, "probe_later", False):
+            compat.launch_compile_pool()  # GPU: started at warm-up already, unless SANDBOX_WORKER_POOL=job
         try:
             compat.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
             compat.set_chromium_logger_id(msg.get("chromium_id"))
@@ -240,13 +247,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _warm_up_priority() -> str:
-    """``idle`` unless SANDBOX_WORKER_WARMUP says otherwise, or on a GPU machine: there
-    the training process waits on the GPU rather than on every core, and the Triton
-    compile pool started during the warm-up must not inherit the idle class."""
+    """``idle`` on a CPU machine, ``nice`` on a GPU machine, unless SANDBOX_WORKER_WARMUP
+    says otherwise (idle | nice | normal). On a GPU machine the warm-up starts Triton's
+    compile pool, whose processes inherit the warm-up thread's class: the idle class could
+    starve them for good while the training process keeps the CPU busy, a positive nice
+    value only lets the training process go first (while the user's process loads cached
+    kernels, the pool's start of 16 interpreters would otherwise compete with it)."""
     chosen = os.environ.get("SANDBOX_WORKER_WARMUP", "").strip().lower()
     if chosen:
         return chosen
-    return "normal" if _gpu_machine() else "idle"
+    return "nice" if _gpu_machine() else "idle"
 
 
 def _gpu_machine() -> bool:
@@ -255,6 +265,19 @@ def _gpu_machine() -> bool:
     if visible is not None and visible.strip() in ("", "-1"):
         return False
     return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+
+
+WARM_UP_NICE = 10
+
+
+def _enter_nice(value: int) -> bool:
+    """A nice value for the calling thread (per thread on Linux); processes it starts inherit it."""
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(current, value))
+        return True
+    except (AttributeError, OSError):
+        return False
 
 
 def _enter_idle_class() -> bool:

@@ -87,8 +87,18 @@ def _children(pid: int) -> list[dict[str, Any]]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append({"pid": int(entry), "cmd": cmd})
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            out.append({"pid": int(entry), "cmd": cmd, "nice": int(fields[16])})
+    return out
+
+
+def _descendants(pid: int) -> list[dict[str, Any]]:
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out.extend(kids)
+        todo.extend(k["pid"] for k in kids)
     return out
 
 
@@ -131,6 +141,7 @@ def scenario_zoo(names: list[str]) -> None:
             "stored": stored,
             "children": _children(os.getpid()),
             "workers": sandbox.workers(),
+            "worker_helpers": {w["pid"]: _descendants(w["pid"]) for w in sandbox.workers()},
             "cuda_initialised_by_warmup": cuda_initialised_by_warmup,
             "device": torch.cuda.get_device_name(0),
             "torch": torch.__version__,
@@ -311,6 +322,11 @@ def check_zoo(c: Checks, tmp: str, out_dir: str) -> None:
     pool_children = [p for p in res["children"] if "sandbox.isolation.worker" not in p["cmd"]]
     c.check("no compile pool (or other helper process) in the user's process", not pool_children, pool_children)
     c.check("sandbox.warmup() does not initialise CUDA in the user's process", not res["cuda_initialised_by_warmup"])
+    c.check("the worker warmed up at a lower priority (nice)", [w.get("warm_up_priority") for w in res["workers"]] == ["nice"] * len(res["workers"]),
+            [w.get("warm_up_priority") for w in res["workers"]])
+    helpers = [h for hs in res["worker_helpers"].values() for h in hs]
+    c.check(f"the worker's Triton compile pool ({len(helpers)} processes) runs at nice >= 10",
+            helpers and all(h["nice"] >= 10 for h in helpers), helpers[:3])
     example = next((k for r in res["results"].values() for x in r["reports"] for k in x["kernels"] if k.get("triton")), None)
     with open(os.path.join(out_dir, "gpu_kernel_example.json"), "w") as f:
         json.dump(example, f, indent=1)
