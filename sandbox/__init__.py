@@ -52,11 +52,14 @@ def warmup(workers: int | None = None, wait: bool = False, timeout: float | None
     """Start the workers now (they warm up in the background; ``wait=True`` blocks until ready).
 
     Call it early - before building the model or loading data - so the workers pay
-    Inductor's one-time costs while the program does something else.
+    Inductor's one-time costs while the program does something else. This process's own
+    share of them (importing Inductor's compile front end) is paid meanwhile too, on a
+    background thread (``SANDBOX_WARMUP_IMPORTS=0`` turns that off).
     """
     from sandbox import runtime
 
     pool = runtime.get_pool(workers or Options.resolve().workers)
+    runtime.warm_up_frontend()
     if wait:
         pool.wait_ready(timeout)
 

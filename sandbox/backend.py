@@ -73,6 +73,7 @@ def _aot_state(before: dict, after: dict) -> dict[str, Any]:
 def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = None, options: dict | None = None) -> Any:
     """The backend registered as ``"sandbox"``."""
     opts = Options.resolve(mode, options)
+    runtime.join_frontend()  # sandbox.warmup()'s background imports, if still running
     runtime.ensure_seam(_route)
     runtime.configure(opts)
     runtime.get_pool(opts.workers)  # started already on resolve; resized if options ask for more
@@ -195,6 +196,7 @@ def __getattr__(name: str) -> Any:
     # (at ``torch.compile(...)``) starts the workers in the background, so the first
     # graph does not wait for a cold interpreter.
     if name == "resolved":
+        runtime.join_frontend()  # dynamo's trace comes next: no imports beside sandbox.warmup()'s
         if not runtime.in_worker():
             try:
                 runtime.get_pool(Options.resolve().workers)

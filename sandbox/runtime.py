@@ -102,6 +102,46 @@ def get_pool(size: int) -> pool.Pool:
     return p
 
 
+_frontend_thread: threading.Thread | None = None
+
+
+def warm_up_frontend() -> bool:
+    """Once per process, from ``sandbox.warmup()``: import the modules this process's own
+    part of a compile needs (Inductor's compile_fx, the partitioner, the joint-graph
+    pattern modules; compat.frontend_modules) on a background thread, while the program
+    loads its data, instead of inside the first step. Started only where torch is either
+    not imported yet or fully imported (never beside an import of torch in progress);
+    the backend waits for it before it compiles anything (join_frontend).
+    SANDBOX_WARMUP_IMPORTS=0 turns it off. True if the thread was started."""
+    global _frontend_thread
+    if _frontend_thread is not None or in_worker():
+        return False
+    if os.environ.get("SANDBOX_WARMUP_IMPORTS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if "torch" in sys.modules and not _fully_imported("torch"):
+        return False
+
+    def run() -> None:
+        try:
+            failed = compat.import_frontend()
+            if failed:
+                log.debug("sandbox: could not import ahead of time: %s", failed)
+        except Exception:  # noqa: BLE001 - the first compile imports them then
+            log.debug("sandbox: importing the compile frontend ahead of time failed", exc_info=True)
+
+    _frontend_thread = threading.Thread(target=run, name="sandbox-frontend-imports", daemon=True)
+    _frontend_thread.start()
+    return True
+
+
+def join_frontend(timeout: float = 120.0) -> None:
+    """Wait for warm_up_frontend's imports (if any are still running): the compile that
+    follows imports the same modules, and must not do so beside them."""
+    thread = _frontend_thread
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        thread.join(timeout)
+
+
 _parent_warmed = threading.Event()
 
 

@@ -961,3 +961,14 @@ def test_cpu_isa_probe_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) ->
     assert compat.cpu_isa_probe_cached()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "b"))
     assert not compat.cpu_isa_probe_cached()
+
+
+def test_frontend_modules_exist_and_import() -> None:
+    """sandbox.warmup()'s ahead-of-time imports: every named module exists in this torch,
+    the serialized joint-graph patterns are found, and importing them fails nowhere."""
+    names = compat.frontend_modules()
+    assert names[: len(compat.FRONTEND_MODULES)] == list(compat.FRONTEND_MODULES)
+    patterns = [n for n in names if n.startswith(compat.SERIALIZED_PATTERNS + ".")]
+    assert patterns, "no serialized pattern modules found"
+    assert compat.import_frontend() == []
+    assert all(n in sys.modules for n in names)
