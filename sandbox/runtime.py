@@ -107,8 +107,8 @@ _frontend_thread: threading.Thread | None = None
 
 def warm_up_frontend() -> bool:
     """Once per process, from ``sandbox.warmup()``: import the modules this process's own
-    part of a compile needs (Inductor's compile_fx, the partitioner, the joint-graph
-    pattern modules; compat.frontend_modules) on a background thread, while the program
+    part of a compile needs (Inductor's compile_fx and the partitioner;
+    compat.frontend_modules) on a background thread, while the program
     loads its data, instead of inside the first step. Started only where torch is either
     not imported yet or fully imported (never beside an import of torch in progress);
     the backend waits for it before it compiles anything (join_frontend).
