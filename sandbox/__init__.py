@@ -54,7 +54,8 @@ def warmup(workers: int | None = None, wait: bool = False, timeout: float | None
     Call it early - before building the model or loading data - so the workers pay
     Inductor's one-time costs while the program does something else. This process's own
     share of them (importing Inductor's compile front end) is paid meanwhile too, on a
-    background thread (``SANDBOX_WARMUP_IMPORTS=0`` turns that off).
+    background thread, on machines without an NVIDIA GPU (``SANDBOX_WARMUP_IMPORTS=1`` or
+    ``0`` decides either way).
     """
     from sandbox import runtime
 

@@ -252,17 +252,22 @@ def test_warm_up_priority_nice_is_reported_and_unknown_falls_back(tmp_path) -> N
 
 def test_warmup_imports_the_compile_front_end_in_the_background(tmp_path) -> None:
     """sandbox.warmup() imports this process's share of a compile (Inductor's compile_fx)
-    on a background thread, before anything is compiled; SANDBOX_WARMUP_IMPORTS=0 does not."""
+    on a background thread, before anything is compiled (by default where there is no
+    NVIDIA GPU); SANDBOX_WARMUP_IMPORTS=0 does not, =1 does."""
     code = (
         "import json, sys, time, sandbox; from sandbox import runtime; sandbox.warmup(workers=1); "
         "t = runtime._frontend_thread; t is not None and t.join(120); "
         "print(json.dumps({'started': t is not None, 'compile_fx': 'torch._inductor.compile_fx' in sys.modules}))"
     )
     seen = {}
-    for value in ("1", "0"):
-        env = script_env(tmp_path / value, {"SANDBOX_WARMUP_IMPORTS": value})
+    for value in ("1", "0", ""):
+        env = script_env(tmp_path / (value or "default"), {"SANDBOX_WARMUP_IMPORTS": value} if value else {})
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         seen[value] = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["1"] == {"started": True, "compile_fx": True}, seen
     assert seen["0"] == {"started": False, "compile_fx": False}, seen
+    # The default: on where no NVIDIA GPU is present (off on GPU machines, tests/gpu).
+    from sandbox.isolation.worker import _gpu_machine
+
+    assert seen[""]["started"] is (not _gpu_machine()), seen
