@@ -9,6 +9,7 @@ worker): one small training compile, recorded at the seam, feeds several tests.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -970,3 +971,21 @@ def test_frontend_modules_exist_and_import() -> None:
     assert compat.import_frontend() == []
     assert all(n in sys.modules for n in compat.FRONTEND_MODULES)
     assert sys.modules["torch._inductor.compile_fx"] is compat.compile_fx_module()
+
+
+def test_launch_compile_pool_is_a_no_op_where_inductor_compiles_in_one_process() -> None:
+    """With one compile thread (the user's process; a CPU worker) there is no pool to start:
+    False, and no process is started."""
+    from torch._inductor import config
+
+    def children() -> set[str]:
+        try:
+            with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
+                return set(f.read().split())
+        except OSError:
+            return set()
+
+    before = children()
+    with config.patch(compile_threads=1):
+        assert compat.launch_compile_pool() is False
+    assert children() <= before
