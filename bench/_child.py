@@ -86,15 +86,14 @@ def _reports() -> list[dict]:
     out = []
     for r in sandbox.reports():
         stages: dict[str, float] = {}
+        every: dict[str, float] = {}  # every stage, by origin:name
         for s in r.stages:
+            key = f"{getattr(s, 'origin', 'parent')}:{s.name}"
+            every[key] = every.get(key, 0.0) + (s.end - s.start)
             if s.name in OVERHEAD_STAGES and getattr(s, "origin", "parent") != "parent":
                 continue  # a worker-side stage that happens to share a name
             if s.name in OVERHEAD_STAGES or s.name == "compile_in_worker":
                 stages[s.name] = stages.get(s.name, 0.0) + (s.end - s.start)
-        every: dict[str, float] = {}
-        for s in r.stages:
-            key = f"{getattr(s, 'origin', 'parent')}:{s.name}"
-            every[key] = every.get(key, 0.0) + (s.end - s.start)
         out.append(
             {
                 "every_stage_s": every,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from typing import Callable
 
@@ -108,10 +107,10 @@ _frontend_thread: threading.Thread | None = None
 def warm_up_frontend() -> bool:
     """Once per process, from ``sandbox.warmup()``: import the modules this process's own
     part of a compile needs (Inductor's compile_fx and the partitioner;
-    compat.frontend_modules) on a background thread, while the program
-    loads its data, instead of inside the first step. Started only where torch is either
-    not imported yet or fully imported (never beside an import of torch in progress);
-    the backend waits for it before it compiles anything (join_frontend).
+    compat.FRONTEND_MODULES) on a background thread, while the program loads its data,
+    instead of inside the first step. torch itself is fully imported by then (this module
+    imports it through compat); resolving the backend and the backend wait for the thread
+    before dynamo traces or compiles anything (join_frontend).
     On by default on a machine without an NVIDIA GPU, off with one: on an H100 host,
     where the model's set-up right after ``warmup()`` initialises CUDA, the imports beside
     it made the first call after ``torch.compile`` later, not sooner (warm cache 1.41x of
@@ -124,12 +123,8 @@ def warm_up_frontend() -> bool:
     if setting in ("0", "false", "no", "off"):
         return False
     if not setting:
-        from sandbox.isolation.worker import _gpu_machine
-
-        if _gpu_machine():
+        if sizing.gpu_machine():
             return False
-    if "torch" in sys.modules and not _fully_imported("torch"):
-        return False
 
     def run() -> None:
         try:
@@ -153,11 +148,6 @@ def join_frontend(timeout: float = 120.0) -> None:
 
 
 _parent_warmed = threading.Event()
-
-
-def _fully_imported(name: str) -> bool:
-    module = sys.modules.get(name)
-    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
 def warm_parent_async() -> None:

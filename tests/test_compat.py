@@ -967,7 +967,6 @@ def test_cpu_isa_probe_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) ->
 def test_frontend_modules_exist_and_import() -> None:
     """sandbox.warmup()'s ahead-of-time imports: every named module exists in this torch
     and imports, and it is the module the seam patches."""
-    assert compat.frontend_modules() == list(compat.FRONTEND_MODULES)
     assert compat.import_frontend() == []
     assert all(n in sys.modules for n in compat.FRONTEND_MODULES)
     assert sys.modules["torch._inductor.compile_fx"] is compat.compile_fx_module()

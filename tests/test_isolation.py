@@ -268,6 +268,6 @@ def test_warmup_imports_the_compile_front_end_in_the_background(tmp_path) -> Non
     assert seen["1"] == {"started": True, "compile_fx": True}, seen
     assert seen["0"] == {"started": False, "compile_fx": False}, seen
     # The default: on where no NVIDIA GPU is present (off on GPU machines, tests/gpu).
-    from sandbox.isolation.worker import _gpu_machine
+    from sandbox.isolation.sizing import gpu_machine
 
-    assert seen[""]["started"] is (not _gpu_machine()), seen
+    assert seen[""]["started"] is (not gpu_machine()), seen

@@ -53,14 +53,10 @@ FRONTEND_MODULES = (
 )
 
 
-def frontend_modules() -> list[str]:
-    return list(FRONTEND_MODULES)
-
-
 def import_frontend() -> list[str]:
-    """Import frontend_modules(); returns the names that failed (none expected)."""
+    """Import FRONTEND_MODULES; returns the names that failed (none expected)."""
     failed = []
-    for name in frontend_modules():
+    for name in FRONTEND_MODULES:
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the first compile imports it then, and reports what fails

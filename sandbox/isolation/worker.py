@@ -50,6 +50,7 @@ class Worker:
         self.out_fd = out_fd
         self.cache_clock: int | None = None
         self.jobs = 0
+        self.gpu = False  # a usable CUDA device (set by start)
         self.warm: tuple[float, dict[str, float], str] = (time.time(), {}, "normal")
 
     def start(self, started: float, priority: str = "normal") -> None:
@@ -70,14 +71,14 @@ class Worker:
         # runs after the worker is ready instead of before (see ready()). On a cache dir
         # where a worker probed before, the probe is cheap and left to the first compile
         # that needs it: in a run of cache hits it would only compete with the user's process.
-        self.probe_later = compat.gpu_available()
-        if self.probe_later:
+        self.gpu = compat.gpu_available()
+        if self.gpu:
             try:
                 phases.update(compat.warm_up_gpu())
             except Exception as e:  # noqa: BLE001 - the first GPU compile then pays it instead
                 print(f"[sandbox worker {os.getpid()}] GPU warm-up failed: {e!r}", file=sys.stderr, flush=True)
         try:
-            probe = not self.probe_later and not compat.cpu_isa_probe_cached()
+            probe = not self.gpu and not compat.cpu_isa_probe_cached()
             phases.update(compat.warm_up_inductor(probe_isa=probe))
         except Exception as e:  # noqa: BLE001 - the first compile then pays it instead
             print(f"[sandbox worker {os.getpid()}] warm-up failed: {e!r}", file=sys.stderr, flush=True)
@@ -100,7 +101,7 @@ class Worker:
                 "rss_bytes": _rss_bytes(),
             },
         )
-        if getattr(self, "probe_later", False):
+        if self.gpu:
             threading.Thread(target=_probe_in_background, name="sandbox-isa-probe", daemon=True).start()
 
     def serve(self) -> None:
@@ -138,7 +139,7 @@ class Worker:
             file=sys.stderr,
             flush=True,
         )
-        if getattr(self, "probe_later", False):
+        if self.gpu:
             compat.launch_compile_pool()  # GPU: started at warm-up already, unless SANDBOX_WORKER_POOL=job
         try:
             compat.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
@@ -256,15 +257,9 @@ def _warm_up_priority() -> str:
     chosen = os.environ.get("SANDBOX_WORKER_WARMUP", "").strip().lower()
     if chosen:
         return chosen
-    return "nice" if _gpu_machine() else "idle"
+    from sandbox.isolation.sizing import gpu_machine
 
-
-def _gpu_machine() -> bool:
-    """An NVIDIA device node this process may use (decided before torch is imported)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return False
-    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+    return "nice" if gpu_machine() else "idle"
 
 
 WARM_UP_NICE = 10
