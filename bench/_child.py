@@ -200,6 +200,12 @@ def run_step(spec: dict) -> dict:
     kwargs = dict(entry.compile_kwargs)
     if entry.mode:
         kwargs["mode"] = entry.mode
+    prof = None
+    if spec.get("cprofile"):
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     t["compile_call"] = time.time()
     fn = torch.compile(model, backend=_backend(variant), **kwargs)
     t["compile_returned"] = time.time()
@@ -228,7 +234,12 @@ def run_step(spec: dict) -> dict:
             losses.append(float(out.float().pow(2).mean()))
         sync()
         step_end.append(time.time())
+        if prof is not None and step == 0:
+            prof.disable()
     t["first_step"] = step_end[0]
+    if prof is not None:
+        os.makedirs(spec["cprofile"], exist_ok=True)
+        prof.dump_stats(os.path.join(spec["cprofile"], "parent.prof"))
     t["steps_done"] = step_end[-1]
     counters = _delta(before, _counters())
     reports = _reports()
@@ -245,6 +256,7 @@ def run_step(spec: dict) -> dict:
         "counters": counters,
         "reports": reports,
         "workers": workers,
+        "parent_gpu_load_prep": getattr(getattr(sys.modules.get("sandbox.runtime"), "parent_warm_up", None), "gpu_result", None),
         "descendants_at_end": descendants,
         "parent_rss_bytes": _rss_bytes(),
         "info": _device_info(device),

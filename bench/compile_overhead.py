@@ -460,6 +460,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--child-timeout", type=float, default=600.0, help="seconds before a child is killed and counted as failed")
     ap.add_argument("--python", default=sys.executable, help="interpreter for the children (default: this one)")
     ap.add_argument("--keep-caches", action="store_true", help="keep the temporary cache dirs")
+    ap.add_argument("--cprofile", metavar="DIR",
+                    help="diagnostic: cProfile each cold/warm child from torch.compile to the end of its first step "
+                         "(DIR/MODEL-VARIANT-PHASE-REPEAT/parent.prof) and each job in the sandbox's worker "
+                         "(worker-PID-job-N.prof beside it); the profiler slows both, so the times are not comparable")
     ap.add_argument("--out", help="write the JSON (raw numbers and each child's details) to this file")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, mlp, cold only, no overhead")
     args = ap.parse_args(argv)
@@ -517,7 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                     for phase in phases:
                         spec = {"kind": "step", "variant": variant, "model": model, "device": args.device,
                                 "steps": args.steps, "setup_s": args.setup_s, "phase": phase}
-                        rec = run_child(args.python, spec, env, args.child_timeout, workroot)
+                        child_env_now = env
+                        if args.cprofile:
+                            spec["cprofile"] = os.path.join(args.cprofile, f"{model}-{variant}-{phase}-{rep}")
+                            child_env_now = dict(env, SANDBOX_WORKER_CPROFILE=spec["cprofile"])
+                        rec = run_child(args.python, spec, child_env_now, args.child_timeout, workroot)
                         row = summarize_step(rec, variant, phase)
                         row.update(model=model, variant=variant, phase=phase, repeat=rep)
                         runs.setdefault((model, variant, phase), []).append(row)

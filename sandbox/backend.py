@@ -110,7 +110,7 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
             builder.remote_events = pending  # the AOTAutograd remote lookup, made for this forward
         if captured:
             builder.report.graph["hash"] = captured
-        scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock, runtime.warm_parent_async)
+        scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock, runtime.parent_warm_up)
         if background == deferred.ASYNC or (background and kind != "inference"):
             scheme.defer = functools.partial(deferred.DeferredGraph, how=background, pair=pair, publish=runtime.publish)
         token = _active.set(scheme)

@@ -147,25 +147,53 @@ def join_frontend(timeout: float = 120.0) -> None:
         thread.join(timeout)
 
 
-_parent_warmed = threading.Event()
+class ParentWarmUp:
+    """This process's own share of loading a worker's result, paid in the background
+    while it waits for the worker's first compile rather than inside the load:
+    for a CPU graph, Inductor's CPU-ISA probe (the worker builds the probe programs;
+    Inductor's file lock makes this process reuse them; nothing waits for it); for a GPU
+    graph, Triton's imports and driver (compat.prepare_gpu_load), which the load then
+    waits for (``join``), so that no module is imported on two threads at once."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._probe: threading.Thread | None = None
+        self._gpu: threading.Thread | None = None
+        self.gpu_result: dict | None = None
 
-def warm_parent_async() -> None:
-    """Once per process, when the first graph goes to a worker: pay this process's own
-    CPU-ISA probe in the background while it waits, rather than inside the first load
-    of a compiled graph. (The worker builds the probe programs; Inductor's file lock
-    makes this process reuse them.)"""
-    if _parent_warmed.is_set():
-        return
-    _parent_warmed.set()
+    def start(self, cpu: bool = True, gpu: bool = False) -> None:
+        with self._lock:
+            if cpu and self._probe is None:
+                self._probe = threading.Thread(target=self._run_probe, name="sandbox-isa-probe", daemon=True)
+                self._probe.start()
+            if gpu and self._gpu is None:
+                self._gpu = threading.Thread(target=self._run_gpu, name="sandbox-gpu-load-prep", daemon=True)
+                self._gpu.start()
 
-    def probe() -> None:
+    def started(self) -> dict[str, bool]:
+        """Which of the two has been started in this process."""
+        return {"cpu_isa_probe": self._probe is not None, "gpu_load": self._gpu is not None}
+
+    def join(self, timeout: float = 120.0) -> None:
+        thread = self._gpu
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @staticmethod
+    def _run_probe() -> None:
         try:
             compat.probe_cpu_isa()
         except Exception:
             log.debug("sandbox: background ISA probe failed", exc_info=True)
 
-    threading.Thread(target=probe, name="sandbox-isa-probe", daemon=True).start()
+    def _run_gpu(self) -> None:
+        try:
+            self.gpu_result = compat.prepare_gpu_load()
+        except Exception:
+            log.debug("sandbox: background GPU load preparation failed", exc_info=True)
+
+
+parent_warm_up = ParentWarmUp()
 
 
 def publish(report: CompileReport) -> None:

@@ -271,3 +271,22 @@ def test_warmup_imports_the_compile_front_end_in_the_background(tmp_path) -> Non
     from sandbox.isolation.sizing import gpu_machine
 
     assert seen[""]["started"] is (not gpu_machine()), seen
+
+
+def test_first_cpu_compile_probes_the_cpu_isa_in_the_background_and_prepares_no_gpu_load(tmp_path) -> None:
+    """While a CPU graph compiles in the worker, the user's process runs its own CPU-ISA
+    probe in the background (the load that follows needs it) and nothing for a GPU load
+    (tests/gpu checks the opposite for CUDA graphs)."""
+    code = (
+        "import json, torch, sandbox; from sandbox import runtime; "
+        "f = torch.compile(lambda x: (x * 2).sin(), backend='sandbox'); f(torch.randn(8)); "
+        "print(json.dumps({'started': runtime.parent_warm_up.started(), 'gpu': runtime.parent_warm_up.gpu_result, "
+        "'outcomes': [r.outcome for r in sandbox.reports()]}))"
+    )
+    env = script_env(tmp_path, {})
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["outcomes"] == ["isolated"], seen
+    assert seen["started"] == {"cpu_isa_probe": True, "gpu_load": False}, seen
+    assert seen["gpu"] is None, seen

@@ -1014,6 +1014,68 @@ def warm_up_gpu() -> dict[str, float]:
     return phases
 
 
+# --- GPU: what this process needs to load a worker's compiled graph ------------------
+# Loading a GPU graph imports Triton and Inductor's Triton runtime and starts Triton's
+# CUDA driver utilities (a small C module, built into TRITON_CACHE_DIR once). In-process
+# Inductor pays this while it compiles; the sandbox's user process did so inside the
+# load, after the worker's reply. prepare_gpu_load does it on a background thread while
+# the process waits for the worker instead (runtime.ParentWarmUp); the load joins it.
+# Module names: torch._inductor.runtime.triton_heuristics and .triton_helpers on 2.11
+# and 2.13; the static launcher is .static_cuda_launcher on 2.11, .static_triton_launcher
+# on 2.13 (whichever exists is imported); torch.utils._triton.triton_hash_with_backend
+# on both.
+GPU_LOAD_MODULES = (
+    "triton",
+    "triton.language",
+    "torch._inductor.runtime.triton_helpers",
+    "torch._inductor.runtime.triton_heuristics",
+    "torch._inductor.async_compile",
+)
+GPU_LOAD_OPTIONAL = (
+    "torch._inductor.runtime.static_cuda_launcher",
+    "torch._inductor.runtime.static_triton_launcher",
+)
+
+
+def prepare_gpu_load() -> dict[str, Any]:
+    """Import GPU_LOAD_MODULES (and whichever of GPU_LOAD_OPTIONAL exists) and start
+    Triton's active driver. Returns seconds taken and what failed (nothing expected on a
+    GPU machine; without Triton, everything does, and the load then fails as before)."""
+    import time
+
+    t0 = time.time()
+    failed: list[str] = []
+    for name in GPU_LOAD_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the load imports it then, and reports what fails
+            failed.append(name)
+    for name in GPU_LOAD_OPTIONAL:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            pass
+        except Exception:  # noqa: BLE001
+            failed.append(name)
+    t1 = time.time()
+    try:
+        from triton.runtime import driver
+
+        driver.active.get_current_device()
+    except Exception:  # noqa: BLE001 - the load starts it then
+        failed.append("triton.runtime.driver.active")
+    t2 = time.time()
+    try:
+        # Triton's own hash and its backend's (cached once computed): each kernel's
+        # Triton cache key starts from them.
+        from torch.utils._triton import triton_hash_with_backend
+
+        triton_hash_with_backend()
+    except Exception:  # noqa: BLE001
+        failed.append("torch.utils._triton.triton_hash_with_backend")
+    return {"import_s": t1 - t0, "driver_s": t2 - t1, "hash_s": time.time() - t2, "failed": failed}
+
+
 def launch_compile_pool() -> bool:
     """Start the Triton compile pool's processes if they are not started yet (a no-op
     once they are, and where Inductor compiles in one process); True once it is ready."""

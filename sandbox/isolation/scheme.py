@@ -55,11 +55,26 @@ def describe_failure(report: Any) -> str:
     return "\n".join(lines)
 
 
+def _input_devices(example_inputs: Any) -> tuple[bool, bool]:
+    """Whether the graph has inputs on the CPU, and on a GPU (CUDA); a graph with no
+    tensor inputs counts as a CPU graph."""
+    cpu = gpu = False
+    for x in example_inputs:
+        device = getattr(x, "device", None)
+        kind = getattr(device, "type", None)
+        if kind == "cpu":
+            cpu = True
+        elif kind == "cuda":
+            gpu = True
+    return (cpu or not gpu), gpu
+
+
 class IsolatedCompile:
     """What ``fx_codegen_and_compile`` runs while a sandbox compile is active."""
 
-    def __init__(self, options: Any, builder: Any, get_pool: Any, cache_clock: Any, warm_parent: Any = lambda: None) -> None:
-        self.warm_parent = warm_parent
+    def __init__(self, options: Any, builder: Any, get_pool: Any, cache_clock: Any, warm_parent: Any = None) -> None:
+        self.warm_parent = warm_parent  # runtime.ParentWarmUp: start(cpu=, gpu=) and join()
+        self.devices: tuple[bool, bool] = (True, False)  # the graph's inputs: (on the CPU, on a GPU)
         self.options = options
         self.builder = builder
         self.get_pool = get_pool
@@ -71,6 +86,7 @@ class IsolatedCompile:
 
     def codegen_and_compile(self, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
         self.called = True
+        self.devices = _input_devices(example_inputs)
         b = self.builder
         b.graph_size(gm, example_inputs)
         t = time.time()
@@ -123,8 +139,9 @@ class IsolatedCompile:
     def run_job(self, job: dict[str, Any], on_sent: Any = None, warm_parent: bool = True) -> Any:
         """Hand the job to a worker and wait for its reply (raises ``WorkerFailure``)."""
         pool = self.get_pool(self.options.workers)
-        if warm_parent:
-            self.warm_parent()
+        if warm_parent and self.warm_parent is not None:
+            cpu, gpu = self.devices
+            self.warm_parent.start(cpu=cpu, gpu=gpu)
         return pool.run(job, self.options.timeout_s, self.options.memory_limit_mb, on_sent=on_sent)
 
     @staticmethod
@@ -145,6 +162,8 @@ class IsolatedCompile:
         b.worker_reply(reply)
         b.stage("transfer", reply["compile_end"], result.received_at)
         t = time.time()
+        if self.warm_parent is not None:
+            self.warm_parent.join()  # a GPU graph's imports, started while the worker compiled
         with torch_tools.Regions(b.report.compile_id, "load"):
             out = compat.load_output(reply["output"], payload.constants, region)
         compat.apply_counter_deltas(reply.get("counters", {}))

@@ -67,10 +67,13 @@ class Worker:
         self.warm = (t0, phases, priority)
         # On a GPU machine: CUDA and Triton's compile pool first (the pool's own processes
         # take seconds to come up, and the first graph's kernels compile in parallel only
-        # once it is ready); the CPU instruction-set probe, needed only for CPU kernels,
-        # runs after the worker is ready instead of before (see ready()). On a cache dir
-        # where a worker probed before, the probe is cheap and left to the first compile
-        # that needs it: in a run of cache hits it would only compete with the user's process.
+        # once it is ready). The CPU instruction-set probe, needed only for CPU kernels, is
+        # left on a GPU machine to the first compile that needs it, as in-process Inductor
+        # does: run in the background after the worker was ready, it imported setuptools
+        # and torch.utils.cpp_extension beside the first GPU compile and slowed it (on an
+        # H100, by about a second). On a cache dir where a worker probed before, the probe
+        # is cheap and left to the first compile that needs it too: in a run of cache hits
+        # it would only compete with the user's process.
         self.gpu = compat.gpu_available()
         if self.gpu:
             try:
@@ -101,8 +104,6 @@ class Worker:
                 "rss_bytes": _rss_bytes(),
             },
         )
-        if self.gpu:
-            threading.Thread(target=_probe_in_background, name="sandbox-isa-probe", daemon=True).start()
 
     def serve(self) -> None:
         from sandbox.isolation import protocol
@@ -158,7 +159,7 @@ class Worker:
                 compat.compile_context(msg.get("compile_id")),
                 compat.capture_compilation_metrics() as compilation_metrics,
             ):
-                output = compat.run_in_child(msg["payload"], msg.get("env", {}))
+                output = _profiled(self.jobs, compat.run_in_child, msg["payload"], msg.get("env", {}))
             end = time.time()
             return {
                 "op": "result",
@@ -199,14 +200,24 @@ class Worker:
             }
 
 
-def _probe_in_background() -> None:
-    _enter_idle_class()
-    try:
-        from sandbox.isolation import compat
+def _profiled(job: int, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, under cProfile when SANDBOX_WORKER_CPROFILE names a folder (a
+    diagnostic: where a compile's time goes inside the worker); the stats go to
+    ``worker-PID-job-N.prof`` there, readable with ``python -m pstats``."""
+    folder = os.environ.get("SANDBOX_WORKER_CPROFILE")
+    if not folder:
+        return fn(*args)
+    import cProfile
 
-        compat.probe_cpu_isa()
-    except Exception:  # noqa: BLE001 - a CPU compile then probes for itself
-        pass
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(fn, *args)
+    finally:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            prof.dump_stats(os.path.join(folder, f"worker-{os.getpid()}-job-{job}.prof"))
+        except OSError as e:
+            print(f"[sandbox worker {os.getpid()}] could not write the profile: {e!r}", file=sys.stderr, flush=True)
 
 
 def _triton_kernels(compat: Any, modules_before: int) -> dict[str, Any]:

@@ -132,6 +132,8 @@ def scenario_zoo(names: list[str]) -> None:
         }
         torch._dynamo.reset()
     sandbox.flush()
+    from sandbox import runtime as sandbox_runtime
+
     store = open_store(os.environ["SANDBOX_STORE"], readonly=True)
     run_ids = {r.run_id for r in sandbox.reports()}
     stored = {r.report_id: r.to_dict() for run_id in run_ids for r in store.reports(run_id)}
@@ -143,6 +145,8 @@ def scenario_zoo(names: list[str]) -> None:
             "workers": sandbox.workers(),
             "worker_helpers": {w["pid"]: _descendants(w["pid"]) for w in sandbox.workers()},
             "cuda_initialised_by_warmup": cuda_initialised_by_warmup,
+            "parent_gpu_load_prep": sandbox_runtime.parent_warm_up.gpu_result,
+            "parent_warm_up": sandbox_runtime.parent_warm_up.started(),
             "device": torch.cuda.get_device_name(0),
             "torch": torch.__version__,
         }
@@ -327,6 +331,11 @@ def check_zoo(c: Checks, tmp: str, out_dir: str) -> None:
     helpers = [h for hs in res["worker_helpers"].values() for h in hs]
     c.check(f"the worker's Triton compile pool ({len(helpers)} processes) runs at nice >= 10",
             helpers and all(h["nice"] >= 10 for h in helpers), helpers[:3])
+    prep = res.get("parent_gpu_load_prep")
+    c.check("the user's process prepared Triton for the first load while the worker compiled",
+            prep is not None and not prep.get("failed"), prep)
+    c.check("no CPU-ISA probe in the user's process for GPU graphs", res["parent_warm_up"] == {"cpu_isa_probe": False, "gpu_load": True},
+            res["parent_warm_up"])
     example = next((k for r in res["results"].values() for x in r["reports"] for k in x["kernels"] if k.get("triton")), None)
     with open(os.path.join(out_dir, "gpu_kernel_example.json"), "w") as f:
         json.dump(example, f, indent=1)
