@@ -448,6 +448,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--steps", type=int, default=2, help="steps per cold/warm process (default 2)")
+    ap.add_argument("--warm-repeats", type=int, default=1,
+                    help="warm processes per cold one (default 1): a warm first call is ~2 s and spreads by tenths; more samples steady its median")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-cache processes")
     ap.add_argument("--no-overhead", action="store_true", help="skip the per-graph overhead and memory processes")
     ap.add_argument("--overhead-repeats", type=int, default=1, help="overhead processes per variant (default 1)")
@@ -518,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                     cache_root = os.path.join(workroot, f"{model}-{variant}-{rep}")
                     os.makedirs(cache_root)
                     env = child_env(variant, cache_root, args.device)
-                    for phase in phases:
+                    for phase in [p for p in phases for _ in range(args.warm_repeats if p == "warm" else 1)]:
                         spec = {"kind": "step", "variant": variant, "model": model, "device": args.device,
                                 "steps": args.steps, "setup_s": args.setup_s, "phase": phase}
                         child_env_now = env

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import sys
 import threading
 import time
@@ -1006,3 +1007,20 @@ def test_prepare_gpu_load_names_modules_this_torch_has_and_never_raises() -> Non
     assert ("triton" in result["failed"]) is (not has_triton)
     if not has_triton:
         assert "triton.runtime.driver.active" in result["failed"]
+
+
+def test_use_inductor_ptxas_follows_inductor_and_keeps_a_user_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The touch point exists, sets nothing where torch ships no ptxas (this CPU build),
+    and never overrides a TRITON_PTXAS_PATH the user set."""
+    from torch._inductor.runtime.compile_tasks import _set_triton_ptxas_path
+
+    _set_triton_ptxas_path.cache_clear()
+    monkeypatch.setenv("TRITON_PTXAS_PATH", "/opt/custom/ptxas")
+    assert compat.use_inductor_ptxas() == "/opt/custom/ptxas"
+    _set_triton_ptxas_path.cache_clear()
+    monkeypatch.delenv("TRITON_PTXAS_PATH")
+    import torch._inductor.runtime.compile_tasks as tasks
+
+    shipped = pathlib.Path(tasks.__file__).absolute().parents[1] / "bin" / "ptxas"
+    assert compat.use_inductor_ptxas() == (str(shipped) if shipped.exists() else None)
+    _set_triton_ptxas_path.cache_clear()

@@ -990,6 +990,7 @@ def warm_up_gpu() -> dict[str, float]:
     if not torch.cuda.is_available():
         return {"cuda_check_s": time.time() - t0}
     phases: dict[str, float] = {"cuda_check_s": time.time() - t0}
+    use_inductor_ptxas()  # before any kernel compiles, here or in the compile pool
     t = time.time()
     torch.cuda.init()
     from torch._inductor.async_compile import AsyncCompile, caching_device_properties
@@ -1036,6 +1037,25 @@ GPU_LOAD_OPTIONAL = (
 )
 
 
+def use_inductor_ptxas() -> str | None:
+    """Point Triton at the ptxas Inductor picks (the one shipped with torch, where there is
+    one, unless TRITON_PTXAS_PATH is set): ``_set_triton_ptxas_path``, which Inductor calls
+    only where it compiles a kernel in the calling process or in its compile pool. The
+    ptxas version is part of each kernel's Triton cache key: a worker whose first kernels
+    compiled in its pool left its own process on Triton's bundled ptxas, so it compiled
+    each kernel again under a second key, and the user's process (where Inductor had set
+    the path) found neither and compiled every kernel a third time, in the user's process.
+    Called by the worker before its first job and by the user's process before its first
+    GPU load, so all of them use one ptxas and one key. Returns TRITON_PTXAS_PATH after.
+    torch._inductor.runtime.compile_tasks._set_triton_ptxas_path on 2.11 and 2.13."""
+    try:
+        from torch._inductor.runtime.compile_tasks import _set_triton_ptxas_path
+    except ImportError:  # pragma: no cover - a torch without it: Triton picks its own
+        return os.environ.get("TRITON_PTXAS_PATH")
+    _set_triton_ptxas_path()
+    return os.environ.get("TRITON_PTXAS_PATH")
+
+
 def prepare_gpu_load() -> dict[str, Any]:
     """Import GPU_LOAD_MODULES (and whichever of GPU_LOAD_OPTIONAL exists) and start
     Triton's active driver. Returns seconds taken and what failed (nothing expected on a
@@ -1044,6 +1064,7 @@ def prepare_gpu_load() -> dict[str, Any]:
 
     t0 = time.time()
     failed: list[str] = []
+    use_inductor_ptxas()  # an environment variable only: no ptxas runs here
     for name in GPU_LOAD_MODULES:
         try:
             importlib.import_module(name)
