@@ -1040,13 +1040,12 @@ GPU_LOAD_OPTIONAL = (
 def use_inductor_ptxas() -> str | None:
     """Point Triton at the ptxas Inductor picks (the one shipped with torch, where there is
     one, unless TRITON_PTXAS_PATH is set): ``_set_triton_ptxas_path``, which Inductor calls
-    only where it compiles a kernel in the calling process or in its compile pool. The
-    ptxas version is part of each kernel's Triton cache key: a worker whose first kernels
-    compiled in its pool left its own process on Triton's bundled ptxas, so it compiled
-    each kernel again under a second key, and the user's process (where Inductor had set
-    the path) found neither and compiled every kernel a third time, in the user's process.
-    Called by the worker before its first job and by the user's process before its first
-    GPU load, so all of them use one ptxas and one key. Returns TRITON_PTXAS_PATH after.
+    on some of its compile paths only. The ptxas version is part of each kernel's Triton
+    cache key: on an H100 (torch 2.11 cu130) the worker's process keyed its kernels with
+    Triton's bundled ptxas (12.8), the user's process with torch's (13.0), so the user's
+    process missed every kernel and compiled it again inside the load. Called by the
+    worker before its first job and by the user's process before its first GPU load, so
+    both use one ptxas and one key. Returns TRITON_PTXAS_PATH after.
     torch._inductor.runtime.compile_tasks._set_triton_ptxas_path on 2.11 and 2.13."""
     try:
         from torch._inductor.runtime.compile_tasks import _set_triton_ptxas_path

@@ -71,7 +71,7 @@ class Worker:
         # left on a GPU machine to the first compile that needs it, as in-process Inductor
         # does: run in the background after the worker was ready, it imported setuptools
         # and torch.utils.cpp_extension beside the first GPU compile and slowed it (on an
-        # H100, by about a second). On a cache dir where a worker probed before, the probe
+        # H100, by about half a second). On a cache dir where a worker probed before, the probe
         # is cheap and left to the first compile that needs it too: in a run of cache hits
         # it would only compete with the user's process.
         self.gpu = compat.gpu_available()
