@@ -126,16 +126,34 @@ def warm_up_frontend() -> bool:
         if sizing.gpu_machine():
             return False
 
+    holding = threading.Event()
+
     def run() -> None:
+        # The interpreter's import lock, held for the whole run: any other thread's import of
+        # a module not imported yet waits until these are done (modules already imported
+        # do not). torch's own modules import each other in cycles (torch._dynamo and
+        # torch._inductor both ways), so two threads importing them at once can each wait
+        # for a module the other is half-way through, and Python then hands one of them the
+        # half-initialised module: the user's torch.compile right after warmup() failed
+        # that way (ImportError: cannot import name 'IndentedBuffer' from
+        # 'torch._inductor.utils'). warmup() returns only once this thread holds the lock,
+        # so no import of the program's can be half-way through when these start.
+        import _imp
+
+        _imp.acquire_lock()
+        holding.set()
         try:
             failed = compat.import_frontend()
             if failed:
                 log.debug("sandbox: could not import ahead of time: %s", failed)
         except Exception:  # noqa: BLE001 - the first compile imports them then
             log.debug("sandbox: importing the compile frontend ahead of time failed", exc_info=True)
+        finally:
+            _imp.release_lock()
 
     _frontend_thread = threading.Thread(target=run, name="sandbox-frontend-imports", daemon=True)
     _frontend_thread.start()
+    holding.wait(10.0)
     return True
 
 

@@ -290,3 +290,24 @@ def test_first_cpu_compile_probes_the_cpu_isa_in_the_background_and_prepares_no_
     assert seen["outcomes"] == ["isolated"], seen
     assert seen["started"] == {"cpu_isa_probe": True, "gpu_load": False}, seen
     assert seen["gpu"] is None, seen
+
+
+def test_torch_compile_right_after_warmup_beside_its_import_thread(tmp_path) -> None:
+    """torch.compile right after warmup() imports torch._dynamo and the backend registry on
+    the program's thread while warmup()'s thread imports the compile front end; the two
+    must never hand each other a half-initialised module (once seen as ImportError: cannot
+    import name 'IndentedBuffer'; a first fix that only reordered the thread's imports
+    failed here with a deadlock between torch._dynamo and torch._inductor). Five fresh
+    processes, each compiling at once."""
+    code = (
+        "import json, sys, torch, sandbox; from sandbox import runtime; sandbox.warmup(workers=1); "
+        "started = runtime._frontend_thread is not None; "
+        "f = torch.compile(lambda x: x.cos() + 1, backend='sandbox'); ok = bool((f(torch.zeros(4)) == 2).all()); "
+        "print(json.dumps({'started': started, 'ok': ok}))"
+    )
+    for i in range(5):
+        env = script_env(tmp_path / str(i), {"SANDBOX_WARMUP_IMPORTS": "1"})
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        assert seen == {"started": True, "ok": True}, seen
