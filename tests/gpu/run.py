@@ -16,7 +16,8 @@ Scenarios
             registers, spills, shared memory, compile time, autotune cache state, the
             config chosen at the first run), also in the stored copy; max-autotune records
             its template/extern choices with timings; no Triton compile pool and no CUDA
-            context of the sandbox's making in the user's process
+            context of the sandbox's making in the user's process, which prepared Triton for
+            the first load while the worker compiled and ran no CPU-ISA probe
   store     the same model compiled twice into one store (default mode, then
             mode="max-autotune-no-cudagraphs"): `sandbox diff` shows the kernel differences;
             the store is left in DIR/gpu_store.sqlite (tests/data keeps a copy)
