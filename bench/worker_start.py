@@ -95,9 +95,8 @@ def main() -> int:
         print(f"repeat {r + 1}: {json.dumps({k: v[-1] for k, v in rows.items()})}", flush=True)
     med = statistics.median
     print(f"interpreter {med(rows['interpreter']):.2f} s, python -c 'import torch' {med(rows['import_torch']):.2f} s")
-    for name in ("phases",):
-        for key in rows[name][0]:
-            print(f"  {name} {key:<18} {med([p[key] for p in rows[name]]):.2f} s")
+    for key in rows["phases"][0]:
+        print(f"  phases {key:<18} {med([p[key] for p in rows['phases']]):.2f} s")
     w = rows["worker"]
     print(f"  sandbox.warmup(wait=True) {med([x['warmup_wait_s'] for x in w]):.2f} s; "
           f"worker start_to_ready {med([x['workers'][0]['start_to_ready_s'] for x in w]):.2f} s")

@@ -122,9 +122,8 @@ def warm_up_frontend() -> bool:
     setting = os.environ.get("SANDBOX_WARMUP_IMPORTS", "").strip().lower()
     if setting in ("0", "false", "no", "off"):
         return False
-    if not setting:
-        if sizing.gpu_machine():
-            return False
+    if not setting and sizing.gpu_machine():
+        return False
 
     holding = threading.Event()
 
@@ -160,7 +159,11 @@ def warm_up_frontend() -> bool:
 def join_frontend(timeout: float = 120.0) -> None:
     """Wait for warm_up_frontend's imports (if any are still running): the compile that
     follows imports the same modules, and must not do so beside them."""
-    thread = _frontend_thread
+    _join(_frontend_thread, timeout)
+
+
+def _join(thread: threading.Thread | None, timeout: float) -> None:
+    """Wait for ``thread`` if it is running and is not the calling thread."""
     if thread is not None and thread.is_alive() and thread is not threading.current_thread():
         thread.join(timeout)
 
@@ -170,8 +173,8 @@ class ParentWarmUp:
     while it waits for the worker's first compile rather than inside the load:
     for a CPU graph, Inductor's CPU-ISA probe (the worker builds the probe programs;
     Inductor's file lock makes this process reuse them; nothing waits for it); for a GPU
-    graph, Triton's imports and driver (compat.prepare_gpu_load), which the load then
-    waits for (``join``), so that no module is imported on two threads at once."""
+    graph, Inductor's ptxas choice and Triton's driver (compat.prepare_gpu_load), which the
+    load then waits for (``join``), so that the two never start the driver side by side."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -193,9 +196,7 @@ class ParentWarmUp:
         return {"cpu_isa_probe": self._probe is not None, "gpu_load": self._gpu is not None}
 
     def join(self, timeout: float = 120.0) -> None:
-        thread = self._gpu
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout)
+        _join(self._gpu, timeout)
 
     @staticmethod
     def _run_probe() -> None:

@@ -991,22 +991,16 @@ def test_launch_compile_pool_is_a_no_op_where_inductor_compiles_in_one_process()
     assert children() <= before
 
 
-def test_prepare_gpu_load_names_modules_this_torch_has_and_never_raises() -> None:
-    """The GPU-load preparation's touch points: Inductor's Triton runtime modules exist in
-    this torch (one of the two static-launcher names does), and without Triton (this
-    machine) the preparation reports what failed instead of raising. The GPU machine's
-    check (tests/gpu/run.py) requires that nothing failed there."""
+def test_prepare_gpu_load_never_raises() -> None:
+    """The GPU-load preparation's touch point (Inductor's ptxas choice, then Triton's
+    driver): without Triton (this machine) it reports what failed instead of raising. The
+    GPU machine's check (tests/gpu/run.py) requires that nothing failed there."""
     import importlib.util
 
-    inductor_modules = [n for n in compat.GPU_LOAD_MODULES if n.startswith("torch.")]
-    assert inductor_modules and all(importlib.util.find_spec(n) for n in inductor_modules)
-    assert any(importlib.util.find_spec(n) for n in compat.GPU_LOAD_OPTIONAL)
     result = compat.prepare_gpu_load()
-    assert set(result) == {"import_s", "driver_s", "failed"}
+    assert set(result) == {"driver_s", "failed"}
     has_triton = importlib.util.find_spec("triton") is not None
-    assert ("triton" in result["failed"]) is (not has_triton)
-    if not has_triton:
-        assert "triton.runtime.driver.active" in result["failed"]
+    assert ("triton.runtime.driver.active" in result["failed"]) is (not has_triton)
 
 
 def test_use_inductor_ptxas_follows_inductor_and_keeps_a_user_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1016,25 +1016,12 @@ def warm_up_gpu() -> dict[str, float]:
 
 
 # --- GPU: what this process needs to load a worker's compiled graph ------------------
-# Loading a GPU graph imports Triton and Inductor's Triton runtime and starts Triton's
-# CUDA driver utilities (a small C module, built into TRITON_CACHE_DIR once). In-process
-# Inductor pays this while it compiles; the sandbox's user process did so inside the
-# load, after the worker's reply. prepare_gpu_load does it on a background thread while
-# the process waits for the worker instead (runtime.ParentWarmUp); the load joins it.
-# Module names: torch._inductor.runtime.triton_heuristics and .triton_helpers on 2.11
-# and 2.13; the static launcher is .static_cuda_launcher on 2.11, .static_triton_launcher
-# on 2.13 (whichever exists is imported).
-GPU_LOAD_MODULES = (
-    "triton",
-    "triton.language",
-    "torch._inductor.runtime.triton_helpers",
-    "torch._inductor.runtime.triton_heuristics",
-    "torch._inductor.async_compile",
-)
-GPU_LOAD_OPTIONAL = (
-    "torch._inductor.runtime.static_cuda_launcher",
-    "torch._inductor.runtime.static_triton_launcher",
-)
+# Loading a GPU graph starts Triton's CUDA driver utilities (a small C module, built into
+# TRITON_CACHE_DIR once; 0.3-0.5 s on an H100). In-process Inductor pays this while it
+# compiles; the sandbox's user process did so inside the load, after the worker's reply.
+# prepare_gpu_load does it on a background thread while the process waits for the worker
+# instead (runtime.ParentWarmUp); the load joins it. (Triton and Inductor's Triton runtime
+# are imported by then already: torch._dynamo and compile_fx import them.)
 
 
 def use_inductor_ptxas() -> str | None:
@@ -1056,27 +1043,14 @@ def use_inductor_ptxas() -> str | None:
 
 
 def prepare_gpu_load() -> dict[str, Any]:
-    """Import GPU_LOAD_MODULES (and whichever of GPU_LOAD_OPTIONAL exists) and start
-    Triton's active driver. Returns seconds taken and what failed (nothing expected on a
-    GPU machine; without Triton, everything does, and the load then fails as before)."""
+    """Point Triton at Inductor's ptxas and start Triton's active driver. Returns seconds
+    taken and what failed (nothing expected on a GPU machine; without Triton the driver
+    does, and the load then fails as before)."""
     import time
 
     t0 = time.time()
     failed: list[str] = []
     use_inductor_ptxas()  # an environment variable only: no ptxas runs here
-    for name in GPU_LOAD_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the load imports it then, and reports what fails
-            failed.append(name)
-    for name in GPU_LOAD_OPTIONAL:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError:
-            pass
-        except Exception:  # noqa: BLE001
-            failed.append(name)
-    t1 = time.time()
     try:
         from triton.runtime import driver
 
@@ -1086,7 +1060,7 @@ def prepare_gpu_load() -> dict[str, Any]:
     # Not Triton's backend hash: it runs ``ptxas --version``, and nothing of the compiler
     # toolchain runs in this process while the worker compiles (a ptxas that crashes or
     # hangs must cost the worker, not this process); it took about 5 ms on the H100.
-    return {"import_s": t1 - t0, "driver_s": time.time() - t1, "failed": failed}
+    return {"driver_s": time.time() - t0, "failed": failed}
 
 
 def launch_compile_pool() -> bool:
