@@ -467,6 +467,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "(DIR/MODEL-VARIANT-PHASE-REPEAT/parent.prof) and each job in the sandbox's worker "
                          "(worker-PID-job-N.prof beside it); the profiler slows both, so the times are not comparable")
     ap.add_argument("--out", help="write the JSON (raw numbers and each child's details) to this file")
+    ap.add_argument("--variant-env", action="append", default=[], metavar="BASE+TAG:VAR=VALUE[,VAR=VALUE]",
+                    help="an extra variant: BASE (one of the variants) with these environment variables, measured "
+                         "beside the others under the name BASE+TAG (repeatable), e.g. "
+                         "'sandbox+late_cuda:SANDBOX_WORKER_EARLY_CUDA=0'")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, mlp, cold only, no overhead")
     args = ap.parse_args(argv)
     if args.quick:
@@ -475,7 +479,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.variants = [v for v in args.variants.split(",") if v]
     args.overhead_models = [m for m in args.overhead_models.split(",") if m]
     args.overhead_variants = [v for v in args.overhead_variants.split(",") if v and v != "sandbox_warmup"]
-    bad = [v for v in args.variants + args.overhead_variants if v not in VARIANTS]
+    args.extra_env = {}
+    for item in args.variant_env:
+        name, _, assignments = item.partition(":")
+        base, plus, tag = name.partition("+")
+        pairs = [a.split("=", 1) for a in assignments.split(",") if a]
+        if base not in VARIANTS or not plus or not tag or not pairs or any(len(p) != 2 or not p[0] for p in pairs):
+            ap.error(f"--variant-env {item!r}: expected BASE+TAG:VAR=VALUE[,VAR=VALUE] with BASE one of {list(VARIANTS)}")
+        args.extra_env[name] = dict(pairs)
+        args.variants.append(name)
+    bad = [v for v in args.variants + args.overhead_variants if v.partition("+")[0] not in VARIANTS]
     if bad:
         ap.error(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
     if args.repeats < 1:
@@ -519,9 +532,10 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in args.variants:  # ABCD ABCD ...: each repeat visits every variant once, in order
                     cache_root = os.path.join(workroot, f"{model}-{variant}-{rep}")
                     os.makedirs(cache_root)
-                    env = child_env(variant, cache_root, args.device)
+                    base = variant.partition("+")[0]
+                    env = dict(child_env(base, cache_root, args.device), **args.extra_env.get(variant, {}))
                     for phase in [p for p in phases for _ in range(args.warm_repeats if p == "warm" else 1)]:
-                        spec = {"kind": "step", "variant": variant, "model": model, "device": args.device,
+                        spec = {"kind": "step", "variant": base, "model": model, "device": args.device,
                                 "steps": args.steps, "setup_s": args.setup_s, "phase": phase}
                         child_env_now = env
                         if args.cprofile:

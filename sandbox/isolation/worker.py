@@ -53,7 +53,7 @@ class Worker:
         self.gpu = False  # a usable CUDA device (set by start)
         self.warm: tuple[float, dict[str, float], str] = (time.time(), {}, "normal")
 
-    def start(self, started: float, priority: str = "normal") -> None:
+    def start(self, started: float, priority: str = "normal", driver: "_DriverInit | None" = None) -> None:
         if priority == "idle":
             priority = "idle" if _enter_idle_class() else "normal"
         elif priority == "nice":
@@ -74,7 +74,11 @@ class Worker:
         # H100, by about half a second). On a cache dir where a worker probed before, the probe
         # is cheap and left to the first compile that needs it too: in a run of cache hits
         # it would only compete with the user's process.
-        self.gpu = compat.gpu_available()
+        t = time.time()
+        self.gpu = compat.gpu_available()  # waits for the driver's initialisation where it still runs
+        phases["cuda_available_s"] = time.time() - t
+        if driver is not None:
+            phases.update(driver.phases(started))
         if self.gpu:
             try:
                 phases.update(compat.warm_up_gpu())
@@ -246,16 +250,71 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a crash leaves its Python stack in the worker's log
     threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid), daemon=True).start()
     worker = Worker(args.in_fd, args.out_fd)
+    driver = _DriverInit.start()
     # Warm up on a thread of the idle scheduling class (CPU machines): it uses only CPU
     # time that nobody else wants, so a pre-started worker never slows the training
     # process (whose OpenMP threads need every core), and gets the machine to itself
     # once the parent blocks on its first compile. Compiles run on this (normal) thread.
-    warm = threading.Thread(target=worker.start, args=(started, _warm_up_priority()), name="sandbox-warm-up")
+    warm = threading.Thread(target=worker.start, args=(started, _warm_up_priority(), driver), name="sandbox-warm-up")
     warm.start()
     warm.join()
     worker.ready(started)
     worker.serve()
     return 0
+
+
+class _DriverInit:
+    """The CUDA driver's own initialisation (``cuInit``), started on a thread through
+    ctypes before the worker imports torch. On an H100 machine ``cuInit`` takes 1.0-1.5 s
+    and ``import torch`` 1.4-2.0 s; torch's first CUDA call (``torch.cuda.is_available``)
+    ran one after the other, and a worker started by ``torch.compile`` was ready only after
+    the user's process had its first graph. ctypes releases the GIL for the call, so the
+    two overlap; torch's own initialisation then finds the driver up (or waits for this
+    call to finish: the driver serialises it) and does the rest as before. Only where
+    this process may use an NVIDIA device (``sizing.gpu_machine``, no torch imported); a
+    missing or failing driver leaves everything to torch, which reports it as it would."""
+
+    def __init__(self) -> None:
+        self.begin = time.time()
+        self.end: float | None = None
+        self.result: int | None = None
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, name="sandbox-cuda-driver-init", daemon=True)
+
+    @classmethod
+    def start(cls) -> "_DriverInit | None":
+        from sandbox.isolation.sizing import gpu_machine
+
+        if os.environ.get("SANDBOX_WORKER_EARLY_CUDA", "1") == "0" or not gpu_machine():
+            return None
+        init = cls()
+        init.thread.start()
+        return init
+
+    def _run(self) -> None:
+        try:
+            import ctypes
+
+            self.result = int(ctypes.CDLL("libcuda.so.1").cuInit(0))
+        except Exception as e:  # noqa: BLE001 - torch initialises the driver itself then
+            self.error = repr(e)
+        finally:
+            self.end = time.time()
+
+    def phases(self, started: float) -> dict[str, float]:
+        """Seconds: the driver's initialisation, and where it ended counted from the
+        worker's start (beside ``import_torch_s``, how much of it the import hid)."""
+        if self.end is None:
+            return {}
+        out = {"cuda_driver_init_s": self.end - self.begin, "cuda_driver_ready_at_s": self.end - started}
+        if self.result or self.error:
+            print(
+                f"[sandbox worker {os.getpid()}] cuInit beside the imports: "
+                + (self.error or f"CUDA error {self.result}") + " (torch initialises the driver itself)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return out
 
 
 def _warm_up_priority() -> str:

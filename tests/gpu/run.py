@@ -17,7 +17,8 @@ Scenarios
             config chosen at the first run), also in the stored copy; max-autotune records
             its template/extern choices with timings; no Triton compile pool and no CUDA
             context of the sandbox's making in the user's process, which prepared Triton for
-            the first load while the worker compiled and ran no CPU-ISA probe
+            the first load while the worker compiled and ran no CPU-ISA probe; the worker
+            initialised the CUDA driver beside its `import torch`
   store     the same model compiled twice into one store (default mode, then
             mode="max-autotune-no-cudagraphs"): `sandbox diff` shows the kernel differences;
             the store is left in DIR/gpu_store.sqlite (tests/data keeps a copy)
@@ -337,6 +338,12 @@ def check_zoo(c: Checks, tmp: str, out_dir: str) -> None:
             prep is not None and not prep.get("failed"), prep)
     c.check("no CPU-ISA probe in the user's process for GPU graphs", res["parent_warm_up"] == {"cpu_isa_probe": False, "gpu_load": True},
             res["parent_warm_up"])
+    # The CUDA driver's initialisation ran beside the worker's `import torch`: torch's first
+    # CUDA call waited for what was left of it, not for all of it.
+    phases = [w.get("warm_up_phases") or {} for w in res["workers"]]
+    c.check("the worker initialised the CUDA driver beside its imports (torch's first CUDA call waited less than it took)",
+            phases and all(p.get("cuda_driver_init_s") and p["cuda_available_s"] < p["cuda_driver_init_s"] for p in phases),
+            phases)
     example = next((k for r in res["results"].values() for x in r["reports"] for k in x["kernels"] if k.get("triton")), None)
     with open(os.path.join(out_dir, "gpu_kernel_example.json"), "w") as f:
         json.dump(example, f, indent=1)
