@@ -9,8 +9,12 @@ in-process Inductor median of the same model.
 Variants
   inductor        torch.compile(backend="inductor"), compiled in the user's process
   stock           the same with TORCHINDUCTOR_FX_COMPILE_MODE=subprocess (PyTorch's own mode)
-  sandbox         torch.compile(backend="sandbox"), first call right after torch.compile
-  sandbox_warmup  sandbox.warmup() right after the imports, before the model is built
+  sandbox         torch.compile(backend="sandbox"), first call right after torch.compile; the
+                  workers start at `import torch`, as in a script that names the backend
+                  (SANDBOX_PRESTART=import: _child.py names it only at run time)
+  sandbox_warmup  the same, and sandbox.warmup() right after the imports, before the model is built
+  BASE+TAG        BASE with environment variables of --variant-env, e.g.
+                  sandbox+at_compile:SANDBOX_PRESTART=compile (workers started by torch.compile)
 
 Measurements
   cold      a process on an empty cache dir: seconds from just before torch.compile to the
@@ -76,6 +80,10 @@ def child_env(variant: str, cache_root: str, device: str, caches_off: bool = Fal
     env.pop("TORCHINDUCTOR_FX_COMPILE_MODE", None)
     if variant == "stock":
         env["TORCHINDUCTOR_FX_COMPILE_MODE"] = "subprocess"
+    # A user's script that names the backend (backend="sandbox") has its workers started at
+    # `import torch` (sandbox/prestart.py). _child.py picks its backend at run time, so it
+    # asks for that explicitly; the other variants start no worker.
+    env["SANDBOX_PRESTART"] = "import" if variant.startswith("sandbox") else "off"
     # The children import this checkout's package (zoo, warmup) even where it is not on sys.path.
     repo = os.path.dirname(HERE)
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

@@ -59,7 +59,7 @@ def warmup(workers: int | None = None, wait: bool = False, timeout: float | None
     """
     from sandbox import runtime
 
-    pool = runtime.get_pool(workers or Options.resolve().workers)
+    pool = runtime.get_pool(workers or Options.resolve().workers, started_by="sandbox.warmup()")
     runtime.warm_up_frontend()
     if wait:
         pool.wait_ready(timeout)

@@ -16,7 +16,7 @@ import time
 import warnings
 from typing import Any, Sequence
 
-from sandbox import runtime
+from sandbox import prestart, runtime
 from sandbox.isolation import compat, deferred
 from sandbox.isolation.scheme import EagerFallback, IsolatedCompile
 from sandbox.options import Options
@@ -76,7 +76,8 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
     runtime.join_frontend()  # sandbox.warmup()'s background imports, if still running
     runtime.ensure_seam(_route)
     runtime.configure(opts)
-    runtime.get_pool(opts.workers)  # started already on resolve; resized if options ask for more
+    if prestart.wanted_at_compile():  # off: the first graph that misses the caches starts them
+        runtime.get_pool(opts.workers, started_by="torch.compile")  # started already; resized if options ask for more
     location = compat.code_location()
     forward_compile_id = compat.current_compile_id()
     captured = graph_hash(gm, example_inputs)
@@ -197,9 +198,9 @@ def __getattr__(name: str) -> Any:
     # graph does not wait for a cold interpreter.
     if name == "resolved":
         runtime.join_frontend()  # dynamo's trace comes next: no imports beside sandbox.warmup()'s
-        if not runtime.in_worker():
+        if not runtime.in_worker() and prestart.wanted_at_compile():  # an invalid SANDBOX_PRESTART raises here
             try:
-                runtime.get_pool(Options.resolve().workers)
+                runtime.get_pool(Options.resolve().workers, started_by="torch.compile")
             except Exception:
                 log.warning("sandbox: could not pre-start workers; they start on first compile", exc_info=True)
         return sandbox_backend

@@ -87,13 +87,15 @@ def worker_env(workers: int = 1) -> dict[str, str]:
     return env
 
 
-def get_pool(size: int) -> pool.Pool:
+def get_pool(size: int, started_by: str = "a graph") -> pool.Pool:
+    """The pool, started (by ``started_by``: import torch, torch.compile, warmup(), a
+    graph) or grown to ``size`` workers if need be."""
     p = pool.current_pool()
     if p is None or p.closed or p.size < size:
         with _lock:
             p = pool.current_pool()
             if p is None or p.closed:
-                p = pool.Pool(size, worker_env(size))
+                p = pool.Pool(size, worker_env(size), started_by=started_by)
                 pool.adopt(p)
             elif p.size < size:
                 p.env = worker_env(size)  # workers started from now on get the smaller share

@@ -203,8 +203,9 @@ WORKER_ENV_DROPPED = ("TORCH_TRACE", "TORCH_DTRACE", "TORCH_COMPILE_DEBUG", "TOR
 class Pool:
     """A fixed number of pre-started workers; one job per worker at a time."""
 
-    def __init__(self, size: int, env: dict[str, str] | None = None, on_ready: Any = None) -> None:
+    def __init__(self, size: int, env: dict[str, str] | None = None, on_ready: Any = None, started_by: str = "") -> None:
         self.size = size
+        self.started_by = started_by  # what started the pool: import torch, torch.compile, warmup(), a graph
         self.on_ready = on_ready
         self.env = dict(os.environ if env is None else env)
         for name in WORKER_ENV_DROPPED:
@@ -292,6 +293,7 @@ class Pool:
                 "alive": w.alive(),
                 "ready": w.ready is not None,
                 "jobs": w.jobs,
+                "started_by": self.started_by,
                 "rss_bytes": _tree_rss_bytes(w.pid) if w.alive() else 0,
                 "warm_up_s": (w.ready or {}).get("warm_up_s"),
                 "warm_up_phases": (w.ready or {}).get("phases"),
