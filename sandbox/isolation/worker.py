@@ -51,6 +51,7 @@ class Worker:
         self.cache_clock: int | None = None
         self.jobs = 0
         self.gpu = False  # a usable CUDA device (set by start)
+        self.gpu_warm = False  # warm_up_gpu ran
         self.warm: tuple[float, dict[str, float], str] = (time.time(), {}, "normal")
 
     def start(self, started: float, priority: str = "normal", driver: "_DriverInit | None" = None) -> None:
@@ -79,16 +80,25 @@ class Worker:
         phases["cuda_available_s"] = time.time() - t
         if driver is not None:
             phases.update(driver.phases(started))
-        if self.gpu:
-            try:
-                phases.update(compat.warm_up_gpu())
-            except Exception as e:  # noqa: BLE001 - the first GPU compile then pays it instead
-                print(f"[sandbox worker {os.getpid()}] GPU warm-up failed: {e!r}", file=sys.stderr, flush=True)
+        if self.gpu and _gpu_warm_up_at() == "start":
+            self.warm_up_gpu(phases)
         try:
             probe = not self.gpu and not compat.cpu_isa_probe_cached()
             phases.update(compat.warm_up_inductor(probe_isa=probe))
         except Exception as e:  # noqa: BLE001 - the first compile then pays it instead
             print(f"[sandbox worker {os.getpid()}] warm-up failed: {e!r}", file=sys.stderr, flush=True)
+
+    def warm_up_gpu(self, phases: dict[str, float]) -> None:
+        """CUDA, Triton and Triton's compile pool (compat.warm_up_gpu), once."""
+        from sandbox.isolation import compat
+
+        if self.gpu_warm:
+            return
+        self.gpu_warm = True
+        try:
+            phases.update(compat.warm_up_gpu())
+        except Exception as e:  # noqa: BLE001 - the first GPU compile then pays it instead
+            print(f"[sandbox worker {os.getpid()}] GPU warm-up failed: {e!r}", file=sys.stderr, flush=True)
 
     def ready(self, started: float) -> None:
         """Tell the parent this worker is ready (after ``start``)."""
@@ -144,6 +154,11 @@ class Worker:
             file=sys.stderr,
             flush=True,
         )
+        gpu_phases: dict[str, float] = {}
+        if self.gpu and not self.gpu_warm:  # SANDBOX_WORKER_GPU_WARMUP=job: CUDA, Triton and the pool now
+            t = time.time()
+            _at_priority(self.warm[2], self.warm_up_gpu, gpu_phases)
+            gpu_phases["gpu_warm_up_at_job_s"] = time.time() - t
         if self.gpu:
             compat.launch_compile_pool()  # GPU: started at warm-up already, unless SANDBOX_WORKER_POOL=job
         try:
@@ -183,6 +198,7 @@ class Worker:
                 "chromium_id": compat.chromium_logger_id(),
                 "rss_bytes": _rss_bytes(),
                 "job_index": self.jobs,
+                "gpu_warm_up_phases": gpu_phases or None,
                 "torch_tools": tools.reply(),
                 "triton_kernels": _triton_kernels(compat, modules_before),
                 "autotune_choices": autotune_choices,
@@ -250,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a crash leaves its Python stack in the worker's log
     threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid), daemon=True).start()
     worker = Worker(args.in_fd, args.out_fd)
-    driver = _DriverInit.start()
+    driver = _DriverInit.start() if _gpu_warm_up_at() == "start" else None
     # Warm up on a thread of the idle scheduling class (CPU machines): it uses only CPU
     # time that nobody else wants, so a pre-started worker never slows the training
     # process (whose OpenMP threads need every core), and gets the machine to itself
@@ -261,6 +277,29 @@ def main(argv: list[str] | None = None) -> int:
     worker.ready(started)
     worker.serve()
     return 0
+
+
+def _gpu_warm_up_at() -> str:
+    """When a GPU worker initialises CUDA, imports Triton and starts Triton's compile pool:
+    ``start`` (its warm-up, before it is ready) or ``job`` (its first job), from
+    SANDBOX_WORKER_GPU_WARMUP."""
+    return "job" if os.environ.get("SANDBOX_WORKER_GPU_WARMUP", "").strip().lower() == "job" else "start"
+
+
+def _at_priority(priority: str, fn: Any, *args: Any) -> None:
+    """``fn(*args)`` on a thread at the warm-up's priority (the processes it starts, Triton's
+    compile pool, inherit it), waited for."""
+
+    def run() -> None:
+        if priority == "nice":
+            _enter_nice(WARM_UP_NICE)
+        elif priority == "idle":
+            _enter_idle_class()
+        fn(*args)
+
+    t = threading.Thread(target=run, name="sandbox-gpu-warm-up")
+    t.start()
+    t.join()
 
 
 class _DriverInit:
