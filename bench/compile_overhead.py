@@ -3,8 +3,8 @@
 
 Every measurement runs in a fresh Python process (``bench/_child.py``); every cold
 measurement gets fresh, empty ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR``.
-Variants alternate (ABCD ABCD ...), medians are printed, ratios are against the
-in-process Inductor median of the same model.
+Variants alternate (ABCD BCDA CDAB ...: each repeat starts one further on), medians are
+printed, ratios are against the in-process Inductor median of the same model.
 
 Variants
   inductor        torch.compile(backend="inductor"), compiled in the user's process
@@ -479,6 +479,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="an extra variant: BASE (one of the variants) with these environment variables, measured "
                          "beside the others under the name BASE+TAG (repeatable), e.g. "
                          "'sandbox+late_cuda:SANDBOX_WORKER_EARLY_CUDA=0'")
+    ap.add_argument("--no-rotate", dest="rotate", action="store_false",
+                    help="visit the variants in the same order in every repeat (default: each repeat starts one further on)")
+    ap.add_argument("--settle-s", type=float, default=0.0, help="seconds of pause before each cold/warm child (default 0)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, mlp, cold only, no overhead")
     args = ap.parse_args(argv)
     if args.quick:
@@ -537,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rep in range(args.repeats):
             for model in args.models:
-                for variant in args.variants:  # ABCD ABCD ...: each repeat visits every variant once, in order
+                # ABCD BCDA CDAB ...: each repeat visits every variant once, each repeat one
+                # place further on, so no variant always runs right after the same other one.
+                order = args.variants[rep % len(args.variants):] + args.variants[:rep % len(args.variants)] \
+                    if args.rotate else args.variants
+                for variant in order:
                     cache_root = os.path.join(workroot, f"{model}-{variant}-{rep}")
                     os.makedirs(cache_root)
                     base = variant.partition("+")[0]
@@ -549,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                         if args.cprofile:
                             spec["cprofile"] = os.path.join(args.cprofile, f"{model}-{variant}-{phase}-{rep}")
                             child_env_now = dict(env, SANDBOX_WORKER_CPROFILE=spec["cprofile"])
+                        if args.settle_s:
+                            time.sleep(args.settle_s)  # the last child's exit (its GPU context, its helpers) settles
                         rec = run_child(args.python, spec, child_env_now, args.child_timeout, workroot)
                         row = summarize_step(rec, variant, phase)
                         row.update(model=model, variant=variant, phase=phase, repeat=rep)
