@@ -64,9 +64,13 @@ def main_script_names_backend() -> bool:
 
 
 def _child_of_multiprocessing() -> bool:
+    """A process that ``multiprocessing`` started (spawn, forkserver). It re-imports the main
+    script before its ``parent_process()`` is set, but after its process got its own name.
+    (While it re-imports the script, ``__main__`` is still the child's own stub, which names
+    no file: ``auto`` never starts workers there anyway; ``import`` needs this check.)"""
     mp = sys.modules.get("multiprocessing")
     try:
-        return mp is not None and mp.parent_process() is not None
+        return mp is not None and (mp.parent_process() is not None or mp.current_process().name != "MainProcess")
     except Exception:  # noqa: BLE001
         return False
 
