@@ -33,15 +33,17 @@ def two_runs(module_cache_dir) -> tuple[dict, dict]:
 def test_entry_point_resolves_without_importing_sandbox(two_runs) -> None:
     first, _ = two_runs
     assert first["sandbox_imported_at_start"] is False
-    # torch.compile(..., backend="sandbox") found the backend through the
-    # torch_dynamo_backends entry point, which imported the package.
+    # The script never imports sandbox itself: its torch.backends entry point (called at the
+    # end of import torch, to pre-start the workers) and torch.compile(..., backend="sandbox")
+    # through the torch_dynamo_backends entry point imported the package.
     assert first["sandbox_imported_by_resolution"] is True
     assert first["ok"] == {"train_shape1": True, "train_shape2": True, "grads": True, "local_class": True}
 
 
 def test_workers_prestarted_when_backend_resolves(two_runs) -> None:
     first, _ = two_runs
-    # Right after torch.compile(...), before the first call, a worker process exists.
+    # Right after torch.compile(...), before the first call, a worker process exists (this
+    # script names the backend: started at import torch; tests/test_prestart.py has the rest).
     assert len(first["workers_after_resolve"]) >= 1
     assert all(w["alive"] for w in first["workers_after_resolve"])
     assert all(w["pid"] != first["pid"] for w in first["workers_after_resolve"])
