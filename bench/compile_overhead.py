@@ -91,6 +91,9 @@ def child_env(variant: str, cache_root: str, device: str, caches_off: bool = Fal
         env["PYTHONPATH"] = os.pathsep.join([repo, *parts])
     env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_root, "inductor")
     env["TRITON_CACHE_DIR"] = os.path.join(cache_root, "triton")
+    # A run store beside the caches (unless SANDBOX_STORE names one): the sandbox's children
+    # neither fill the default store (~/.cache/torch-compile-sandbox) nor share one.
+    env.setdefault("SANDBOX_STORE", os.path.join(cache_root, "runs.db"))
     if caches_off:
         env["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "0"
         env["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "0"
