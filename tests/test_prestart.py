@@ -67,3 +67,19 @@ def test_bad_prestart_value_fails_torch_compile_not_import_torch(tmp_path: Path)
     messages = " | ".join(c["message"] for c in error["chain"])
     assert "SANDBOX_PRESTART='early' is not valid" in messages and "auto, import, compile, off" in messages, error
     assert "OptionError" in [c["type"] for c in error["chain"]], error
+
+
+def test_the_import_torch_hook_imports_nothing_but_the_standard_library() -> None:
+    # torch turns an exception while loading a torch.backends entry point into a failed
+    # `import torch`: the hook's module may import only the standard library and this package.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; before = set(sys.modules); import sandbox.prestart; "
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}; "
+        "print(sorted(m for m in new if m != 'sandbox' and m not in sys.stdlib_module_names))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[]", out.stdout
