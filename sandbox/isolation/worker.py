@@ -13,7 +13,6 @@ import argparse
 import faulthandler
 import os
 import select
-import signal
 import sys
 import threading
 import time
@@ -56,12 +55,7 @@ class Worker:
         self.warm: tuple[float, dict[str, float], str] = (time.time(), {}, "normal")
 
     def start(self, started: float, priority: str = "normal", driver: "_DriverInit | None" = None) -> None:
-        if priority == "idle":
-            priority = "idle" if _enter_idle_class() else "normal"
-        elif priority == "nice":
-            priority = "nice" if _enter_nice(WARM_UP_NICE) else "normal"
-        else:
-            priority = "normal"
+        priority = _enter_priority(priority)
         from sandbox.isolation import compat
 
         t0 = time.time()
@@ -286,13 +280,10 @@ def _leave() -> None:
     that imported torch took over a second on 2 cores, and the user's process waited for it
     at its own exit. Nothing is lost: every job's result went back and its cache entries were
     written during the job. Inductor's compile pool, where this worker started one, goes first."""
-    from sandbox.isolation.pool import descendants
+    from sandbox.isolation.pool import _kill_quietly, descendants
 
     for pid in descendants(os.getpid()):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+        _kill_quietly(pid)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -319,10 +310,7 @@ def _at_priority(priority: str, fn: Any, *args: Any) -> None:
     compile pool, inherit it), waited for."""
 
     def run() -> None:
-        if priority == "nice":
-            _enter_nice(WARM_UP_NICE)
-        elif priority == "idle":
-            _enter_idle_class()
+        _enter_priority(priority)
         fn(*args)
 
     t = threading.Thread(target=run, name="sandbox-gpu-warm-up")
@@ -335,8 +323,9 @@ class _DriverInit:
     ctypes before the worker imports torch. On one H100 machine ``cuInit`` took 1.0-1.5 s
     (on others 0.03-0.13 s) and ``import torch`` 1.4-2.0 s, and torch's first CUDA call
     (``torch.cuda.is_available``, in the worker's warm-up) ran them one after the other.
-    ctypes releases the GIL for the call, so the two overlap; torch's own initialisation then finds the driver up (or waits for this
-    call to finish: the driver serialises it) and does the rest as before. Only where
+    ctypes releases the GIL for the call, so the two overlap; torch's own initialisation
+    then finds the driver up (or waits for this call to finish: the driver serialises it)
+    and does the rest as before. Only where
     this process may use an NVIDIA device (``sizing.gpu_machine``, no torch imported); a
     missing or failing driver leaves everything to torch, which reports it as it would."""
 
@@ -399,6 +388,16 @@ def _warm_up_priority() -> str:
 
 
 WARM_UP_NICE = 10
+
+
+def _enter_priority(priority: str) -> str:
+    """Put the calling thread at ``priority`` (idle | nice | normal); returns the one it got
+    (``normal`` where the system refused)."""
+    if priority == "idle":
+        return "idle" if _enter_idle_class() else "normal"
+    if priority == "nice":
+        return "nice" if _enter_nice(WARM_UP_NICE) else "normal"
+    return "normal"
 
 
 def _enter_nice(value: int) -> bool:
