@@ -942,8 +942,9 @@ def _main_kind(kernels: Iterable[KernelChange]) -> str | None:
 
 def _change_words(a: float, b: float) -> str:
     """``B compiled 16% slower (13.88 s \u2192 16.15 s)``"""
-    if a and abs(b - a) / a >= 0.01:
-        return f"B compiled {abs(b - a) / a:.0%} {'slower' if b > a else 'faster'} ({a:.2f} s \u2192 {b:.2f} s)"
+    pct = round(abs(b - a) / a * 100) if a else 0  # the figure printed: never "0% faster"
+    if pct >= 1:
+        return f"B compiled {pct}% {'slower' if b > a else 'faster'} ({a:.2f} s \u2192 {b:.2f} s)"
     return f"about the same compile time ({a:.2f} s \u2192 {b:.2f} s)"
 
 
