@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -66,13 +67,21 @@ MIB = 2**20
 # --- running one child ---------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
+def _session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``: a child's helpers stay in its session
+    (workers, compile pools, their children), also once re-parented after the child's exit."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[3] == str(sid) and fields[0] not in ("Z", "X"):
+            out.append(int(name))
+    return out
 
 
 def child_env(variant: str, cache_root: str, device: str, caches_off: bool = False) -> dict[str, str]:
@@ -122,15 +131,35 @@ def run_child(python: str, spec: dict, env: dict[str, str], timeout_s: float, wo
     spec = dict(spec, t_spawn=t_spawn)
     cmd = [python, CHILD, "--json", json.dumps(spec), "--result", result_path]
     rec: dict[str, Any] = {"ok": False, "loadavg_1m_before": load_before}
+    # A session of its own: whatever the child leaves running (a worker, a compile pool, their
+    # children, re-parented or not) is found by session id and waited for before the next child.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout_s)
+        out, err = proc.communicate(timeout=timeout_s)
         t_exit = time.time()
         rec["rc"] = proc.returncode
-        stderr = proc.stderr.decode("utf-8", "replace")
-    except subprocess.TimeoutExpired as e:
+        stderr = err.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
         t_exit = time.time()
         rec["rc"] = None
-        stderr = (e.stderr or b"").decode("utf-8", "replace") + f"\n[bench] child timed out after {timeout_s:.0f} s"
+        stderr = (err or b"").decode("utf-8", "replace") + f"\n[bench] child timed out after {timeout_s:.0f} s"
+    deadline = t_exit + 10.0
+    left = _session_members(proc.pid)
+    rec["left_at_exit"] = len(left)
+    while left and time.time() < deadline:
+        time.sleep(0.02)
+        left = _session_members(proc.pid)
+    # How long the processes the child left behind took to go (a killed GPU process frees its
+    # context in the driver meanwhile); the next child starts only after.
+    rec["lingering_after_exit_s"] = round(time.time() - t_exit, 3)
+    rec["lingering_pids"] = left
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
     rec["process_s"] = t_exit - t_spawn
     rec["loadavg_1m_after"] = os.getloadavg()[0]
     rec["stderr_tail"] = stderr[-3000:]
@@ -141,13 +170,6 @@ def run_child(python: str, spec: dict, env: dict[str, str], timeout_s: float, wo
         rec["ok"] = True
         r = rec["result"]
         rec["exit_s"] = t_exit - r["times"]["end"] if "times" in r else None
-        # Helper processes must not outlive the child (they would also steal CPU from the next run).
-        pids = [d["pid"] for d in r.get("descendants_at_end", r.get("descendants_after", []))]
-        deadline = time.time() + 10.0
-        while any(_alive(p) for p in pids) and time.time() < deadline:
-            time.sleep(0.05)
-        rec["lingering_after_exit_s"] = round(time.time() - t_exit, 3)
-        rec["lingering_pids"] = [p for p in pids if _alive(p)]
     else:
         rec["error"] = f"child exited with {rec['rc']}" if rec["rc"] is not None else "child timed out"
     return rec
@@ -199,6 +221,7 @@ def summarize_step(rec: dict, variant: str, phase: str) -> dict[str, Any]:
             "helpers_at_end": len(r.get("descendants_at_end", [])),
             "lingering_pids": rec.get("lingering_pids", []),
             "lingering_after_exit_s": rec.get("lingering_after_exit_s"),
+            "left_at_exit": rec.get("left_at_exit"),
             "loss_first": r["losses"][0] if r.get("losses") else None,
         }
     )
@@ -322,9 +345,10 @@ def print_step_table(model: str, runs: dict, variants: list[str], phases: list[s
         print("| " + " | ".join(cells) + " |")
 
     # Where the time goes (medians): helps read the ratios above.
-    print(f"\nbreakdown, medians (s): import = interpreter start to torch imported; exit = end of main to process gone")
-    print("\n| variant | phase | import | first forward | first call | exit | helper processes at end | sandbox stages (sum over graphs) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\nbreakdown, medians (s): import = interpreter start to torch imported; exit = end of main to process gone; "
+          f"left after exit = processes of the child's session still running when it exited (most), and how long until the last was gone")
+    print("\n| variant | phase | import | first forward | first call | exit | helper processes at end | left after exit | sandbox stages (sum over graphs) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for v in variants:
         for phase in phases:
             ok = [r for r in runs.get((model, v, phase), []) if r["ok"]]
@@ -340,7 +364,9 @@ def print_step_table(model: str, runs: dict, variants: list[str], phases: list[s
                     stages = "; ".join(x for x in (stages, f"worker spawn to ready {fmt(ready)}") if x)
             print(f"| {v} | {phase} | {fmt(median([r['import_s'] for r in ok]))} | {fmt(median([r['first_forward_s'] for r in ok]))} | "
                   f"{fmt(median([r['first_call_s'] for r in ok]))} | {fmt(median([r['exit_s'] for r in ok]))} | "
-                  f"{max(r['helpers_at_end'] for r in ok)} | {stages or '-'} |")
+                  f"{max(r['helpers_at_end'] for r in ok)} | "
+                  f"{max(r.get('left_at_exit') or 0 for r in ok)}, {fmt(median([r.get('lingering_after_exit_s') or 0.0 for r in ok]))} | "
+                  f"{stages or '-'} |")
     return med
 
 
@@ -571,7 +597,9 @@ def main(argv: list[str] | None = None) -> int:
                             info = info or rec["result"].get("info")
                             print(f"{label} first call {row['first_call_s']:7.2f} s  process {row['process_s']:7.2f} s  "
                                   f"graphs {row['outcomes'] or '-'}  cache misses {row['cache_misses']}  "
-                                  f"load {row['loadavg_1m_before']:.1f}" + (f"  !! {row['caveat']}" if row.get("caveat") else ""), flush=True)
+                                  f"load {row['loadavg_1m_before']:.1f}"
+                                  + (f"  left {row['left_at_exit']} for {row['lingering_after_exit_s']:.2f} s" if row.get("left_at_exit") else "")
+                                  + (f"  !! {row['caveat']}" if row.get("caveat") else ""), flush=True)
                         else:
                             n_failed += 1
                             _report_failure(label, {**rec, "error": row.get("error") or rec.get("error")})

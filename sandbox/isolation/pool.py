@@ -146,15 +146,19 @@ class WorkerProcess:
         if self.proc.poll() is None:
             try:
                 # The worker may have started Inductor's own compile pool: end the group's tree.
-                for child in descendants(self.pid):
+                tree = descendants(self.pid)
+                for child in tree:
                     _kill_quietly(child)
                 self.proc.kill()
             except OSError:
-                pass
+                tree = []
+        else:
+            tree = []
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        wait_gone(tree)
         self.close()
 
     def close(self) -> None:
@@ -192,6 +196,28 @@ def _kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie (its memory, files and GPU context already freed)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
+    """Wait until killed processes have exited; returns those still there after ``timeout``.
+    A killed process frees its memory and its GPU context on its way out: waiting here makes
+    the process that started it pay for that, not whatever starts next on the machine (a
+    killed GPU compile pool slowed the CUDA start of the next process by tenths of a second)."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if not _gone(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.01)
+        left = [p for p in left if not _gone(p)]
+    return left
 
 
 # torch's debugging switches that would make a worker write files of its own (a second

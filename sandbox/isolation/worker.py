@@ -279,11 +279,15 @@ def _leave() -> None:
     """Exit at once, when the parent says so or its end closes. Tearing down an interpreter
     that imported torch took over a second on 2 cores, and the user's process waited for it
     at its own exit. Nothing is lost: every job's result went back and its cache entries were
-    written during the job. Inductor's compile pool, where this worker started one, goes first."""
-    from sandbox.isolation.pool import _kill_quietly, descendants
+    written during the job. Inductor's compile pool, where this worker started one, goes first,
+    and is gone (its GPU contexts freed) before this worker is: the user's process, which waits
+    for the worker, pays for the teardown, not the next process on the machine."""
+    from sandbox.isolation.pool import _kill_quietly, descendants, wait_gone
 
-    for pid in descendants(os.getpid()):
+    tree = descendants(os.getpid())
+    for pid in tree:
         _kill_quietly(pid)
+    wait_gone(tree)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
