@@ -17,6 +17,7 @@ worker start (seconds on 2 cores).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -180,3 +181,36 @@ def test_no_worker_left_after_exit(runs, policy: str) -> None:
     for case in result["results"]:
         for r in case["reports"]:
             assert not pid_alive(r["failure"]["worker_pid"])
+
+
+def test_a_slow_worker_start_does_not_count_against_timeout_s(tmp_path) -> None:
+    """timeout_s limits a graph's compile in a worker, not the wait for a worker that is
+    still starting: a worker whose interpreter takes longer than timeout_s to start (here
+    delayed by tests/helpers/slow_start/sitecustomize.py) still compiles the graph. With
+    the wait counted against timeout_s, every graph failed with a timeout while a slow
+    machine started its workers."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import HELPERS, script_env
+
+    timeout_s, delay_s = 10, 15
+    code = (
+        "import json, torch, sandbox; "
+        f"f = torch.compile(lambda x: x.sin() + 1, backend='sandbox', options={{'timeout_s': {timeout_s}, 'on_failure': 'raise'}}); "
+        "x = torch.randn(8); ok = bool(torch.allclose(f(x), x.sin() + 1)); r = sandbox.reports()[-1]; "
+        "print(json.dumps({'ok': ok, 'outcome': r.outcome, "
+        "'wait': sum(s.duration_s for s in r.stages if s.name == 'wait_for_worker'), "
+        "'failure': r.failure and r.failure.message}))"
+    )
+    env = script_env(tmp_path / "cache", {
+        "PYTHONPATH": os.pathsep.join([str(HELPERS / "slow_start"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "SLOW_WORKER_START_S": str(delay_s),
+        "SANDBOX_PRESTART": "off",  # the worker starts with the graph: the graph waits for all of its start
+    })
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["ok"] and seen["outcome"] == "isolated", seen
+    assert seen["wait"] > timeout_s, seen  # it did wait past timeout_s for the worker

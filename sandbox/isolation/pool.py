@@ -25,6 +25,11 @@ from typing import Any
 from sandbox.isolation import protocol
 
 
+# How long a job waits for a worker that is still starting before the worker counts as hung,
+# unless timeout_s is longer: its start (import torch, warm-up) is not the graph's compile.
+START_LIMIT_S = 300.0
+
+
 @dataclass
 class WorkerFailure(Exception):
     """A job that did not come back with a compiled graph."""
@@ -344,7 +349,8 @@ class Pool:
             if deadline is not None and time.time() >= deadline:
                 w.kill()
                 raise WorkerFailure(
-                    "timeout", f"worker {w.pid} did not become ready in time; it was killed",
+                    "timeout", f"worker {w.pid} did not become ready {time.time() - w.spawned_at:.0f} s after it was "
+                               f"started (its log's last lines follow); it was killed",
                     pid=w.pid, signal="SIGKILL", log_tail=w.log_tail(),
                 )
         if w.ready is None:
@@ -425,7 +431,9 @@ class Pool:
         healthy = False
         try:
             if w.ready is None:
-                self._await_ready(w, None if timeout_s is None else time.time() + timeout_s)
+                # timeout_s limits the compile; a worker still starting (a replacement after a
+                # failure, or the first one on a busy machine) gets at least START_LIMIT_S.
+                self._await_ready(w, None if timeout_s is None else time.time() + max(timeout_s, START_LIMIT_S))
             waited = time.time() - t0
             sent_at = time.time()
             try:

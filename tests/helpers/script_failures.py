@@ -74,7 +74,7 @@ for kind in KINDS:
         options["workers"] = WORKERS
     if kind == "hang":
         options["timeout_s"] = HANG_TIMEOUT_S
-        sandbox.warmup(wait=True)  # the time limit covers waiting for a worker to be ready, too
+        sandbox.warmup(wait=True)  # a ready worker: the case times the compile and its kill, not a start
     if kind == "oom":
         options["memory_limit_mb"] = MEMORY_LIMIT_MB
     entry = {"kind": kind, "options": options, "function": fn.__name__, "line": fn.__code__.co_firstlineno}
