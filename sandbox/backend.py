@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from sandbox import prestart, runtime
 from sandbox.isolation import compat, deferred
-from sandbox.isolation.scheme import EagerFallback, IsolatedCompile
+from sandbox.isolation.scheme import EagerFallback, IsolatedCompile, SandboxCompileError, UnpicklableGraphError
 from sandbox.options import Options
 from sandbox.telemetry.capture import ReportBuilder, graph_hash
 from sandbox.telemetry.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
@@ -130,6 +130,9 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
             if fallback is None:
                 if builder.report.outcome != FAILED:
                     builder.fail(Failure("error", f"{type(e).__name__}: {e}"), fallback=None)
+                own = _find(e, (SandboxCompileError, UnpicklableGraphError))
+                if own is not None and own is not e:
+                    raise own from None  # Inductor wrapped it in InductorError: the user catches ours
                 raise
             warnings.warn(
                 f"sandbox: {kind} graph {builder.report.compile_id} at {builder.report.where} runs uncompiled "
@@ -182,7 +185,7 @@ def _report_aot_cache_hit(example_inputs: Sequence[Any], compile_id: str | None,
         b.finish()
 
 
-def _find(e: BaseException | None, cls: type) -> Any:
+def _find(e: BaseException | None, cls: type | tuple[type, ...]) -> Any:
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))

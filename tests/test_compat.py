@@ -1018,3 +1018,29 @@ def test_use_inductor_ptxas_follows_inductor_and_keeps_a_user_setting(monkeypatc
     shipped = pathlib.Path(tasks.__file__).absolute().parents[1] / "bin" / "ptxas"
     assert compat.use_inductor_ptxas() == (str(shipped) if shipped.exists() else None)
     _set_triton_ptxas_path.cache_clear()
+
+
+def test_passthrough_error_base_reaches_the_user_unwrapped() -> None:
+    """torch 2.13: dynamo re-raises a backend's ShortenTraceback as it is (others arrive
+    wrapped in BackendCompilerFailed), and Inductor wraps it in InductorError, from which
+    the backend takes it out: `except sandbox.SandboxCompileError` then works."""
+    base = compat.passthrough_error_base()
+    assert issubclass(base, RuntimeError)
+
+    class Refused(base):
+        pass
+
+    def backend(gm: Any, example_inputs: Any) -> Any:
+        raise Refused("refused by the test backend")
+
+    torch._dynamo.reset()
+    with pytest.raises(Refused, match="refused by the test backend"):
+        torch.compile(lambda x: x.cos() + 1, backend=backend)(torch.randn(4))
+
+    def plain(gm: Any, example_inputs: Any) -> Any:
+        raise RuntimeError("plain")
+
+    torch._dynamo.reset()
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed):  # what the base class avoids
+        torch.compile(lambda x: x.cos() + 2, backend=plain)(torch.randn(4))
+    torch._dynamo.reset()

@@ -45,6 +45,7 @@ def test_custom_op_from_main_with_unpicklable_error_raises(coverage) -> None:
     raised = coverage["strict_raised"]
     assert raised is not None, "unpicklable='error' did not raise"
     assert coverage["strict_is_unpicklable_error"] is True, raised["chain"]
+    assert coverage["strict_raised_itself"] is True, raised["chain"]  # not wrapped in dynamo's BackendCompilerFailed
     assert "sandbox_tests_main::shifted_relu" in raised["message"]
     assert "uses_main_op_strict" in raised["message"]  # names the graph's code
     (report,) = coverage["strict"]

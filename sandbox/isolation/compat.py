@@ -146,6 +146,26 @@ def eager_callable(gm: Any) -> Callable:
     return make_boxed_func(gm.forward)
 
 
+def passthrough_error_base() -> type:
+    """The base class of the sandbox's own compile errors (``SandboxCompileError``,
+    ``UnpicklableGraphError``): ``torch._dynamo.exc.ShortenTraceback``, which dynamo re-raises
+    as it is (any other exception from a backend reaches the user wrapped in
+    ``BackendCompilerFailed``), so that ``except sandbox.SandboxCompileError`` catches what
+    the compiled model raises. Inductor still wraps it in ``InductorError`` on the way out of
+    ``compile_fx_inner``; the backend takes it out again. A plain RuntimeError where torch
+    has no ShortenTraceback."""
+    try:
+        from torch._dynamo.exc import ShortenTraceback
+    except ImportError:  # pragma: no cover - torch without it
+        return RuntimeError
+
+    class SandboxError(ShortenTraceback):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args, first_useful_frame=None)  # no dynamo frames to cut: keep the traceback
+
+    return SandboxError
+
+
 def list_mode_options(mode: str) -> dict[str, Any]:
     import torch._inductor
 

@@ -18,11 +18,11 @@ from sandbox.telemetry import torch_tools
 from sandbox.telemetry.report import IN_PROCESS, ISOLATED, Failure
 
 
-class UnpicklableGraphError(RuntimeError):
+class UnpicklableGraphError(compat.passthrough_error_base()):  # a RuntimeError
     """``unpicklable="error"`` and a graph could not cross the process boundary."""
 
 
-class SandboxCompileError(RuntimeError):
+class SandboxCompileError(compat.passthrough_error_base()):  # a RuntimeError
     """``on_failure="raise"`` and a worker failed; the message says which graph and how."""
 
     def __init__(self, message: str, report: Any) -> None:

@@ -56,6 +56,7 @@ try:
 except Exception as e:  # noqa: BLE001 - the test looks at it
     out["strict_raised"] = common.exception_info(e)
     out["strict_is_unpicklable_error"] = any(isinstance(c, sandbox.UnpicklableGraphError) for c in common.chain(e))
+    out["strict_raised_itself"] = isinstance(e, sandbox.UnpicklableGraphError)  # what `except` catches
 out["strict"] = common.reports()[n0:]
 out["workers"] = sandbox.workers()
 out["pool_processes"] = common.worker_trees()

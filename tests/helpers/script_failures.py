@@ -90,6 +90,7 @@ for kind in KINDS:
             entry["raised"] = None
         except Exception as e:  # noqa: BLE001 - the test looks at it
             entry["raised"] = common.exception_info(e)
+            entry["raised"]["isinstance_sandbox_error"] = isinstance(e, sandbox.SandboxCompileError)
     entry["seconds"] = time.time() - t0
     entry["warnings"] = sandbox_warnings(caught)
     entry["reports"] = common.reports()[n0:]
