@@ -135,13 +135,13 @@ def run_child(python: str, spec: dict, env: dict[str, str], timeout_s: float, wo
     # children, re-parented or not) is found by session id and waited for before the next child.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=timeout_s)
+        _, err = proc.communicate(timeout=timeout_s)
         t_exit = time.time()
         rec["rc"] = proc.returncode
         stderr = err.decode("utf-8", "replace")
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        _, err = proc.communicate()
         t_exit = time.time()
         rec["rc"] = None
         stderr = (err or b"").decode("utf-8", "replace") + f"\n[bench] child timed out after {timeout_s:.0f} s"

@@ -146,6 +146,7 @@ def eager_callable(gm: Any) -> Callable:
     return make_boxed_func(gm.forward)
 
 
+@functools.cache
 def passthrough_error_base() -> type:
     """The base class of the sandbox's own compile errors (``SandboxCompileError``,
     ``UnpicklableGraphError``): ``torch._dynamo.exc.ShortenTraceback``, which dynamo re-raises
@@ -153,7 +154,7 @@ def passthrough_error_base() -> type:
     ``BackendCompilerFailed``), so that ``except sandbox.SandboxCompileError`` catches what
     the compiled model raises. Inductor still wraps it in ``InductorError`` on the way out of
     ``compile_fx_inner``; the backend takes it out again. A plain RuntimeError where torch
-    has no ShortenTraceback."""
+    has no ShortenTraceback. One class, shared by both errors."""
     try:
         from torch._dynamo.exc import ShortenTraceback
     except ImportError:  # pragma: no cover - torch without it

@@ -148,17 +148,14 @@ class WorkerProcess:
         return self.proc.poll() is None
 
     def kill(self) -> None:
+        tree: list[int] = []
         if self.proc.poll() is None:
+            # The worker may have started Inductor's own compile pool: end the group's tree.
+            tree = kill_descendants(self.pid)
             try:
-                # The worker may have started Inductor's own compile pool: end the group's tree.
-                tree = descendants(self.pid)
-                for child in tree:
-                    _kill_quietly(child)
                 self.proc.kill()
             except OSError:
-                tree = []
-        else:
-            tree = []
+                pass
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -201,6 +198,14 @@ def _kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+def kill_descendants(pid: int) -> list[int]:
+    """SIGKILL every live descendant of ``pid``; returns them, for :func:`wait_gone`."""
+    tree = descendants(pid)
+    for child in tree:
+        _kill_quietly(child)
+    return tree
 
 
 def _gone(pid: int) -> bool:

@@ -282,12 +282,9 @@ def _leave() -> None:
     written during the job. Inductor's compile pool, where this worker started one, goes first,
     and is gone (its GPU contexts freed) before this worker is: the user's process, which waits
     for the worker, pays for the teardown, not the next process on the machine."""
-    from sandbox.isolation.pool import _kill_quietly, descendants, wait_gone
+    from sandbox.isolation.pool import kill_descendants, wait_gone
 
-    tree = descendants(os.getpid())
-    for pid in tree:
-        _kill_quietly(pid)
-    wait_gone(tree)
+    wait_gone(kill_descendants(os.getpid()))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
