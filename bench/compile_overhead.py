@@ -450,7 +450,7 @@ def judge(medians: dict[str, dict], overhead: dict | None, variants: list[str], 
                     {
                         "model": model, "variant": v, "phase": phase, "metric": label, "value": r, "limit": limit,
                         "status": status, "primary": metric == "first_call_ratio",
-                        "note": "no data (all runs failed)" if r is None else "",
+                        "note": "no data (no run finished)" if r is None else "",
                     }
                 )
     if overhead is not None and "sandbox" in overhead:
@@ -512,6 +512,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="visit the variants in the same order in every repeat (default: each repeat starts one further on)")
     ap.add_argument("--settle-s", type=float, default=0.0, help="seconds of pause before each cold/warm child (default 0)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, mlp, cold only, no overhead")
+    ap.add_argument("--budget-s", type=float, default=0.0,
+                    help="start no new child after this many seconds; report what was measured (default: no limit)")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.models, args.no_warm, args.no_overhead = 1, "mlp", True, True
@@ -566,6 +568,15 @@ def main(argv: list[str] | None = None) -> int:
     children: list[dict] = []
     info: dict | None = None
     n_failed = 0
+    stopped = None
+
+    def out_of_time() -> bool:
+        nonlocal stopped
+        if args.budget_s and not stopped and time.time() - t_start > args.budget_s:
+            stopped = f"stopped after {time.time() - t_start:.0f} s (--budget-s {args.budget_s:g}); later children not run"
+            print(f"# {stopped}", flush=True)
+        return stopped is not None
+
     try:
         for rep in range(args.repeats):
             for model in args.models:
@@ -574,11 +585,15 @@ def main(argv: list[str] | None = None) -> int:
                 order = args.variants[rep % len(args.variants):] + args.variants[:rep % len(args.variants)] \
                     if args.rotate else args.variants
                 for variant in order:
+                    if out_of_time():
+                        break
                     cache_root = os.path.join(workroot, f"{model}-{variant}-{rep}")
                     os.makedirs(cache_root)
                     base = variant.partition("+")[0]
                     env = dict(child_env(base, cache_root, args.device), **args.extra_env.get(variant, {}))
                     for phase in [p for p in phases for _ in range(args.warm_repeats if p == "warm" else 1)]:
+                        if phase != "cold" and out_of_time():
+                            break
                         spec = {"kind": "step", "variant": base, "model": model, "device": args.device,
                                 "steps": args.steps, "setup_s": args.setup_s, "phase": phase}
                         child_env_now = env
@@ -613,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
             ov_variants = args.overhead_variants
             for rep in range(args.overhead_repeats):
                 for variant in ov_variants:
+                    if out_of_time():
+                        break
                     cache_root = os.path.join(workroot, f"overhead-{variant}-{rep}")
                     os.makedirs(cache_root)
                     env = child_env(variant, cache_root, args.device, caches_off=True)
@@ -664,12 +681,15 @@ def main(argv: list[str] | None = None) -> int:
     if loads and max(loads) > (info or {}).get("cpu_count", 2) * 0.75 + 0.5:
         print(f"\nnote: 1-minute load average before children ranged {min(loads):.1f}-{max(loads):.1f} "
               f"on {(info or {}).get('cpu_count')} cores: other work shared the CPU; alternating order spreads it across variants")
+    if stopped:
+        print(f"\n{stopped}")
     print(f"\nchildren failed: {n_failed}; wall time {wall:.0f} s")
 
     raw = {
         "args": {k: v for k, v in vars(args).items()},
         "info": info,
         "wall_s": wall,
+        "stopped": stopped,
         "failed_children": n_failed,
         "medians": medians,
         "overhead": overhead,
