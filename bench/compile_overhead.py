@@ -3,8 +3,11 @@
 
 Every measurement runs in a fresh Python process (``bench/_child.py``); every cold
 measurement gets fresh, empty ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR``.
-Variants alternate (ABCD BCDA CDAB ...: each repeat starts one further on), medians are
-printed, ratios are against the in-process Inductor median of the same model.
+Variants alternate one process at a time: each repeat runs every variant's cold process
+(ABCD BCDA CDAB ...: each repeat starts one further on), then the warm processes in rounds
+of one per variant (each round one further on), so a drift in the machine's speed lands on
+every variant alike. Medians are printed, ratios are against the in-process Inductor median
+of the same model.
 
 Variants
   inductor        torch.compile(backend="inductor"), compiled in the user's process
@@ -198,6 +201,12 @@ def _outcomes(result: dict) -> dict[str, int]:
 def _cache_misses(result: dict) -> int:
     c = result.get("counters", {})
     return int(c.get("inductor", {}).get("fxgraph_cache_miss", 0)) + int(c.get("aot_autograd", {}).get("autograd_cache_miss", 0))
+
+
+def _count_files(root: str) -> int:
+    """Files under a child's cache root (caches and run store): a warm process that adds
+    files on every run shows here."""
+    return sum(len(files) for _, _, files in os.walk(root))
 
 
 def summarize_step(rec: dict, variant: str, phase: str) -> dict[str, Any]:
@@ -509,7 +518,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "beside the others under the name BASE+TAG (repeatable), e.g. "
                          "'sandbox+late_cuda:SANDBOX_WORKER_EARLY_CUDA=0'")
     ap.add_argument("--no-rotate", dest="rotate", action="store_false",
-                    help="visit the variants in the same order in every repeat (default: each repeat starts one further on)")
+                    help="visit the variants in the same order in every repeat and warm round (default: each starts one further on)")
     ap.add_argument("--settle-s", type=float, default=0.0, help="seconds of pause before each cold/warm child (default 0)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, mlp, cold only, no overhead")
     ap.add_argument("--budget-s", type=float, default=0.0,
@@ -577,6 +586,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {stopped}", flush=True)
         return stopped is not None
 
+    def run_one(rep: int, model: str, variant: str, phase: str, env: dict[str, str], cache_root: str) -> bool:
+        nonlocal info, n_failed
+        base = variant.partition("+")[0]
+        spec = {"kind": "step", "variant": base, "model": model, "device": args.device,
+                "steps": args.steps, "setup_s": args.setup_s, "phase": phase}
+        if args.cprofile:
+            n = len(runs.get((model, variant, phase), []))
+            spec["cprofile"] = os.path.join(args.cprofile, f"{model}-{variant}-{phase}-{n}")
+            env = dict(env, SANDBOX_WORKER_CPROFILE=spec["cprofile"])
+        if args.settle_s:
+            time.sleep(args.settle_s)  # the last child's exit (its GPU context, its helpers) settles
+        rec = run_child(args.python, spec, env, args.child_timeout, workroot)
+        row = summarize_step(rec, variant, phase)
+        row.update(model=model, variant=variant, phase=phase, repeat=rep, cache_files=_count_files(cache_root))
+        runs.setdefault((model, variant, phase), []).append(row)
+        children.append({"model": model, "variant": variant, "phase": phase, "repeat": rep, **rec})
+        label = f"[{rep + 1}/{args.repeats}] {model:<12} {variant:<15} {phase:<4}"
+        if row["ok"]:
+            info = info or rec["result"].get("info")
+            print(f"{label} first call {row['first_call_s']:7.2f} s  process {row['process_s']:7.2f} s  "
+                  f"graphs {row['outcomes'] or '-'}  cache misses {row['cache_misses']}  "
+                  f"load {row['loadavg_1m_before']:.1f}  cache files {row['cache_files']}"
+                  + (f"  left {row['left_at_exit']} for {row['lingering_after_exit_s']:.2f} s" if row.get("left_at_exit") else "")
+                  + (f"  !! {row['caveat']}" if row.get("caveat") else ""), flush=True)
+            return True
+        n_failed += 1
+        _report_failure(label, {**rec, "error": row.get("error") or rec.get("error")})
+        return False
+
     try:
         for rep in range(args.repeats):
             for model in args.models:
@@ -584,44 +622,32 @@ def main(argv: list[str] | None = None) -> int:
                 # place further on, so no variant always runs right after the same other one.
                 order = args.variants[rep % len(args.variants):] + args.variants[:rep % len(args.variants)] \
                     if args.rotate else args.variants
+                # Cold first, one process per variant; then the warm processes, one round at a
+                # time, each round visiting every variant once (one place further on each round):
+                # a drift of the machine's speed over a block of processes then lands on every
+                # variant alike, and no variant's warm processes run back to back.
+                roots: dict[str, str] = {}
+                envs: dict[str, dict[str, str]] = {}
                 for variant in order:
                     if out_of_time():
                         break
-                    cache_root = os.path.join(workroot, f"{model}-{variant}-{rep}")
-                    os.makedirs(cache_root)
-                    base = variant.partition("+")[0]
-                    env = dict(child_env(base, cache_root, args.device), **args.extra_env.get(variant, {}))
-                    for phase in [p for p in phases for _ in range(args.warm_repeats if p == "warm" else 1)]:
-                        if phase != "cold" and out_of_time():
+                    roots[variant] = os.path.join(workroot, f"{model}-{variant}-{rep}")
+                    os.makedirs(roots[variant])
+                    envs[variant] = dict(child_env(variant.partition("+")[0], roots[variant], args.device),
+                                         **args.extra_env.get(variant, {}))
+                    if not run_one(rep, model, variant, "cold", envs[variant], roots[variant]):
+                        del envs[variant]  # no warm run on a cache a failed cold run left behind
+                rounds = args.warm_repeats if "warm" in phases else 0
+                for rnd in range(rounds):
+                    live = [v for v in order if v in envs]
+                    turn = rnd % len(live) if live and args.rotate else 0
+                    for variant in live[turn:] + live[:turn]:
+                        if out_of_time():
                             break
-                        spec = {"kind": "step", "variant": base, "model": model, "device": args.device,
-                                "steps": args.steps, "setup_s": args.setup_s, "phase": phase}
-                        child_env_now = env
-                        if args.cprofile:
-                            spec["cprofile"] = os.path.join(args.cprofile, f"{model}-{variant}-{phase}-{rep}")
-                            child_env_now = dict(env, SANDBOX_WORKER_CPROFILE=spec["cprofile"])
-                        if args.settle_s:
-                            time.sleep(args.settle_s)  # the last child's exit (its GPU context, its helpers) settles
-                        rec = run_child(args.python, spec, child_env_now, args.child_timeout, workroot)
-                        row = summarize_step(rec, variant, phase)
-                        row.update(model=model, variant=variant, phase=phase, repeat=rep)
-                        runs.setdefault((model, variant, phase), []).append(row)
-                        children.append({"model": model, "variant": variant, "phase": phase, "repeat": rep, **rec})
-                        label = f"[{rep + 1}/{args.repeats}] {model:<12} {variant:<15} {phase:<4}"
-                        if row["ok"]:
-                            info = info or rec["result"].get("info")
-                            print(f"{label} first call {row['first_call_s']:7.2f} s  process {row['process_s']:7.2f} s  "
-                                  f"graphs {row['outcomes'] or '-'}  cache misses {row['cache_misses']}  "
-                                  f"load {row['loadavg_1m_before']:.1f}"
-                                  + (f"  left {row['left_at_exit']} for {row['lingering_after_exit_s']:.2f} s" if row.get("left_at_exit") else "")
-                                  + (f"  !! {row['caveat']}" if row.get("caveat") else ""), flush=True)
-                        else:
-                            n_failed += 1
-                            _report_failure(label, {**rec, "error": row.get("error") or rec.get("error")})
-                            if phase == "cold":
-                                break  # no warm run on a cache a failed cold run left behind
-                    if not args.keep_caches:
-                        shutil.rmtree(cache_root, ignore_errors=True)
+                        run_one(rep, model, variant, "warm", envs[variant], roots[variant])
+                if not args.keep_caches:
+                    for root in roots.values():
+                        shutil.rmtree(root, ignore_errors=True)
 
         overhead_rows: dict[str, list[dict]] = {}
         if not args.no_overhead:
