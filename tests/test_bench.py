@@ -1,7 +1,10 @@
-"""The compile-overhead bench runs, and a sandbox process leaves nothing behind.
+"""The compile-overhead bench runs, alternates its variants, and a sandbox process leaves
+nothing behind.
 
-`bench/compile_overhead.py --quick` (one cold process each of in-process Inductor and
-the sandbox) is run as a user would. Beyond running, it checks what the bench measures
+`bench/compile_overhead.py` (one cold process each of in-process Inductor and the sandbox,
+then two rounds of warm processes) is run as a user would. The warm processes alternate
+variant by variant, each round one place further on, and every warm sandbox graph is a
+cache hit. Beyond running, it checks what the bench measures
 for every child: processes of the child's session still running after it exited. A
 sandbox process must leave none (its worker, and anything the worker started, are gone
 before it exits), or every later process on the machine would share the CPU (and, on a
@@ -17,21 +20,47 @@ import sys
 from conftest import TESTS
 
 
-def test_compile_overhead_quick_runs_and_no_child_leaves_a_process(tmp_path) -> None:
+BENCH = str(TESTS.parent / "bench" / "compile_overhead.py")
+
+
+def test_compile_overhead_runs_alternating_and_no_child_leaves_a_process(tmp_path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(TESTS.parent / "bench" / "compile_overhead.py"), "--quick", "--variants", "inductor,sandbox",
-         "--out", str(out)],
+        [sys.executable, BENCH, "--variants", "inductor,sandbox", "--repeats", "1", "--warm-repeats", "2",
+         "--no-overhead", "--out", str(out)],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     data = json.loads(out.read_text())
     children = data["children"]
-    assert sorted(c["variant"] for c in children) == ["inductor", "sandbox"], [c["variant"] for c in children]
+    # In the order they ran: the cold ones, then warm rounds of one process per variant.
+    assert [(c["variant"], c["phase"]) for c in children] == [
+        ("inductor", "cold"), ("sandbox", "cold"),
+        ("inductor", "warm"), ("sandbox", "warm"),
+        ("sandbox", "warm"), ("inductor", "warm"),
+    ]
     for c in children:
         assert c["ok"], c.get("stderr_tail")
         assert c["left_at_exit"] == 0 and c["lingering_pids"] == [], c
     sandbox_child = next(c for c in children if c["variant"] == "sandbox")
     # It did start a worker, and the graphs were compiled in it: the check above covers a real pool.
     assert sandbox_child["result"]["workers"] and {r["outcome"] for r in sandbox_child["result"]["reports"]} == {"isolated"}
-    assert "| sandbox | cold |" in proc.stdout  # the breakdown table, with its left-after-exit column
+    for c in children[2:]:
+        if c["variant"] == "sandbox":  # the warm ones ran on the cold one's caches
+            assert {r["outcome"] for r in c["result"]["reports"]} == {"cache_hit"}, c["result"]["reports"]
+    assert "| sandbox | cold |" in proc.stdout and "| sandbox | warm |" in proc.stdout  # the breakdown table
+    assert all(isinstance(r["cache_files"], int) and r["cache_files"] > 0 for r in data["runs"]), data["runs"]
+
+
+def test_compile_overhead_budget_stops_before_the_next_child(tmp_path) -> None:
+    """--budget-s: past it no child starts, and the report says so (a GPU command has a hard limit)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, BENCH, "--variants", "inductor,sandbox", "--quick", "--budget-s", "1e-9", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    data = json.loads(out.read_text())
+    assert data["children"] == [] and data["stopped"].startswith("stopped after"), data.get("stopped")
+    assert "later children not run" in proc.stdout
+    assert {t["note"] for t in data["targets"]} == {"no data (no run finished)"}
