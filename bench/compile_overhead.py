@@ -638,8 +638,8 @@ def main(argv: list[str] | None = None) -> int:
                     if not run_one(rep, model, variant, "cold", envs[variant], roots[variant]):
                         del envs[variant]  # no warm run on a cache a failed cold run left behind
                 rounds = args.warm_repeats if "warm" in phases else 0
+                live = [v for v in order if v in envs]  # those whose cold process succeeded
                 for rnd in range(rounds):
-                    live = [v for v in order if v in envs]
                     turn = rnd % len(live) if live and args.rotate else 0
                     for variant in live[turn:] + live[:turn]:
                         if out_of_time():
