@@ -7,7 +7,7 @@ VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 PY     := $(VENV)/bin/python
 
-.PHONY: all install demo test clean
+.PHONY: all install demo test lint clean
 
 all: test
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# Style (ruff) and the one-way layers (import-linter contracts in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sandbox dashboard tests bench
+	$(VENV)/bin/ruff format --check sandbox dashboard tests bench
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

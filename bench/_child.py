@@ -256,7 +256,9 @@ def run_step(spec: dict) -> dict:
         "counters": counters,
         "reports": reports,
         "workers": workers,
-        "parent_gpu_load_prep": getattr(getattr(sys.modules.get("sandbox.runtime"), "parent_warm_up", None), "gpu_result", None),
+        "parent_gpu_load_prep": getattr(
+            getattr(sys.modules.get("sandbox.runtime"), "parent_warm_up", None), "gpu_result", None
+        ),
         "descendants_at_end": descendants,
         "parent_rss_bytes": _rss_bytes(),
         "info": _device_info(device),

@@ -115,8 +115,10 @@ def child_env(variant: str, cache_root: str, device: str, caches_off: bool = Fal
 
 
 def _sandbox_backend_registered(python: str) -> bool:
-    code = ("from importlib.metadata import entry_points; "
-            "print('sandbox' in entry_points(group='torch_dynamo_backends').names)")
+    code = (
+        "from importlib.metadata import entry_points; "
+        "print('sandbox' in entry_points(group='torch_dynamo_backends').names)"
+    )
     try:
         out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -200,7 +202,9 @@ def _outcomes(result: dict) -> dict[str, int]:
 
 def _cache_misses(result: dict) -> int:
     c = result.get("counters", {})
-    return int(c.get("inductor", {}).get("fxgraph_cache_miss", 0)) + int(c.get("aot_autograd", {}).get("autograd_cache_miss", 0))
+    return int(c.get("inductor", {}).get("fxgraph_cache_miss", 0)) + int(
+        c.get("aot_autograd", {}).get("autograd_cache_miss", 0)
+    )
 
 
 def _count_files(root: str) -> int:
@@ -211,7 +215,11 @@ def _count_files(root: str) -> int:
 
 def summarize_step(rec: dict, variant: str, phase: str) -> dict[str, Any]:
     """The raw numbers of one cold/warm child; failures and caveats are marked, never hidden."""
-    row: dict[str, Any] = {"ok": rec["ok"], "process_s": rec["process_s"], "loadavg_1m_before": rec["loadavg_1m_before"]}
+    row: dict[str, Any] = {
+        "ok": rec["ok"],
+        "process_s": rec["process_s"],
+        "loadavg_1m_before": rec["loadavg_1m_before"],
+    }
     if not rec["ok"]:
         row["error"] = rec.get("error")
         return row
@@ -240,12 +248,17 @@ def summarize_step(rec: dict, variant: str, phase: str) -> dict[str, Any]:
             for k, v in rep["stages_s"].items():
                 stages[k] = stages.get(k, 0.0) + v
         row["stages_s"] = stages
-        row["workers"] = [{k: w.get(k) for k in ("pid", "ready", "jobs", "rss_bytes", "warm_up_s", "start_to_ready_s")} for w in r.get("workers", [])]
+        row["workers"] = [
+            {k: w.get(k) for k in ("pid", "ready", "jobs", "rss_bytes", "warm_up_s", "start_to_ready_s")}
+            for w in r.get("workers", [])
+        ]
         failed = [rep for rep in r.get("reports", []) if rep["outcome"] == "failed"]
         if failed:
             # A graph that fell back to eager makes the timing meaningless: count the run as failed.
             row["ok"] = False
-            row["error"] = "sandbox compile failed: " + "; ".join(f"{f['graph_kind']}: {(f.get('failure') or {}).get('message')}" for f in failed)
+            row["error"] = "sandbox compile failed: " + "; ".join(
+                f"{f['graph_kind']}: {(f.get('failure') or {}).get('message')}" for f in failed
+            )
         elif phase == "cold" and outcomes.get("in_process"):
             row["caveat"] = f"{outcomes['in_process']} graph(s) compiled in-process, not isolated"
         if phase == "warm" and any(o != "cache_hit" for o in outcomes):
@@ -253,12 +266,18 @@ def summarize_step(rec: dict, variant: str, phase: str) -> dict[str, Any]:
     if phase == "warm" and row["cache_misses"]:
         row["caveat"] = (row.get("caveat", "") + f" warm run had {row['cache_misses']} cache miss(es)").strip()
     if rec.get("lingering_pids"):
-        row["caveat"] = (row.get("caveat", "") + f" helper pids {rec['lingering_pids']} outlived the process by 10 s").strip()
+        row["caveat"] = (
+            row.get("caveat", "") + f" helper pids {rec['lingering_pids']} outlived the process by 10 s"
+        ).strip()
     return row
 
 
 def summarize_overhead(rec: dict, variant: str) -> dict[str, Any]:
-    row: dict[str, Any] = {"ok": rec["ok"], "process_s": rec["process_s"], "loadavg_1m_before": rec["loadavg_1m_before"]}
+    row: dict[str, Any] = {
+        "ok": rec["ok"],
+        "process_s": rec["process_s"],
+        "loadavg_1m_before": rec["loadavg_1m_before"],
+    }
     if not rec["ok"]:
         row["error"] = rec.get("error")
         return row
@@ -271,7 +290,10 @@ def summarize_overhead(rec: dict, variant: str) -> dict[str, Any]:
             "model_compile_s": r["model_compile_s"],
             "parent_rss_mib_idle": r["parent_rss_bytes_idle"] / MIB,
             "parent_rss_mib_after": r["parent_rss_bytes_after"] / MIB,
-            "helpers_after": [{"pid": d["pid"], "rss_mib": d["rss_bytes"] / MIB, "cmdline": d["cmdline"]} for d in r.get("descendants_after", [])],
+            "helpers_after": [
+                {"pid": d["pid"], "rss_mib": d["rss_bytes"] / MIB, "cmdline": d["cmdline"]}
+                for d in r.get("descendants_after", [])
+            ],
         }
     )
     if variant.startswith("sandbox"):
@@ -280,9 +302,13 @@ def summarize_overhead(rec: dict, variant: str) -> dict[str, Any]:
         isolated = [rep for rep in reps if rep["outcome"] == "isolated"]
         row["graph_overhead_ms"] = [rep["overhead_s"] * 1000 for rep in isolated if rep["overhead_s"] is not None]
         if len(row["graph_overhead_ms"]) < len(isolated):
-            row["caveat"] = (f"{len(isolated) - len(row['graph_overhead_ms'])} isolated graph(s) lack the serialize/send/load "
-                             f"stages; stage names seen: {sorted({n for rep in isolated for n in rep.get('stage_names', [])})}")
-        row["graph_stage_ms"] = [{k: v * 1000 for k, v in rep["stages_s"].items()} | {"graph_kind": rep["graph_kind"]} for rep in reps]
+            row["caveat"] = (
+                f"{len(isolated) - len(row['graph_overhead_ms'])} isolated graph(s) lack the serialize/send/load "
+                f"stages; stage names seen: {sorted({n for rep in isolated for n in rep.get('stage_names', [])})}"
+            )
+        row["graph_stage_ms"] = [
+            {k: v * 1000 for k, v in rep["stages_s"].items()} | {"graph_kind": rep["graph_kind"]} for rep in reps
+        ]
         row["worker_idle_rss_mib"] = [w["rss_bytes"] / MIB for w in r.get("workers_idle", []) if w.get("ready")]
         row["worker_after_rss_mib"] = [w["rss_bytes"] / MIB for w in r.get("workers_after", [])]
         row["workers_idle"] = r.get("workers_idle", [])
@@ -347,16 +373,26 @@ def print_step_table(model: str, runs: dict, variants: list[str], phases: list[s
         okf = []
         for phase in phases:
             m = med[v][phase]
-            cells += [fmt(m["first_call_s"]), fmt(m["first_call_ratio"], ".2f") + ("x" if m["first_call_ratio"] else ""),
-                      fmt(m["process_s"]), fmt(m["process_ratio"], ".2f") + ("x" if m["process_ratio"] else "")]
+            cells += [
+                fmt(m["first_call_s"]),
+                fmt(m["first_call_ratio"], ".2f") + ("x" if m["first_call_ratio"] else ""),
+                fmt(m["process_s"]),
+                fmt(m["process_ratio"], ".2f") + ("x" if m["process_ratio"] else ""),
+            ]
             okf.append(f"{phase} {m['n_ok']}/{m['n_failed']}")
         cells.append(", ".join(okf))
         print("| " + " | ".join(cells) + " |")
 
     # Where the time goes (medians): helps read the ratios above.
-    print(f"\nbreakdown, medians (s): import = interpreter start to torch imported; exit = end of main to process gone; "
-          f"left after exit = processes of the child's session still running when it exited (most), and how long until the last was gone")
-    print("\n| variant | phase | import | first forward | first call | exit | helper processes at end | left after exit | sandbox stages (sum over graphs) |")
+    print(
+        "\nbreakdown, medians (s): import = interpreter start to torch imported; exit = end of main to process gone; "
+        "left after exit = processes of the child's session still running when it exited (most), and how long until "
+        "the last was gone"
+    )
+    print(
+        "\n| variant | phase | import | first forward | first call | exit | helper processes at end | left after "
+        "exit | sandbox stages (sum over graphs) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for v in variants:
         for phase in phases:
@@ -366,16 +402,25 @@ def print_step_table(model: str, runs: dict, variants: list[str], phases: list[s
             stages = ""
             if v.startswith("sandbox"):
                 names = ("serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load")
-                stages = ", ".join(f"{n} {fmt(median([r['stages_s'].get(n, 0.0) for r in ok]))}" for n in names
-                                   if any(n in r["stages_s"] for r in ok))
-                ready = median([w["start_to_ready_s"] for r in ok for w in r["workers"] if w.get("start_to_ready_s") is not None])
+                stages = ", ".join(
+                    f"{n} {fmt(median([r['stages_s'].get(n, 0.0) for r in ok]))}"
+                    for n in names
+                    if any(n in r["stages_s"] for r in ok)
+                )
+                ready = median(
+                    [w["start_to_ready_s"] for r in ok for w in r["workers"] if w.get("start_to_ready_s") is not None]
+                )
                 if ready is not None:
                     stages = "; ".join(x for x in (stages, f"worker spawn to ready {fmt(ready)}") if x)
-            print(f"| {v} | {phase} | {fmt(median([r['import_s'] for r in ok]))} | {fmt(median([r['first_forward_s'] for r in ok]))} | "
-                  f"{fmt(median([r['first_call_s'] for r in ok]))} | {fmt(median([r['exit_s'] for r in ok]))} | "
-                  f"{max(r['helpers_at_end'] for r in ok)} | "
-                  f"{max(r.get('left_at_exit') or 0 for r in ok)}, {fmt(median([r.get('lingering_after_exit_s') or 0.0 for r in ok]))} | "
-                  f"{stages or '-'} |")
+            print(
+                f"| {v} | {phase} | {fmt(median([r['import_s'] for r in ok]))} | "
+                f"{fmt(median([r['first_forward_s'] for r in ok]))} | "
+                f"{fmt(median([r['first_call_s'] for r in ok]))} | {fmt(median([r['exit_s'] for r in ok]))} | "
+                f"{max(r['helpers_at_end'] for r in ok)} | "
+                f"{max(r.get('left_at_exit') or 0 for r in ok)}, "
+                f"{fmt(median([r.get('lingering_after_exit_s') or 0.0 for r in ok]))} | "
+                f"{stages or '-'} |"
+            )
     return med
 
 
@@ -413,7 +458,9 @@ def overhead_summary(rows_by_variant: dict[str, list[dict]]) -> dict[str, Any]:
             s["graph_overhead_max_ms"] = max(ms) if ms else None
             s["graphs"] = len(ms)
             stage_names = ("serialize", "wait_for_worker", "send", "transfer", "load", "compile_in_worker")
-            s["stage_median_ms"] = {n: median([g.get(n, 0.0) for r in ok for g in r["graph_stage_ms"]]) for n in stage_names}
+            s["stage_median_ms"] = {
+                n: median([g.get(n, 0.0) for r in ok for g in r["graph_stage_ms"]]) for n in stage_names
+            }
             s["worker_idle_rss_mib"] = median([x for r in ok for x in r["worker_idle_rss_mib"]])
             s["worker_after_rss_mib"] = median([x for r in ok for x in r["worker_after_rss_mib"]])
         else:
@@ -425,18 +472,35 @@ def overhead_summary(rows_by_variant: dict[str, list[dict]]) -> dict[str, Any]:
 
 def print_overhead(summary: dict[str, Any]) -> None:
     print("\n### per graph, once the backend is up (FX graph and AOTAutograd caches off)\n")
-    print("| variant | small graph compile, median s | vs inductor, ms | zoo models, s (vs inductor, ms) | stage overhead per graph, median ms (max) | RSS parent idle / after, MiB | RSS helpers, MiB |")
+    print(
+        "| variant | small graph compile, median s | vs inductor, ms | zoo models, s (vs inductor, ms) | stage "
+        "overhead per graph, median ms (max) | RSS parent idle / after, MiB | RSS helpers, MiB |"
+    )
     print("|---|---|---|---|---|---|---|")
     for v, s in summary.items():
-        models = ", ".join(f"{k} {fmt(t)} ({fmt(s['model_wall_delta_ms'].get(k), '+.0f')})" for k, t in s["model_compile_median_s"].items())
+        models = ", ".join(
+            f"{k} {fmt(t)} ({fmt(s['model_wall_delta_ms'].get(k), '+.0f')})"
+            for k, t in s["model_compile_median_s"].items()
+        )
         if v.startswith("sandbox"):
-            ov = f"{fmt(s['graph_overhead_median_ms'], '.1f')} ({fmt(s['graph_overhead_max_ms'], '.1f')}), {s['graphs']} graphs"
-            helpers = f"worker idle {fmt(s['worker_idle_rss_mib'], '.0f')}, after jobs {fmt(s['worker_after_rss_mib'], '.0f')}"
+            ov = (
+                f"{fmt(s['graph_overhead_median_ms'], '.1f')} ({fmt(s['graph_overhead_max_ms'], '.1f')}), "
+                f"{s['graphs']} graphs"
+            )
+            helpers = (
+                f"worker idle {fmt(s['worker_idle_rss_mib'], '.0f')}, "
+                f"after jobs {fmt(s['worker_after_rss_mib'], '.0f')}"
+            )
         else:
             ov = "-"
-            helpers = "-" if not s["helpers_after"] else f"{s['helpers_after']} process(es), {fmt(s['helpers_rss_mib_after'], '.0f')} after jobs"
+            helpers = (
+                "-"
+                if not s["helpers_after"]
+                else f"{s['helpers_after']} process(es), {fmt(s['helpers_rss_mib_after'], '.0f')} after jobs"
+            )
         print(
-            f"| {v} | {fmt(s['fn_compile_median_s'], '.3f')} | {fmt(s['fn_wall_delta_ms'], '+.0f')} | {models} | {ov} | "
+            f"| {v} | {fmt(s['fn_compile_median_s'], '.3f')} | {fmt(s['fn_wall_delta_ms'], '+.0f')} | {models} | "
+            f"{ov} | "
             f"{fmt(s['parent_rss_mib_idle'], '.0f')} / {fmt(s['parent_rss_mib_after'], '.0f')} | {helpers} |"
         )
     sb = summary.get("sandbox")
@@ -457,8 +521,14 @@ def judge(medians: dict[str, dict], overhead: dict | None, variants: list[str], 
                 status = "FAIL" if r is None or r > limit else "PASS"
                 results.append(
                     {
-                        "model": model, "variant": v, "phase": phase, "metric": label, "value": r, "limit": limit,
-                        "status": status, "primary": metric == "first_call_ratio",
+                        "model": model,
+                        "variant": v,
+                        "phase": phase,
+                        "metric": label,
+                        "value": r,
+                        "limit": limit,
+                        "status": status,
+                        "primary": metric == "first_call_ratio",
                         "note": "no data (no run finished)" if r is None else "",
                     }
                 )
@@ -467,9 +537,17 @@ def judge(medians: dict[str, dict], overhead: dict | None, variants: list[str], 
         n = overhead["sandbox"].get("graphs") or 0
         results.append(
             {
-                "model": "small graphs + zoo", "variant": "sandbox", "phase": "overhead", "metric": "stage overhead per graph, ms",
-                "value": val, "limit": OVERHEAD_TARGET_MS, "status": "FAIL" if val is None or val > OVERHEAD_TARGET_MS else "PASS",
-                "primary": True, "note": "no data (no isolated graph carried serialize/send/load stages)" if val is None else f"(median of {n} graphs)",
+                "model": "small graphs + zoo",
+                "variant": "sandbox",
+                "phase": "overhead",
+                "metric": "stage overhead per graph, ms",
+                "value": val,
+                "limit": OVERHEAD_TARGET_MS,
+                "status": "FAIL" if val is None or val > OVERHEAD_TARGET_MS else "PASS",
+                "primary": True,
+                "note": "no data (no isolated graph carried serialize/send/load stages)"
+                if val is None
+                else f"(median of {n} graphs)",
             }
         )
     return results
@@ -478,10 +556,17 @@ def judge(medians: dict[str, dict], overhead: dict | None, variants: list[str], 
 def print_targets(results: list[dict]) -> None:
     print("\n### targets\n")
     for t in results:
-        val = fmt(t["value"], ".2f") + ("x" if t["phase"] != "overhead" and t["value"] is not None else " ms" if t["value"] is not None else "")
+        val = fmt(t["value"], ".2f") + (
+            "x" if t["phase"] != "overhead" and t["value"] is not None else " ms" if t["value"] is not None else ""
+        )
         lim = f"{t['limit']:.2f}x" if t["phase"] != "overhead" else f"{t['limit']:.0f} ms"
         tag = "" if t["primary"] else "  (informational: whole-process wall time)"
-        print(f"{t['status']}  {t['model']}: {t['variant']} {t['phase']} {t['metric']} {val} <= {lim}{tag} {t['note']}".rstrip())
+        print(
+            (
+                f"{t['status']}  {t['model']}: {t['variant']} {t['phase']} {t['metric']} "
+                f"{val} <= {lim}{tag} {t['note']}"
+            ).rstrip()
+        )
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -494,35 +579,75 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--steps", type=int, default=2, help="steps per cold/warm process (default 2)")
-    ap.add_argument("--warm-repeats", type=int, default=1,
-                    help="warm processes per cold one (default 1): a warm first call is ~2 s and spreads by tenths; more samples steady its median")
+    ap.add_argument(
+        "--warm-repeats",
+        type=int,
+        default=1,
+        help="warm processes per cold one (default 1): a warm first call is ~2 s and spreads by tenths; "
+        "more samples steady its median",
+    )
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-cache processes")
     ap.add_argument("--no-overhead", action="store_true", help="skip the per-graph overhead and memory processes")
     ap.add_argument("--overhead-repeats", type=int, default=1, help="overhead processes per variant (default 1)")
-    ap.add_argument("--overhead-variants", default="inductor,sandbox",
-                    help="variants of the overhead/memory processes (default inductor,sandbox; add stock for its per-graph "
-                         "time and its helpers' memory)")
-    ap.add_argument("--overhead-graphs", type=int, default=8, help="distinct small graphs per overhead process (default 8)")
-    ap.add_argument("--overhead-models", default="mlp", help="zoo models trained one step in the overhead process (default mlp; '' for none)")
-    ap.add_argument("--setup-s", type=float, default=0.0, help="seconds of simulated program set-up before the model is built (default 0)")
-    ap.add_argument("--child-timeout", type=float, default=600.0, help="seconds before a child is killed and counted as failed")
+    ap.add_argument(
+        "--overhead-variants",
+        default="inductor,sandbox",
+        help="variants of the overhead/memory processes (default inductor,sandbox; add stock for its per-graph "
+        "time and its helpers' memory)",
+    )
+    ap.add_argument(
+        "--overhead-graphs", type=int, default=8, help="distinct small graphs per overhead process (default 8)"
+    )
+    ap.add_argument(
+        "--overhead-models",
+        default="mlp",
+        help="zoo models trained one step in the overhead process (default mlp; '' for none)",
+    )
+    ap.add_argument(
+        "--setup-s",
+        type=float,
+        default=0.0,
+        help="seconds of simulated program set-up before the model is built (default 0)",
+    )
+    ap.add_argument(
+        "--child-timeout", type=float, default=600.0, help="seconds before a child is killed and counted as failed"
+    )
     ap.add_argument("--python", default=sys.executable, help="interpreter for the children (default: this one)")
     ap.add_argument("--keep-caches", action="store_true", help="keep the temporary cache dirs")
-    ap.add_argument("--cprofile", metavar="DIR",
-                    help="diagnostic: cProfile each cold/warm child from torch.compile to the end of its first step "
-                         "(DIR/MODEL-VARIANT-PHASE-REPEAT/parent.prof) and each job in the sandbox's worker "
-                         "(worker-PID-job-N.prof beside it); the profiler slows both, so the times are not comparable")
+    ap.add_argument(
+        "--cprofile",
+        metavar="DIR",
+        help="diagnostic: cProfile each cold/warm child from torch.compile to the end of its first step "
+        "(DIR/MODEL-VARIANT-PHASE-REPEAT/parent.prof) and each job in the sandbox's worker "
+        "(worker-PID-job-N.prof beside it); the profiler slows both, so the times are not comparable",
+    )
     ap.add_argument("--out", help="write the JSON (raw numbers and each child's details) to this file")
-    ap.add_argument("--variant-env", action="append", default=[], metavar="BASE+TAG:VAR=VALUE[,VAR=VALUE]",
-                    help="an extra variant: BASE (one of the variants) with these environment variables, measured "
-                         "beside the others under the name BASE+TAG (repeatable), e.g. "
-                         "'sandbox+late_cuda:SANDBOX_WORKER_EARLY_CUDA=0'")
-    ap.add_argument("--no-rotate", dest="rotate", action="store_false",
-                    help="visit the variants in the same order in every repeat and warm round (default: each starts one further on)")
-    ap.add_argument("--settle-s", type=float, default=0.0, help="seconds of pause before each cold/warm child (default 0)")
+    ap.add_argument(
+        "--variant-env",
+        action="append",
+        default=[],
+        metavar="BASE+TAG:VAR=VALUE[,VAR=VALUE]",
+        help="an extra variant: BASE (one of the variants) with these environment variables, measured "
+        "beside the others under the name BASE+TAG (repeatable), e.g. "
+        "'sandbox+late_cuda:SANDBOX_WORKER_EARLY_CUDA=0'",
+    )
+    ap.add_argument(
+        "--no-rotate",
+        dest="rotate",
+        action="store_false",
+        help="visit the variants in the same order in every repeat and warm round "
+        "(default: each starts one further on)",
+    )
+    ap.add_argument(
+        "--settle-s", type=float, default=0.0, help="seconds of pause before each cold/warm child (default 0)"
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, mlp, cold only, no overhead")
-    ap.add_argument("--budget-s", type=float, default=0.0,
-                    help="start no new child after this many seconds; report what was measured (default: no limit)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=0.0,
+        help="start no new child after this many seconds; report what was measured (default: no limit)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.models, args.no_warm, args.no_overhead = 1, "mlp", True, True
@@ -536,7 +661,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         base, plus, tag = name.partition("+")
         pairs = [a.split("=", 1) for a in assignments.split(",") if a]
         if base not in VARIANTS or not plus or not tag or not pairs or any(len(p) != 2 or not p[0] for p in pairs):
-            ap.error(f"--variant-env {item!r}: expected BASE+TAG:VAR=VALUE[,VAR=VALUE] with BASE one of {list(VARIANTS)}")
+            ap.error(
+                f"--variant-env {item!r}: expected BASE+TAG:VAR=VALUE[,VAR=VALUE] with BASE one of {list(VARIANTS)}"
+            )
         args.extra_env[name] = dict(pairs)
         args.variants.append(name)
     bad = [v for v in args.variants + args.overhead_variants if v.partition("+")[0] not in VARIANTS]
@@ -552,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, os.path.dirname(HERE))
     try:
         from sandbox import zoo  # noqa: E402 - only to validate names early
+
         names = set(zoo.ZOO) | set(zoo.BENCH)
     except ImportError:  # this interpreter lacks torch; the children will say what is wrong
         names = set(args.models + args.overhead_models)
@@ -559,16 +687,25 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"unknown model(s) {bad}; the zoo has {sorted(names)}", file=sys.stderr)
         return 2
-    if any(v.startswith("sandbox") for v in args.variants + args.overhead_variants) and not _sandbox_backend_registered(args.python):
-        print(f"backend 'sandbox' is not registered for {args.python} (no torch_dynamo_backends entry point): install the "
-              f"package into that interpreter first, e.g. `{args.python} -m pip install --no-deps --no-build-isolation -e .`",
-              file=sys.stderr)
+    if any(v.startswith("sandbox") for v in args.variants + args.overhead_variants) and not _sandbox_backend_registered(
+        args.python
+    ):
+        print(
+            f"backend 'sandbox' is not registered for {args.python} (no torch_dynamo_backends entry point): install "
+            "the "
+            f"package into that interpreter first, e.g. `{args.python} -m pip install --no-deps --no-build-isolation "
+            "-e .`",
+            file=sys.stderr,
+        )
         return 2
     phases = ["cold"] if args.no_warm else ["cold", "warm"]
     t_start = time.time()
     workroot = tempfile.mkdtemp(prefix="compile-overhead-")
-    print(f"# compile_overhead: models {args.models}, variants {args.variants}, device {args.device}, "
-          f"repeats {args.repeats}, phases {phases}, overhead {'off' if args.no_overhead else 'on'}", flush=True)
+    print(
+        f"# compile_overhead: models {args.models}, variants {args.variants}, device {args.device}, "
+        f"repeats {args.repeats}, phases {phases}, overhead {'off' if args.no_overhead else 'on'}",
+        flush=True,
+    )
     print(f"# children: {args.python} {CHILD}; cache dirs under {workroot}", flush=True)
     if args.repeats < 3 and not args.quick:
         print("# note: fewer than 3 repeats; medians are not robust", flush=True)
@@ -582,15 +719,24 @@ def main(argv: list[str] | None = None) -> int:
     def out_of_time() -> bool:
         nonlocal stopped
         if args.budget_s and not stopped and time.time() - t_start > args.budget_s:
-            stopped = f"stopped after {time.time() - t_start:.0f} s (--budget-s {args.budget_s:g}); later children not run"
+            stopped = (
+                f"stopped after {time.time() - t_start:.0f} s (--budget-s {args.budget_s:g}); later children not run"
+            )
             print(f"# {stopped}", flush=True)
         return stopped is not None
 
     def run_one(rep: int, model: str, variant: str, phase: str, env: dict[str, str], cache_root: str) -> bool:
         nonlocal info, n_failed
         base = variant.partition("+")[0]
-        spec = {"kind": "step", "variant": base, "model": model, "device": args.device,
-                "steps": args.steps, "setup_s": args.setup_s, "phase": phase}
+        spec = {
+            "kind": "step",
+            "variant": base,
+            "model": model,
+            "device": args.device,
+            "steps": args.steps,
+            "setup_s": args.setup_s,
+            "phase": phase,
+        }
         if args.cprofile:
             n = len(runs.get((model, variant, phase), []))
             spec["cprofile"] = os.path.join(args.cprofile, f"{model}-{variant}-{phase}-{n}")
@@ -605,11 +751,18 @@ def main(argv: list[str] | None = None) -> int:
         label = f"[{rep + 1}/{args.repeats}] {model:<12} {variant:<15} {phase:<4}"
         if row["ok"]:
             info = info or rec["result"].get("info")
-            print(f"{label} first call {row['first_call_s']:7.2f} s  process {row['process_s']:7.2f} s  "
-                  f"graphs {row['outcomes'] or '-'}  cache misses {row['cache_misses']}  "
-                  f"load {row['loadavg_1m_before']:.1f}  cache files {row['cache_files']}"
-                  + (f"  left {row['left_at_exit']} for {row['lingering_after_exit_s']:.2f} s" if row.get("left_at_exit") else "")
-                  + (f"  !! {row['caveat']}" if row.get("caveat") else ""), flush=True)
+            print(
+                f"{label} first call {row['first_call_s']:7.2f} s  process {row['process_s']:7.2f} s  "
+                f"graphs {row['outcomes'] or '-'}  cache misses {row['cache_misses']}  "
+                f"load {row['loadavg_1m_before']:.1f}  cache files {row['cache_files']}"
+                + (
+                    f"  left {row['left_at_exit']} for {row['lingering_after_exit_s']:.2f} s"
+                    if row.get("left_at_exit")
+                    else ""
+                )
+                + (f"  !! {row['caveat']}" if row.get("caveat") else ""),
+                flush=True,
+            )
             return True
         n_failed += 1
         _report_failure(label, {**rec, "error": row.get("error") or rec.get("error")})
@@ -620,8 +773,11 @@ def main(argv: list[str] | None = None) -> int:
             for model in args.models:
                 # ABCD BCDA CDAB ...: each repeat visits every variant once, each repeat one
                 # place further on, so no variant always runs right after the same other one.
-                order = args.variants[rep % len(args.variants):] + args.variants[:rep % len(args.variants)] \
-                    if args.rotate else args.variants
+                order = (
+                    args.variants[rep % len(args.variants) :] + args.variants[: rep % len(args.variants)]
+                    if args.rotate
+                    else args.variants
+                )
                 # Cold first, one process per variant; then the warm processes, one round at a
                 # time, each round visiting every variant once (one place further on each round):
                 # a drift of the machine's speed over a block of processes then lands on every
@@ -633,8 +789,10 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     roots[variant] = os.path.join(workroot, f"{model}-{variant}-{rep}")
                     os.makedirs(roots[variant])
-                    envs[variant] = dict(child_env(variant.partition("+")[0], roots[variant], args.device),
-                                         **args.extra_env.get(variant, {}))
+                    envs[variant] = dict(
+                        child_env(variant.partition("+")[0], roots[variant], args.device),
+                        **args.extra_env.get(variant, {}),
+                    )
                     if not run_one(rep, model, variant, "cold", envs[variant], roots[variant]):
                         del envs[variant]  # no warm run on a cache a failed cold run left behind
                 rounds = args.warm_repeats if "warm" in phases else 0
@@ -659,8 +817,14 @@ def main(argv: list[str] | None = None) -> int:
                     cache_root = os.path.join(workroot, f"overhead-{variant}-{rep}")
                     os.makedirs(cache_root)
                     env = child_env(variant, cache_root, args.device, caches_off=True)
-                    spec = {"kind": "overhead", "variant": variant, "device": args.device, "graphs": args.overhead_graphs,
-                            "warmup_graphs": 2, "overhead_models": args.overhead_models}
+                    spec = {
+                        "kind": "overhead",
+                        "variant": variant,
+                        "device": args.device,
+                        "graphs": args.overhead_graphs,
+                        "warmup_graphs": 2,
+                        "overhead_models": args.overhead_models,
+                    }
                     rec = run_child(args.python, spec, env, args.child_timeout, workroot)
                     row = summarize_overhead(rec, variant)
                     row.update(variant=variant, repeat=rep)
@@ -671,9 +835,17 @@ def main(argv: list[str] | None = None) -> int:
                         info = info or rec["result"].get("info")
                         extra = ""
                         if variant.startswith("sandbox"):
-                            extra = f"  stage overhead median {fmt(median(row['graph_overhead_ms']), '.1f')} ms over {len(row['graph_overhead_ms'])} graphs"
-                        print(f"{label} small graphs median {fmt(median(row['fn_compile_s']), '.3f')} s{extra}  process {row['process_s']:.1f} s"
-                              + (f"  !! {row['caveat']}" if row.get("caveat") else ""), flush=True)
+                            overhead_ms = row["graph_overhead_ms"]
+                            extra = (
+                                f"  stage overhead median {fmt(median(overhead_ms), '.1f')} ms "
+                                f"over {len(overhead_ms)} graphs"
+                            )
+                        print(
+                            f"{label} small graphs median {fmt(median(row['fn_compile_s']), '.3f')} s{extra}  "
+                            f"process {row['process_s']:.1f} s"
+                            + (f"  !! {row['caveat']}" if row.get("caveat") else ""),
+                            flush=True,
+                        )
                     else:
                         n_failed += 1
                         _report_failure(label, {**rec, "error": row.get("error") or rec.get("error")})
@@ -687,12 +859,19 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## results\n")
     if info:
         desc = info.get("device_name")
-        print(f"device: {args.device} - {desc}; cpu cores {info.get('cpu_count')} (affinity {info.get('affinity')}); "
-              f"torch {info.get('torch')}" + (f", triton {info.get('triton')}" if info.get("triton") else "") + f"; python {info.get('python')}")
+        print(
+            f"device: {args.device} - {desc}; cpu cores {info.get('cpu_count')} (affinity {info.get('affinity')}); "
+            f"torch {info.get('torch')}"
+            + (f", triton {info.get('triton')}" if info.get("triton") else "")
+            + f"; python {info.get('python')}"
+        )
     else:
         print(f"device: {args.device} - unknown (no child succeeded)")
-    print("cold/warm: medians over repeats; 'first call' = just before torch.compile to the end of the first training step; "
-          "'process' = whole child process, spawn to exit; ratios vs in-process inductor.")
+    print(
+        "cold/warm: medians over repeats; 'first call' = just before torch.compile to the end of the first training "
+        "step; "
+        "'process' = whole child process, spawn to exit; ratios vs in-process inductor."
+    )
     medians = {model: print_step_table(model, runs, args.variants, phases) for model in args.models}
     overhead = None
     if not args.no_overhead:
@@ -700,13 +879,21 @@ def main(argv: list[str] | None = None) -> int:
         print_overhead(overhead)
     targets = judge(medians, overhead, args.variants, phases)
     print_targets(targets)
-    caveats = [f"{r['model']} {r['variant']} {r['phase']} #{r['repeat']}: {r['caveat']}" for rows in runs.values() for r in rows if r.get("caveat")]
+    caveats = [
+        f"{r['model']} {r['variant']} {r['phase']} #{r['repeat']}: {r['caveat']}"
+        for rows in runs.values()
+        for r in rows
+        if r.get("caveat")
+    ]
     if caveats:
         print("\ncaveats:\n" + "\n".join("  " + c for c in caveats))
     loads = [r["loadavg_1m_before"] for rows in runs.values() for r in rows]
     if loads and max(loads) > (info or {}).get("cpu_count", 2) * 0.75 + 0.5:
-        print(f"\nnote: 1-minute load average before children ranged {min(loads):.1f}-{max(loads):.1f} "
-              f"on {(info or {}).get('cpu_count')} cores: other work shared the CPU; alternating order spreads it across variants")
+        print(
+            f"\nnote: 1-minute load average before children ranged {min(loads):.1f}-{max(loads):.1f} "
+            f"on {(info or {}).get('cpu_count')} cores: other work shared the CPU; alternating order spreads it "
+            "across variants"
+        )
     if stopped:
         print(f"\n{stopped}")
     print(f"\nchildren failed: {n_failed}; wall time {wall:.0f} s")

@@ -28,7 +28,8 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -110,8 +111,11 @@ def main() -> int:
     ap.add_argument("--kernels", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="50 runs, 1 repeat: a smoke test")
-    ap.add_argument("--store", help="where to build the store (default: a temporary file, removed afterwards); "
-                                    "an existing store there is reused as it is")
+    ap.add_argument(
+        "--store",
+        help="where to build the store (default: a temporary file, removed afterwards); "
+        "an existing store there is reused as it is",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the store")
     args = ap.parse_args()
     if args.quick:
@@ -128,9 +132,11 @@ def bench(args: argparse.Namespace, location: str) -> int:
         print(f"store {location}: filling {args.runs} runs x {args.graphs} graphs x {args.kernels} kernels")
         made = fill(location, args.runs, args.graphs, args.kernels)
     c = made["counts"]
-    print(f"{c['runs']:,} runs, {c['reports']:,} graphs, {made['kernel_entries']:,} kernel entries, "
-          f"{c['kernel_sources']:,} distinct kernel sources"
-          + (f" (filled in {made['seconds']:.1f} s)" if made["seconds"] else ""))
+    print(
+        f"{c['runs']:,} runs, {c['reports']:,} graphs, {made['kernel_entries']:,} kernel entries, "
+        f"{c['kernel_sources']:,} distinct kernel sources"
+        + (f" (filled in {made['seconds']:.1f} s)" if made["seconds"] else "")
+    )
     os.environ["SANDBOX_STORE"] = location
     ids = made["ids"]
     latest, before = ids[-1], ids[max(len(ids) - 150, 0)]  # across a "new torch version" when there is one

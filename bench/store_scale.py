@@ -35,11 +35,13 @@ import random
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _scratch import scratch_store  # noqa: E402
+
 from sandbox import cli  # noqa: E402
 from sandbox.store import open_store  # noqa: E402
 from sandbox.telemetry.report import CompileReport, Run, Stage  # noqa: E402
@@ -59,12 +61,27 @@ STAGES = [
     ("GraphPickler.loads", "worker", "worker_compile", 0.01),
     ("additional_fake_tensor_prop", "worker", "worker_compile", 0.02),
     ("_recursive_post_grad_passes", "worker", "worker_compile", 0.06),
-    *[(f"pass.post_grad_passes.{p}", "worker", "_recursive_post_grad_passes", 0.002) for p in (
-        "reorder_for_locality", "remove_profiler_ops", "post_grad_custom_pre_pass", "remove_noop_ops",
-        "remove_assert_ops", "pass_pattern_0", "pass_pattern_1", "pass_pattern_2", "stable_sort",
-        "move_constructors_to_cuda", "reinplace_inplaceable_ops", "fix_auto_functionalized_dtype_views",
-        "decompose_triton_kernel_wrapper_functional", "decompose_auto_functionalized",
-        "decompose_scan_to_while_loop", "decompose_map_to_while_loop")],
+    *[
+        (f"pass.post_grad_passes.{p}", "worker", "_recursive_post_grad_passes", 0.002)
+        for p in (
+            "reorder_for_locality",
+            "remove_profiler_ops",
+            "post_grad_custom_pre_pass",
+            "remove_noop_ops",
+            "remove_assert_ops",
+            "pass_pattern_0",
+            "pass_pattern_1",
+            "pass_pattern_2",
+            "stable_sort",
+            "move_constructors_to_cuda",
+            "reinplace_inplaceable_ops",
+            "fix_auto_functionalized_dtype_views",
+            "decompose_triton_kernel_wrapper_functional",
+            "decompose_auto_functionalized",
+            "decompose_scan_to_while_loop",
+            "decompose_map_to_while_loop",
+        )
+    ],
     ("GraphLowering.run", "worker", "worker_compile", 0.05),
     ("GraphLowering.compile_to_fn", "worker", "worker_compile", 0.6),
     ("code_gen", "worker", "GraphLowering.compile_to_fn", 0.6),
@@ -83,14 +100,44 @@ STAGES = [
     ("compile_file", "parent", "PyCodeCache.load_by_key_path", 0.04),
     ("TritonBundler.collect", "parent", "load", 0.001),
 ]
-OPS = ["add", "mul", "gelu", "relu", "sum", "mean", "var", "native_layer_norm", "softmax", "threshold_backward",
-       "addmm", "convolution", "div", "exp", "sqrt", "rsqrt", "sub", "where", "clone", "view"]
+OPS = [
+    "add",
+    "mul",
+    "gelu",
+    "relu",
+    "sum",
+    "mean",
+    "var",
+    "native_layer_norm",
+    "softmax",
+    "threshold_backward",
+    "addmm",
+    "convolution",
+    "div",
+    "exp",
+    "sqrt",
+    "rsqrt",
+    "sub",
+    "where",
+    "clone",
+    "view",
+]
 METRICS = {
-    "codegen_mix_order_reduction": 0, "codegen_nested_reduction": 0, "cpp_outer_loop_fused_inner_counts": [],
-    "cpp_to_dtype_count": 0, "generated_cpp_vec_kernel_count": 0, "generated_kernel_count": 0,
-    "ir_nodes_pre_fusion": 0, "node_runtimes": [], "nodes_num_elem": [], "num_auto_chunking": 0,
-    "num_bytes_accessed": 0, "num_comprehensive_padding": 0, "num_loop_reordering": 0,
-    "num_matches_for_scatter_upon_const_tensor": 0, "parallel_reduction_count": 0,
+    "codegen_mix_order_reduction": 0,
+    "codegen_nested_reduction": 0,
+    "cpp_outer_loop_fused_inner_counts": [],
+    "cpp_to_dtype_count": 0,
+    "generated_cpp_vec_kernel_count": 0,
+    "generated_kernel_count": 0,
+    "ir_nodes_pre_fusion": 0,
+    "node_runtimes": [],
+    "nodes_num_elem": [],
+    "num_auto_chunking": 0,
+    "num_bytes_accessed": 0,
+    "num_comprehensive_padding": 0,
+    "num_loop_reordering": 0,
+    "num_matches_for_scatter_upon_const_tensor": 0,
+    "parallel_reduction_count": 0,
     "rejected_mix_order_reduction_fusion": 0,
 }
 
@@ -98,11 +145,16 @@ METRICS = {
 def kernel_source(graph: int, k: int, version: int, rng: random.Random) -> str:
     """A cpp kernel of ~2 KB; ``version`` changes a few lines, as a config change does."""
     n = 25 + (graph * 7 + k * 13) % 40
-    lines = ['#include "/tmp/torchinductor/cpp_prefix.h"',
-             f'extern "C" void kernel_{graph}_{k}(const float* in_ptr0, const float* in_ptr1, float* out_ptr0)', "{"]
+    lines = [
+        '#include "/tmp/torchinductor/cpp_prefix.h"',
+        f'extern "C" void kernel_{graph}_{k}(const float* in_ptr0, const float* in_ptr1, float* out_ptr0)',
+        "{",
+    ]
     for i in range(n):
         if version and i % 9 == version % 9:
-            lines.append(f"        auto tmp{i} = at::vec::Vectorized<float>::loadu(in_ptr{i % 2} + {16 * i + version});")
+            lines.append(
+                f"        auto tmp{i} = at::vec::Vectorized<float>::loadu(in_ptr{i % 2} + {16 * i + version});"
+            )
         else:
             lines.append(f"        auto tmp{i} = tmp{max(i - 1, 0)} * static_cast<float>({(graph + k + i) % 17}.0);")
     lines.append("}")
@@ -132,12 +184,25 @@ class Model:
         entry = self.cache.get((g, k, v))
         if entry is None:
             if k == self.kernels - 1:
-                entry = {"name": "extern_kernels.addmm", "kind": "extern", "source_hash": None, "source": "", "lines": 0, "calls": 3}
+                entry = {
+                    "name": "extern_kernels.addmm",
+                    "kind": "extern",
+                    "source_hash": None,
+                    "source": "",
+                    "lines": 0,
+                    "calls": 3,
+                }
             else:
                 src = kernel_source(g, k, v, self.rng)
                 ops = "_".join(OPS[(g + k + j) % len(OPS)] for j in range(1 + k % 3))
-                entry = {"name": f"cpp_fused_{ops}_{k}", "kind": "cpp", "source_hash": hashlib.sha256(src.encode()).hexdigest(),
-                         "source": src, "lines": src.count("\n"), "calls": 1}
+                entry = {
+                    "name": f"cpp_fused_{ops}_{k}",
+                    "kind": "cpp",
+                    "source_hash": hashlib.sha256(src.encode()).hexdigest(),
+                    "source": src,
+                    "lines": src.count("\n"),
+                    "calls": 1,
+                }
             self.cache[(g, k, v)] = entry
         return dict(entry)
 
@@ -146,29 +211,61 @@ def make_run(model: Model, index: int, t0: float) -> tuple[Run, list[CompileRepo
     rng = model.rng
     started = t0 + index * 600.0
     run = Run(
-        name=f"nightly-{index % 7}", tags=["bench", "nightly" if index % 2 else "ci"], started_at=started,
-        torch=f"2.{13 + index // 100}.0+cpu", device="AMD EPYC", hostname=f"node{index % 16}", pid=10000 + index,
-        inductor_config={"max_autotune": True} if index % 10 == 0 else {}, git_revision=hashlib.sha1(str(index).encode()).hexdigest(),
+        name=f"nightly-{index % 7}",
+        tags=["bench", "nightly" if index % 2 else "ci"],
+        started_at=started,
+        torch=f"2.{13 + index // 100}.0+cpu",
+        device="AMD EPYC",
+        hostname=f"node{index % 16}",
+        pid=10000 + index,
+        inductor_config={"max_autotune": True} if index % 10 == 0 else {},
+        git_revision=hashlib.sha1(str(index).encode()).hexdigest(),
     )
     reports = []
     t = started + 1.0
     for g in range(model.graphs):
         total = rng.uniform(0.5, 8.0)
-        stages = [Stage(name, t + (1 - share) * total * 0.5, t + (1 - share) * total * 0.5 + share * total, origin, parent)
-                  for name, origin, parent, share in STAGES]
+        stages = [
+            Stage(name, t + (1 - share) * total * 0.5, t + (1 - share) * total * 0.5 + share * total, origin, parent)
+            for name, origin, parent, share in STAGES
+        ]
         kernels = [model.kernel(g, k) for k in range(model.kernels)]
-        metrics = dict(METRICS, generated_kernel_count=len(kernels) - 1, generated_cpp_vec_kernel_count=len(kernels) - 1,
-                       ir_nodes_pre_fusion=rng.randint(5, 200), num_bytes_accessed=rng.randint(0, 10**7))
-        reports.append(CompileReport(
-            run_id=run.run_id, compile_id=f"{g // 2}/0", graph_kind="forward" if g % 2 == 0 else "backward",
-            outcome="isolated" if rng.random() > 0.1 else "cache_hit", graph_index=g,
-            co_name="forward", filename=f"/src/models/block_{g // 2}.py", line=20 + g // 2, worker_pid=20000 + index,
-            started_at=t, duration_s=total, stages=stages,
-            caches={"aot_autograd": {"state": "miss"}, "fx_graph": {"state": "miss", "key": hashlib.sha1(f"{g}{index}".encode()).hexdigest()}},
-            counters={"inductor": {"fxgraph_cache_miss": 1, "extern_calls": 3}, "aten_mm_info": {f"aten.addmm_32_{g}_64": 1}},
-            metrics=metrics, graph={"nodes": rng.randint(10, 400), "ops": rng.randint(5, 300), "inputs": rng.randint(1, 40)},
-            kernels=kernels, chromium_id="97d89652-fb22-4d32-b04e-b2733cf97a70", worker_chromium_id="97d89652-fb22-4d32-b04e-b2733cf97a70",
-        ))
+        metrics = dict(
+            METRICS,
+            generated_kernel_count=len(kernels) - 1,
+            generated_cpp_vec_kernel_count=len(kernels) - 1,
+            ir_nodes_pre_fusion=rng.randint(5, 200),
+            num_bytes_accessed=rng.randint(0, 10**7),
+        )
+        reports.append(
+            CompileReport(
+                run_id=run.run_id,
+                compile_id=f"{g // 2}/0",
+                graph_kind="forward" if g % 2 == 0 else "backward",
+                outcome="isolated" if rng.random() > 0.1 else "cache_hit",
+                graph_index=g,
+                co_name="forward",
+                filename=f"/src/models/block_{g // 2}.py",
+                line=20 + g // 2,
+                worker_pid=20000 + index,
+                started_at=t,
+                duration_s=total,
+                stages=stages,
+                caches={
+                    "aot_autograd": {"state": "miss"},
+                    "fx_graph": {"state": "miss", "key": hashlib.sha1(f"{g}{index}".encode()).hexdigest()},
+                },
+                counters={
+                    "inductor": {"fxgraph_cache_miss": 1, "extern_calls": 3},
+                    "aten_mm_info": {f"aten.addmm_32_{g}_64": 1},
+                },
+                metrics=metrics,
+                graph={"nodes": rng.randint(10, 400), "ops": rng.randint(5, 300), "inputs": rng.randint(1, 40)},
+                kernels=kernels,
+                chromium_id="97d89652-fb22-4d32-b04e-b2733cf97a70",
+                worker_chromium_id="97d89652-fb22-4d32-b04e-b2733cf97a70",
+            )
+        )
         t += total
     return run, reports
 
@@ -239,7 +336,11 @@ def bench(args: argparse.Namespace, location: str) -> int:
         run_ids.append(run.run_id)
         kernel_entries += sum(len(r.kernels) for r in reports)
         if (i + 1) % progress_every == 0:
-            print(f"  {i + 1}/{args.runs} runs, {(i + 1) * args.graphs / insert_s:,.0f} reports/s", file=sys.stderr, flush=True)
+            print(
+                f"  {i + 1}/{args.runs} runs, {(i + 1) * args.graphs / insert_s:,.0f} reports/s",
+                file=sys.stderr,
+                flush=True,
+            )
     # One report per transaction: a writer that keeps up with one graph at a time.
     single = Run(name="single", started_at=t0 - 10)
     _, sample = make_run(model, args.runs, t0 - 10)
@@ -256,14 +357,21 @@ def bench(args: argparse.Namespace, location: str) -> int:
     reports = args.runs * args.graphs
     size = size_of(location)
     print()
-    print(f"insert: {reports:,} reports in {insert_s:.1f} s = {reports / insert_s:,.0f} reports/s "
-          f"({reports / args.graphs / insert_s:,.1f} runs/s; batches of {args.graphs}, one transaction each)")
-    print(f"insert, one report per transaction: {len(sample) / single_s:,.0f} reports/s ({1000 * single_s / len(sample):.2f} ms each)")
+    print(
+        f"insert: {reports:,} reports in {insert_s:.1f} s = {reports / insert_s:,.0f} reports/s "
+        f"({reports / args.graphs / insert_s:,.1f} runs/s; batches of {args.graphs}, one transaction each)"
+    )
+    print(
+        f"insert, one report per transaction: {len(sample) / single_s:,.0f} reports/s "
+        f"({1000 * single_s / len(sample):.2f} ms each)"
+    )
     print(f"(building the synthetic reports took {build_s:.1f} s, not counted)")
     if size is not None:
         print(f"size: {size / 2**20:,.1f} MiB = {size / (reports + len(sample)) / 1024:.1f} KiB per report")
-    print(f"kernel sources: {counts['kernel_sources']:,} stored for {kernel_entries:,} kernel entries "
-          f"({kernel_entries / max(counts['kernel_sources'], 1):.0f}x dedup)")
+    print(
+        f"kernel sources: {counts['kernel_sources']:,} stored for {kernel_entries:,} kernel entries "
+        f"({kernel_entries / max(counts['kernel_sources'], 1):.0f}x dedup)"
+    )
 
     latest, middle = run_ids[-1], run_ids[len(run_ids) // 2]
     a, b = run_ids[max(len(run_ids) - 150, 0)], latest  # across a "torch version" change when there is one

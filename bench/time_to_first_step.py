@@ -102,8 +102,13 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         opt.step()
         sync()
         ends.append(time.time() - t0)
-    out: dict[str, Any] = {"t_start": t_start, "t0": t0, "ends": ends, "loss_last": float(loss.item()),
-                           "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else None}
+    out: dict[str, Any] = {
+        "t_start": t_start,
+        "t0": t0,
+        "ends": ends,
+        "loss_last": float(loss.item()),
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+    }
     if sandboxed:
         import sandbox
 
@@ -112,7 +117,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             | {"switched_s": r.switched_at - t0 if r.switched_at else None, "started_s": r.started_at - t0}
             for r in sandbox.reports()
         ]
-        out["workers"] = [{k: w.get(k) for k in ("pid", "jobs", "warm_up_s", "start_to_ready_s")} for w in sandbox.workers()]
+        out["workers"] = [
+            {k: w.get(k) for k in ("pid", "jobs", "warm_up_s", "start_to_ready_s")} for w in sandbox.workers()
+        ]
     return out
 
 
@@ -121,8 +128,13 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def child_env(variant: str, cache_root: str) -> dict[str, str]:
     env = dict(os.environ)
-    for k in ("TORCHINDUCTOR_FX_COMPILE_MODE", "SANDBOX_ASYNC", "SANDBOX_WORKERS", "TORCHINDUCTOR_FX_GRAPH_CACHE",
-              "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+    for k in (
+        "TORCHINDUCTOR_FX_COMPILE_MODE",
+        "SANDBOX_ASYNC",
+        "SANDBOX_WORKERS",
+        "TORCHINDUCTOR_FX_GRAPH_CACHE",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE",
+    ):
         env.pop(k, None)
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if REPO not in parts:
@@ -147,7 +159,9 @@ def run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec), "--result", result_path]
     rec: dict[str, Any] = {"ok": False, "loadavg_1m_before": load}
     try:
-        proc = subprocess.run(cmd, env=child_env(spec["variant"], root), capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(
+            cmd, env=child_env(spec["variant"], root), capture_output=True, text=True, timeout=timeout_s
+        )
         rec["rc"], rec["stderr_tail"] = proc.returncode, proc.stderr[-3000:]
         if proc.returncode == 0 and os.path.exists(result_path):
             with open(result_path) as f:
@@ -166,7 +180,7 @@ def measurements(ends: list[float]) -> dict[str, float | None]:
     for name, n in POINTS:
         out[name] = ends[n - 1] if len(ends) >= n else None
     steps = [b - a for a, b in zip([0.0, *ends], ends)]
-    tail = steps[-50:] if len(steps) >= 60 else steps[len(steps) // 2:]
+    tail = steps[-50:] if len(steps) >= 60 else steps[len(steps) // 2 :]
     fast = statistics.median(tail) if tail else None
     # Robust to a single slow step (a busy machine): the first step from which every window of
     # WINDOW steps has its median within SLOW x the compiled median.
@@ -175,7 +189,7 @@ def measurements(ends: list[float]) -> dict[str, float | None]:
         # Only whole windows: a slow step among the run's last few says nothing about when it got fast.
         start = max(0, len(steps) - WINDOW + 1)
         for i in range(len(steps) - WINDOW, -1, -1):
-            if statistics.median(steps[i:i + WINDOW]) > SLOW * fast:
+            if statistics.median(steps[i : i + WINDOW]) > SLOW * fast:
                 break
             start = i
         while start is not None and start < len(steps) and steps[start] > SLOW * fast:
@@ -228,17 +242,28 @@ def main() -> int:
         args.repeats, args.d, args.steps, args.load_s = 1, 32, 20, 0.0
     device = args.device
     if device is None:
-        probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True
+        )
         device = "cuda" if probe.stdout.strip() == "True" else "cpu"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    spec = {"device": device, "steps": args.steps, "load_s": args.load_s, "d": args.d, "batch": args.batch, "seq": args.seq}
-    print(f"# time to first step: 2 transformer blocks d={args.d}, AdamW, batch {args.batch}x{args.seq}, "
-          f"{args.steps} steps, device {device}, {os.cpu_count()} CPUs, {args.repeats} repeat(s), load {args.load_s:.0f} s",
-          flush=True)
+    spec = {
+        "device": device,
+        "steps": args.steps,
+        "load_s": args.load_s,
+        "d": args.d,
+        "batch": args.batch,
+        "seq": args.seq,
+    }
+    print(
+        f"# time to first step: 2 transformer blocks d={args.d}, AdamW, batch {args.batch}x{args.seq}, "
+        f"{args.steps} steps, device {device}, {os.cpu_count()} CPUs, {args.repeats} repeat(s), load "
+        f"{args.load_s:.0f} s",
+        flush=True,
+    )
     raw: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for rep in range(args.repeats):
         for v in variants:
@@ -246,18 +271,30 @@ def main() -> int:
             raw[v].append(rec)
             if rec["ok"]:
                 m = measurements(rec["result"]["ends"])
-                print(f"  repeat {rep + 1} {v:14s} first step {fmt(m['first step'])} s, compiled speed at "
-                      f"{fmt(m['compiled speed'])} s, {args.steps} steps {fmt(rec['result']['ends'][-1])} s "
-                      f"(load avg {rec['loadavg_1m_before']:.1f} -> {rec['loadavg_1m_after']:.1f})", flush=True)
+                print(
+                    f"  repeat {rep + 1} {v:14s} first step {fmt(m['first step'])} s, compiled speed at "
+                    f"{fmt(m['compiled speed'])} s, {args.steps} steps {fmt(rec['result']['ends'][-1])} s "
+                    f"(load avg {rec['loadavg_1m_before']:.1f} -> {rec['loadavg_1m_after']:.1f})",
+                    flush=True,
+                )
             else:
-                print(f"  repeat {rep + 1} {v:14s} FAILED ({rec.get('error') or 'rc ' + str(rec.get('rc'))}):\n"
-                      + "\n".join("    | " + ln for ln in rec.get("stderr_tail", "").splitlines()[-15:]), flush=True)
+                print(
+                    f"  repeat {rep + 1} {v:14s} FAILED ({rec.get('error') or 'rc ' + str(rec.get('rc'))}):\n"
+                    + "\n".join("    | " + ln for ln in rec.get("stderr_tail", "").splitlines()[-15:]),
+                    flush=True,
+                )
 
     return summarize(raw, variants, args.steps, device, args.out, spec)
 
 
-def summarize(raw: dict[str, list[dict[str, Any]]], variants: list[str], steps: int, device: str,
-              out_path: str | None, spec: dict[str, Any] | None = None) -> int:
+def summarize(
+    raw: dict[str, list[dict[str, Any]]],
+    variants: list[str],
+    steps: int,
+    device: str,
+    out_path: str | None,
+    spec: dict[str, Any] | None = None,
+) -> int:
     names = [n for n, k in POINTS if k <= steps] + ["compiled speed", "step ms (compiled)"]
     med: dict[str, dict[str, float | None]] = {}
     for v in variants:
@@ -282,10 +319,15 @@ def summarize(raw: dict[str, list[dict[str, Any]]], variants: list[str], steps: 
             if v not in med or med[v].get(n) is None or not base.get(against):
                 continue
             r = med[v][n] / base[against]
-            print(f"- {v} {n} / {BASELINE} {against}: {r:.2f}x (target <= {limit:.2f}x): {'met' if r <= limit else 'NOT met'}")
+            print(
+                f"- {v} {n} / {BASELINE} {against}: {r:.2f}x (target <= {limit:.2f}x): "
+                f"{'met' if r <= limit else 'NOT met'}"
+            )
     loads = [r["loadavg_1m_before"] for rs in raw.values() for r in rs]
-    print(f"\nload average (1 min) before each run: min {min(loads):.1f}, median {statistics.median(loads):.1f}, "
-          f"max {max(loads):.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"\nload average (1 min) before each run: min {min(loads):.1f}, median {statistics.median(loads):.1f}, "
+        f"max {max(loads):.1f} on {os.cpu_count()} CPUs"
+    )
     if out_path:
         with open(out_path, "w") as f:
             json.dump({"spec": spec, "medians": med, "raw": raw}, f, indent=1, default=repr)

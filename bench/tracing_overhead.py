@@ -101,7 +101,17 @@ def child(spec: dict[str, Any]) -> None:
 
         return wrapper
 
-    for name in ("stage", "worker_events", "set_outcome", "fail", "graph_size", "worker_reply", "compiled", "aot_cache", "finish"):
+    for name in (
+        "stage",
+        "worker_events",
+        "set_outcome",
+        "fail",
+        "graph_size",
+        "worker_reply",
+        "compiled",
+        "aot_cache",
+        "finish",
+    ):
         setattr(capture.ReportBuilder, name, timed(name, getattr(capture.ReportBuilder, name)))
     init = capture.ReportBuilder.__init__
 
@@ -143,7 +153,9 @@ def child(spec: dict[str, Any]) -> None:
         "report_ms": [builder_s.get(r.report_id, float("nan")) * 1e3 for r in reports],
         "report_cpu_ms": [builder_cpu_s.get(r.report_id, float("nan")) * 1e3 for r in reports],
         "sink_ms": [sink_s[r.report_id] * 1e3 for r in reports if r.report_id in sink_s],
-        "report_ms_by_call": {k: v * 1e3 / max(1, len(reports)) for k, v in sorted(by_call.items(), key=lambda kv: -kv[1])},
+        "report_ms_by_call": {
+            k: v * 1e3 / max(1, len(reports)) for k, v in sorted(by_call.items(), key=lambda kv: -kv[1])
+        },
         "stages": sum(len(r.stages) for r in reports),
         "tracing": runtime._tracing,
     }
@@ -175,8 +187,20 @@ def start_rotel(workdir: str) -> tuple[subprocess.Popen | None, str]:
     grpc_port, http_port = _free_port(), _free_port()
     log = open(os.path.join(workdir, "rotel.log"), "wb")
     proc = subprocess.Popen(
-        [binary, "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}", "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "blackhole"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"}, start_new_session=True,
+        [
+            binary,
+            "start",
+            "--otlp-grpc-endpoint",
+            f"127.0.0.1:{grpc_port}",
+            "--otlp-http-endpoint",
+            f"127.0.0.1:{http_port}",
+            "--exporter",
+            "blackhole",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+        start_new_session=True,
     )
     deadline = time.time() + 20
     while time.time() < deadline:
@@ -185,7 +209,10 @@ def start_rotel(workdir: str) -> tuple[subprocess.Popen | None, str]:
         try:
             socket.create_connection(("127.0.0.1", grpc_port), timeout=1).close()
             proc.endpoint = f"http://127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
-            return proc, f"rotel collector, OTLP/gRPC on 127.0.0.1:{grpc_port} (blackhole exporter), the sandbox's own exporter"
+            return (
+                proc,
+                f"rotel collector, OTLP/gRPC on 127.0.0.1:{grpc_port} (blackhole exporter), the sandbox's own exporter",
+            )
         except OSError:
             time.sleep(0.2)
     stop(proc)
@@ -208,7 +235,11 @@ def run_child(spec: dict[str, Any], env: dict[str, str], timeout_s: float) -> di
     try:
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-            env=env, capture_output=True, text=True, timeout=timeout_s, cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=REPO,
         )
     except subprocess.TimeoutExpired:
         return {"ok": False, "why": f"ran past {timeout_s} s", "process_s": time.time() - t, "load_1m": load}
@@ -217,7 +248,7 @@ def run_child(spec: dict[str, Any], env: dict[str, str], timeout_s: float) -> di
     if proc.returncode != 0 or not lines:
         rec.update(ok=False, why=f"exit code {proc.returncode}", stderr_tail=proc.stderr[-3000:])
         return rec
-    rec.update(json.loads(lines[-1][len(MARK):]))
+    rec.update(json.loads(lines[-1][len(MARK) :]))
     rec["export_warnings"] = proc.stderr.count(EXPORT_WARNING)
     failed = [o for o in rec["outcomes"] if o == "failed"]
     rec["ok"] = not failed and rec["graphs"] > 0 and (spec["variant"] == "off" or rec["tracing"])
@@ -232,12 +263,20 @@ def med(values: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="mlp,transformer", help="comma-separated zoo entries (default: mlp,transformer)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--models", default="mlp,transformer", help="comma-separated zoo entries (default: mlp,transformer)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 repeat, mlp only")
-    ap.add_argument("--receiver", choices=("auto", "rotel", "memory"), default="auto", help="where spans go with tracing on")
-    ap.add_argument("--store", choices=("on", "off"), default="on", help="the run store in both variants (default on, as for users)")
+    ap.add_argument(
+        "--receiver", choices=("auto", "rotel", "memory"), default="auto", help="where spans go with tracing on"
+    )
+    ap.add_argument(
+        "--store", choices=("on", "off"), default="on", help="the run store in both variants (default on, as for users)"
+    )
     ap.add_argument("--child-timeout", type=float, default=600.0)
     ap.add_argument("--out", help="write every run's numbers to this JSON file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -264,8 +303,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import platform
 
-    print(f"# tracing overhead: models {', '.join(models)}, {args.repeats} repeat(s), python {platform.python_version()}, "
-          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+    print(
+        f"# tracing overhead: models {', '.join(models)}, {args.repeats} repeat(s), python "
+        f"{platform.python_version()}, "
+        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
+    )
     print(f"# tracing on exports to: {how}; run store {args.store} in both variants")
     runs: list[dict[str, Any]] = []
     try:
@@ -275,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in order:
                     cache = tempfile.mkdtemp(prefix=f"cache-{model}-{variant}-", dir=workdir)
                     env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "OTEL_"))}
-                    env.update(TORCHINDUCTOR_CACHE_DIR=cache, PYTHONPATH=os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p))
+                    env.update(
+                        TORCHINDUCTOR_CACHE_DIR=cache,
+                        PYTHONPATH=os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p),
+                    )
                     env.pop("TORCHINDUCTOR_FX_COMPILE_MODE", None)
                     # The run store on (the default), in a fresh file here: never the user's own store.
                     env["SANDBOX_STORE"] = os.path.join(cache, "runs.db") if args.store == "on" else "off"
@@ -291,8 +336,12 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(rec)
                     shutil.rmtree(cache, ignore_errors=True)
                     state = "ok" if rec["ok"] else f"FAILED ({rec.get('why')})"
-                    print(f"  [{rep + 1}/{args.repeats}] {model:12s} {variant:3s} compile {rec.get('compile_s', float('nan')):6.2f} s  "
-                          f"process {rec['process_s']:6.2f} s  load {rec['load_1m']:.1f}  {state}", flush=True)
+                    print(
+                        f"  [{rep + 1}/{args.repeats}] {model:12s} {variant:3s} compile "
+                        f"{rec.get('compile_s', float('nan')):6.2f} s  "
+                        f"process {rec['process_s']:6.2f} s  load {rec['load_1m']:.1f}  {state}",
+                        flush=True,
+                    )
                     if not rec["ok"] and rec.get("stderr_tail"):
                         print("    " + rec["stderr_tail"][-1500:].replace("\n", "\n    "))
     finally:
@@ -313,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
             row[variant] = {"compile_s": med(c), "process_s": med([r["process_s"] for r in ok]), "runs": ok}
             rng = f"{min(c):.2f}-{max(c):.2f}" if c else "-"
             graphs = ok[0]["graphs"] if ok else "-"
-            print(f"| {model} | {variant} | {med(c):.2f} | {rng} | {row[variant]['process_s']:.2f} | {graphs} | {len(ok)}/{len(bad)} |")
+            print(
+                f"| {model} | {variant} | {med(c):.2f} | {rng} | {row[variant]['process_s']:.2f} | {graphs} | "
+                f"{len(ok)}/{len(bad)} |"
+            )
         summary[model] = row
     print()
     for model, row in summary.items():
@@ -324,33 +376,74 @@ def main(argv: list[str] | None = None) -> int:
         sink_share = [sum(r["sink_ms"]) / 1e3 / r["compile_s"] for r in on["runs"]]
         report = [ms for r in off["runs"] for ms in r["report_ms"]]
         report_cpu = [ms for r in off["runs"] for ms in r["report_cpu_ms"]]
-        spread = [(max(v["runs"], key=lambda r: r["compile_s"])["compile_s"] - min(v["runs"], key=lambda r: r["compile_s"])["compile_s"]) / v["compile_s"]
-                  for v in (off, on) if len(v["runs"]) > 1]
-        noise = f"run-to-run spread of a variant up to {100 * max(spread):.0f}%" if spread else "one run per variant: spread unknown"
-        print(f"{model}: compile time on/off = {ratio:.3f}x (target <= {RATIO_TARGET}; {noise}); process time on/off = {pratio:.3f}x (informational)")
-        print(f"{model}: OTel sink per graph (tracing on): median {med(sink):.2f} ms, max {max(sink, default=float('nan')):.2f} ms "
-              f"= {100 * med(sink_share):.3f}% of compile time (direct cost, no compile noise)")
-        print(f"{model}: report building per graph (tracing off, store on): CPU of the compiling thread median {med(report_cpu):.3f} ms, "
-              f"max {max(report_cpu, default=float('nan')):.3f} ms (target < {REPORT_MS_TARGET} ms); wall median {med(report):.3f} ms, "
-              f"max {max(report, default=float('nan')):.3f} ms (wall includes preemption: other processes, the store's writer thread)")
+        spread = [
+            (
+                max(v["runs"], key=lambda r: r["compile_s"])["compile_s"]
+                - min(v["runs"], key=lambda r: r["compile_s"])["compile_s"]
+            )
+            / v["compile_s"]
+            for v in (off, on)
+            if len(v["runs"]) > 1
+        ]
+        noise = (
+            f"run-to-run spread of a variant up to {100 * max(spread):.0f}%"
+            if spread
+            else "one run per variant: spread unknown"
+        )
+        print(
+            f"{model}: compile time on/off = {ratio:.3f}x (target <= {RATIO_TARGET}; {noise}); process time on/off = "
+            f"{pratio:.3f}x (informational)"
+        )
+        print(
+            f"{model}: OTel sink per graph (tracing on): median {med(sink):.2f} ms, max "
+            f"{max(sink, default=float('nan')):.2f} ms "
+            f"= {100 * med(sink_share):.3f}% of compile time (direct cost, no compile noise)"
+        )
+        print(
+            f"{model}: report building per graph (tracing off, store on): CPU of the compiling thread median "
+            f"{med(report_cpu):.3f} ms, "
+            f"max {max(report_cpu, default=float('nan')):.3f} ms (target < {REPORT_MS_TARGET} ms); wall median "
+            f"{med(report):.3f} ms, "
+            f"max {max(report, default=float('nan')):.3f} ms (wall includes preemption: other processes, the store's "
+            "writer thread)"
+        )
         if off["runs"]:
             calls = off["runs"][0]["report_ms_by_call"]
-            print(f"{model}:   by ReportBuilder call, ms per graph (first run): " + ", ".join(f"{k} {v:.3f}" for k, v in calls.items()))
+            print(
+                f"{model}:   by ReportBuilder call, ms per graph (first run): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in calls.items())
+            )
         warnings = sum(r.get("export_warnings", 0) for r in on["runs"])
         if warnings:
             print(f"{model}: CAVEAT: {warnings} span export warning(s) with tracing on")
         spans = [r["spans_exported"] for r in on["runs"] if "spans_exported" in r]
         if spans:
             print(f"{model}: spans exported in memory per run: {spans}")
-        verdicts.append((f"{model} tracing on/off compile time <= {RATIO_TARGET}x", ratio <= RATIO_TARGET if ratio == ratio else None))
-        verdicts.append((f"{model} direct cost of tracing (sink time / compile time, median) <= {100 * (RATIO_TARGET - 1):.0f}%",
-                         med(sink_share) <= RATIO_TARGET - 1 if sink_share else None))
-        verdicts.append((f"{model} report building < {REPORT_MS_TARGET} ms per graph (CPU, median)",
-                         med(report_cpu) < REPORT_MS_TARGET if report_cpu else None))
+        verdicts.append(
+            (
+                f"{model} tracing on/off compile time <= {RATIO_TARGET}x",
+                ratio <= RATIO_TARGET if ratio == ratio else None,
+            )
+        )
+        verdicts.append(
+            (
+                f"{model} direct cost of tracing (sink time / compile time, median) <= {100 * (RATIO_TARGET - 1):.0f}%",
+                med(sink_share) <= RATIO_TARGET - 1 if sink_share else None,
+            )
+        )
+        verdicts.append(
+            (
+                f"{model} report building < {REPORT_MS_TARGET} ms per graph (CPU, median)",
+                med(report_cpu) < REPORT_MS_TARGET if report_cpu else None,
+            )
+        )
     loads = [r["load_1m"] for r in runs]
     if loads and max(loads) > (os.cpu_count() or 1):
-        print(f"CAVEAT: busy machine: 1-minute load average up to {max(loads):.1f} on {os.cpu_count()} cores during the runs; "
-              f"compile-time ratios carry that noise (see min-max), the in-process sink and report numbers do not")
+        print(
+            f"CAVEAT: busy machine: 1-minute load average up to {max(loads):.1f} on {os.cpu_count()} cores during "
+            "the runs; "
+            f"compile-time ratios carry that noise (see min-max), the in-process sink and report numbers do not"
+        )
     print()
     for what, verdict in verdicts:
         print(f"{'PASS' if verdict else 'FAIL' if verdict is not None else 'NO DATA'}: {what}")

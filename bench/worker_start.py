@@ -4,8 +4,8 @@
   interpreter   python -c pass
   import_torch  python -c "import torch"
   phases        the worker's own warm-up steps, one after another in a fresh process, timed
-                each (import torch, CUDA init, Inductor's async_compile, the rest of Inductor, Triton imports, compile pool
-                started, compile pool ready)
+                each (import torch, CUDA init, Inductor's async_compile, the rest of Inductor, Triton
+                imports, compile pool started, compile pool ready)
   worker        sandbox.warmup(wait=True) in a fresh process: spawn to ready as the pool sees
                 it, and the phases the worker reports
 
@@ -81,7 +81,9 @@ def main() -> int:
     rows: dict[str, list] = {"interpreter": [], "import_torch": [], "phases": [], "worker": []}
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as cache:
-            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "i"), TRITON_CACHE_DIR=os.path.join(cache, "t"))
+            env = dict(
+                os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "i"), TRITON_CACHE_DIR=os.path.join(cache, "t")
+            )
             rows["interpreter"].append(run("pass", env)[0])
             rows["import_torch"].append(run("import torch", env)[0])
             wall, line = run(PHASES, env)
@@ -89,7 +91,9 @@ def main() -> int:
             keys = list(t)
             rows["phases"].append({"wall_s": wall, **{f"{b}_s": t[b] - t[a] for a, b in zip(keys, keys[1:])}})
         with tempfile.TemporaryDirectory() as cache:
-            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "i"), TRITON_CACHE_DIR=os.path.join(cache, "t"))
+            env = dict(
+                os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "i"), TRITON_CACHE_DIR=os.path.join(cache, "t")
+            )
             wall, line = run(WORKER, env)
             rows["worker"].append({"wall_s": wall, **json.loads(line)})
         print(f"repeat {r + 1}: {json.dumps({k: v[-1] for k, v in rows.items()})}", flush=True)
@@ -98,8 +102,10 @@ def main() -> int:
     for key in rows["phases"][0]:
         print(f"  phases {key:<18} {med([p[key] for p in rows['phases']]):.2f} s")
     w = rows["worker"]
-    print(f"  sandbox.warmup(wait=True) {med([x['warmup_wait_s'] for x in w]):.2f} s; "
-          f"worker start_to_ready {med([x['workers'][0]['start_to_ready_s'] for x in w]):.2f} s")
+    print(
+        f"  sandbox.warmup(wait=True) {med([x['warmup_wait_s'] for x in w]):.2f} s; "
+        f"worker start_to_ready {med([x['workers'][0]['start_to_ready_s'] for x in w]):.2f} s"
+    )
     for key in w[0]["workers"][0].get("warm_up_phases") or {}:
         print(f"  worker phase {key:<22} {med([x['workers'][0]['warm_up_phases'][key] for x in w]):.2f} s")
     if args.out:

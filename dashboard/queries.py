@@ -23,7 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import os
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import pandas as pd
 import streamlit as st
@@ -35,15 +36,27 @@ from sandbox.telemetry.report import CompileReport, Stage
 
 # The sandbox's own stages: what the run page's waterfall draws for every graph.
 WATERFALL_STAGES = (
-    "cache_lookup", "serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load",
-    "compile_in_process", "switch",
+    "cache_lookup",
+    "serialize",
+    "wait_for_worker",
+    "send",
+    "compile_in_worker",
+    "transfer",
+    "load",
+    "compile_in_process",
+    "switch",
 )
 # The bar of a graph that ran as is while it compiled in the background (async mode).
 EAGER_BAR = "running eagerly"
 # Kernel launch fields of GPU reports (``kernel["launchers"]``), in the order shown.
 LAUNCH_FIELDS = ("num_warps", "num_stages", "n_regs", "n_spills", "shared")
-LAUNCH_LABELS = {"num_warps": "warps", "num_stages": "stages", "n_regs": "registers", "n_spills": "spills",
-                 "shared": "shared memory"}
+LAUNCH_LABELS = {
+    "num_warps": "warps",
+    "num_stages": "stages",
+    "n_regs": "registers",
+    "n_spills": "spills",
+    "shared": "shared memory",
+}
 # What a stage is, in words, for the compare page's verdict.
 STAGE_WORDS = {
     "compile_file": "C++ compile",
@@ -92,8 +105,21 @@ def fingerprint(store: Store) -> tuple[int, ...]:
 
 # -- runs ----------------------------------------------------------------------------------------
 
-RUN_COLUMNS = ["run_id", "name", "tags", "started", "device", "torch", "graphs", "compile_s", "cache_hit_ratio",
-               "failures", "isolated", "hostname", "started_at"]
+RUN_COLUMNS = [
+    "run_id",
+    "name",
+    "tags",
+    "started",
+    "device",
+    "torch",
+    "graphs",
+    "compile_s",
+    "cache_hit_ratio",
+    "failures",
+    "isolated",
+    "hostname",
+    "started_at",
+]
 
 
 def when(ts: float | None) -> dt.datetime | None:
@@ -105,21 +131,23 @@ def runs_frame(store: Store, limit: int | None = None) -> pd.DataFrame:
     rows = []
     for r in store.runs(limit=limit):
         s = r.get("summary") or {}
-        rows.append({
-            "run_id": r["run_id"],
-            "name": r.get("name") or "",
-            "tags": ", ".join(r.get("tags") or []),
-            "started": when(r.get("started_at")),
-            "device": r.get("device") or "",
-            "torch": r.get("torch") or "",
-            "graphs": int(s.get("graphs", 0)),
-            "compile_s": float(s.get("compile_s", 0.0)),
-            "cache_hit_ratio": s.get("cache_hit_ratio"),
-            "failures": int(s.get("failures", 0)),
-            "isolated": int(s.get("isolated", 0)),
-            "hostname": r.get("hostname") or "",
-            "started_at": float(r.get("started_at") or 0.0),
-        })
+        rows.append(
+            {
+                "run_id": r["run_id"],
+                "name": r.get("name") or "",
+                "tags": ", ".join(r.get("tags") or []),
+                "started": when(r.get("started_at")),
+                "device": r.get("device") or "",
+                "torch": r.get("torch") or "",
+                "graphs": int(s.get("graphs", 0)),
+                "compile_s": float(s.get("compile_s", 0.0)),
+                "cache_hit_ratio": s.get("cache_hit_ratio"),
+                "failures": int(s.get("failures", 0)),
+                "isolated": int(s.get("isolated", 0)),
+                "hostname": r.get("hostname") or "",
+                "started_at": float(r.get("started_at") or 0.0),
+            }
+        )
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
     df["cache_hit_ratio"] = df["cache_hit_ratio"].astype(float)
     return df
@@ -177,14 +205,18 @@ def filter_runs(
 def run_label(run: Mapping[str, Any]) -> str:
     """``baseline · 2026-11-26 09:04 · acc8e59a4a88``"""
     started = when(run.get("started_at"))
-    parts = [run.get("name") or "(unnamed)", started.strftime("%Y-%m-%d %H:%M:%S") if started else "-",
-             str(run.get("run_id", ""))[:12]]
+    parts = [
+        run.get("name") or "(unnamed)",
+        started.strftime("%Y-%m-%d %H:%M:%S") if started else "-",
+        str(run.get("run_id", ""))[:12],
+    ]
     return " · ".join(parts)
 
 
 def run_labels(runs: pd.DataFrame) -> dict[str, str]:
-    return {r.run_id: run_label({"name": r.name, "started_at": r.started_at, "run_id": r.run_id})
-            for r in runs.itertuples()}
+    return {
+        r.run_id: run_label({"name": r.name, "started_at": r.started_at, "run_id": r.run_id}) for r in runs.itertuples()
+    }
 
 
 def resolve_run(store: Store, ref: str | None) -> dict[str, Any] | None:
@@ -217,7 +249,8 @@ def load_run(store: Store, run_id: str) -> tuple[dict[str, Any], list[CompileRep
 
 def outcome_label(r: CompileReport) -> str:
     label = {"isolated": "isolated", "cache_hit": "cache hit", "in_process": "in-process", "failed": "failed"}.get(
-        r.outcome, r.outcome)
+        r.outcome, r.outcome
+    )
     if r.failure is not None:
         label += f" ({r.failure.kind})"
     return label
@@ -290,12 +323,22 @@ def run_cards(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> dict[
 def run_facts(run: Mapping[str, Any]) -> pd.DataFrame:
     """The run's environment, one row per fact that is set."""
     rows = [
-        ("run id", run.get("run_id")), ("name", run.get("name")), ("tags", ", ".join(run.get("tags") or [])),
+        ("run id", run.get("run_id")),
+        ("name", run.get("name")),
+        ("tags", ", ".join(run.get("tags") or [])),
         ("started", when(run.get("started_at")).strftime("%Y-%m-%d %H:%M:%S") if run.get("started_at") else None),
-        ("host", run.get("hostname")), ("pid", run.get("pid")), ("device", run.get("device")),
-        ("torch", run.get("torch")), ("triton", run.get("triton")), ("cuda", run.get("cuda")),
-        ("python", run.get("python")), ("sandbox", run.get("sandbox")), ("git revision", run.get("git_revision")),
-        ("job", run.get("job")), ("rank", run.get("rank")), ("world size", run.get("world_size")),
+        ("host", run.get("hostname")),
+        ("pid", run.get("pid")),
+        ("device", run.get("device")),
+        ("torch", run.get("torch")),
+        ("triton", run.get("triton")),
+        ("cuda", run.get("cuda")),
+        ("python", run.get("python")),
+        ("sandbox", run.get("sandbox")),
+        ("git revision", run.get("git_revision")),
+        ("job", run.get("job")),
+        ("rank", run.get("rank")),
+        ("world size", run.get("world_size")),
         ("command", " ".join(run.get("argv") or []) or None),
     ]
     for key, value in sorted((run.get("inductor_config") or {}).items()):
@@ -308,22 +351,39 @@ def graph_rows(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.D
     t0 = run_start(run, reports)
     rows = []
     for r in reports:
-        rows.append({
-            "graph": r.graph_index,
-            "kind": r.graph_kind,
-            "compile id": r.compile_id or "",
-            "code": code_label(r.co_name, r.filename, r.line),
-            "outcome": outcome_label(r),
-            "caches": cache_label(r),
-            "isolation": isolation_label(r),
-            "start s": r.started_at - t0,
-            "compile s": r.duration_s,
-            "kernels": len(r.kernels),
-            "eager calls": r.eager_calls if r.background else None,
-            "switch s": r.switched_at - t0 if r.switched_at else None,
-        })
-    return pd.DataFrame(rows, columns=["graph", "kind", "compile id", "code", "outcome", "caches", "isolation",
-                                       "start s", "compile s", "kernels", "eager calls", "switch s"])
+        rows.append(
+            {
+                "graph": r.graph_index,
+                "kind": r.graph_kind,
+                "compile id": r.compile_id or "",
+                "code": code_label(r.co_name, r.filename, r.line),
+                "outcome": outcome_label(r),
+                "caches": cache_label(r),
+                "isolation": isolation_label(r),
+                "start s": r.started_at - t0,
+                "compile s": r.duration_s,
+                "kernels": len(r.kernels),
+                "eager calls": r.eager_calls if r.background else None,
+                "switch s": r.switched_at - t0 if r.switched_at else None,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "graph",
+            "kind",
+            "compile id",
+            "code",
+            "outcome",
+            "caches",
+            "isolation",
+            "start s",
+            "compile s",
+            "kernels",
+            "eager calls",
+            "switch s",
+        ],
+    )
 
 
 def waterfall(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.DataFrame:
@@ -332,8 +392,13 @@ def waterfall(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.Da
     t0 = run_start(run, reports)
     rows = []
     for r in reports:
-        common = {"graph": graph_label(r), "order": r.graph_index, "outcome": outcome_label(r),
-                  "caches": cache_label(r), "isolation": isolation_label(r)}
+        common = {
+            "graph": graph_label(r),
+            "order": r.graph_index,
+            "outcome": outcome_label(r),
+            "caches": cache_label(r),
+            "isolation": isolation_label(r),
+        }
         stages = [s for s in r.stages if s.name in WATERFALL_STAGES and s.parent != "compile_in_worker"]
         if not stages:
             stages = [Stage(outcome_label(r), r.started_at, r.started_at + r.duration_s)]
@@ -342,10 +407,12 @@ def waterfall(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.Da
             until = r.switched_at or r.ready_at or max([s.end for s in r.stages] + [r.started_at + r.duration_s])
             stages.append(Stage(EAGER_BAR, r.started_at + r.duration_s, until))
         for s in sorted(stages, key=lambda s: s.start):
-            rows.append(dict(common, stage=s.name, origin=s.origin, start=s.start - t0, end=s.end - t0,
-                             seconds=s.duration_s))
-    return pd.DataFrame(rows, columns=["graph", "order", "stage", "origin", "start", "end", "seconds", "outcome",
-                                       "caches", "isolation"])
+            rows.append(
+                dict(common, stage=s.name, origin=s.origin, start=s.start - t0, end=s.end - t0, seconds=s.duration_s)
+            )
+    return pd.DataFrame(
+        rows, columns=["graph", "order", "stage", "origin", "start", "end", "seconds", "outcome", "caches", "isolation"]
+    )
 
 
 def failures(reports: Sequence[CompileReport]) -> list[dict[str, Any]]:
@@ -354,19 +421,22 @@ def failures(reports: Sequence[CompileReport]) -> list[dict[str, Any]]:
         f = r.failure
         if f is None:
             continue
-        out.append({
-            "graph": graph_label(r),
-            "code": code_label(r.co_name, r.filename, r.line),
-            "kind": f.kind,
-            "message": (f.message or "").strip() or "(no message)",
-            "signal": f.signal,
-            "exit_code": f.exit_code,
-            "worker_pid": f.worker_pid or r.worker_pid,
-            "fallback": {"eager": "ran eagerly instead", "in_process": "compiled in-process instead"}.get(
-                r.fallback or "", "the error was raised"),
-            "log_tail": list(f.log_tail),
-            "traceback": f.traceback,
-        })
+        out.append(
+            {
+                "graph": graph_label(r),
+                "code": code_label(r.co_name, r.filename, r.line),
+                "kind": f.kind,
+                "message": (f.message or "").strip() or "(no message)",
+                "signal": f.signal,
+                "exit_code": f.exit_code,
+                "worker_pid": f.worker_pid or r.worker_pid,
+                "fallback": {"eager": "ran eagerly instead", "in_process": "compiled in-process instead"}.get(
+                    r.fallback or "", "the error was raised"
+                ),
+                "log_tail": list(f.log_tail),
+                "traceback": f.traceback,
+            }
+        )
     return out
 
 
@@ -423,16 +493,18 @@ def stage_tree(report: CompileReport) -> pd.DataFrame:
     def walk(parent: int | None, depth: int) -> None:
         for i in children.get(parent, []):
             s = stages[i]
-            rows.append({
-                "stage": "\u2003" * depth + ("\u2514 " if depth else "") + s.name,
-                "name": s.name,
-                "depth": depth,
-                "origin": s.origin,
-                "start s": s.start - report.started_at,
-                "duration s": s.duration_s,
-                "own s": own[id(s)],
-                "share": s.duration_s / total,
-            })
+            rows.append(
+                {
+                    "stage": "\u2003" * depth + ("\u2514 " if depth else "") + s.name,
+                    "name": s.name,
+                    "depth": depth,
+                    "origin": s.origin,
+                    "start s": s.start - report.started_at,
+                    "duration s": s.duration_s,
+                    "own s": own[id(s)],
+                    "share": s.duration_s / total,
+                }
+            )
             walk(i, depth + 1)
 
     walk(None, 0)
@@ -446,7 +518,9 @@ def cache_rows(report: CompileReport) -> pd.DataFrame:
         state = value.get("state")
         if state is None and {"hit", "miss"} & set(value):
             state = f"{value.get('hit', 0)} hit, {value.get('miss', 0)} miss"
-        details = ", ".join(f"{k}={v}" for k, v in sorted(value.items()) if k not in ("state", "hit", "miss") and v not in (None, ""))
+        details = ", ".join(
+            f"{k}={v}" for k, v in sorted(value.items()) if k not in ("state", "hit", "miss") and v not in (None, "")
+        )
         rows.append({"cache": name, "state": str(state or "-"), "details": details})
     return pd.DataFrame(rows, columns=["cache", "state", "details"])
 
@@ -481,8 +555,13 @@ def launch_summary(kernel: Mapping[str, Any]) -> str:
         return ""
     first = launchers[0]
     parts = []
-    for key, unit in (("num_warps", "warps"), ("num_stages", "stages"), ("n_regs", "regs"), ("n_spills", "spills"),
-                      ("shared", "B shared")):
+    for key, unit in (
+        ("num_warps", "warps"),
+        ("num_stages", "stages"),
+        ("n_regs", "regs"),
+        ("n_spills", "spills"),
+        ("shared", "B shared"),
+    ):
         if first.get(key) is not None:
             parts.append(f"{first[key]} {unit}")
     more = f" (+{len(launchers) - 1} more)" if len(launchers) > 1 else ""
@@ -490,14 +569,17 @@ def launch_summary(kernel: Mapping[str, Any]) -> str:
 
 
 def kernel_rows(kernels: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    rows = [{
-        "kernel": k.get("name"),
-        "kind": k.get("kind"),
-        "lines": k.get("lines") or 0,
-        "calls": k.get("calls") or 0,
-        "source hash": (k.get("source_hash") or "")[:12],
-        "launch": launch_summary(k),
-    } for k in kernels]
+    rows = [
+        {
+            "kernel": k.get("name"),
+            "kind": k.get("kind"),
+            "lines": k.get("lines") or 0,
+            "calls": k.get("calls") or 0,
+            "source hash": (k.get("source_hash") or "")[:12],
+            "launch": launch_summary(k),
+        }
+        for k in kernels
+    ]
     return pd.DataFrame(rows, columns=["kernel", "kind", "lines", "calls", "source hash", "launch"])
 
 
@@ -542,26 +624,43 @@ def triton_kernel_rows(kernels: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             continue
         chosen = t.get("chosen") or {}
         timings = t.get("autotune_timings") or []
-        rows.append({
-            "kernel": k.get("name"),
-            "kind": k.get("kind"),
-            "autotune cache": t.get("autotune_cache") or "",
-            "configs": len(t.get("configs") or []),
-            "benchmarked": len(timings),
-            "chosen": config_label(chosen),
-            "best ms": _best_ms(timings),
-            "registers": chosen.get("n_regs"),
-            "spills": chosen.get("n_spills"),
-            "shared": chosen.get("shared"),
-            "compile s": t.get("compile_time_s"),
-            "autotune s": t.get("autotune_time_s"),
-            "coordinate descent": bool(t.get("coordinate_descent")),
-            "after first run": bool(t.get("first_run")),
-        })
-    return pd.DataFrame(rows, columns=["kernel", "kind", "autotune cache", "configs", "benchmarked", "chosen", "best ms",
-                                       "registers", "spills", "shared", "compile s", "autotune s",
-                                       "coordinate descent", "after first run"]).astype(
-        {"best ms": float, "compile s": float, "autotune s": float})
+        rows.append(
+            {
+                "kernel": k.get("name"),
+                "kind": k.get("kind"),
+                "autotune cache": t.get("autotune_cache") or "",
+                "configs": len(t.get("configs") or []),
+                "benchmarked": len(timings),
+                "chosen": config_label(chosen),
+                "best ms": _best_ms(timings),
+                "registers": chosen.get("n_regs"),
+                "spills": chosen.get("n_spills"),
+                "shared": chosen.get("shared"),
+                "compile s": t.get("compile_time_s"),
+                "autotune s": t.get("autotune_time_s"),
+                "coordinate descent": bool(t.get("coordinate_descent")),
+                "after first run": bool(t.get("first_run")),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "kernel",
+            "kind",
+            "autotune cache",
+            "configs",
+            "benchmarked",
+            "chosen",
+            "best ms",
+            "registers",
+            "spills",
+            "shared",
+            "compile s",
+            "autotune s",
+            "coordinate descent",
+            "after first run",
+        ],
+    ).astype({"best ms": float, "compile s": float, "autotune s": float})
 
 
 def autotune_timing_rows(kernel: Mapping[str, Any]) -> pd.DataFrame:
@@ -578,15 +677,17 @@ def autotune_timing_rows(kernel: Mapping[str, Any]) -> pd.DataFrame:
     rows = []
     for cfg, ms in entries:
         compiled = next((c for c in [*configs, chosen] if c and _same_config(cfg, c)), {})
-        rows.append({
-            "config": config_label(cfg),
-            "ms": ms,
-            "x best": ms / best if ms is not None and best else None,
-            "chosen": bool(chosen) and _same_config(cfg, chosen),
-            "registers": compiled.get("n_regs"),
-            "spills": compiled.get("n_spills"),
-            "shared": compiled.get("shared"),
-        })
+        rows.append(
+            {
+                "config": config_label(cfg),
+                "ms": ms,
+                "x best": ms / best if ms is not None and best else None,
+                "chosen": bool(chosen) and _same_config(cfg, chosen),
+                "registers": compiled.get("n_regs"),
+                "spills": compiled.get("n_spills"),
+                "shared": compiled.get("shared"),
+            }
+        )
     df = pd.DataFrame(rows, columns=["config", "ms", "x best", "chosen", "registers", "spills", "shared"])
     df = df.astype({"ms": float, "x best": float})
     return df.sort_values("ms", kind="stable", na_position="last").reset_index(drop=True)
@@ -612,32 +713,49 @@ def autotune_choice_rows(autotune: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         externs = [c for c in cands if c.get("kind") == "extern" and c.get("ms") is not None]
         extern = min(externs, key=lambda c: c["ms"]) if externs else {}
         ms = chosen.get("ms")
-        rows.append({
-            "op": entry.get("op"),
-            "input shapes": shapes_label(entry.get("input_shapes")),
-            "chosen": entry.get("chosen"),
-            "chosen kind": chosen.get("kind"),
-            "chosen ms": ms,
-            "fastest extern": extern.get("name") or "",
-            "extern ms": extern.get("ms"),
-            "speed-up": extern["ms"] / ms if extern and ms else None,
-            "candidates": len(cands),
-            "i": i,
-        })
-    return pd.DataFrame(rows, columns=["op", "input shapes", "chosen", "chosen kind", "chosen ms", "fastest extern",
-                                       "extern ms", "speed-up", "candidates", "i"]).astype(
-        {"chosen ms": float, "extern ms": float, "speed-up": float})
+        rows.append(
+            {
+                "op": entry.get("op"),
+                "input shapes": shapes_label(entry.get("input_shapes")),
+                "chosen": entry.get("chosen"),
+                "chosen kind": chosen.get("kind"),
+                "chosen ms": ms,
+                "fastest extern": extern.get("name") or "",
+                "extern ms": extern.get("ms"),
+                "speed-up": extern["ms"] / ms if extern and ms else None,
+                "candidates": len(cands),
+                "i": i,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "op",
+            "input shapes",
+            "chosen",
+            "chosen kind",
+            "chosen ms",
+            "fastest extern",
+            "extern ms",
+            "speed-up",
+            "candidates",
+            "i",
+        ],
+    ).astype({"chosen ms": float, "extern ms": float, "speed-up": float})
 
 
 def autotune_candidate_rows(entry: Mapping[str, Any]) -> pd.DataFrame:
     """The candidates of one tuned op, fastest first, the chosen one marked."""
-    rows = [{
-        "candidate": c.get("name"),
-        "kind": c.get("kind"),
-        "ms": c.get("ms"),
-        "chosen": c.get("name") == entry.get("chosen"),
-        "description": c.get("description") or "",
-    } for c in entry.get("candidates") or []]
+    rows = [
+        {
+            "candidate": c.get("name"),
+            "kind": c.get("kind"),
+            "ms": c.get("ms"),
+            "chosen": c.get("name") == entry.get("chosen"),
+            "description": c.get("description") or "",
+        }
+        for c in entry.get("candidates") or []
+    ]
     df = pd.DataFrame(rows, columns=["candidate", "kind", "ms", "chosen", "description"]).astype({"ms": float})
     return df.sort_values("ms", kind="stable", na_position="last").reset_index(drop=True)
 
@@ -648,8 +766,9 @@ def autotune_candidate_rows(entry: Mapping[str, Any]) -> pd.DataFrame:
 def compare(store: Store, run_a: str, run_b: str) -> RunDiff:
     """Run A (before) against run B (after): ``sandbox.diff.compare_runs``, sources from the store."""
     ra, rb = store.get_run(run_a), store.get_run(run_b)
-    return compare_runs(ra, store.reports(ra["run_id"]), rb, store.reports(rb["run_id"]),
-                        load_sources=store.kernel_sources)
+    return compare_runs(
+        ra, store.reports(ra["run_id"]), rb, store.reports(rb["run_id"]), load_sources=store.kernel_sources
+    )
 
 
 def change_label(gc: GraphChange) -> str:
@@ -673,22 +792,39 @@ def graph_change_rows(d: RunDiff) -> pd.DataFrame:
         a, b = gc.a or {}, gc.b or {}
         counts = gc.kernel_counts()
         oa, ob = a.get("outcome"), b.get("outcome")
-        rows.append({
-            "graph": change_label(gc),
-            "status": gc.status,
-            "outcome": (oa if oa == ob else f"{oa} \u2192 {ob}") if gc.status == "matched" else (ob or oa),
-            "A s": a.get("duration_s"),
-            "B s": b.get("duration_s"),
-            "delta s": gc.duration_delta_s,
-            "change": _pct(a.get("duration_s"), b.get("duration_s")) if gc.status == "matched" else None,
-            "kernels +": counts["added"] if gc.kernels_compared else None,
-            "kernels -": counts["removed"] if gc.kernels_compared else None,
-            "kernels ~": counts["changed"] if gc.kernels_compared else None,
-            "kernels =": counts["unchanged"] if gc.kernels_compared else None,
-            "regression": gc.status == "matched" and is_regression(a.get("duration_s"), b.get("duration_s")),
-        })
-    return pd.DataFrame(rows, columns=["graph", "status", "outcome", "A s", "B s", "delta s", "change", "kernels +",
-                                       "kernels -", "kernels ~", "kernels =", "regression"])
+        rows.append(
+            {
+                "graph": change_label(gc),
+                "status": gc.status,
+                "outcome": (oa if oa == ob else f"{oa} \u2192 {ob}") if gc.status == "matched" else (ob or oa),
+                "A s": a.get("duration_s"),
+                "B s": b.get("duration_s"),
+                "delta s": gc.duration_delta_s,
+                "change": _pct(a.get("duration_s"), b.get("duration_s")) if gc.status == "matched" else None,
+                "kernels +": counts["added"] if gc.kernels_compared else None,
+                "kernels -": counts["removed"] if gc.kernels_compared else None,
+                "kernels ~": counts["changed"] if gc.kernels_compared else None,
+                "kernels =": counts["unchanged"] if gc.kernels_compared else None,
+                "regression": gc.status == "matched" and is_regression(a.get("duration_s"), b.get("duration_s")),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "graph",
+            "status",
+            "outcome",
+            "A s",
+            "B s",
+            "delta s",
+            "change",
+            "kernels +",
+            "kernels -",
+            "kernels ~",
+            "kernels =",
+            "regression",
+        ],
+    )
 
 
 def _launchers(kc: KernelChange, side: int) -> list[dict[str, Any]] | None:
@@ -724,28 +860,49 @@ def kernel_change_rows(d: RunDiff, include_unchanged: bool = False) -> pd.DataFr
                 what.append("source")
             what += [LAUNCH_LABELS.get(k, k) for k in launch]
             what += [k for k in kc.fields if k != "launchers"]
-            rows.append({
-                "graph": change_label(gc),
-                "status": kc.status,
-                "kind": kc.kind,
-                "kernel A": kc.name_a or "",
-                "kernel B": kc.name_b or "",
-                "similarity": kc.similarity,
-                "lines A": kc.lines_a,
-                "lines B": kc.lines_b,
-                "what changed": ", ".join(what),
-                "registers": _arrow(launch.get("n_regs")),
-                "spills": _arrow(launch.get("n_spills")),
-                "shared": _arrow(launch.get("shared")),
-                "warps": _arrow(launch.get("num_warps")),
-                "block sizes": ", ".join(f"{key} {_arrow(pair)}" for key, pair in launch.items()
-                                         if key.endswith("BLOCK")),
-                "g": gi,
-                "k": ki,
-            })
-    return pd.DataFrame(rows, columns=["graph", "status", "kind", "kernel A", "kernel B", "similarity", "lines A",
-                                       "lines B", "what changed", "registers", "spills", "shared", "warps",
-                                       "block sizes", "g", "k"])
+            rows.append(
+                {
+                    "graph": change_label(gc),
+                    "status": kc.status,
+                    "kind": kc.kind,
+                    "kernel A": kc.name_a or "",
+                    "kernel B": kc.name_b or "",
+                    "similarity": kc.similarity,
+                    "lines A": kc.lines_a,
+                    "lines B": kc.lines_b,
+                    "what changed": ", ".join(what),
+                    "registers": _arrow(launch.get("n_regs")),
+                    "spills": _arrow(launch.get("n_spills")),
+                    "shared": _arrow(launch.get("shared")),
+                    "warps": _arrow(launch.get("num_warps")),
+                    "block sizes": ", ".join(
+                        f"{key} {_arrow(pair)}" for key, pair in launch.items() if key.endswith("BLOCK")
+                    ),
+                    "g": gi,
+                    "k": ki,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "graph",
+            "status",
+            "kind",
+            "kernel A",
+            "kernel B",
+            "similarity",
+            "lines A",
+            "lines B",
+            "what changed",
+            "registers",
+            "spills",
+            "shared",
+            "warps",
+            "block sizes",
+            "g",
+            "k",
+        ],
+    )
 
 
 def _arrow(pair: tuple[Any, Any] | None) -> str:
@@ -785,17 +942,26 @@ def side_by_side(a: str, b: str, context: int | None = None) -> pd.DataFrame:
         for x in range(n):
             if op == "equal" and context is not None and context <= x < n - context:
                 if x == context:
-                    rows.append({"line A": None, "A": f"... {n - 2 * context} equal lines ...", "line B": None,
-                                 "B": "", "op": "skip"})
+                    rows.append(
+                        {
+                            "line A": None,
+                            "A": f"... {n - 2 * context} equal lines ...",
+                            "line B": None,
+                            "B": "",
+                            "op": "skip",
+                        }
+                    )
                 continue
             ia, ib = i1 + x, j1 + x
-            rows.append({
-                "line A": ia + 1 if ia < i2 else None,
-                "A": la[ia] if ia < i2 else "",
-                "line B": ib + 1 if ib < j2 else None,
-                "B": lb[ib] if ib < j2 else "",
-                "op": op,
-            })
+            rows.append(
+                {
+                    "line A": ia + 1 if ia < i2 else None,
+                    "A": la[ia] if ia < i2 else "",
+                    "line B": ib + 1 if ib < j2 else None,
+                    "B": lb[ib] if ib < j2 else "",
+                    "op": op,
+                }
+            )
     df = pd.DataFrame(rows, columns=["line A", "A", "line B", "B", "op"])
     df["line A"] = df["line A"].astype("Int64")
     df["line B"] = df["line B"].astype("Int64")
@@ -816,14 +982,16 @@ def launch_rows(ka: Mapping[str, Any] | None, kb: Mapping[str, Any] | None) -> p
         for key in keys:
             va, vb = a.get(key), b.get(key)
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (va, vb))
-            rows.append({
-                "launcher": i,
-                "field": LAUNCH_LABELS.get(key, key),
-                "A": _value(va) if va is not None else "",
-                "B": _value(vb) if vb is not None else "",
-                "delta": (vb - va) if numeric else None,
-                "changed": va != vb,
-            })
+            rows.append(
+                {
+                    "launcher": i,
+                    "field": LAUNCH_LABELS.get(key, key),
+                    "A": _value(va) if va is not None else "",
+                    "B": _value(vb) if vb is not None else "",
+                    "delta": (vb - va) if numeric else None,
+                    "changed": va != vb,
+                }
+            )
     return pd.DataFrame(rows, columns=["launcher", "field", "A", "B", "delta", "changed"])
 
 
@@ -852,13 +1020,20 @@ def triton_detail_rows(ka: Mapping[str, Any] | None, kb: Mapping[str, Any] | Non
     rows = []
     for key in fa or fb:
         va, vb = fa.get(key), fb.get(key)
-        rows.append({"field": key, "A": "" if va is None else _value(va), "B": "" if vb is None else _value(vb),
-                     "changed": va != vb})
+        rows.append(
+            {
+                "field": key,
+                "A": "" if va is None else _value(va),
+                "B": "" if vb is None else _value(vb),
+                "changed": va != vb,
+            }
+        )
     return pd.DataFrame(rows, columns=["field", "A", "B", "changed"])
 
 
-def autotune_change_rows(d: RunDiff, reports_a: Sequence[CompileReport],
-                         reports_b: Sequence[CompileReport]) -> pd.DataFrame:
+def autotune_change_rows(
+    d: RunDiff, reports_a: Sequence[CompileReport], reports_b: Sequence[CompileReport]
+) -> pd.DataFrame:
     """max-autotune's choices in both runs, graph pair by graph pair: each tuned op (matched
     by op and input shapes, in order) with its choice and time in A and in B."""
     by_id = {r.report_id: r for r in [*reports_a, *reports_b]}
@@ -866,7 +1041,7 @@ def autotune_change_rows(d: RunDiff, reports_a: Sequence[CompileReport],
     def keyed(report: CompileReport | None) -> dict[tuple[Any, str, int], Mapping[str, Any]]:
         seen: dict[tuple[Any, str], int] = {}
         out = {}
-        for entry in (report.autotune if report is not None else []):
+        for entry in report.autotune if report is not None else []:
             base = (entry.get("op"), shapes_label(entry.get("input_shapes")))
             n = seen.get(base, 0)
             seen[base] = n + 1
@@ -883,42 +1058,57 @@ def autotune_change_rows(d: RunDiff, reports_a: Sequence[CompileReport],
                 status = "only in B" if a is None else "only in A"
             else:
                 status = "same choice" if a.get("chosen") == b.get("chosen") else "other choice"
-            rows.append({
-                "graph": change_label(gc),
-                "op": key[0],
-                "input shapes": key[1],
-                "status": status,
-                "A chosen": (a or {}).get("chosen") or "",
-                "A ms": _chosen(a).get("ms"),
-                "B chosen": (b or {}).get("chosen") or "",
-                "B ms": _chosen(b).get("ms"),
-                "B kind": _chosen(b).get("kind") or "",
-            })
-    return pd.DataFrame(rows, columns=["graph", "op", "input shapes", "status", "A chosen", "A ms", "B chosen", "B ms",
-                                       "B kind"]).astype({"A ms": float, "B ms": float})
+            rows.append(
+                {
+                    "graph": change_label(gc),
+                    "op": key[0],
+                    "input shapes": key[1],
+                    "status": status,
+                    "A chosen": (a or {}).get("chosen") or "",
+                    "A ms": _chosen(a).get("ms"),
+                    "B chosen": (b or {}).get("chosen") or "",
+                    "B ms": _chosen(b).get("ms"),
+                    "B kind": _chosen(b).get("kind") or "",
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["graph", "op", "input shapes", "status", "A chosen", "A ms", "B chosen", "B ms", "B kind"]
+    ).astype({"A ms": float, "B ms": float})
 
 
 def stage_delta_rows(d: RunDiff) -> pd.DataFrame:
-    rows = [{
-        "stage": s["stage"] + (" [worker]" if s["origin"] == "worker" else ""),
-        "A s": s["a_s"],
-        "B s": s["b_s"],
-        "delta s": s["delta_s"],
-        "change": _pct(s["a_s"], s["b_s"]),
-        "regression": is_regression(s["a_s"], s["b_s"]),
-    } for s in d.stage_deltas]
+    rows = [
+        {
+            "stage": s["stage"] + (" [worker]" if s["origin"] == "worker" else ""),
+            "A s": s["a_s"],
+            "B s": s["b_s"],
+            "delta s": s["delta_s"],
+            "change": _pct(s["a_s"], s["b_s"]),
+            "regression": is_regression(s["a_s"], s["b_s"]),
+        }
+        for s in d.stage_deltas
+    ]
     return pd.DataFrame(rows, columns=["stage", "A s", "B s", "delta s", "change", "regression"])
 
 
 def metric_delta_rows(d: RunDiff) -> pd.DataFrame:
-    rows = [{"metric": m["metric"], "A": float(m["a"]), "B": float(m["b"]), "delta": float(m["delta"]),
-             "change": _pct(m["a"], m["b"])} for m in d.metric_deltas]
+    rows = [
+        {
+            "metric": m["metric"],
+            "A": float(m["a"]),
+            "B": float(m["b"]),
+            "delta": float(m["delta"]),
+            "change": _pct(m["a"], m["b"]),
+        }
+        for m in d.metric_deltas
+    ]
     return pd.DataFrame(rows, columns=["metric", "A", "B", "delta", "change"])
 
 
 def environment_rows(d: RunDiff) -> pd.DataFrame:
-    return pd.DataFrame([(k, repr(a), repr(b)) for k, (a, b) in sorted(d.environment.items())],
-                        columns=["setting", "A", "B"])
+    return pd.DataFrame(
+        [(k, repr(a), repr(b)) for k, (a, b) in sorted(d.environment.items())], columns=["setting", "A", "B"]
+    )
 
 
 def _stage_words(name: str) -> str:
@@ -960,9 +1150,11 @@ def verdict(d: RunDiff) -> list[str]:
         delta = b_s - a_s
         if abs(delta) >= REGRESSION_MIN_S and a_s:
             direction = "slower" if delta > 0 else "faster"
-            sentence = (f"{gc.graph_kind} graph #{gc.b['graph_index']} of "
-                        f"{code_label(gc.co_name, gc.filename, gc.line)} compiled {abs(delta) / a_s:.0%} {direction} "
-                        f"({delta:+.2f} s)")
+            sentence = (
+                f"{gc.graph_kind} graph #{gc.b['graph_index']} of "
+                f"{code_label(gc.co_name, gc.filename, gc.line)} compiled {abs(delta) / a_s:.0%} {direction} "
+                f"({delta:+.2f} s)"
+            )
             same_way = [s for s in gc.stage_deltas if (s["delta_s"] > 0) == (delta > 0)]
             because = []
             if same_way:
@@ -976,28 +1168,41 @@ def verdict(d: RunDiff) -> list[str]:
     if matched and (d.graphs["added"] or d.graphs["removed"]):
         ma = sum(gc.a["duration_s"] for gc in matched)
         mb = sum(gc.b["duration_s"] for gc in matched)
-        out.append(f"On the {len(matched)} graph{'s' if len(matched) != 1 else ''} both runs compiled: "
-                   f"{_change_words(ma, mb)}.")
+        out.append(
+            f"On the {len(matched)} graph{'s' if len(matched) != 1 else ''} both runs compiled: "
+            f"{_change_words(ma, mb)}."
+        )
     if ta or tb:
-        sizes = (f"{d.a['graphs']} graphs in A, {d.b['graphs']} in B" if d.a["graphs"] != d.b["graphs"]
-                 else f"{d.b['graphs']} graphs")
+        sizes = (
+            f"{d.a['graphs']} graphs in A, {d.b['graphs']} in B"
+            if d.a["graphs"] != d.b["graphs"]
+            else f"{d.b['graphs']} graphs"
+        )
         out.append(f"In all: {_change_words(ta, tb)} ({sizes}).")
     k = d.kernels
     if k["added"] or k["removed"] or k["changed"]:
-        out.append(f"Kernels: {k['added']} added, {k['removed']} removed, {k['changed']} changed, "
-                   f"{k['unchanged']} unchanged.")
+        out.append(
+            f"Kernels: {k['added']} added, {k['removed']} removed, {k['changed']} changed, {k['unchanged']} unchanged."
+        )
     elif k["unchanged"]:
         out.append(f"The same {k['unchanged']} kernels in both runs.")
     blind = [gc for gc in d.graph_changes if not gc.kernels_compared]
     if blind:
-        out.append(f"Kernels not compared for {len(blind)} graph{'s' if len(blind) != 1 else ''}: a cache served "
-                   f"{'them' if len(blind) != 1 else 'it'} whole or the compile failed, so one side has no kernel list.")
+        out.append(
+            f"Kernels not compared for {len(blind)} graph{'s' if len(blind) != 1 else ''}: a cache served "
+            f"{'them' if len(blind) != 1 else 'it'} whole or the compile failed, so one side has no kernel list."
+        )
     g = d.graphs
     if g["added"] or g["removed"]:
-        only = [f"{change_label(gc)} only in {'B' if gc.status == 'added' else 'A'}" for gc in d.graph_changes
-                if gc.status != "matched"]
-        out.append(f"Graphs: {g['matched']} matched, {g['added']} only in B, {g['removed']} only in A "
-                   f"({'; '.join(only[:3])}{'; ...' if len(only) > 3 else ''}).")
+        only = [
+            f"{change_label(gc)} only in {'B' if gc.status == 'added' else 'A'}"
+            for gc in d.graph_changes
+            if gc.status != "matched"
+        ]
+        out.append(
+            f"Graphs: {g['matched']} matched, {g['added']} only in B, {g['removed']} only in A "
+            f"({'; '.join(only[:3])}{'; ...' if len(only) > 3 else ''})."
+        )
     spills = []
     for gc in d.graph_changes:
         for kc in gc.kernels:
@@ -1005,10 +1210,13 @@ def verdict(d: RunDiff) -> list[str]:
             if pair and (pair[1] or 0) > (pair[0] or 0):
                 spills.append(f"{kc.name_b} ({pair[0]} \u2192 {pair[1]})")
     if spills:
-        out.append(f"Register spills grew in {len(spills)} kernel{'s' if len(spills) != 1 else ''}: "
-                   f"{', '.join(spills[:3])}.")
+        out.append(
+            f"Register spills grew in {len(spills)} kernel{'s' if len(spills) != 1 else ''}: {', '.join(spills[:3])}."
+        )
     if d.environment:
-        changes = [f"{key} {va!r} \u2192 {vb!r}" for key, (va, vb) in sorted(d.environment.items()) if key != "hostname"]
+        changes = [
+            f"{key} {va!r} \u2192 {vb!r}" for key, (va, vb) in sorted(d.environment.items()) if key != "hostname"
+        ]
         if changes:
             out.append("What differs: " + "; ".join(changes[:4]) + ("; ..." if len(changes) > 4 else "") + ".")
     return out
@@ -1027,7 +1235,7 @@ def report_durations(store: Store, run_ids: Sequence[str] | None = None) -> pd.D
     else:
         ids = list(run_ids)
         for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
+            chunk = ids[i : i + 500]
             rows += store._query(sql + f" WHERE run_id IN ({','.join('?' * len(chunk))})", chunk)
     return pd.DataFrame(rows, columns=["run_id", "duration_s", "outcome"]).astype({"duration_s": float})
 
@@ -1035,20 +1243,39 @@ def report_durations(store: Store, run_ids: Sequence[str] | None = None) -> pd.D
 def trends(runs: pd.DataFrame, durations: pd.DataFrame) -> pd.DataFrame:
     """Per run, oldest first: graph compile latency percentiles (p50, p90, p99, max; all
     graphs, cache hits included) and the cache hit ratio."""
-    cols = ["run_id", "name", "started", "started_at", "graphs", "p50 s", "p90 s", "p99 s", "max s", "compile s",
-            "cache hit ratio", "failures"]
+    cols = [
+        "run_id",
+        "name",
+        "started",
+        "started_at",
+        "graphs",
+        "p50 s",
+        "p90 s",
+        "p99 s",
+        "max s",
+        "compile s",
+        "cache hit ratio",
+        "failures",
+    ]
     if runs.empty:
         return pd.DataFrame(columns=cols)
     d = durations[durations["run_id"].isin(set(runs["run_id"]))]
     grouped = d.groupby("run_id")["duration_s"]
-    stats = pd.DataFrame({
-        "p50 s": grouped.quantile(0.5),
-        "p90 s": grouped.quantile(0.9),
-        "p99 s": grouped.quantile(0.99),
-        "max s": grouped.max(),
-    })
-    out = runs.set_index("run_id")[["name", "started", "started_at", "graphs", "compile_s", "cache_hit_ratio",
-                                    "failures"]].join(stats, how="left").reset_index()
+    stats = pd.DataFrame(
+        {
+            "p50 s": grouped.quantile(0.5),
+            "p90 s": grouped.quantile(0.9),
+            "p99 s": grouped.quantile(0.99),
+            "max s": grouped.max(),
+        }
+    )
+    out = (
+        runs.set_index("run_id")[
+            ["name", "started", "started_at", "graphs", "compile_s", "cache_hit_ratio", "failures"]
+        ]
+        .join(stats, how="left")
+        .reset_index()
+    )
     out = out.rename(columns={"compile_s": "compile s", "cache_hit_ratio": "cache hit ratio"})
     out = out[out["graphs"] > 0].sort_values("started_at")
     return out[cols].reset_index(drop=True)
@@ -1070,8 +1297,9 @@ FINDING_WORDS = {
 def jobs_frame(store: Store) -> pd.DataFrame:
     """Every job in the store, newest first (``sandbox.jobs.jobs``)."""
     rows = jobs.jobs(store.runs())
-    frame = pd.DataFrame(rows, columns=["job", "ranks", "world_size", "runs", "names", "hosts", "started_at",
-                                        "compile_s", "graphs"])
+    frame = pd.DataFrame(
+        rows, columns=["job", "ranks", "world_size", "runs", "names", "hosts", "started_at", "compile_s", "graphs"]
+    )
     frame["started"] = [when(t) for t in frame["started_at"]]
     frame["names"] = [", ".join(n) for n in frame["names"]]
     frame["hosts"] = [", ".join(h) for h in frame["hosts"]]
@@ -1102,7 +1330,9 @@ def job_cards(report: jobs.JobReport) -> dict[str, Any]:
         "world_size": report.world_size,
         "graphs": len(report.graphs),
         "divergent": len(report.divergent),
-        "stragglers": sorted({r for g in report.graphs for r in g.stragglers} | {r.rank for r in report.runs if r.straggler}),
+        "stragglers": sorted(
+            {r for g in report.graphs for r in g.stragglers} | {r.rank for r in report.runs if r.straggler}
+        ),
         "slowest_rank": slowest.rank,
         "slowest_s": slowest.compile_s,
         "median_s": report.median_compile_s,
@@ -1110,13 +1340,38 @@ def job_cards(report: jobs.JobReport) -> dict[str, Any]:
 
 
 def job_rank_rows(report: jobs.JobReport) -> pd.DataFrame:
-    rows = [{
-        "rank": r.rank, "run_id": r.run_id, "host": r.hostname, "pid": r.pid, "started": when(r.started_at),
-        "graphs": r.graphs, "compile s": r.compile_s, "cache hits": r.cache_hits, "failures": r.failures,
-        "straggler": r.straggler, "restarts": r.restarts,
-    } for r in report.runs]
-    return pd.DataFrame(rows, columns=["rank", "run_id", "host", "pid", "started", "graphs", "compile s", "cache hits",
-                                       "failures", "straggler", "restarts"])
+    rows = [
+        {
+            "rank": r.rank,
+            "run_id": r.run_id,
+            "host": r.hostname,
+            "pid": r.pid,
+            "started": when(r.started_at),
+            "graphs": r.graphs,
+            "compile s": r.compile_s,
+            "cache hits": r.cache_hits,
+            "failures": r.failures,
+            "straggler": r.straggler,
+            "restarts": r.restarts,
+        }
+        for r in report.runs
+    ]
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "rank",
+            "run_id",
+            "host",
+            "pid",
+            "started",
+            "graphs",
+            "compile s",
+            "cache hits",
+            "failures",
+            "straggler",
+            "restarts",
+        ],
+    )
 
 
 def _ranks_text(ranks: Sequence[int]) -> str:
@@ -1127,23 +1382,41 @@ def job_graph_rows(report: jobs.JobReport) -> pd.DataFrame:
     """One row per graph: what diverges across the ranks."""
     rows = []
     for i, g in enumerate(report.graphs):
-        rows.append({
-            "g": i,
-            "graph": code_label(g.co_name, g.filename, g.line) + (f" #{g.order}" if g.order else ""),
-            "kind": g.graph_kind,
-            "divergence": ", ".join(FINDING_WORDS[f] for f in g.findings),
-            "ranks": len(g.ranks),
-            "graph hashes": len(g.hash_groups),
-            "cache outcomes": " | ".join(f"{label}: {_ranks_text(rs)}" for label, rs in g.cache_groups.items()),
-            "kernels differ on": _ranks_text(g.kernel_ranks),
-            "stragglers": _ranks_text(g.stragglers),
-            "missing on": _ranks_text(g.missing),
-            "median s": g.median_s,
-            "slowest s": max(r.duration_s for r in g.ranks),
-            "diverges": bool(g.findings),
-        })
-    return pd.DataFrame(rows, columns=["g", "graph", "kind", "divergence", "ranks", "graph hashes", "cache outcomes",
-                                       "kernels differ on", "stragglers", "missing on", "median s", "slowest s", "diverges"])
+        rows.append(
+            {
+                "g": i,
+                "graph": code_label(g.co_name, g.filename, g.line) + (f" #{g.order}" if g.order else ""),
+                "kind": g.graph_kind,
+                "divergence": ", ".join(FINDING_WORDS[f] for f in g.findings),
+                "ranks": len(g.ranks),
+                "graph hashes": len(g.hash_groups),
+                "cache outcomes": " | ".join(f"{label}: {_ranks_text(rs)}" for label, rs in g.cache_groups.items()),
+                "kernels differ on": _ranks_text(g.kernel_ranks),
+                "stragglers": _ranks_text(g.stragglers),
+                "missing on": _ranks_text(g.missing),
+                "median s": g.median_s,
+                "slowest s": max(r.duration_s for r in g.ranks),
+                "diverges": bool(g.findings),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "g",
+            "graph",
+            "kind",
+            "divergence",
+            "ranks",
+            "graph hashes",
+            "cache outcomes",
+            "kernels differ on",
+            "stragglers",
+            "missing on",
+            "median s",
+            "slowest s",
+            "diverges",
+        ],
+    )
 
 
 def job_graph_ranks(report: jobs.JobReport, g: int) -> pd.DataFrame:
@@ -1153,14 +1426,39 @@ def job_graph_ranks(report: jobs.JobReport, g: int) -> pd.DataFrame:
     rows = []
     for r in graph.ranks:
         c = r.kernel_changes
-        rows.append({
-            "rank": r.rank, "compile id": r.compile_id, "outcome": r.outcome, "caches": r.cache,
-            "graph hash": (r.graph_hash or "")[:16], "time s": r.duration_s, "kernels": r.kernels,
-            "kernels vs lowest rank": "" if c is None else f"+{c['added']} -{c['removed']} ~{c['changed']} ={c['unchanged']}",
-            "straggler": r.straggler, "run_id": run_ids.get(r.rank), "graph_index": r.graph_index,
-        })
-    return pd.DataFrame(rows, columns=["rank", "compile id", "outcome", "caches", "graph hash", "time s", "kernels",
-                                       "kernels vs lowest rank", "straggler", "run_id", "graph_index"])
+        rows.append(
+            {
+                "rank": r.rank,
+                "compile id": r.compile_id,
+                "outcome": r.outcome,
+                "caches": r.cache,
+                "graph hash": (r.graph_hash or "")[:16],
+                "time s": r.duration_s,
+                "kernels": r.kernels,
+                "kernels vs lowest rank": ""
+                if c is None
+                else f"+{c['added']} -{c['removed']} ~{c['changed']} ={c['unchanged']}",
+                "straggler": r.straggler,
+                "run_id": run_ids.get(r.rank),
+                "graph_index": r.graph_index,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "rank",
+            "compile id",
+            "outcome",
+            "caches",
+            "graph hash",
+            "time s",
+            "kernels",
+            "kernels vs lowest rank",
+            "straggler",
+            "run_id",
+            "graph_index",
+        ],
+    )
 
 
 def job_verdict(report: jobs.JobReport) -> list[str]:
@@ -1182,18 +1480,27 @@ def job_verdict(report: jobs.JobReport) -> list[str]:
             lines.append(f"{where}: the ranks traced different graphs (other shapes or guards): {groups}.")
         if "straggler" in g.findings:
             durations = {r.rank: r.duration_s for r in g.ranks}
-            slow = ", ".join(f"rank {r.rank} took {r.duration_s:.2f} s against the other ranks' median of "
-                             f"{jobs.others_median(durations, r.rank):.2f} s" for r in g.ranks if r.straggler)
+            slow = ", ".join(
+                f"rank {r.rank} took {r.duration_s:.2f} s against the other ranks' median of "
+                f"{jobs.others_median(durations, r.rank):.2f} s"
+                for r in g.ranks
+                if r.straggler
+            )
             lines.append(f"{where}: a straggler: {slow}.")
     slow_ranks = [r for r in report.runs if r.straggler]
     if slow_ranks:
-        lines.append("Slowest overall: " + ", ".join(f"rank {r.rank} ({r.compile_s:.2f} s)" for r in slow_ranks)
-                     + f", against a median of {report.median_compile_s:.2f} s per rank.")
+        lines.append(
+            "Slowest overall: "
+            + ", ".join(f"rank {r.rank} ({r.compile_s:.2f} s)" for r in slow_ranks)
+            + f", against a median of {report.median_compile_s:.2f} s per rank."
+        )
     if report.against is not None:
         a = report.against
         before, now = a.compile_s
-        lines.append(f"Against {a.earlier}: the slowest rank compiled {before:.2f} s then, {now:.2f} s now"
-                     f" ({now - before:+.2f} s).")
+        lines.append(
+            f"Against {a.earlier}: the slowest rank compiled {before:.2f} s then, {now:.2f} s now"
+            f" ({now - before:+.2f} s)."
+        )
         changed = [g for g in a.graphs if g.hash_changed or g.status != "matched"]
         if changed:
             lines.append(f"{len(changed)} graph(s) new, gone or traced differently since {a.earlier}.")
@@ -1202,23 +1509,65 @@ def job_verdict(report: jobs.JobReport) -> list[str]:
 
 def job_against_rows(report: jobs.JobReport) -> pd.DataFrame:
     a = report.against
-    rows = [] if a is None else [{
-        "rank": r.rank, "then s": r.compile_s[0], "now s": r.compile_s[1], "delta s": r.compile_s[1] - r.compile_s[0],
-        "graphs matched": r.graphs["matched"], "graphs new": r.graphs["added"], "graphs gone": r.graphs["removed"],
-        "kernels changed": r.kernels["changed"], "kernels new": r.kernels["added"], "kernels gone": r.kernels["removed"],
-        "environment": ", ".join(sorted(r.environment)), "then": r.earlier_run, "now": r.run,
-    } for r in a.ranks]
-    return pd.DataFrame(rows, columns=["rank", "then s", "now s", "delta s", "graphs matched", "graphs new", "graphs gone",
-                                       "kernels changed", "kernels new", "kernels gone", "environment", "then", "now"])
+    rows = (
+        []
+        if a is None
+        else [
+            {
+                "rank": r.rank,
+                "then s": r.compile_s[0],
+                "now s": r.compile_s[1],
+                "delta s": r.compile_s[1] - r.compile_s[0],
+                "graphs matched": r.graphs["matched"],
+                "graphs new": r.graphs["added"],
+                "graphs gone": r.graphs["removed"],
+                "kernels changed": r.kernels["changed"],
+                "kernels new": r.kernels["added"],
+                "kernels gone": r.kernels["removed"],
+                "environment": ", ".join(sorted(r.environment)),
+                "then": r.earlier_run,
+                "now": r.run,
+            }
+            for r in a.ranks
+        ]
+    )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "rank",
+            "then s",
+            "now s",
+            "delta s",
+            "graphs matched",
+            "graphs new",
+            "graphs gone",
+            "kernels changed",
+            "kernels new",
+            "kernels gone",
+            "environment",
+            "then",
+            "now",
+        ],
+    )
 
 
 def job_against_graph_rows(report: jobs.JobReport) -> pd.DataFrame:
     a = report.against
-    rows = [] if a is None else [{
-        "graph": code_label(g.co_name, g.filename, g.line) + (f" #{g.order}" if g.order else ""), "kind": g.graph_kind,
-        "status": {"matched": "in both", "added": "new", "removed": "gone"}[g.status],
-        "then s (median)": g.earlier_s, "now s (median)": g.now_s, "graph changed": g.hash_changed,
-    } for g in a.graphs]
+    rows = (
+        []
+        if a is None
+        else [
+            {
+                "graph": code_label(g.co_name, g.filename, g.line) + (f" #{g.order}" if g.order else ""),
+                "kind": g.graph_kind,
+                "status": {"matched": "in both", "added": "new", "removed": "gone"}[g.status],
+                "then s (median)": g.earlier_s,
+                "now s (median)": g.now_s,
+                "graph changed": g.hash_changed,
+            }
+            for g in a.graphs
+        ]
+    )
     return pd.DataFrame(rows, columns=["graph", "kind", "status", "then s (median)", "now s (median)", "graph changed"])
 
 
@@ -1264,7 +1613,9 @@ def cached_compare(src: Source, run_a: str, run_b: str) -> RunDiff:
 
 
 @_cache
-def cached_kernel_pair(src: Source, run_a: str, run_b: str, g: int, k: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def cached_kernel_pair(
+    src: Source, run_a: str, run_b: str, g: int, k: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     return kernel_pair(store_at(src.location), cached_compare(src, run_a, run_b), g, k)
 
 

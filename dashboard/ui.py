@@ -5,8 +5,9 @@ Rendering only; the data comes from ``dashboard/queries.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -48,9 +49,10 @@ def sidebar_store() -> str:
     if STORE_KEY not in st.session_state:
         st.session_state[STORE_KEY] = q.initial_location()
     location = st.sidebar.text_input(
-        "Run store", key=STORE_KEY,
+        "Run store",
+        key=STORE_KEY,
         help="A SQLite file or a postgresql:// URL. Default: $SANDBOX_STORE, else the sandbox's default file. "
-             "Always opened read-only.",
+        "Always opened read-only.",
     ).strip()
     return location
 
@@ -86,8 +88,16 @@ def require_store() -> q.Source:
     return src
 
 
-def pick(label: str, options: Sequence[Any], param: str, key: str, fmt: Callable[[Any], str],
-         resolve: Callable[[str], Any] = lambda x: x, fallback: Any = None, container: Any = None) -> Any:
+def pick(
+    label: str,
+    options: Sequence[Any],
+    param: str,
+    key: str,
+    fmt: Callable[[Any], str],
+    resolve: Callable[[str], Any] = lambda x: x,
+    fallback: Any = None,
+    container: Any = None,
+) -> Any:
     """A selectbox bound to the query parameter ``param``: a link (``?run=ID``) selects, and a
     selection updates the URL, so every view can be shared and reached directly."""
     options = list(options)
@@ -106,8 +116,9 @@ def pick(label: str, options: Sequence[Any], param: str, key: str, fmt: Callable
     return chosen
 
 
-def pick_run(src: q.Source, runs: pd.DataFrame, label: str, param: str, fallback: str | None = None,
-             container: Any = None) -> str:
+def pick_run(
+    src: q.Source, runs: pd.DataFrame, label: str, param: str, fallback: str | None = None, container: Any = None
+) -> str:
     labels = q.run_labels(runs)
 
     def resolve(ref: str) -> str | None:
@@ -116,8 +127,9 @@ def pick_run(src: q.Source, runs: pd.DataFrame, label: str, param: str, fallback
         found = q.cached_resolve(src, ref)  # an id prefix, a name, "latest"
         return found["run_id"] if found else None
 
-    return pick(label, list(runs["run_id"]), param, f"pick:{param}", lambda r: labels.get(r, r), resolve,
-                fallback, container)
+    return pick(
+        label, list(runs["run_id"]), param, f"pick:{param}", lambda r: labels.get(r, r), resolve, fallback, container
+    )
 
 
 def link(page: str, **params: Any) -> str:
@@ -127,8 +139,12 @@ def link(page: str, **params: Any) -> str:
 
 
 def page_link(page: str, label: str, **params: Any) -> None:
-    st.page_link(PAGE[page].path, label=label, icon=PAGE[page].icon,
-                 query_params={k: str(v) for k, v in params.items() if v is not None})
+    st.page_link(
+        PAGE[page].path,
+        label=label,
+        icon=PAGE[page].icon,
+        query_params={k: str(v) for k, v in params.items() if v is not None},
+    )
 
 
 def seconds(s: float | None) -> str:
@@ -141,6 +157,7 @@ def percent(x: float | None) -> str:
 
 def highlight(column: str, color: str = "rgba(255, 75, 75, 0.18)") -> Callable[[pd.Series], list[str]]:
     """A Styler row function: rows whose ``column`` is true get a red background."""
+
     def style(row: pd.Series) -> list[str]:
         return [f"background-color: {color}" if bool(row.get(column)) else ""] * len(row)
 

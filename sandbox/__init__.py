@@ -6,7 +6,8 @@ pre-started worker process; every graph yields a :class:`CompileReport`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sandbox.options import OptionError, Options
 from sandbox.telemetry.report import CompileReport, Run

@@ -14,7 +14,8 @@ import functools
 import logging
 import time
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sandbox import prestart, runtime
 from sandbox.isolation import compat, deferred
@@ -70,7 +71,9 @@ def _aot_state(before: dict, after: dict) -> dict[str, Any]:
     return {}
 
 
-def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = None, options: dict | None = None) -> Any:
+def sandbox_backend(
+    gm: Any, example_inputs: Sequence[Any], mode: str | None = None, options: dict | None = None
+) -> Any:
     """The backend registered as ``"sandbox"``."""
     opts = Options.resolve(mode, options)
     runtime.join_frontend()  # sandbox.warmup()'s background imports, if still running
@@ -97,6 +100,7 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
         kind = _graph_kind(kwargs)
         if kind != "backward":
             aot_state = _aot_state(counters_before, compat.counters_snapshot())
+
         def publish(report: Any) -> None:
             # A graph compiling in the background is reported when its compiled graph takes over.
             if isinstance(scheme.deferred, deferred.DeferredGraph) and report.outcome != FAILED:
@@ -121,7 +125,9 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
             setattr(pair, "backward" if kind == "backward" else "forward", out)
             if not isinstance(out, deferred.DeferredGraph):
                 builder.compiled(out)
-            if not scheme.called and compat.counters_snapshot().get("inductor", {}).get("fxgraph_cache_hit", 0) == builder.counters_before.get("inductor", {}).get("fxgraph_cache_hit", 0):
+            if not scheme.called and compat.counters_snapshot().get("inductor", {}).get(
+                "fxgraph_cache_hit", 0
+            ) == builder.counters_before.get("inductor", {}).get("fxgraph_cache_hit", 0):
                 if builder.report.outcome == CACHE_HIT:
                     builder.set_outcome(IN_PROCESS, reason="empty graph: nothing to compile, runs as is")
             return out
@@ -162,8 +168,14 @@ def sandbox_backend(gm: Any, example_inputs: Sequence[Any], mode: str | None = N
     return compiled
 
 
-def _report_aot_cache_hit(example_inputs: Sequence[Any], compile_id: str | None, location: tuple, before: dict, t0: float,
-                          captured: str | None = None) -> None:
+def _report_aot_cache_hit(
+    example_inputs: Sequence[Any],
+    compile_id: str | None,
+    location: tuple,
+    before: dict,
+    t0: float,
+    captured: str | None = None,
+) -> None:
     """An AOTAutograd cache hit loads the compiled graphs without any inner compile."""
     import torch
 
@@ -178,7 +190,7 @@ def _report_aot_cache_hit(example_inputs: Sequence[Any], compile_id: str | None,
         b.aot_cache(state)
         # The pair's one AOTAutograd remote lookup goes to its first report; the FX graph
         # cache loads that followed it, one per graph, in order.
-        b.remote_events = ([e for e in remote if e.get("cache") != "fx_graph"] if i == 0 else []) + fx_loads[i:i + 1]
+        b.remote_events = ([e for e in remote if e.get("cache") != "fx_graph"] if i == 0 else []) + fx_loads[i : i + 1]
         if captured:
             b.report.graph["hash"] = captured
         b.set_outcome(CACHE_HIT, reason="aot_autograd_cache" if state.get("state") == "hit" else "no compile needed")

@@ -26,7 +26,8 @@ import re
 import sqlite3
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from sandbox import render
 from sandbox.diff import RunDiff, compare_runs
@@ -163,8 +164,9 @@ def cmd_job(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         earlier = jobs.resolve_job(args.against, known) if args.against else None
     except LookupError as e:
         raise CommandError(str(e)) from None
-    report = jobs.analyse_job(job, store.runs(job=job), store.reports,
-                              earlier=(earlier, store.runs(job=earlier)) if earlier else None)
+    report = jobs.analyse_job(
+        job, store.runs(job=job), store.reports, earlier=(earlier, store.runs(job=earlier)) if earlier else None
+    )
     if args.json:
         _dump(report.to_dict(), out)
     else:
@@ -204,10 +206,14 @@ def cmd_spool(location: str, args: argparse.Namespace, out: TextIO, err: TextIO)
     if not args.upload:
         files = spool.pending(location)
         waiting = [f for f in files if not f["corrupt"]]
-        out.write(f"{sum(f['reports'] for f in waiting)} report(s) in {len(waiting)} spool file(s) waiting for "
-                  f"{spool.masked(location)} (in {spool.spool_dir(location)})\n")
+        out.write(
+            f"{sum(f['reports'] for f in waiting)} report(s) in {len(waiting)} spool file(s) waiting for "
+            f"{spool.masked(location)} (in {spool.spool_dir(location)})\n"
+        )
         for f in files:
-            out.write(f"  {f['path']}  {f['reports']} reports, {f['bytes']} bytes{'  CORRUPT' if f['corrupt'] else ''}\n")
+            out.write(
+                f"  {f['path']}  {f['reports']} reports, {f['bytes']} bytes{'  CORRUPT' if f['corrupt'] else ''}\n"
+            )
         others = [(d, where) for d, where in spool.locations() if d != spool.spool_dir(location)]
         for d, where in others:
             out.write(f"  also spooled: {where} (in {d}); sandbox spool --store LOCATION to see it\n")
@@ -219,9 +225,16 @@ def cmd_spool(location: str, args: argparse.Namespace, out: TextIO, err: TextIO)
         done = spool.upload(store, location)
     finally:
         store.close()
-    out.write(f"uploaded {done.reports} report(s) and {done.runs} run(s) from {done.files + len(done.corrupt)} spool "
-              f"file(s) into {store.url}" + (f"; {done.busy} file(s) are still being written by running processes, "
-                                             f"which upload them themselves" if done.busy else "") + "\n")
+    out.write(
+        f"uploaded {done.reports} report(s) and {done.runs} run(s) from {done.files + len(done.corrupt)} spool "
+        f"file(s) into {store.url}"
+        + (
+            f"; {done.busy} file(s) are still being written by running processes, which upload them themselves"
+            if done.busy
+            else ""
+        )
+        + "\n"
+    )
     for message in done.corrupt:
         err.write(f"sandbox spool: {message}\n")
     return 1 if done.corrupt else 0
@@ -237,7 +250,10 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    store_help = "the run store: a file path or a postgresql:// URL (default: $SANDBOX_STORE, else ~/.cache/torch-compile-sandbox/runs.db)"
+    store_help = (
+        "the run store: a file path or a postgresql:// URL "
+        "(default: $SANDBOX_STORE, else ~/.cache/torch-compile-sandbox/runs.db)"
+    )
     parser = argparse.ArgumentParser(
         prog="sandbox",
         description="The compile sandbox: run the demo, and read the run store.",
@@ -254,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", parents=[common], help="list runs, newest first")
     p.add_argument("--name", help="only runs of this name")
     p.add_argument("--tag", help="only runs with this tag")
-    p.add_argument("--since", metavar="DATE", help="started at or after DATE (2026-11-26, '2026-11-26 08:30', today, 7d)")
+    p.add_argument(
+        "--since", metavar="DATE", help="started at or after DATE (2026-11-26, '2026-11-26 08:30', today, 7d)"
+    )
     p.add_argument("--until", metavar="DATE", help="started at or before DATE (a bare date: until its end)")
     p.add_argument("--limit", type=_non_negative, metavar="N", help=f"at most N runs (default {DEFAULT_LIMIT}; 0: all)")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
@@ -270,13 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON for scripts")
 
     p = sub.add_parser("job", parents=[common], help="one job's ranks side by side: rank divergence, stragglers")
-    p.add_argument("job", metavar="JOB", nargs="?", help="a job id (SANDBOX_JOB / TORCHELASTIC_RUN_ID), an id prefix or "
-                   "'latest'; without it, list the jobs")
+    p.add_argument(
+        "job",
+        metavar="JOB",
+        nargs="?",
+        help="a job id (SANDBOX_JOB / TORCHELASTIC_RUN_ID), an id prefix or 'latest'; without it, list the jobs",
+    )
     p.add_argument("--against", metavar="EARLIER_JOB", help="also compare with this earlier job, rank by rank")
     p.add_argument("--all", action="store_true", help="every graph, not only those that differ across ranks")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
 
-    p = sub.add_parser("spool", parents=[common], help="reports kept locally while the store was unreachable; --upload sends them")
+    p = sub.add_parser(
+        "spool", parents=[common], help="reports kept locally while the store was unreachable; --upload sends them"
+    )
     p.add_argument("--upload", action="store_true", help="upload them into the store now (it must be reachable)")
 
     p = sub.add_parser("export-trace", parents=[common], help="write a stored run as a Chrome/Perfetto trace")
@@ -342,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[command](store, args, out)
         except Exception as e:
             if _database_error(e):
-                raise StoreError(f"store {store.url} failed while reading or writing ({e}); check it, or point --store elsewhere") from e
+                raise StoreError(
+                    f"store {store.url} failed while reading or writing ({e}); check it, or point --store elsewhere"
+                ) from e
             raise
         finally:
             store.close()

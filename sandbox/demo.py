@@ -19,14 +19,14 @@ import threading
 import time
 from typing import Any, TextIO
 
+from sandbox.render import OUTCOME_LABELS, shorten, table
+
 # The same comparison for every tensor of a zoo run (outputs, losses, gradients,
 # buffers): float32 within rtol 1e-4, atol 1e-5 - a little looser than
 # ``torch.testing.assert_close``'s float32 default, as a two-step training run
 # accumulates rounding differences that a single forward does not.
 RTOL = 1e-4
 ATOL = 1e-5
-
-from sandbox.render import OUTCOME_LABELS, shorten, table
 
 OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
@@ -227,7 +227,9 @@ def _stored(opts: Any, run_id: str, expected: int, out: TextIO) -> None:
         return
     out.write(f"\nrun {run_id}: {stored} report(s) saved in {url}\n")
     if stored < expected:
-        out.write(f"warning: {expected - stored} of {expected} reports did not reach the store (see the warnings above)\n")
+        out.write(
+            f"warning: {expected - stored} of {expected} reports did not reach the store (see the warnings above)\n"
+        )
     prefix = "" if location == default_location() else f"SANDBOX_STORE={location} "
     out.write(f"See it here with: {prefix}sandbox show {run_id[:12]}\n")
     out.write(f"To see every compile in the dashboard, then: {prefix}streamlit run dashboard/app.py\n")
@@ -279,14 +281,16 @@ def run_demo(
             reports = sandbox.reports()[first:]
             for r in reports:
                 counts[r.outcome] = counts.get(r.outcome, 0) + 1
-                rows.append([
-                    name,
-                    f"{r.graph_kind} {r.compile_id or '?'}",
-                    _outcome(r),
-                    str(r.worker_pid) if r.worker_pid else "-",
-                    f"{r.duration_s:.2f}",
-                    shorten(_note(r)),
-                ])
+                rows.append(
+                    [
+                        name,
+                        f"{r.graph_kind} {r.compile_id or '?'}",
+                        _outcome(r),
+                        str(r.worker_pid) if r.worker_pid else "-",
+                        f"{r.duration_s:.2f}",
+                        shorten(_note(r)),
+                    ]
+                )
             if problem:
                 mismatches.append((name, problem))
             progress.finish(i, name, f"MISMATCH: {problem}" if problem else f"matches eager, {len(reports)} graph(s)")

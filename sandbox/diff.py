@@ -14,8 +14,9 @@ returns data (:class:`RunDiff`), rendering is elsewhere (``sandbox/render.py``).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from sandbox.telemetry.report import CACHE_HIT, FAILED, CompileReport, Stage
 
@@ -207,7 +208,9 @@ def _other_fields(ka: Mapping[str, Any], kb: Mapping[str, Any]) -> dict[str, tup
     return {k: (ka.get(k), kb.get(k)) for k in sorted(keys) if ka.get(k) != kb.get(k)}
 
 
-def _change(status: str, ka: Mapping[str, Any] | None, kb: Mapping[str, Any] | None, sim: float | None = None) -> KernelChange:
+def _change(
+    status: str, ka: Mapping[str, Any] | None, kb: Mapping[str, Any] | None, sim: float | None = None
+) -> KernelChange:
     ka, kb = ka or {}, kb or {}
     return KernelChange(
         status=status,
@@ -359,8 +362,14 @@ def compare_runs(
     def new(status: str, key: GraphKey, ra: CompileReport | None, rb: CompileReport | None) -> GraphChange:
         co_name, filename, line, kind, order = key
         return GraphChange(
-            status, co_name, filename, line, kind, order,
-            a=_summary(ra) if ra else None, b=_summary(rb) if rb else None,
+            status,
+            co_name,
+            filename,
+            line,
+            kind,
+            order,
+            a=_summary(ra) if ra else None,
+            b=_summary(rb) if rb else None,
         )
 
     for key, rb in keyed_b:

@@ -27,8 +27,9 @@ data (:class:`JobReport`), rendering is elsewhere (``sandbox/render.py``).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from sandbox.diff import GraphKey, compare_runs, graph_keys
 from sandbox.telemetry.report import CompileReport
@@ -183,8 +184,11 @@ def newest_per_rank(runs: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Mappin
 
 def cache_label(r: CompileReport) -> str:
     """The outcome and the cache states that decide it, e.g. ``isolated: fx_graph miss, aot_autograd miss``."""
-    states = [f"{name} {(r.caches.get(name) or {}).get('state')}" for name in ("fx_graph", "aot_autograd")
-              if (r.caches.get(name) or {}).get("state")]
+    states = [
+        f"{name} {(r.caches.get(name) or {}).get('state')}"
+        for name in ("fx_graph", "aot_autograd")
+        if (r.caches.get(name) or {}).get("state")
+    ]
     return f"{r.outcome}: {', '.join(states)}" if states else r.outcome
 
 
@@ -193,7 +197,9 @@ def others_median(values: Mapping[int, float], rank: int) -> float | None:
     return statistics.median(rest) if rest else None
 
 
-def stragglers(durations: Mapping[int, float], factor: float = STRAGGLER_FACTOR, min_s: float = STRAGGLER_MIN_S) -> list[int]:
+def stragglers(
+    durations: Mapping[int, float], factor: float = STRAGGLER_FACTOR, min_s: float = STRAGGLER_MIN_S
+) -> list[int]:
     """Ranks that took more than ``factor`` times the median of the others, and ``min_s`` more."""
     out = []
     for rank, d in durations.items():
@@ -254,25 +260,55 @@ def analyse_job(
         rows = []
         for rank, r in sorted(by_rank.items()):
             changes = None if rank == reference else kernel_changes.get((key, rank))
-            rows.append(RankGraph(
-                rank=rank, report_id=r.report_id, graph_index=r.graph_index, compile_id=r.compile_id,
-                outcome=r.outcome, cache=cache_label(r),
-                graph_hash=r.graph.get("hash"), duration_s=r.duration_s, kernels=len(r.kernels),
-                kernel_changes=changes, straggler=rank in slow,
-            ))
+            rows.append(
+                RankGraph(
+                    rank=rank,
+                    report_id=r.report_id,
+                    graph_index=r.graph_index,
+                    compile_id=r.compile_id,
+                    outcome=r.outcome,
+                    cache=cache_label(r),
+                    graph_hash=r.graph.get("hash"),
+                    duration_s=r.duration_s,
+                    kernels=len(r.kernels),
+                    kernel_changes=changes,
+                    straggler=rank in slow,
+                )
+            )
         # Reports without a hash (older ones) neither match nor differ.
-        hash_groups = list(_groups({rank: r.graph["hash"] for rank, r in by_rank.items() if r.graph.get("hash")}).values())
-        cache_groups = {label: rs for label, rs in _groups({rank: cache_label(r) for rank, r in by_rank.items()}).items()}
+        hash_groups = list(
+            _groups({rank: r.graph["hash"] for rank, r in by_rank.items() if r.graph.get("hash")}).values()
+        )
+        cache_groups = {
+            label: rs for label, rs in _groups({rank: cache_label(r) for rank, r in by_rank.items()}).items()
+        }
         kernel_ranks = [row.rank for row in rows if _differs(row.kernel_changes)]
         missing = [rank for rank in ranks if rank not in by_rank]
         g = GraphAcross(
-            co_name, filename, line, kind, order, rows, missing, hash_groups, cache_groups, kernel_ranks, slow,
+            co_name,
+            filename,
+            line,
+            kind,
+            order,
+            rows,
+            missing,
+            hash_groups,
+            cache_groups,
+            kernel_ranks,
+            slow,
             statistics.median(durations.values()),
         )
-        g.findings = [name for name, hit in (
-            ("graph", len(hash_groups) > 1), ("missing", bool(missing)), ("cache", len(cache_groups) > 1),
-            ("kernels", bool(kernel_ranks)), ("straggler", bool(slow)),
-        ) if hit]
+        g.findings = [
+            name
+            for name, hit in (
+                ("graph", len(hash_groups) > 1),
+                ("missing", bool(missing)),
+                ("cache", len(cache_groups) > 1),
+                ("kernels", bool(kernel_ranks)),
+                ("straggler", bool(slow)),
+            )
+            if hit
+        ]
         graphs.append(g)
     graphs.sort(key=_first_index)
 
@@ -280,11 +316,17 @@ def analyse_job(
     slow_ranks = stragglers(totals)
     rank_runs = [
         RankRun(
-            rank=rank, run_id=str(run["run_id"]), hostname=run.get("hostname"), pid=run.get("pid"),
-            started_at=run.get("started_at"), graphs=len(reports[rank]), compile_s=totals[rank],
+            rank=rank,
+            run_id=str(run["run_id"]),
+            hostname=run.get("hostname"),
+            pid=run.get("pid"),
+            started_at=run.get("started_at"),
+            graphs=len(reports[rank]),
+            compile_s=totals[rank],
             cache_hits=sum(1 for r in reports[rank] if r.outcome == "cache_hit"),
             failures=sum(1 for r in reports[rank] if r.outcome == "failed"),
-            restarts=restarts.get(rank, 0), straggler=rank in slow_ranks,
+            restarts=restarts.get(rank, 0),
+            straggler=rank in slow_ranks,
         )
         for rank, run in chosen.items()
     ]
@@ -292,7 +334,11 @@ def analyse_job(
     world_size = max(sizes) if sizes else None
     missing_ranks = [r for r in range(world_size or 0) if r not in chosen]
     report = JobReport(
-        job=job, world_size=world_size, runs=rank_runs, missing_ranks=missing_ranks, graphs=graphs,
+        job=job,
+        world_size=world_size,
+        runs=rank_runs,
+        missing_ranks=missing_ranks,
+        graphs=graphs,
         counts={name: sum(1 for g in graphs if name in g.findings) for name in FINDINGS},
         median_compile_s=statistics.median(totals.values()),
     )
@@ -324,8 +370,17 @@ def compare_jobs(
     ranks = []
     for rank in sorted(set(then) & set(chosen)):
         d = compare_runs(then[rank], then_reports[rank], chosen[rank], reports[rank])
-        ranks.append(RankAgainst(rank, str(then[rank]["run_id"]), str(chosen[rank]["run_id"]),
-                                 (d.a["compile_s"], d.b["compile_s"]), d.graphs, d.kernels, d.environment))
+        ranks.append(
+            RankAgainst(
+                rank,
+                str(then[rank]["run_id"]),
+                str(chosen[rank]["run_id"]),
+                (d.a["compile_s"], d.b["compile_s"]),
+                d.graphs,
+                d.kernels,
+                d.environment,
+            )
+        )
 
     def across(by_rank: Mapping[int, Sequence[CompileReport]]) -> dict[GraphKey, list[CompileReport]]:
         out: dict[GraphKey, list[CompileReport]] = {}
@@ -341,17 +396,23 @@ def compare_jobs(
         status = "matched" if a and b else ("added" if b else "removed")
         hashes_a = {r.graph.get("hash") for r in a or []}
         hashes_b = {r.graph.get("hash") for r in b or []}
-        graphs.append(GraphAgainst(
-            *key, status=status,
-            earlier_s=statistics.median(r.duration_s for r in a) if a else None,
-            now_s=statistics.median(r.duration_s for r in b) if b else None,
-            hash_changed=bool(a and b and hashes_a != hashes_b),
-        ))
+        graphs.append(
+            GraphAgainst(
+                *key,
+                status=status,
+                earlier_s=statistics.median(r.duration_s for r in a) if a else None,
+                now_s=statistics.median(r.duration_s for r in b) if b else None,
+                hash_changed=bool(a and b and hashes_a != hashes_b),
+            )
+        )
     totals_then = [sum(r.duration_s for r in rs) for rs in then_reports.values()]
     totals_now = [sum(r.duration_s for r in rs) for rs in reports.values()]
     return JobComparison(
-        earlier=earlier_job, ranks=ranks, graphs=graphs,
-        only_earlier=sorted(set(then) - set(chosen)), only_now=sorted(set(chosen) - set(then)),
+        earlier=earlier_job,
+        ranks=ranks,
+        graphs=graphs,
+        only_earlier=sorted(set(then) - set(chosen)),
+        only_now=sorted(set(chosen) - set(then)),
         compile_s=(max(totals_then, default=0.0), max(totals_now, default=0.0)),
     )
 
@@ -368,17 +429,19 @@ def jobs(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             by_job.setdefault(str(run["job"]), []).append(run)
     out = []
     for job, rs in by_job.items():
-        out.append({
-            "job": job,
-            "ranks": len({rank_of(r) for r in rs}),
-            "runs": len(rs),
-            "world_size": max((int(r["world_size"]) for r in rs if r.get("world_size")), default=None),
-            "names": sorted({str(r["name"]) for r in rs if r.get("name")}),
-            "hosts": sorted({str(r["hostname"]) for r in rs if r.get("hostname")}),
-            "started_at": min(r.get("started_at") or 0 for r in rs),
-            "compile_s": sum(float((r.get("summary") or {}).get("compile_s") or 0.0) for r in rs),
-            "graphs": sum(int((r.get("summary") or {}).get("graphs") or 0) for r in rs),
-        })
+        out.append(
+            {
+                "job": job,
+                "ranks": len({rank_of(r) for r in rs}),
+                "runs": len(rs),
+                "world_size": max((int(r["world_size"]) for r in rs if r.get("world_size")), default=None),
+                "names": sorted({str(r["name"]) for r in rs if r.get("name")}),
+                "hosts": sorted({str(r["hostname"]) for r in rs if r.get("hostname")}),
+                "started_at": min(r.get("started_at") or 0 for r in rs),
+                "compile_s": sum(float((r.get("summary") or {}).get("compile_s") or 0.0) for r in rs),
+                "graphs": sum(int((r.get("summary") or {}).get("graphs") or 0) for r in rs),
+            }
+        )
     return sorted(out, key=lambda j: -j["started_at"])
 
 
@@ -393,10 +456,18 @@ def resolve_job(ref: str, known: Sequence[Mapping[str, Any]]) -> str:
     if len(prefixed) == 1:
         return prefixed[0]
     if len(prefixed) > 1:
-        raise LookupError(f"job prefix {ref!r} matches {len(prefixed)} jobs ({', '.join(prefixed[:5])}): give more characters")
+        raise LookupError(
+            f"job prefix {ref!r} matches {len(prefixed)} jobs ({', '.join(prefixed[:5])}): give more characters"
+        )
     listed = ", ".join(ids[:5]) + ("..." if len(ids) > 5 else "")
-    raise LookupError(f"no job {ref!r}" + (f"; jobs: {listed}" if ids else "; no run in this store belongs to a job "
-                                             "(set SANDBOX_JOB, or run under torchrun)"))
+    raise LookupError(
+        f"no job {ref!r}"
+        + (
+            f"; jobs: {listed}"
+            if ids
+            else "; no run in this store belongs to a job (set SANDBOX_JOB, or run under torchrun)"
+        )
+    )
 
 
 def previous_job(job: str, known: Sequence[Mapping[str, Any]]) -> str | None:

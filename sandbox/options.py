@@ -9,9 +9,9 @@ Inductor, exactly as with ``backend="inductor"``; ``mode=`` maps through
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
-
+from typing import Any
 
 
 class OptionError(ValueError):
@@ -125,16 +125,32 @@ SPECS: dict[str, _Spec] = {
     "workers": _Spec("SANDBOX_WORKERS", _positive_int, 1, "a whole number >= 1"),
     "timeout_s": _Spec("SANDBOX_TIMEOUT_S", _positive_float_or_none, 1800.0, "seconds > 0, or None for no limit"),
     "memory_limit_mb": _Spec("SANDBOX_MEMORY_LIMIT_MB", _positive_int_or_none, None, "MiB > 0, or None for no limit"),
-    "on_failure": _Spec("SANDBOX_ON_FAILURE", _choice("eager", "in_process", "raise"), "eager", "one of 'eager', 'in_process', 'raise'"),
-    "unpicklable": _Spec("SANDBOX_UNPICKLABLE", _choice("in_process", "error"), "in_process", "one of 'in_process', 'error'"),
+    "on_failure": _Spec(
+        "SANDBOX_ON_FAILURE", _choice("eager", "in_process", "raise"), "eager", "one of 'eager', 'in_process', 'raise'"
+    ),
+    "unpicklable": _Spec(
+        "SANDBOX_UNPICKLABLE", _choice("in_process", "error"), "in_process", "one of 'in_process', 'error'"
+    ),
     "trace": _Spec("SANDBOX_TRACE", _bool, False, "true or false (1/0, yes/no, on/off)"),
     "store": _Spec("SANDBOX_STORE", _store, None, "a file path, a postgresql:// URL, or False to disable"),
     "run_name": _Spec("SANDBOX_RUN_NAME", _name, None, "a name for this run"),
     "tags": _Spec("SANDBOX_TAGS", _tags, (), "comma-separated tags, or a list of strings"),
-    "metrics_port": _Spec("SANDBOX_METRICS_PORT", _port_or_none, None, "a TCP port 1-65535 (local rank N serves on port + N), or None/0 for no endpoint"),
-    "metrics_addr": _Spec("SANDBOX_METRICS_ADDR", _address, "127.0.0.1", "an address to bind the metrics endpoint to, e.g. 127.0.0.1 or 0.0.0.0"),
+    "metrics_port": _Spec(
+        "SANDBOX_METRICS_PORT",
+        _port_or_none,
+        None,
+        "a TCP port 1-65535 (local rank N serves on port + N), or None/0 for no endpoint",
+    ),
+    "metrics_addr": _Spec(
+        "SANDBOX_METRICS_ADDR",
+        _address,
+        "127.0.0.1",
+        "an address to bind the metrics endpoint to, e.g. 127.0.0.1 or 0.0.0.0",
+    ),
     "pushgateway": _Spec("SANDBOX_PUSHGATEWAY", _name, None, "a Pushgateway address, host:port or http(s)://host:port"),
-    "job": _Spec("SANDBOX_JOB", _name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"),
+    "job": _Spec(
+        "SANDBOX_JOB", _name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"
+    ),
     "async": _Spec("SANDBOX_ASYNC", _bool, False, "true or false (1/0, yes/no, on/off)"),
 }
 
@@ -167,7 +183,7 @@ class Options:
         mode: str | None = None,
         options: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
-    ) -> "Options":
+    ) -> Options:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name, spec in SPECS.items():

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sandbox.diff import self_times
 from sandbox.telemetry.report import CompileReport
@@ -34,7 +35,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
     def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
 
@@ -105,21 +108,36 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     for r in runs:
         s = r.get("summary") or {}
         ratio = s.get("cache_hit_ratio")
-        rows.append([
-            short_id(r["run_id"]),
-            when(r.get("started_at")),
-            shorten(r.get("name") or "-", 24),
-            shorten(",".join(r.get("tags") or []) or "-", 24),
-            str(s.get("graphs", 0)),
-            str(s.get("isolated", 0)),
-            "-" if ratio is None else f"{ratio:.0%}",
-            str(s.get("failures", 0)),
-            seconds(s.get("compile_s", 0.0), 1),
-            r.get("torch") or "-",
-            shorten(r.get("device") or "-", 24),
-            r.get("hostname") or "-",
-        ])
-    header = ["run", "started", "name", "tags", "graphs", "isolated", "hits", "failed", "compile s", "torch", "device", "host"]
+        rows.append(
+            [
+                short_id(r["run_id"]),
+                when(r.get("started_at")),
+                shorten(r.get("name") or "-", 24),
+                shorten(",".join(r.get("tags") or []) or "-", 24),
+                str(s.get("graphs", 0)),
+                str(s.get("isolated", 0)),
+                "-" if ratio is None else f"{ratio:.0%}",
+                str(s.get("failures", 0)),
+                seconds(s.get("compile_s", 0.0), 1),
+                r.get("torch") or "-",
+                shorten(r.get("device") or "-", 24),
+                r.get("hostname") or "-",
+            ]
+        )
+    header = [
+        "run",
+        "started",
+        "name",
+        "tags",
+        "graphs",
+        "isolated",
+        "hits",
+        "failed",
+        "compile s",
+        "torch",
+        "device",
+        "host",
+    ]
     return table(header, rows, right=range(4, 9))
 
 
@@ -127,7 +145,9 @@ def run_header(run: dict[str, Any], reports: Sequence[CompileReport]) -> str:
     name = f"  {run['name']!r}" if run.get("name") else ""
     tags = f"  tags: {', '.join(run['tags'])}" if run.get("tags") else ""
     lines = [f"run {run['run_id']}{name}{tags}"]
-    lines.append(f"  started {when(run.get('started_at'))} on {run.get('hostname') or '?'}, pid {run.get('pid') or '?'}")
+    lines.append(
+        f"  started {when(run.get('started_at'))} on {run.get('hostname') or '?'}, pid {run.get('pid') or '?'}"
+    )
     versions = ", ".join(f"{k} {run.get(k) or '-'}" for k in ("torch", "triton", "python", "cuda"))
     lines.append(f"  {versions}; device {run.get('device') or '-'}")
     extras = []
@@ -162,17 +182,19 @@ def show(run: dict[str, Any], reports: Sequence[CompileReport]) -> str:
     rows = []
     for r in reports:
         top = ", ".join(f"{name} {t:.2f}" for name, t in top_stages(r))
-        rows.append([
-            str(r.graph_index),
-            graph_label(r),
-            shorten(code_label(r), 40),
-            outcome(r),
-            str(r.worker_pid) if r.worker_pid else "-",
-            seconds(r.duration_s),
-            shorten(top or "-", 80),
-            caches(r),
-            str(len(r.kernels)),
-        ])
+        rows.append(
+            [
+                str(r.graph_index),
+                graph_label(r),
+                shorten(code_label(r), 40),
+                outcome(r),
+                str(r.worker_pid) if r.worker_pid else "-",
+                seconds(r.duration_s),
+                shorten(top or "-", 80),
+                caches(r),
+                str(len(r.kernels)),
+            ]
+        )
     header = ["#", "graph", "code", "outcome", "worker pid", "time s", "top stages (own s)", "caches", "kernels"]
     out.append(table(header, rows, right=(0, 4, 5, 8)))
     notes = [r for r in reports if r.reason and r.outcome == "in_process"]
@@ -194,8 +216,12 @@ def failure(r: CompileReport) -> list[str]:
     pid = f.worker_pid or r.worker_pid
     if pid:
         how.append(f"worker {pid}")
-    fallback = {"eager": "ran eagerly instead", "in_process": "compiled in-process instead"}.get(r.fallback or "", "raised")
-    lines = [f"  #{r.graph_index} {graph_label(r)} at {code_label(r)}: {f.kind}" + (f" ({', '.join(how)})" if how else "")]
+    fallback = {"eager": "ran eagerly instead", "in_process": "compiled in-process instead"}.get(
+        r.fallback or "", "raised"
+    )
+    lines = [
+        f"  #{r.graph_index} {graph_label(r)} at {code_label(r)}: {f.kind}" + (f" ({', '.join(how)})" if how else "")
+    ]
     message = (f.message or "").strip().splitlines()
     lines.append(f"      {shorten(message[0], 160) if message else '(no message)'}; {fallback}")
     for line in f.log_tail[-3:]:
@@ -226,7 +252,9 @@ def diff(d: Any, stages: int = 10, metrics: int = 15) -> str:
     g, k = d.graphs, d.kernels
     out.append("")
     out.append(f"graphs:  {g['matched']} matched, {g['added']} added, {g['removed']} removed")
-    out.append(f"kernels: {k['added']} added, {k['removed']} removed, {k['changed']} changed, {k['unchanged']} unchanged")
+    out.append(
+        f"kernels: {k['added']} added, {k['removed']} removed, {k['changed']} changed, {k['unchanged']} unchanged"
+    )
     ta, tb = d.a["compile_s"], d.b["compile_s"]
     out.append(f"compile time: {ta:.2f} s -> {tb:.2f} s ({tb - ta:+.2f} s{_pct(ta, tb)})")
 
@@ -238,16 +266,22 @@ def diff(d: Any, stages: int = 10, metrics: int = 15) -> str:
         else:
             oc = (rb or ra)["outcome"]
         counts = gd.kernel_counts()
-        kern = f"+{counts['added']} -{counts['removed']} ~{counts['changed']}" if gd.kernels_compared else "n/a (no inventory)"
-        rows.append([
-            {"matched": " ", "added": "+", "removed": "-"}[gd.status],
-            shorten(change_label(gd), 48),
-            oc.replace("_", "-"),
-            seconds(ra.get("duration_s")),
-            seconds(rb.get("duration_s")),
-            signed(gd.duration_delta_s) if gd.status == "matched" else "-",
-            kern,
-        ])
+        kern = (
+            f"+{counts['added']} -{counts['removed']} ~{counts['changed']}"
+            if gd.kernels_compared
+            else "n/a (no inventory)"
+        )
+        rows.append(
+            [
+                {"matched": " ", "added": "+", "removed": "-"}[gd.status],
+                shorten(change_label(gd), 48),
+                oc.replace("_", "-"),
+                seconds(ra.get("duration_s")),
+                seconds(rb.get("duration_s")),
+                signed(gd.duration_delta_s) if gd.status == "matched" else "-",
+                kern,
+            ]
+        )
     if rows:
         out.append("")
         out.append(table(["", "graph", "outcome", "A s", "B s", "delta s", "kernels"], rows, right=(3, 4, 5)))
@@ -266,12 +300,22 @@ def diff(d: Any, stages: int = 10, metrics: int = 15) -> str:
     if d.stage_deltas and stages:
         out.append("")
         out.append("stage time, largest changes (own seconds, less nested stages; all graphs):")
-        rows = [[s["stage"] + (" [worker]" if s["origin"] == "worker" else ""), seconds(s["a_s"]), seconds(s["b_s"]), signed(s["delta_s"])] for s in d.stage_deltas[:stages]]
+        rows = [
+            [
+                s["stage"] + (" [worker]" if s["origin"] == "worker" else ""),
+                seconds(s["a_s"]),
+                seconds(s["b_s"]),
+                signed(s["delta_s"]),
+            ]
+            for s in d.stage_deltas[:stages]
+        ]
         out.append(table(["stage", "A", "B", "delta"], rows, right=(1, 2, 3)))
     if d.metric_deltas and metrics:
         out.append("")
         out.append("metrics that changed (all graphs):")
-        rows = [[m["metric"], _num(m["a"]), _num(m["b"]), _num(m["delta"], sign=True)] for m in d.metric_deltas[:metrics]]
+        rows = [
+            [m["metric"], _num(m["a"]), _num(m["b"]), _num(m["delta"], sign=True)] for m in d.metric_deltas[:metrics]
+        ]
         out.append(table(["metric", "A", "B", "delta"], rows, right=(1, 2, 3)))
     return "\n".join(out)
 
@@ -328,7 +372,9 @@ def _finding_lines(g: Any) -> list[str]:
     if "missing" in g.findings:
         out.append(f"not compiled on ranks {_ranks(g.missing)}")
     if "cache" in g.findings:
-        out.append("cache outcomes: " + "; ".join(f"{label} on ranks {_ranks(rs)}" for label, rs in g.cache_groups.items()))
+        out.append(
+            "cache outcomes: " + "; ".join(f"{label} on ranks {_ranks(rs)}" for label, rs in g.cache_groups.items())
+        )
     if "kernels" in g.findings:
         ref = g.ranks[0].rank
         parts = []
@@ -341,9 +387,15 @@ def _finding_lines(g: Any) -> list[str]:
         from sandbox.jobs import others_median
 
         durations = {row.rank: row.duration_s for row in g.ranks}
-        out.append("stragglers: " + "; ".join(
-            f"rank {row.rank} {row.duration_s:.2f} s (the other ranks' median {others_median(durations, row.rank):.2f} s)"
-            for row in g.ranks if row.straggler))
+        out.append(
+            "stragglers: "
+            + "; ".join(
+                f"rank {row.rank} {row.duration_s:.2f} s (the other ranks' median "
+                f"{others_median(durations, row.rank):.2f} s)"
+                for row in g.ranks
+                if row.straggler
+            )
+        )
     return out
 
 
@@ -363,10 +415,25 @@ def job(report: Any, all_graphs: bool = False) -> str:
             notes.append("straggler")
         if r.restarts:
             notes.append(f"{r.restarts} earlier run(s): restarted")
-        rows.append([str(r.rank), short_id(r.run_id), r.hostname or "-", str(r.pid or "-"), str(r.graphs),
-                     str(r.cache_hits), str(r.failures), seconds(r.compile_s), ", ".join(notes)])
+        rows.append(
+            [
+                str(r.rank),
+                short_id(r.run_id),
+                r.hostname or "-",
+                str(r.pid or "-"),
+                str(r.graphs),
+                str(r.cache_hits),
+                str(r.failures),
+                seconds(r.compile_s),
+                ", ".join(notes),
+            ]
+        )
     out.append("")
-    out.append(table(["rank", "run", "host", "pid", "graphs", "hits", "failed", "compile s", "note"], rows, right=(0, 4, 5, 6, 7)))
+    out.append(
+        table(
+            ["rank", "run", "host", "pid", "graphs", "hits", "failed", "compile s", "note"], rows, right=(0, 4, 5, 6, 7)
+        )
+    )
 
     c = report.counts
     divergent = report.divergent
@@ -376,8 +443,10 @@ def job(report: Any, all_graphs: bool = False) -> str:
         f"(different graph {c['graph']}, missing {c['missing']}, cache {c['cache']}, kernels {c['kernels']}, "
         f"straggler {c['straggler']})"
     )
-    out.append(f"  a straggler took more than {STRAGGLER_FACTOR:g}x the median of the other ranks, "
-               f"and at least {STRAGGLER_MIN_S:g} s more")
+    out.append(
+        f"  a straggler took more than {STRAGGLER_FACTOR:g}x the median of the other ranks, "
+        f"and at least {STRAGGLER_MIN_S:g} s more"
+    )
     for g in report.graphs if all_graphs else divergent:
         out.append("")
         out.append(f"{change_label(g)}: {', '.join(g.findings) or 'the same on every rank'}")
@@ -385,33 +454,70 @@ def job(report: Any, all_graphs: bool = False) -> str:
             out.append(f"  {line}")
         rows = []
         for row in g.ranks:
-            kern = "-" if row.kernel_changes is None else f"+{row.kernel_changes['added']} -{row.kernel_changes['removed']} ~{row.kernel_changes['changed']}"
-            rows.append([str(row.rank), row.compile_id or "?", row.cache, (row.graph_hash or "-")[:12],
-                         seconds(row.duration_s), str(row.kernels), kern, "straggler" if row.straggler else ""])
-        rendered = table(["rank", "compile id", "outcome: caches", "graph hash", "time s", "kernels", "vs ref", "note"],
-                         rows, right=(0, 4, 5))
+            kern = (
+                "-"
+                if row.kernel_changes is None
+                else f"+{row.kernel_changes['added']} -{row.kernel_changes['removed']} ~{row.kernel_changes['changed']}"
+            )
+            rows.append(
+                [
+                    str(row.rank),
+                    row.compile_id or "?",
+                    row.cache,
+                    (row.graph_hash or "-")[:12],
+                    seconds(row.duration_s),
+                    str(row.kernels),
+                    kern,
+                    "straggler" if row.straggler else "",
+                ]
+            )
+        rendered = table(
+            ["rank", "compile id", "outcome: caches", "graph hash", "time s", "kernels", "vs ref", "note"],
+            rows,
+            right=(0, 4, 5),
+        )
         out.extend("  " + line for line in rendered.splitlines())
 
     a = report.against
     if a is not None:
         out.append("")
         ta, tb = a.compile_s
-        out.append(f"against earlier job {a.earlier}: slowest rank {ta:.2f} s -> {tb:.2f} s ({tb - ta:+.2f} s{_pct(ta, tb)})")
+        out.append(
+            f"against earlier job {a.earlier}: slowest rank {ta:.2f} s -> {tb:.2f} s ({tb - ta:+.2f} s{_pct(ta, tb)})"
+        )
         if a.only_earlier or a.only_now:
             out.append(f"  ranks only then: {_ranks(a.only_earlier)}; only now: {_ranks(a.only_now)}")
         rows = []
         for r in a.ranks:
             g, k = r.graphs, r.kernels
-            rows.append([str(r.rank), short_id(r.earlier_run), short_id(r.run), seconds(r.compile_s[0]), seconds(r.compile_s[1]),
-                         f"{g['matched']} / +{g['added']} / -{g['removed']}",
-                         f"+{k['added']} -{k['removed']} ~{k['changed']} ={k['unchanged']}",
-                         shorten(", ".join(sorted(r.environment)) or "-", 50)])
-        out.append(table(["rank", "then", "now", "then s", "now s", "graphs", "kernels", "environment"], rows, right=(0, 3, 4)))
+            rows.append(
+                [
+                    str(r.rank),
+                    short_id(r.earlier_run),
+                    short_id(r.run),
+                    seconds(r.compile_s[0]),
+                    seconds(r.compile_s[1]),
+                    f"{g['matched']} / +{g['added']} / -{g['removed']}",
+                    f"+{k['added']} -{k['removed']} ~{k['changed']} ={k['unchanged']}",
+                    shorten(", ".join(sorted(r.environment)) or "-", 50),
+                ]
+            )
+        out.append(
+            table(["rank", "then", "now", "then s", "now s", "graphs", "kernels", "environment"], rows, right=(0, 3, 4))
+        )
         rows = []
         for g in a.graphs:
             delta = signed(g.now_s - g.earlier_s) if g.earlier_s is not None and g.now_s is not None else "-"
-            rows.append([{"matched": " ", "added": "+", "removed": "-"}[g.status], shorten(change_label(g), 48),
-                         seconds(g.earlier_s), seconds(g.now_s), delta, "graph changed" if g.hash_changed else ""])
+            rows.append(
+                [
+                    {"matched": " ", "added": "+", "removed": "-"}[g.status],
+                    shorten(change_label(g), 48),
+                    seconds(g.earlier_s),
+                    seconds(g.now_s),
+                    delta,
+                    "graph changed" if g.hash_changed else "",
+                ]
+            )
         out.append("")
         out.append("graphs (median compile time across ranks):")
         out.append(table(["", "graph", "then s", "now s", "delta s", ""], rows, right=(2, 3, 4)))
@@ -422,7 +528,22 @@ def jobs_table(jobs: Sequence[dict[str, Any]]) -> str:
     """``sandbox job`` without a job: the jobs in the store, newest first."""
     if not jobs:
         return "no run in this store belongs to a job (set SANDBOX_JOB, or run under torchrun)"
-    rows = [[j["job"], when(j["started_at"]), str(j["ranks"]), str(j["world_size"] or "-"), str(j["runs"]),
-             shorten(", ".join(j["names"]) or "-", 24), shorten(", ".join(j["hosts"]) or "-", 30), str(j["graphs"]),
-             seconds(j["compile_s"], 1)] for j in jobs]
-    return table(["job", "started", "ranks", "world", "runs", "names", "hosts", "graphs", "compile s"], rows, right=(2, 3, 4, 7, 8))
+    rows = [
+        [
+            j["job"],
+            when(j["started_at"]),
+            str(j["ranks"]),
+            str(j["world_size"] or "-"),
+            str(j["runs"]),
+            shorten(", ".join(j["names"]) or "-", 24),
+            shorten(", ".join(j["hosts"]) or "-", 30),
+            str(j["graphs"]),
+            seconds(j["compile_s"], 1),
+        ]
+        for j in jobs
+    ]
+    return table(
+        ["job", "started", "ranks", "world", "runs", "names", "hosts", "graphs", "compile s"],
+        rows,
+        right=(2, 3, 4, 7, 8),
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from sandbox.isolation import compat, pool, sizing
 from sandbox.telemetry import torch_tools
@@ -285,8 +285,11 @@ def enable_metrics(options: object = None, registry: object = None) -> object:
     except ImportError as e:
         import warnings
 
-        warnings.warn(f"sandbox: metrics are on but prometheus_client is missing ({e}); pip install prometheus-client",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"sandbox: metrics are on but prometheus_client is missing ({e}); pip install prometheus-client",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         _metrics_applied.add(_metrics_key(options))
         return None
     _metrics_applied.add(_metrics_key(options))

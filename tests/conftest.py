@@ -23,11 +23,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
-
 from helpers.common import MARK, pid_alive  # the scenario scripts' own marker and check
 
 TESTS = Path(__file__).resolve().parent
@@ -221,13 +221,27 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         import redis
 
         self.proc = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
-             "--save", "", "--appendonly", "no", "--logfile", str(self.workdir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 20
         while True:
@@ -236,7 +250,11 @@ class RedisServer:
                 return self
             except redis.exceptions.ConnectionError:
                 if self.proc.poll() is not None or time.time() > deadline:
-                    log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:] if (self.workdir / "redis.log").exists() else ""
+                    log = (
+                        (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                        if (self.workdir / "redis.log").exists()
+                        else ""
+                    )
                     pytest.fail(f"redis-server did not answer on {self.url} within 20 s:\n{log}")
                 time.sleep(0.1)
 
@@ -259,7 +277,9 @@ class RedisServer:
 def redis_server(tmp_path: Path) -> Iterable[RedisServer]:
     """A running redis-server of this test's own (stop() / start() to take it down and back).
     Missing redis-server or the redis package: skips locally, fails in CI."""
-    binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
     missing = "redis-server is not installed" if binary is None else None
     try:
         import redis  # noqa: F401

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import HELPERS, SCRIPT_TIMEOUT_S, fresh_cache_dir, script_env
 
 ROOT = HELPERS.parent.parent
@@ -120,13 +119,28 @@ def _make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path)
     run_ids, outcomes = {}, {}
     t0 = time.time()
     for name, tags in RUNS:
-        env = script_env(cache, {"SANDBOX_STORE": str(path), "SANDBOX_RUN_NAME": name, "SANDBOX_TAGS": tags,
-                                 "PYTHONPATH": os.pathsep.join([str(HELPERS), str(ROOT)])})
+        env = script_env(
+            cache,
+            {
+                "SANDBOX_STORE": str(path),
+                "SANDBOX_RUN_NAME": name,
+                "SANDBOX_TAGS": tags,
+                "PYTHONPATH": os.pathsep.join([str(HELPERS), str(ROOT)]),
+            },
+        )
         env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
-        proc = subprocess.run([sys.executable, str(script), name], cwd=str(HELPERS), env=env,
-                              capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S)
+        proc = subprocess.run(
+            [sys.executable, str(script), name],
+            cwd=str(HELPERS),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT_S,
+        )
         if proc.returncode != 0:
-            pytest.fail(f"making run {name!r} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}")
+            pytest.fail(
+                f"making run {name!r} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
+            )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         run_ids[name] = result["run_id"]
         outcomes[name] = result["reports"]
@@ -139,29 +153,49 @@ def _make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path)
 
 
 def triton_source(name: str, body: list[str]) -> str:
-    return "\n".join([
-        "import triton", "import triton.language as tl", "", "@triton.jit",
-        f"def {name}(in_ptr0, out_ptr0, xnumel, XBLOCK: tl.constexpr):",
-        "    xoffset = tl.program_id(0) * XBLOCK",
-        "    xindex = xoffset + tl.arange(0, XBLOCK)[:]",
-        "    xmask = xindex < xnumel",
-        *body,
-        "    tl.store(out_ptr0 + (xindex), tmp1, xmask)",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "import triton",
+                "import triton.language as tl",
+                "",
+                "@triton.jit",
+                f"def {name}(in_ptr0, out_ptr0, xnumel, XBLOCK: tl.constexpr):",
+                "    xoffset = tl.program_id(0) * XBLOCK",
+                "    xindex = xoffset + tl.arange(0, XBLOCK)[:]",
+                "    xmask = xindex < xnumel",
+                *body,
+                "    tl.store(out_ptr0 + (xindex), tmp1, xmask)",
+            ]
+        )
+        + "\n"
+    )
 
 
 def triton_kernel(name: str, body: list[str], launchers: list[dict[str, Any]] | None) -> dict[str, Any]:
     src = triton_source(name, body)
-    k: dict[str, Any] = {"name": name, "kind": "triton", "source_hash": hashlib.sha256(src.encode()).hexdigest(),
-                         "source": src, "lines": src.count("\n"), "calls": 1}
+    k: dict[str, Any] = {
+        "name": name,
+        "kind": "triton",
+        "source_hash": hashlib.sha256(src.encode()).hexdigest(),
+        "source": src,
+        "lines": src.count("\n"),
+        "calls": 1,
+    }
     if launchers is not None:
         k["launchers"] = launchers
     return k
 
 
 def launcher(warps: int, stages: int, regs: int, spills: int, shared: int, xblock: int) -> dict[str, Any]:
-    return {"num_warps": warps, "num_stages": stages, "n_regs": regs, "n_spills": spills, "shared": shared,
-            "config": {"XBLOCK": xblock}}
+    return {
+        "num_warps": warps,
+        "num_stages": stages,
+        "n_regs": regs,
+        "n_spills": spills,
+        "shared": shared,
+        "config": {"XBLOCK": xblock},
+    }
 
 
 def make_gpu_store(path: Path) -> dict[str, str]:
@@ -173,27 +207,61 @@ def make_gpu_store(path: Path) -> dict[str, str]:
     load_v2 = ["    tmp0 = tl.load(in_ptr0 + (xindex), xmask, eviction_policy='evict_last')", "    tmp1 = tmp0 * 2.0"]
     relu = ["    tmp0 = tl.load(in_ptr0 + (xindex), xmask)", "    tmp1 = tl.maximum(tmp0, 0.0)"]
     runs = {
-        "gpu-default": (0.0, {}, [
-            ("forward", 1.0, [triton_kernel("triton_poi_fused_mul_0", load, [launcher(4, 1, 24, 0, 0, 1024)]),
-                              triton_kernel("triton_poi_fused_relu_1", relu, [launcher(4, 1, 18, 0, 0, 1024)])]),
-            ("backward", 2.0, [triton_kernel("triton_poi_fused_mul_0", load, [launcher(4, 1, 24, 0, 0, 1024)])]),
-        ]),
-        "gpu-autotune": (3600.0, {"max_autotune": True}, [
-            ("forward", 1.05, [triton_kernel("triton_poi_fused_mul_0", load_v2, [launcher(8, 3, 40, 2, 16384, 2048)]),
-                              triton_kernel("triton_poi_fused_relu_1", relu, [launcher(4, 1, 18, 0, 0, 1024)])]),
-            ("backward", 3.0, [triton_kernel("triton_poi_fused_mul_0", load, [launcher(4, 1, 24, 0, 0, 1024)]),
-                               triton_kernel("triton_tem_fused_mm_2", relu, [launcher(8, 4, 96, 0, 49152, 128)]),
-                               triton_kernel("triton_per_fused_sum_3", load, [launcher(2, 1, 32, 0, 512, 64)]),
-                               triton_kernel("triton_red_fused_sum_4", relu, None)]),
-        ]),
+        "gpu-default": (
+            0.0,
+            {},
+            [
+                (
+                    "forward",
+                    1.0,
+                    [
+                        triton_kernel("triton_poi_fused_mul_0", load, [launcher(4, 1, 24, 0, 0, 1024)]),
+                        triton_kernel("triton_poi_fused_relu_1", relu, [launcher(4, 1, 18, 0, 0, 1024)]),
+                    ],
+                ),
+                ("backward", 2.0, [triton_kernel("triton_poi_fused_mul_0", load, [launcher(4, 1, 24, 0, 0, 1024)])]),
+            ],
+        ),
+        "gpu-autotune": (
+            3600.0,
+            {"max_autotune": True},
+            [
+                (
+                    "forward",
+                    1.05,
+                    [
+                        triton_kernel("triton_poi_fused_mul_0", load_v2, [launcher(8, 3, 40, 2, 16384, 2048)]),
+                        triton_kernel("triton_poi_fused_relu_1", relu, [launcher(4, 1, 18, 0, 0, 1024)]),
+                    ],
+                ),
+                (
+                    "backward",
+                    3.0,
+                    [
+                        triton_kernel("triton_poi_fused_mul_0", load, [launcher(4, 1, 24, 0, 0, 1024)]),
+                        triton_kernel("triton_tem_fused_mm_2", relu, [launcher(8, 4, 96, 0, 49152, 128)]),
+                        triton_kernel("triton_per_fused_sum_3", load, [launcher(2, 1, 32, 0, 512, 64)]),
+                        triton_kernel("triton_red_fused_sum_4", relu, None),
+                    ],
+                ),
+            ],
+        ),
     }
     t0 = time.time() - 7200
     store = open_store(str(path))
     ids = {}
     try:
         for name, (offset, config, graphs) in runs.items():
-            run = Run(name=name, tags=["gpu"], started_at=t0 + offset, torch="2.11.0+cu128", triton="3.6.0",
-                      cuda="12.8", device="NVIDIA H100 80GB HBM3", inductor_config=config)
+            run = Run(
+                name=name,
+                tags=["gpu"],
+                started_at=t0 + offset,
+                torch="2.11.0+cu128",
+                triton="3.6.0",
+                cuda="12.8",
+                device="NVIDIA H100 80GB HBM3",
+                inductor_config=config,
+            )
             reports, t = [], run.started_at + 1
             for i, (kind, duration, kernels) in enumerate(graphs):
                 triton_share = 0.7 * duration
@@ -201,15 +269,34 @@ def make_gpu_store(path: Path) -> dict[str, str]:
                     Stage("inductor_compile", t, t + duration),
                     Stage("fx_codegen_and_compile", t, t + duration, "parent", "inductor_compile"),
                     Stage("compile_in_worker", t + 0.1, t + duration - 0.05, "worker", "fx_codegen_and_compile"),
-                    Stage("async_compile.wait", t + duration - 0.05 - triton_share, t + duration - 0.05, "worker", "compile_in_worker"),
+                    Stage(
+                        "async_compile.wait",
+                        t + duration - 0.05 - triton_share,
+                        t + duration - 0.05,
+                        "worker",
+                        "compile_in_worker",
+                    ),
                 ]
-                reports.append(CompileReport(
-                    run_id=run.run_id, compile_id="0/0", graph_kind=kind, outcome="isolated", graph_index=i,
-                    co_name="forward", filename="/src/model.py", line=10, worker_pid=4242, started_at=t,
-                    duration_s=duration, stages=stages, caches={"fx_graph": {"state": "miss"}},
-                    metrics={"generated_kernel_count": len(kernels)}, graph={"nodes": 10, "ops": 6, "inputs": 3},
-                    kernels=kernels,
-                ))
+                reports.append(
+                    CompileReport(
+                        run_id=run.run_id,
+                        compile_id="0/0",
+                        graph_kind=kind,
+                        outcome="isolated",
+                        graph_index=i,
+                        co_name="forward",
+                        filename="/src/model.py",
+                        line=10,
+                        worker_pid=4242,
+                        started_at=t,
+                        duration_s=duration,
+                        stages=stages,
+                        caches={"fx_graph": {"state": "miss"}},
+                        metrics={"generated_kernel_count": len(kernels)},
+                        graph={"nodes": 10, "ops": 6, "inputs": 3},
+                        kernels=kernels,
+                    )
+                )
                 t += duration
             store.put_run(run)
             store.put_reports(reports)

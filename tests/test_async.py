@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import HELPERS, SCRIPT_TIMEOUT_S, run_script, script_env
 
 TRAINING = ["mlp", "convnet", "transformer", "graph_breaks", "dynamic", "inplace"]
@@ -33,8 +32,18 @@ def _compiled(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def main_run(module_cache_dir: Path) -> dict[str, Any]:
     """The scenarios of one process (``SANDBOX_ASYNC=1`` in its environment)."""
-    return run_script("script_async.py", "natural", "paired", "failure", "dropout", "parallel", "zoo",
-                      cache_dir=module_cache_dir, env={"SANDBOX_ASYNC": "1"}, timeout=600)
+    return run_script(
+        "script_async.py",
+        "natural",
+        "paired",
+        "failure",
+        "dropout",
+        "parallel",
+        "zoo",
+        cache_dir=module_cache_dir,
+        env={"SANDBOX_ASYNC": "1"},
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("name", TRAINING)
@@ -109,7 +118,9 @@ def test_with_cudagraphs_forward_and_backward_switch_in_the_same_step(main_run) 
     assert fw["switched_at"] and bw["switched_at"]
     assert fw["eager_calls"] == bw["eager_calls"] >= 1
     assert fw["switched_at"] <= bw["switched_at"]
-    assert fw["ready_at"] <= fw["switched_at"] and bw["ready_at"] <= fw["switched_at"], "the forward waited for its backward"
+    assert fw["ready_at"] <= fw["switched_at"] and bw["ready_at"] <= fw["switched_at"], (
+        "the forward waited for its backward"
+    )
 
 
 def test_dropout_results_do_not_depend_on_the_switch_step(main_run) -> None:
@@ -146,7 +157,10 @@ def test_two_workers_compile_forward_and_backward_side_by_side(main_run) -> None
 
 def test_caches_hold_the_compiled_graph(main_run, module_cache_dir: Path) -> None:
     """A second process on the same cache dir hits both caches and runs nothing eagerly."""
-    assert sorted(r["graph_kind"] for r in main_run["natural"]["reports"] if r["switched_at"]) == ["backward", "forward"]
+    assert sorted(r["graph_kind"] for r in main_run["natural"]["reports"] if r["switched_at"]) == [
+        "backward",
+        "forward",
+    ]
     second = run_script("script_async.py", "cached", cache_dir=module_cache_dir, env={"SANDBOX_ASYNC": "1"})
     reports = second["cached"]["reports"]
     assert reports
@@ -204,8 +218,18 @@ def test_ranks_switch_at_the_same_step(tmp_path: Path, cache_dir: Path) -> None:
     out_dir = tmp_path / "ranks"
     out_dir.mkdir()
     env = script_env(cache_dir, {"ASYNC_RANKS_OUT": str(out_dir), "OMP_NUM_THREADS": "1"})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), str(HELPERS / "script_async_ranks.py")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        str(HELPERS / "script_async_ranks.py"),
+    ]
     proc = subprocess.run(cmd, cwd=str(HELPERS), env=env, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     ranks = [json.loads((out_dir / f"rank{i}.json").read_text()) for i in range(2)]

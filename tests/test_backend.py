@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from conftest import run_script, wait_gone
 
 ZOO_NAMES = ["mlp", "convnet", "transformer", "graph_breaks", "dynamic", "inplace", "max_autotune"]

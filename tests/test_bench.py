@@ -19,32 +19,49 @@ import sys
 
 from conftest import TESTS
 
-
 BENCH = str(TESTS.parent / "bench" / "compile_overhead.py")
 
 
 def test_compile_overhead_runs_alternating_and_no_child_leaves_a_process(tmp_path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, BENCH, "--variants", "inductor,sandbox", "--repeats", "1", "--warm-repeats", "2",
-         "--no-overhead", "--out", str(out)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            BENCH,
+            "--variants",
+            "inductor,sandbox",
+            "--repeats",
+            "1",
+            "--warm-repeats",
+            "2",
+            "--no-overhead",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     data = json.loads(out.read_text())
     children = data["children"]
     # In the order they ran: the cold ones, then warm rounds of one process per variant.
     assert [(c["variant"], c["phase"]) for c in children] == [
-        ("inductor", "cold"), ("sandbox", "cold"),
-        ("inductor", "warm"), ("sandbox", "warm"),
-        ("sandbox", "warm"), ("inductor", "warm"),
+        ("inductor", "cold"),
+        ("sandbox", "cold"),
+        ("inductor", "warm"),
+        ("sandbox", "warm"),
+        ("sandbox", "warm"),
+        ("inductor", "warm"),
     ]
     for c in children:
         assert c["ok"], c.get("stderr_tail")
         assert c["left_at_exit"] == 0 and c["lingering_pids"] == [], c
     sandbox_child = next(c for c in children if c["variant"] == "sandbox")
     # It did start a worker, and the graphs were compiled in it: the check above covers a real pool.
-    assert sandbox_child["result"]["workers"] and {r["outcome"] for r in sandbox_child["result"]["reports"]} == {"isolated"}
+    assert sandbox_child["result"]["workers"] and {r["outcome"] for r in sandbox_child["result"]["reports"]} == {
+        "isolated"
+    }
     for c in children[2:]:
         if c["variant"] == "sandbox":  # the warm ones ran on the cold one's caches
             assert {r["outcome"] for r in c["result"]["reports"]} == {"cache_hit"}, c["result"]["reports"]
@@ -57,7 +74,9 @@ def test_compile_overhead_budget_stops_before_the_next_child(tmp_path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, BENCH, "--variants", "inductor,sandbox", "--quick", "--budget-s", "1e-9", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     data = json.loads(out.read_text())

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import IN_CI
+
 from sandbox.cli import main, parse_age, parse_when
 from sandbox.demo import tracing_endpoint
 from sandbox.diff import compare_runs, graph_keys, similarity
@@ -52,13 +52,28 @@ SUM = "\n".join(f"    acc += g[{i}];" for i in range(8))
 def kernel(name: str, body: str = "", kind: str = "cpp", calls: int = 1) -> dict[str, Any]:
     if kind == "extern":
         return {"name": name, "kind": kind, "source_hash": None, "source": "", "lines": 0, "calls": calls}
-    source = f"extern \"C\" void kernel(const float* x, float* out) {{\n{body}\n}}\n"
-    return {"name": name, "kind": kind, "source": source, "source_hash": hashlib.sha256(source.encode()).hexdigest(),
-            "lines": source.count("\n"), "calls": calls}
+    source = f'extern "C" void kernel(const float* x, float* out) {{\n{body}\n}}\n'
+    return {
+        "name": name,
+        "kind": kind,
+        "source": source,
+        "source_hash": hashlib.sha256(source.encode()).hexdigest(),
+        "lines": source.count("\n"),
+        "calls": calls,
+    }
 
 
-def report(run: Run, index: int, co_name: str, filename: str, line: int, kind: str, kernels: list[dict[str, Any]],
-           wait: float = 0.2, **fields: Any) -> CompileReport:
+def report(
+    run: Run,
+    index: int,
+    co_name: str,
+    filename: str,
+    line: int,
+    kind: str,
+    kernels: list[dict[str, Any]],
+    wait: float = 0.2,
+    **fields: Any,
+) -> CompileReport:
     # Own times: wait_for_worker ``wait``, compile_in_worker 0.45, GraphLowering.run 0.15,
     # fx_codegen_and_compile 0.10, load 0.08, inductor_compile 0.02; in all ``wait`` + 0.8 s.
     t = run.started_at + 5 * index
@@ -72,11 +87,25 @@ def report(run: Run, index: int, co_name: str, filename: str, line: int, kind: s
         Stage("load", w + 0.6, w + 0.68, parent="fx_codegen_and_compile"),
     ]
     values: dict[str, Any] = dict(
-        run_id=run.run_id, compile_id=f"{index}/0", graph_kind=kind, outcome="isolated", graph_index=index,
-        co_name=co_name, filename=filename, line=line, worker_pid=WORKER_PID, started_at=t, duration_s=wait + 0.8,
-        stages=stages, caches={"fx_graph": {"state": "miss"}, "aot_autograd": {"state": "miss"}},
-        metrics={"generated_kernel_count": len([k for k in kernels if k["kind"] != "extern"]), "ir_nodes_pre_fusion": 9},
-        graph={"nodes": 20, "ops": 12, "inputs": 4}, kernels=kernels,
+        run_id=run.run_id,
+        compile_id=f"{index}/0",
+        graph_kind=kind,
+        outcome="isolated",
+        graph_index=index,
+        co_name=co_name,
+        filename=filename,
+        line=line,
+        worker_pid=WORKER_PID,
+        started_at=t,
+        duration_s=wait + 0.8,
+        stages=stages,
+        caches={"fx_graph": {"state": "miss"}, "aot_autograd": {"state": "miss"}},
+        metrics={
+            "generated_kernel_count": len([k for k in kernels if k["kind"] != "extern"]),
+            "ir_nodes_pre_fusion": 9,
+        },
+        graph={"nodes": 20, "ops": 12, "inputs": 4},
+        kernels=kernels,
     )
     values.update(fields)
     return CompileReport(**values)
@@ -87,27 +116,71 @@ MODEL, TRAIN = "/src/model.py", "/src/train.py"
 
 def baseline_reports(run: Run) -> list[CompileReport]:
     return [
-        report(run, 0, "forward", MODEL, 20, "forward",
-               [kernel("cpp_fused_gelu_0", GELU), kernel("cpp_fused_relu_1", RELU), kernel("extern_kernels.addmm", kind="extern", calls=3)]),
-        report(run, 1, "forward", MODEL, 20, "backward",
-               [kernel("cpp_fused_threshold_backward_0", RELU + "\n// bw"), kernel("cpp_fused_sum_1", SUM)]),
+        report(
+            run,
+            0,
+            "forward",
+            MODEL,
+            20,
+            "forward",
+            [
+                kernel("cpp_fused_gelu_0", GELU),
+                kernel("cpp_fused_relu_1", RELU),
+                kernel("extern_kernels.addmm", kind="extern", calls=3),
+            ],
+        ),
+        report(
+            run,
+            1,
+            "forward",
+            MODEL,
+            20,
+            "backward",
+            [kernel("cpp_fused_threshold_backward_0", RELU + "\n// bw"), kernel("cpp_fused_sum_1", SUM)],
+        ),
         report(run, 2, "loss_fn", TRAIN, 5, "forward", [kernel("cpp_fused_mse_0", SUM + "\n// mse")]),
         report(run, 3, "eval_step", TRAIN, 30, "inference", [kernel("cpp_fused_argmax_0", SUM + "\n// argmax")]),
     ]
 
 
 def candidate_reports(run: Run) -> list[CompileReport]:
-    crash = Failure(kind="crash", message=f"worker {WORKER_PID} was killed by SIGSEGV", signal="SIGSEGV",
-                    worker_pid=WORKER_PID, log_tail=["Fatal Python error: Segmentation fault"])
+    crash = Failure(
+        kind="crash",
+        message=f"worker {WORKER_PID} was killed by SIGSEGV",
+        signal="SIGSEGV",
+        worker_pid=WORKER_PID,
+        log_tail=["Fatal Python error: Segmentation fault"],
+    )
     return [
-        report(run, 0, "forward", MODEL, 20, "forward",
-               [kernel("cpp_fused_gelu_0", GELU.replace("0.5 *", "0.5f *")),  # same name, new source
+        report(
+            run,
+            0,
+            "forward",
+            MODEL,
+            20,
+            "forward",
+            [
+                kernel("cpp_fused_gelu_0", GELU.replace("0.5 *", "0.5f *")),  # same name, new source
                 kernel("cpp_fused_relu_add_2", RELU + "\n    out[0] += 1;"),  # renamed, similar source
                 kernel("extern_kernels.addmm", kind="extern", calls=3),
-                kernel("cpp_fused_softmax_3", "    softmax(x, out);\n    done();")], wait=1.7),
-        report(run, 1, "forward", MODEL, 20, "backward", [kernel("cpp_fused_threshold_backward_0", RELU + "\n// bw")], wait=1.2),
+                kernel("cpp_fused_softmax_3", "    softmax(x, out);\n    done();"),
+            ],
+            wait=1.7,
+        ),
+        report(
+            run,
+            1,
+            "forward",
+            MODEL,
+            20,
+            "backward",
+            [kernel("cpp_fused_threshold_backward_0", RELU + "\n// bw")],
+            wait=1.2,
+        ),
         report(run, 2, "loss_fn", TRAIN, 5, "forward", [], outcome="failed", failure=crash, fallback="eager"),
-        report(run, 3, "forward", MODEL, 20, "forward", [kernel("cpp_fused_gelu_0", GELU)], compile_id="0/1"),  # a recompile
+        report(
+            run, 3, "forward", MODEL, 20, "forward", [kernel("cpp_fused_gelu_0", GELU)], compile_id="0/1"
+        ),  # a recompile
     ]
 
 
@@ -115,10 +188,18 @@ def fill(path: Path) -> dict[str, Run]:
     store = open_store(str(path))
     runs = {
         "old": Run(name="old", tags=["nightly"], started_at=days_ago(40), torch="2.12.0+cpu", pid=1000),
-        "baseline": Run(name="baseline", tags=["nightly", "cpu"], started_at=days_ago(20), torch="2.13.0+cpu", pid=1001),
+        "baseline": Run(
+            name="baseline", tags=["nightly", "cpu"], started_at=days_ago(20), torch="2.13.0+cpu", pid=1001
+        ),
         "experiment": Run(name="experiment", tags=["gpu"], started_at=days_ago(10), torch="2.13.0+cpu", pid=1002),
-        "candidate": Run(name="candidate", tags=["nightly", "max-autotune"], started_at=days_ago(2), torch="2.13.0+cpu",
-                         pid=1003, inductor_config={"max_autotune": True}),
+        "candidate": Run(
+            name="candidate",
+            tags=["nightly", "max-autotune"],
+            started_at=days_ago(2),
+            torch="2.13.0+cpu",
+            pid=1003,
+            inductor_config={"max_autotune": True},
+        ),
     }
     for key, run in runs.items():
         store.put_run(run)
@@ -158,7 +239,9 @@ def names_listed(out: str) -> list[str]:
 # --- runs ----------------------------------------------------------------------------------
 
 
-def test_runs_lists_newest_first_with_summaries(filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_lists_newest_first_with_summaries(
+    filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
     path, runs = filled
     rc, out, err = cli(capsys, "--store", str(path), "runs")
     assert rc == 0 and err == ""
@@ -171,7 +254,9 @@ def test_runs_lists_newest_first_with_summaries(filled: tuple[Path, dict[str, Ru
     assert candidate.split()[5:10] == ["4", "3", "0%", "1", "6.5"]
 
 
-def test_runs_filters_by_name_tag_and_date(filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_filters_by_name_tag_and_date(
+    filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
     store = ["--store", str(filled[0])]
     assert names_listed(cli(capsys, *store, "runs", "--name", "baseline")[1]) == ["baseline"]
     assert names_listed(cli(capsys, *store, "runs", "--tag", "nightly")[1]) == ["candidate", "baseline", "old"]
@@ -180,7 +265,10 @@ def test_runs_filters_by_name_tag_and_date(filled: tuple[Path, dict[str, Run]], 
     assert names_listed(cli(capsys, *store, "runs", "--since", "15d", "--until", "5d")[1]) == ["experiment"]
     # A bare --until date runs to the end of that day.
     assert names_listed(cli(capsys, *store, "runs", "--until", date_of(20))[1]) == ["baseline", "old"]
-    assert names_listed(cli(capsys, *store, "runs", "--since", date_of(20), "--until", date_of(10))[1]) == ["experiment", "baseline"]
+    assert names_listed(cli(capsys, *store, "runs", "--since", date_of(20), "--until", date_of(10))[1]) == [
+        "experiment",
+        "baseline",
+    ]
     rc, out, _ = cli(capsys, *store, "runs", "--limit", "2")
     assert names_listed(out) == ["candidate", "experiment"] and "--limit" in out
     rc, out, _ = cli(capsys, *store, "runs", "--name", "nobody")
@@ -189,12 +277,21 @@ def test_runs_filters_by_name_tag_and_date(filled: tuple[Path, dict[str, Run]], 
 
 def test_runs_json_parses(filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]) -> None:
     path, runs = filled
-    rc, out, _ = cli(capsys, "runs", "--tag", "nightly", "--json", "--store", str(path))  # --store after the command too
+    rc, out, _ = cli(
+        capsys, "runs", "--tag", "nightly", "--json", "--store", str(path)
+    )  # --store after the command too
     assert rc == 0
     data = json.loads(out)
     assert [r["name"] for r in data] == ["candidate", "baseline", "old"]
     assert data[0]["run_id"] == runs["candidate"].run_id
-    assert data[0]["summary"] == {"graphs": 4, "compile_s": pytest.approx(6.5), "cache_hits": 0, "failures": 1, "isolated": 3, "cache_hit_ratio": 0.0}
+    assert data[0]["summary"] == {
+        "graphs": 4,
+        "compile_s": pytest.approx(6.5),
+        "cache_hits": 0,
+        "failures": 1,
+        "isolated": 3,
+        "cache_hit_ratio": 0.0,
+    }
     assert data[0]["inductor_config"] == {"max_autotune": True}
 
 
@@ -211,7 +308,9 @@ def test_dates_and_ages_parse() -> None:
 # --- show ----------------------------------------------------------------------------------
 
 
-def test_show_prints_graphs_stages_caches_kernels_and_failures(filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_prints_graphs_stages_caches_kernels_and_failures(
+    filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
     path, runs = filled
     rc, out, err = cli(capsys, "--store", str(path), "show", "latest")
     assert rc == 0 and err == ""
@@ -221,7 +320,7 @@ def test_show_prints_graphs_stages_caches_kernels_and_failures(filled: tuple[Pat
     assert "4 graphs: 3 isolated, 0 cache hits, 0 in-process, 1 failed; 6.50 s compiling" in out
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("#  graph"))
-    rows = [line.split("  ") for line in lines[header + 2: header + 6]]
+    rows = [line.split("  ") for line in lines[header + 2 : header + 6]]
     rows = [[c.strip() for c in row if c.strip()] for row in rows]
     assert [r[1] for r in rows] == ["forward 0/0", "backward 1/0", "forward 2/0", "forward 0/1"]
     assert rows[0][2] == "forward (model.py:20)" and rows[2][2] == "loss_fn (train.py:5)"
@@ -257,21 +356,30 @@ def test_show_json_parses(filled: tuple[Path, dict[str, Run]], capsys: pytest.Ca
 # --- diff ----------------------------------------------------------------------------------
 
 
-def test_diff_shows_graphs_kernels_stages_and_metrics(filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_shows_graphs_kernels_stages_and_metrics(
+    filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
     path, runs = filled
     rc, out, err = cli(capsys, "--store", str(path), "diff", "baseline", "candidate")
     assert rc == 0 and err == ""
-    assert f"A  {runs['baseline'].run_id[:12]} 'baseline'" in out and f"B  {runs['candidate'].run_id[:12]} 'candidate'" in out
+    assert (
+        f"A  {runs['baseline'].run_id[:12]} 'baseline'" in out
+        and f"B  {runs['candidate'].run_id[:12]} 'candidate'" in out
+    )
     assert "inductor_config.max_autotune: None -> True" in out
     assert "graphs:  3 matched, 1 added, 1 removed" in out
     # forward: gelu changed, relu renamed (changed), softmax added, addmm unchanged;
     # backward: sum removed, threshold unchanged; recompile: gelu added; eval_step: argmax removed.
     assert "kernels: 2 added, 2 removed, 2 changed, 2 unchanged" in out
     assert "compile time: 4.00 s -> 6.50 s (+2.50 s, +62%)" in out
-    rows = out[out.index("  graph "):out.index("kernel changes:")].splitlines()[2:-1]
+    rows = out[out.index("  graph ") : out.index("kernel changes:")].splitlines()[2:-1]
     assert [r[:1] + re.split(r"\s{2,}", r[3:])[0] for r in rows] == [
-        " forward (model.py:20) forward", " forward (model.py:20) backward", " loss_fn (train.py:5) forward",
-        "+forward (model.py:20) forward #1", "-eval_step (train.py:30) inference"]
+        " forward (model.py:20) forward",
+        " forward (model.py:20) backward",
+        " loss_fn (train.py:5) forward",
+        "+forward (model.py:20) forward #1",
+        "-eval_step (train.py:30) inference",
+    ]
     assert "isolated -> failed" in rows[2] and "n/a (no inventory)" in rows[2]
     assert rows[0].split()[-6:] == ["1.00", "2.50", "+1.50", "+1", "-0", "~2"]
     assert "    ~ cpp_fused_gelu_0 (source " in out
@@ -281,7 +389,7 @@ def test_diff_shows_graphs_kernels_stages_and_metrics(filled: tuple[Path, dict[s
     assert "    - cpp_fused_argmax_0 (cpp, " in out
     assert "    + cpp_fused_gelu_0 (cpp, " in out  # the recompile's kernel
     assert "extern_kernels.addmm" not in out  # unchanged kernels are counted, not listed
-    stage_table = out[out.index("stage time"):out.index("metrics that changed")]
+    stage_table = out[out.index("stage time") : out.index("metrics that changed")]
     assert ["wait_for_worker", "0.80", "3.30", "+2.50"] in [line.split() for line in stage_table.splitlines()]
     assert "compile_in_worker [worker]" not in stage_table  # as long in both runs
     assert "metrics.generated_kernel_count" in out
@@ -295,15 +403,24 @@ def test_diff_json_parses(filled: tuple[Path, dict[str, Run]], capsys: pytest.Ca
     assert d["graphs"] == {"matched": 3, "added": 1, "removed": 1}
     assert d["kernels"] == {"added": 2, "removed": 2, "changed": 2, "unchanged": 2}
     forward = d["graph_changes"][0]
-    assert (forward["co_name"], forward["graph_kind"], forward["order"], forward["status"]) == ("forward", "forward", 0, "matched")
+    assert (forward["co_name"], forward["graph_kind"], forward["order"], forward["status"]) == (
+        "forward",
+        "forward",
+        0,
+        "matched",
+    )
     renamed = next(k for k in forward["kernels"] if k["name_b"] == "cpp_fused_relu_add_2")
-    assert renamed["status"] == "changed" and renamed["name_a"] == "cpp_fused_relu_1" and 0.5 < renamed["similarity"] < 1
+    assert (
+        renamed["status"] == "changed" and renamed["name_a"] == "cpp_fused_relu_1" and 0.5 < renamed["similarity"] < 1
+    )
     assert {g["status"] for g in d["graph_changes"]} == {"matched", "added", "removed"}
     wait = next(s for s in d["stage_deltas"] if s["stage"] == "wait_for_worker")
     assert wait["delta_s"] == pytest.approx(2.5) and wait["origin"] == "parent"
 
 
-def test_diff_of_a_run_with_itself_is_all_unchanged(filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_of_a_run_with_itself_is_all_unchanged(
+    filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, out, _ = cli(capsys, "--store", str(filled[0]), "diff", "baseline", "baseline", "--json")
     d = json.loads(out)
     assert d["graphs"] == {"matched": 4, "added": 0, "removed": 0}
@@ -313,15 +430,39 @@ def test_diff_of_a_run_with_itself_is_all_unchanged(filled: tuple[Path, dict[str
 
 def test_kernel_matching_by_name_then_similarity() -> None:
     run_a, run_b = Run(), Run()
-    a = [report(run_a, 0, "f", "m.py", 1, "forward",
-                [kernel("k_0", GELU), kernel("k_1", RELU), kernel("k_2", SUM), kernel("extern_kernels.mm", kind="extern")])]
-    b = [report(run_b, 0, "f", "m.py", 1, "forward",
-                [kernel("k_0", GELU), kernel("k_9", RELU), kernel("k_1", "    totally();\n    different();"),
-                 kernel("extern_kernels.mm", kind="extern", calls=2)])]
+    a = [
+        report(
+            run_a,
+            0,
+            "f",
+            "m.py",
+            1,
+            "forward",
+            [kernel("k_0", GELU), kernel("k_1", RELU), kernel("k_2", SUM), kernel("extern_kernels.mm", kind="extern")],
+        )
+    ]
+    b = [
+        report(
+            run_b,
+            0,
+            "f",
+            "m.py",
+            1,
+            "forward",
+            [
+                kernel("k_0", GELU),
+                kernel("k_9", RELU),
+                kernel("k_1", "    totally();\n    different();"),
+                kernel("extern_kernels.mm", kind="extern", calls=2),
+            ],
+        )
+    ]
     d = compare_runs(run_a.to_dict(), a, run_b.to_dict(), b)
     by = {(k.name_a, k.name_b): k for k in d.graph_changes[0].kernels}
     assert by[("k_0", "k_0")].status == "unchanged"
-    assert by[("k_1", "k_1")].status == "changed" and by[("k_1", "k_1")].similarity < 0.5  # name first, whatever the source
+    assert (
+        by[("k_1", "k_1")].status == "changed" and by[("k_1", "k_1")].similarity < 0.5
+    )  # name first, whatever the source
     assert by[("k_2", None)].status == "removed"  # nothing similar is left for it
     assert by[(None, "k_9")].status == "added"  # RELU's twin was taken by name
     assert by[("extern_kernels.mm", "extern_kernels.mm")].fields == {"calls": (1, 2)}
@@ -331,9 +472,16 @@ def test_kernel_matching_by_name_then_similarity() -> None:
     asked: list[list[str]] = []
     stripped_a = [CompileReport.from_dict(json.loads(r.to_json())) for r in a]
     stripped_b = [CompileReport.from_dict(json.loads(r.to_json())) for r in b]
-    sources = {k["source_hash"]: k.pop("source") for r in stripped_a + stripped_b for k in r.kernels if k.get("source_hash")}
-    d2 = compare_runs(run_a.to_dict(), stripped_a, run_b.to_dict(), stripped_b,
-                      load_sources=lambda hashes: asked.append(hashes) or {h: sources[h] for h in hashes})
+    sources = {
+        k["source_hash"]: k.pop("source") for r in stripped_a + stripped_b for k in r.kernels if k.get("source_hash")
+    }
+    d2 = compare_runs(
+        run_a.to_dict(),
+        stripped_a,
+        run_b.to_dict(),
+        stripped_b,
+        load_sources=lambda hashes: asked.append(hashes) or {h: sources[h] for h in hashes},
+    )
     assert len(asked) == 1 and d2.kernels == d.kernels
 
 
@@ -341,7 +489,10 @@ def test_graphs_match_by_code_kind_and_order() -> None:
     run = Run()
     reports = [report(run, i, "f", "m.py", 1, kind, []) for i, kind in enumerate(["forward", "backward", "forward"])]
     assert [k for k, _ in graph_keys(reports)] == [
-        ("f", "m.py", 1, "forward", 0), ("f", "m.py", 1, "backward", 0), ("f", "m.py", 1, "forward", 1)]
+        ("f", "m.py", 1, "forward", 0),
+        ("f", "m.py", 1, "backward", 0),
+        ("f", "m.py", 1, "forward", 1),
+    ]
 
 
 # --- export-trace --------------------------------------------------------------------------
@@ -367,7 +518,9 @@ def check_balanced(trace: dict[str, Any]) -> dict[int, str]:
     return names
 
 
-def test_export_trace_writes_balanced_chrome_json(filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_export_trace_writes_balanced_chrome_json(
+    filled: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     path, runs = filled
     target = tmp_path / "trace.json"
     rc, out, err = cli(capsys, "--store", str(path), "export-trace", "candidate", "-o", str(target))
@@ -381,7 +534,9 @@ def test_export_trace_writes_balanced_chrome_json(filled: tuple[Path, dict[str, 
     worker = [e for e in trace["traceEvents"] if e["ph"] == "B" and e["name"] == "GraphLowering.run"]
     assert worker and all(e["pid"] == WORKER_PID for e in worker)
 
-    rc, _, err = cli(capsys, "--store", str(path), "export-trace", "candidate", "-o", str(tmp_path / "no" / "such" / "dir.json"))
+    rc, _, err = cli(
+        capsys, "--store", str(path), "export-trace", "candidate", "-o", str(tmp_path / "no" / "such" / "dir.json")
+    )
     assert rc == 1 and "cannot write" in err and err.count("\n") == 1
 
 
@@ -422,8 +577,19 @@ def one_line(err: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("argv", [["runs"], ["show", "latest"], ["diff", "a", "b"], ["export-trace", "latest", "-o", "t.json"], ["gc", "--keep", "1"]])
-def test_corrupt_store_is_reported_and_left_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["runs"],
+        ["show", "latest"],
+        ["diff", "a", "b"],
+        ["export-trace", "latest", "-o", "t.json"],
+        ["gc", "--keep", "1"],
+    ],
+)
+def test_corrupt_store_is_reported_and_left_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
     path = tmp_path / "runs.db"
     content = b"SQLite format 3\x00" + bytes(range(256)) * 32
     path.write_bytes(content)
@@ -453,7 +619,9 @@ def test_newer_schema(store_copy: tuple[Path, dict[str, Run]], capsys: pytest.Ca
     assert path.read_bytes() == before
 
 
-def test_read_only_store_cannot_be_collected(store_copy: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_read_only_store_cannot_be_collected(
+    store_copy: tuple[Path, dict[str, Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
     path = store_copy[0]
     frozen = ["chattr", "+i", str(path)] if os.geteuid() == 0 else None
     if frozen:
@@ -518,16 +686,26 @@ def test_console_script_reports_bad_store_in_one_line(tmp_path: Path) -> None:
 def test_tracing_needs_a_collector() -> None:
     assert tracing_endpoint({}) is None
     assert tracing_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}) == "http://collector:4317"
-    assert tracing_endpoint({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}) == "http://c:4318/v1/traces"
+    assert (
+        tracing_endpoint({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}) == "http://c:4318/v1/traces"
+    )
 
 
 @pytest.mark.slow
-def test_demo_stores_a_run_that_show_diff_and_export_read(tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_stores_a_run_that_show_diff_and_export_read(
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = tmp_path / "store" / "runs.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "OTEL_"))}
     env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
-    proc = subprocess.run([str(SCRIPT), "--store", str(store), "demo", "--models", "mlp"],
-                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(SCRIPT), "--store", str(store), "demo", "--models", "mlp"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert "tracing on: no OpenTelemetry collector is configured, so spans are written to" in proc.stderr
     spans = [json.loads(line) for line in (store.parent / "demo-spans.jsonl").read_text().splitlines()]

@@ -24,13 +24,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import yaml
-
 from conftest import script_env
 from test_otel import _free_port, _rotel_binary, _unavailable, parse_rotel
 
@@ -60,15 +60,24 @@ def config() -> dict[str, Any]:
 
 
 def test_every_component_used_is_defined_and_every_defined_one_used(config: dict[str, Any]) -> None:
-    assert set(config) <= {"receivers", "processors", "exporters", "extensions", "connectors", "service"}, sorted(config)
+    assert set(config) <= {"receivers", "processors", "exporters", "extensions", "connectors", "service"}, sorted(
+        config
+    )
     service = config["service"]
-    used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set(), "extensions": set(service.get("extensions", []))}
+    used: dict[str, set[str]] = {
+        "receivers": set(),
+        "processors": set(),
+        "exporters": set(),
+        "extensions": set(service.get("extensions", [])),
+    }
     for name, pipeline in service["pipelines"].items():
         assert _type(name) in ("traces", "metrics", "logs"), name
         assert pipeline.get("receivers") and pipeline.get("exporters"), f"pipeline {name} needs receivers and exporters"
         for kind in ("receivers", "processors", "exporters"):
             for component in pipeline.get(kind, []):
-                assert component in (config.get(kind) or {}), f"pipeline {name} uses {kind[:-1]} {component!r}, which is not defined"
+                assert component in (config.get(kind) or {}), (
+                    f"pipeline {name} uses {kind[:-1]} {component!r}, which is not defined"
+                )
                 used[kind].add(component)
     for kind, ids in used.items():
         defined = set(config.get(kind) or {})
@@ -126,7 +135,7 @@ def test_ports_match_the_sandboxs_defaults(config: dict[str, Any], monkeypatch: 
 
 # --- the default export through two real collectors -------------------------------------------
 
-CHILD = r'''
+CHILD = r"""
 import json, os, time
 from sandbox import runtime
 from sandbox.options import Options
@@ -152,7 +161,7 @@ report = CompileReport(run_id=runtime.run().run_id, compile_id="0/0", graph_kind
 runtime.publish(report)
 print("@@RESULT@@" + json.dumps(report.to_dict()), flush=True)
 # exit: the sandbox's own provider flushes its spans at exit
-'''
+"""
 
 
 class Rotel:
@@ -164,15 +173,21 @@ class Rotel:
         self.grpc_port, self.http_port = _free_port(), _free_port()
         self.log = tmp / f"{name}.out"
         cmd = [
-            binary, "start",
-            "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
-            "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
-            "--pid-file", str(tmp / f"{name}.pid"),
+            binary,
+            "start",
+            "--otlp-grpc-endpoint",
+            f"127.0.0.1:{self.grpc_port}",
+            "--otlp-http-endpoint",
+            f"127.0.0.1:{self.http_port}",
+            "--pid-file",
+            str(tmp / f"{name}.pid"),
             *exporter,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROTEL_")}
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, "NO_COLOR": "1"}, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env={**env, "NO_COLOR": "1"}, start_new_session=True
+            )
         deadline = time.time() + 20
         while True:
             if self.proc.poll() is not None:
@@ -184,7 +199,10 @@ class Rotel:
             except OSError:
                 if time.time() > deadline:
                     self.stop()
-                    _unavailable(f"rotel-agent ({name}) did not listen on 127.0.0.1:{self.grpc_port}/{self.http_port} within 20 s")
+                    _unavailable(
+                        f"rotel-agent ({name}) did not listen on 127.0.0.1:{self.grpc_port}/{self.http_port} within "
+                        "20 s"
+                    )
                 time.sleep(0.2)
 
     def text(self) -> str:
@@ -205,10 +223,18 @@ def chain(tmp_path: Path) -> Iterator[tuple[Rotel, Rotel]]:
     started: list[Rotel] = []
     try:
         # The gateway: prints every span it receives.
-        gateway = Rotel("gateway", tmp_path, ["--exporter", "blackhole", "--debug-log", "traces", "--debug-log-verbosity", "detailed"])
+        gateway = Rotel(
+            "gateway",
+            tmp_path,
+            ["--exporter", "blackhole", "--debug-log", "traces", "--debug-log-verbosity", "detailed"],
+        )
         started.append(gateway)
         # The agent next to the job: forwards everything to the gateway over OTLP/gRPC.
-        agent = Rotel("agent", tmp_path, ["--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{gateway.grpc_port}"])
+        agent = Rotel(
+            "agent",
+            tmp_path,
+            ["--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{gateway.grpc_port}"],
+        )
         started.append(agent)
         yield agent, gateway
     finally:
@@ -218,36 +244,51 @@ def chain(tmp_path: Path) -> Iterator[tuple[Rotel, Rotel]]:
 
 def test_default_export_through_a_forwarding_collector(chain: tuple[Rotel, Rotel], tmp_path: Path) -> None:
     agent, gateway = chain
-    env = script_env(tmp_path, {
-        "SANDBOX_TRACE": "1",
-        "SANDBOX_STORE": "off",
-        "OTEL_SERVICE_NAME": "sandbox-collector-chain",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{agent.grpc_port}",  # the agent only
-    })
+    env = script_env(
+        tmp_path,
+        {
+            "SANDBOX_TRACE": "1",
+            "SANDBOX_STORE": "off",
+            "OTEL_SERVICE_NAME": "sandbox-collector-chain",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{agent.grpc_port}",  # the agent only
+        },
+    )
     for name in list(env):
-        if name.startswith("OTEL_EXPORTER_OTLP_") and name != "OTEL_EXPORTER_OTLP_ENDPOINT" or name == "OTEL_SDK_DISABLED":
+        if (
+            name.startswith("OTEL_EXPORTER_OTLP_")
+            and name != "OTEL_EXPORTER_OTLP_ENDPOINT"
+            or name == "OTEL_SDK_DISABLED"
+        ):
             env.pop(name)  # the default protocol (gRPC) and timeouts: what a user gets
     proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
     assert "could not export" not in proc.stderr, proc.stderr[-4000:]
-    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("@@RESULT@@")]
-    report = json.loads(line[len("@@RESULT@@"):])
+    (line,) = [s for s in proc.stdout.splitlines() if s.startswith("@@RESULT@@")]
+    report = json.loads(line[len("@@RESULT@@") :])
 
     expected = 1 + len(report["stages"])
     deadline = time.time() + 30
     while True:
-        graphs = [s for s in parse_rotel(gateway.text()) if s["attributes"].get("sandbox.report_id") == report["report_id"]]
+        graphs = [
+            s for s in parse_rotel(gateway.text()) if s["attributes"].get("sandbox.report_id") == report["report_id"]
+        ]
         spans = [s for s in parse_rotel(gateway.text()) if graphs and s["trace_id"] == graphs[0]["trace_id"]]
         if len(spans) >= expected or time.time() > deadline:
             break
         time.sleep(0.5)
-    assert len(graphs) == 1, f"the gateway got {len(graphs)} graph spans\nagent:\n{agent.text()[-3000:]}\ngateway:\n{gateway.text()[-3000:]}"
+    assert len(graphs) == 1, (
+        f"the gateway got {len(graphs)} graph spans\nagent:\n{agent.text()[-3000:]}\ngateway:\n{gateway.text()[-3000:]}"
+    )
     (graph,) = graphs
     assert len(spans) == expected, (len(spans), expected)
     assert graph["name"] == "torch.compile forward graph" and graph["parent_id"] == ""
     a = graph["attributes"]
     assert (a["sandbox.run_id"], a["sandbox.outcome"], a["sandbox.worker_pid"], a["torch.compile.fx_graph_cache"]) == (
-        report["run_id"], "isolated", 4242, "miss")
+        report["run_id"],
+        "isolated",
+        4242,
+        "miss",
+    )
     assert {s["service"] for s in spans} == {"sandbox-collector-chain"}
     # The stage tree survived the hop: each stage span under its enclosing stage.
     by_id = {s["span_id"]: s for s in spans}

@@ -70,7 +70,9 @@ class RecordingScheme:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def codegen_and_compile(self, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: Any) -> Any:
+    def codegen_and_compile(
+        self, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: Any
+    ) -> Any:
         self.calls.append(
             {
                 "gm": gm,
@@ -97,7 +99,9 @@ def _recording_backend(scheme: RecordingScheme, locations: list) -> Any:
             finally:
                 sandbox_backend._active.reset(token)
 
-        return compat.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches={"fx_graph_cache": False})
+        return compat.compile_fx(
+            gm, example_inputs, inner_compile=inner_compile, config_patches={"fx_graph_cache": False}
+        )
 
     return backend
 
@@ -469,8 +473,14 @@ def test_inductor_metrics(recorded: dict[str, Any]) -> None:
     from torch._inductor import metrics
 
     snapshot = recorded["metrics_after"]
-    for name in ("generated_kernel_count", "generated_cpp_vec_kernel_count", "ir_nodes_pre_fusion",
-                 "num_bytes_accessed", "parallel_reduction_count", "nodes_num_elem"):
+    for name in (
+        "generated_kernel_count",
+        "generated_cpp_vec_kernel_count",
+        "ir_nodes_pre_fusion",
+        "num_bytes_accessed",
+        "parallel_reduction_count",
+        "nodes_num_elem",
+    ):
         assert name in snapshot, f"torch._inductor.metrics.{name} is gone (written against {WRITTEN_AGAINST})"
     delta = compat.inductor_metrics_delta(recorded["metrics_before"], snapshot)
     assert delta["generated_kernel_count"] >= 1, delta
@@ -478,7 +488,9 @@ def test_inductor_metrics(recorded: dict[str, Any]) -> None:
 
     saved = (metrics.parallel_reduction_count, metrics.generated_kernel_count)
     try:
-        compat.apply_inductor_metrics({"parallel_reduction_count": 3, "generated_kernel_count": 5, "nodes_num_elem": [1]})
+        compat.apply_inductor_metrics(
+            {"parallel_reduction_count": 3, "generated_kernel_count": 5, "nodes_num_elem": [1]}
+        )
         assert metrics.parallel_reduction_count == saved[0] + 3
         assert metrics.generated_kernel_count == saved[1]  # carried by the stock wire already
     finally:
@@ -515,7 +527,10 @@ def test_compilation_metrics_capture_and_apply() -> None:
 
     compat.apply_compilation_metrics({"post_grad_pass_time_us": 5})  # no compile in progress: nothing
     with compat.capture_compilation_metrics() as captured:
-        with compat.compile_context("5/0"), dynamo_timed("sandbox_compat_test", dynamo_compile_column_us="post_grad_pass_time_us"):
+        with (
+            compat.compile_context("5/0"),
+            dynamo_timed("sandbox_compat_test", dynamo_compile_column_us="post_grad_pass_time_us"),
+        ):
             time.sleep(0.002)
         assert get_metrics_context().in_progress()
         compat.apply_compilation_metrics(
@@ -567,7 +582,9 @@ def test_remote_cache_server(monkeypatch: pytest.MonkeyPatch) -> None:
     from torch._inductor.remote_cache import RedisRemoteCacheBackend
 
     source = inspect.getsource(RedisRemoteCacheBackend.__init__)
-    assert all(name in source for name in ("TORCHINDUCTOR_REDIS_URL", "TORCHINDUCTOR_REDIS_HOST", "TORCHINDUCTOR_REDIS_PORT"))
+    assert all(
+        name in source for name in ("TORCHINDUCTOR_REDIS_URL", "TORCHINDUCTOR_REDIS_HOST", "TORCHINDUCTOR_REDIS_PORT")
+    )
     monkeypatch.setenv("TORCHINDUCTOR_REDIS_URL", "redis://cache:s3cret@10.0.0.5:6380/2")
     assert compat.remote_cache_server() == "redis://10.0.0.5:6380/2"
     monkeypatch.delenv("TORCHINDUCTOR_REDIS_URL")
@@ -594,7 +611,10 @@ def test_remote_cache_tap_against_a_real_redis(redis_server: Any, monkeypatch: p
     assert RemoteAOTAutogradCache("autograd-experimental").get("sandbox-compat-key") is None
     events = compat.take_remote_cache_events()
     assert [(e["cache"], e["op"], e["result"]) for e in events] == [
-        ("fx_graph", "get", "miss"), ("fx_graph", "put", "ok"), ("fx_graph", "get", "hit"), ("aot_autograd", "get", "miss"),
+        ("fx_graph", "get", "miss"),
+        ("fx_graph", "put", "ok"),
+        ("fx_graph", "get", "hit"),
+        ("aot_autograd", "get", "miss"),
     ]
     assert events[2]["time_taken_ms"] == 1234 and all(e["server"] == redis_server.url for e in events)
     assert redis_server.client().get("pt2:fx-graph-v1::sandbox-compat-key:c1") is not None
@@ -792,11 +812,22 @@ def test_trace_records_and_artifact_loggers() -> None:
         trace_log.handlers[:] = saved
     metadata, payload = compat.trace_record_parts(rec.records[0])
     assert metadata["artifact"]["name"] == "sandbox_compat_test" and payload == '{"b": 2}'
-    fields = {"name": "torch.__trace", "levelno": 10, "levelname": "DEBUG", "pathname": "/x/y.py", "lineno": 7,
-              "created": 1.0, "msecs": 0.0, "process": 4242, "msg": ""}
+    fields = {
+        "name": "torch.__trace",
+        "levelno": 10,
+        "levelname": "DEBUG",
+        "pathname": "/x/y.py",
+        "lineno": 7,
+        "created": 1.0,
+        "msecs": 0.0,
+        "process": 4242,
+        "msg": "",
+    }
     line = TorchLogsFormatter(trace=True).format(compat.make_trace_record(fields, metadata, payload))
     assert " 4242 " in line and '"sandbox_compat_test"' in line and line.endswith('\t{"b": 2}'), line
-    assert compat.artifact_name(getArtifactLogger("torch._inductor.sandbox_compat_test", "output_code")) == "output_code"
+    assert (
+        compat.artifact_name(getArtifactLogger("torch._inductor.sandbox_compat_test", "output_code")) == "output_code"
+    )
     assert compat.artifact_name(logging.getLogger("torch._inductor")) is None
 
 
@@ -841,24 +872,41 @@ def test_triton_kernels_and_describe_triton_kernel() -> None:
 
     class Config:  # shaped like triton.Config (no Triton in the CPU build)
         def __init__(self, xblock: int, warps: int) -> None:
-            self.kwargs, self.num_warps, self.num_stages, self.num_ctas, self.maxnreg = {"XBLOCK": xblock}, warps, 1, 1, None
+            self.kwargs, self.num_warps, self.num_stages, self.num_ctas, self.maxnreg = (
+                {"XBLOCK": xblock},
+                warps,
+                1,
+                1,
+                None,
+            )
 
     a, b = Config(128, 4), Config(256, 8)
     kernel = CachingAutotuner.__new__(CachingAutotuner)
     kernel.configs = None  # dropped once the launchers are compiled
-    kernel.launchers = [types.SimpleNamespace(config=a, n_regs=18, n_spills=0, shared=0),
-                        types.SimpleNamespace(config=b, n_regs=30, n_spills=2, shared=256)]
+    kernel.launchers = [
+        types.SimpleNamespace(config=a, n_regs=18, n_spills=0, shared=0),
+        types.SimpleNamespace(config=b, n_regs=30, n_spills=2, shared=256),
+    ]
     kernel.autotune_cache_info = {"autotune_cache_state": "miss", "num_configs": 2, "compile_time_us": 1500}
-    kernel.coordesc_tuner = types.SimpleNamespace(cached_benchmark_results={
-        (("XBLOCK", 128), ("num_warps", 4), ("num_stages", 1)): 0.0125,
-        (("XBLOCK", 256), ("num_warps", 8), ("num_stages", 1)): float("inf"),
-    })
+    kernel.coordesc_tuner = types.SimpleNamespace(
+        cached_benchmark_results={
+            (("XBLOCK", 128), ("num_warps", 4), ("num_stages", 1)): 0.0125,
+            (("XBLOCK", 256), ("num_warps", 8), ("num_stages", 1)): float("inf"),
+        }
+    )
     kernel.autotune_time_taken_ns = 2_000_000
     module = types.SimpleNamespace(triton_poi_fused_sin_0=kernel, other=object())
     assert compat.triton_kernels([module]) == {"triton_poi_fused_sin_0": kernel}
     d = compat.describe_triton_kernel(kernel)
-    assert d["launchers"][1] == {"XBLOCK": 256, "num_warps": 8, "num_stages": 1, "num_ctas": 1,
-                                 "n_regs": 30, "n_spills": 2, "shared": 256}
+    assert d["launchers"][1] == {
+        "XBLOCK": 256,
+        "num_warps": 8,
+        "num_stages": 1,
+        "num_ctas": 1,
+        "n_regs": 30,
+        "n_spills": 2,
+        "shared": 256,
+    }
     assert d["configs"] == d["launchers"]  # the compiled candidates stand for the dropped configs
     assert d["autotune_cache"] == "miss" and d["num_configs"] == 2
     assert d["compile_time_s"] == 0.0015 and d["autotune_time_s"] == 0.002
@@ -885,13 +933,17 @@ def test_capture_autotune_choices() -> None:
         for fn in cache.feedback_saver_fns:
             fn({extern: 0.02, template: 0.01}, "mm", [node, node], [extern, template], lambda: {}, {})
     assert cache.feedback_saver_fns == before
-    assert choices == [{
-        "op": "mm", "input_shapes": [[16, 64], [16, 64]], "chosen": "triton_mm_3",
-        "candidates": [
-            {"name": "triton_mm_3", "kind": "triton_template", "description": "BLOCK_M=64", "ms": 0.01},
-            {"name": "mm", "kind": "extern", "description": "extern_kernels.mm", "ms": 0.02},
-        ],
-    }]
+    assert choices == [
+        {
+            "op": "mm",
+            "input_shapes": [[16, 64], [16, 64]],
+            "chosen": "triton_mm_3",
+            "candidates": [
+                {"name": "triton_mm_3", "kind": "triton_template", "description": "BLOCK_M=64", "ms": 0.01},
+                {"name": "mm", "kind": "extern", "description": "extern_kernels.mm", "ms": 0.02},
+            ],
+        }
+    ]
 
 
 def test_gpu_available_and_warm_up_gpu() -> None:
@@ -922,7 +974,9 @@ def test_compile_fx_leaves_the_user_process_without_compile_pool() -> None:
         return compat.compile_fx_inner(gm, example_inputs, *args, **kwargs)
 
     def backend(gm: Any, example_inputs: Any) -> Any:
-        return compat.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches={"fx_graph_cache": False})
+        return compat.compile_fx(
+            gm, example_inputs, inner_compile=inner_compile, config_patches={"fx_graph_cache": False}
+        )
 
     out = torch.compile(lambda x: torch.cos(x) + 1, backend=backend)(torch.zeros(4))
     torch.testing.assert_close(out, torch.full((4,), 2.0))

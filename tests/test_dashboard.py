@@ -16,11 +16,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from dashboard_stores import ROOT, RealStore, make_gpu_store, make_real_store, store_files
-from sandbox.store import open_store
+from streamlit.testing.v1 import AppTest
 from test_store import postgres  # noqa: F401 - a throw-away PostgreSQL server (fixture)
+
+from sandbox.store import open_store
 
 APP = ROOT / "dashboard" / "app.py"
 TIMEOUT_S = 60
@@ -151,7 +151,14 @@ def test_run_page_cards_timeline_and_graphs(real: RealStore) -> None:
     [(spec, bars)] = charts(at)
     assert spec["encoding"]["x2"]["field"] == "end" and spec["encoding"]["color"]["field"] == "stage"
     assert list(bars[bars["graph"] == "#1 backward 0/0"]["stage"]) == [
-        "cache_lookup", "serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load"]
+        "cache_lookup",
+        "serialize",
+        "wait_for_worker",
+        "send",
+        "compile_in_worker",
+        "transfer",
+        "load",
+    ]
     assert set(bars["outcome"]) == {"isolated"} and set(bars["caches"]) == {"fx miss, aot miss"}
     assert "Failures (0)" in texts(at) and "No graph failed to compile." in texts(at)
     assert at.query_params["run"] == real.run_ids["baseline"]
@@ -264,10 +271,17 @@ def test_compare_page_gpu_launch_configs_and_regressions(gpu: tuple[Path, dict[s
     path, ids = gpu
     at = open_page(path, "compare", a=ids["gpu-default"], b=ids["gpu-autotune"])
     m = metrics(at)
-    assert (m["Kernels added"], m["Kernels removed"], m["Kernels changed"], m["Kernels unchanged"]) == ("3", "0", "1", "2")
+    assert (m["Kernels added"], m["Kernels removed"], m["Kernels changed"], m["Kernels unchanged"]) == (
+        "3",
+        "0",
+        "1",
+        "2",
+    )
     verdict = at.markdown[0].value
-    assert ("backward graph #1 of forward (model.py:10) compiled 50% slower (+1.00 s): kernel compile +0.70 s; "
-            "3 new triton kernels.") in verdict
+    assert (
+        "backward graph #1 of forward (model.py:10) compiled 50% slower (+1.00 s): kernel compile +0.70 s; "
+        "3 new triton kernels."
+    ) in verdict
     assert "Register spills grew in 1 kernel: triton_poi_fused_mul_0 (0 → 2)." in verdict
     changes = frame(at, "what changed").set_index("kernel B")
     assert changes.loc["triton_poi_fused_mul_0", "registers"] == "24 → 40"
@@ -281,7 +295,8 @@ def test_compare_page_gpu_launch_configs_and_regressions(gpu: tuple[Path, dict[s
     assert next(c for c in at.code if c.language == "diff").value.count("evict_last") == 1
     # an added kernel shows its source alone, with its launch config
     at.selectbox(key="compare:kernel").select(
-        next(i for i in range(len(changes)) if changes.index[i] == "triton_tem_fused_mm_2")).run()
+        next(i for i in range(len(changes)) if changes.index[i] == "triton_tem_fused_mm_2")
+    ).run()
     check(at)
     assert "Only in B:" in texts(at) and at.code[0].language == "python"
     assert "triton_tem_fused_mm_2" in at.code[0].value
@@ -355,15 +370,20 @@ def test_every_page_reads_only_and_never_unpickles(real: RealStore, monkeypatch:
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "Unpickler", Refused)
-    for page, params in [("runs", {}), ("run", {"run": "rerun"}), ("graph", {"run": "baseline", "graph": "0"}),
-                         ("compare", {"a": "baseline", "b": "simd"}), ("trends", {})]:
+    for page, params in [
+        ("runs", {}),
+        ("run", {"run": "rerun"}),
+        ("graph", {"run": "baseline", "graph": "0"}),
+        ("compare", {"a": "baseline", "b": "simd"}),
+        ("trends", {}),
+    ]:
         at = open_page(real.path, None if page == "runs" else page, **params)
         assert at.title[0].value != "No runs yet"
     assert not calls
     assert store_files(real.path) == real.files
 
 
-def test_pages_on_a_postgresql_store(real: RealStore, postgres: Any) -> None:
+def test_pages_on_a_postgresql_store(real: RealStore, postgres: Any) -> None:  # noqa: F811 - the fixture
     """The team store: the same runs copied into PostgreSQL, read through a read-only session."""
     url = postgres.new_database()
     source, target = open_store(str(real.path), readonly=True), open_store(url)
@@ -398,14 +418,20 @@ def test_graph_page_switching_graphs_keeps_a_valid_kernel(real: RealStore) -> No
 
 def test_dashboard_scale_bench_runs_quick() -> None:
     """The scale benchmark works (its full run: 1,000 runs, 100,000 kernels, see the README)."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "dashboard_scale.py"), "--quick"],
-                          capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "dashboard_scale.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "50 runs, 500 graphs, 5,000 kernel entries" in proc.stdout
     for page in ("Runs", "Run", "Graph", "Compare", "Trends"):
-        assert any(line.split()[:1] == [page] and line.rstrip().endswith("PASS (target < 2 s)")
-                   for line in proc.stdout.splitlines()), proc.stdout
+        assert any(
+            line.split()[:1] == [page] and line.rstrip().endswith("PASS (target < 2 s)")
+            for line in proc.stdout.splitlines()
+        ), proc.stdout
 
 
 def test_a_store_with_one_run_and_no_graphs(tmp_path: Path) -> None:

@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import IN_CI
 from dashboard_stores import ROOT, RealStore, make_real_store
 
@@ -72,8 +72,14 @@ def chromium() -> Iterator[Any]:
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-extensions"],
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-extensions",
+            ],
         )
         yield browser
         browser.close()
@@ -123,7 +129,10 @@ def serve(store: Path, log_name: str = "dashboard-server.log") -> Iterator[str]:
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(APP.relative_to(ROOT)), "--server.port", str(port)],
-            cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -169,7 +178,8 @@ def screenshot(page: Any, name: str) -> None:
     """The whole page: Streamlit scrolls inside its main container, so the viewport is
     made as tall as that container's content first."""
     height = page.evaluate(
-        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], [data-testid=\"stMainBlockContainer\"]')]"
+        '() => Math.max(...[...document.querySelectorAll(\'[data-testid="stMain"], '
+        '[data-testid="stMainBlockContainer"]\')]'
         ".map(e => e.scrollHeight), document.body.scrollHeight)"
     )
     size = page.viewport_size
@@ -216,8 +226,7 @@ def test_run_page(chromium: Any, server: str, real: RealStore) -> None:
 
 
 def test_graph_page(chromium: Any, server: str, real: RealStore) -> None:
-    page = load(chromium, f"{server}/graph?run={real.run_ids['baseline']}&graph=1", "graph",
-                '[data-testid="stCode"]')
+    page = load(chromium, f"{server}/graph?run={real.run_ids['baseline']}&graph=1", "graph", '[data-testid="stCode"]')
     assert page.locator("h1").first.inner_text() == "Backward graph 0/0"
     assert metric_values(page)["Outcome"] == "isolated"
     code = page.locator('[data-testid="stCode"]').first.inner_text()
@@ -228,8 +237,12 @@ def test_graph_page(chromium: Any, server: str, real: RealStore) -> None:
 
 
 def test_compare_page(chromium: Any, server: str, real: RealStore) -> None:
-    page = load(chromium, f"{server}/compare?a={real.run_ids['baseline']}&b={real.run_ids['simd']}", "compare",
-                '[data-testid="stDataFrame"]')
+    page = load(
+        chromium,
+        f"{server}/compare?a={real.run_ids['baseline']}&b={real.run_ids['simd']}",
+        "compare",
+        '[data-testid="stDataFrame"]',
+    )
     verdict = page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
     assert "inductor_config.cpp.simdlen None → 1" in verdict
     m = metric_values(page)
@@ -268,7 +281,9 @@ def gpu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     try:
         runs = {r["name"]: r for r in store.runs()}
         a, b = runs["gpu-default"], runs["gpu-max-autotune"]
-        d = compare_runs(a, store.reports(a["run_id"]), b, store.reports(b["run_id"]), load_sources=store.kernel_sources)
+        d = compare_runs(
+            a, store.reports(a["run_id"]), b, store.reports(b["run_id"]), load_sources=store.kernel_sources
+        )
     finally:
         store.close()
     with serve(path, "dashboard-gpu-server.log") as url:
@@ -282,13 +297,21 @@ def test_compare_page_gpu_store_kernel_table(chromium: Any, gpu_server: tuple[st
     assert templates and all(n.startswith("triton_tem_") for n in templates)
     # The app's front page first: a fresh server opened at a deep link runs the page file alone.
     load(chromium, f"{url}/", "gpu-runs", '[data-testid="stDataFrame"]').close()
-    page = load(chromium, f"{url}/compare?a={d.a['run_id']}&b={d.b['run_id']}", "compare-gpu",
-                '[data-testid="stDataFrame"]')
-    assert "inductor_config.max_autotune None → True" in page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
+    page = load(
+        chromium, f"{url}/compare?a={d.a['run_id']}&b={d.b['run_id']}", "compare-gpu", '[data-testid="stDataFrame"]'
+    )
+    assert (
+        "inductor_config.max_autotune None → True"
+        in page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
+    )
     assert metric_values(page)["Kernels added"] == str(d.kernels["added"])
     # The kernel difference table: its grid's accessible cells (the visible rows and columns).
-    table = page.locator('[data-testid="stDataFrame"]').filter(has=page.locator("th", has_text="kernel B")).filter(
-        has=page.locator("th", has_text="status")).first
+    table = (
+        page.locator('[data-testid="stDataFrame"]')
+        .filter(has=page.locator("th", has_text="kernel B"))
+        .filter(has=page.locator("th", has_text="status"))
+        .first
+    )
     grid = table.locator('table[role="grid"]')
     assert grid.get_attribute("aria-rowcount") == str(len(shown) + 1)  # the header row, then one row per kernel
     headers = [h.strip() for h in grid.locator("thead th").all_text_contents()]

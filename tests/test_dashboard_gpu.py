@@ -17,23 +17,30 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 import pytest
+from dashboard_stores import store_files
+from test_dashboard import check, frame, metrics, open_page, texts
 
 from dashboard import queries as q
-from dashboard_stores import store_files
 from sandbox.diff import compare_runs
 from sandbox.store import open_store
 from sandbox.telemetry.report import CompileReport
-from test_dashboard import check, frame, metrics, open_page, texts
 
 DATA = Path(__file__).parent / "data" / "gpu_store.sqlite"
 A, B = "gpu-default", "gpu-max-autotune"
-LAUNCH_KEYS = ("num_warps", "num_stages", "n_regs", "n_spills", "shared")  # what a kernel runs with, besides block sizes
+LAUNCH_KEYS = (
+    "num_warps",
+    "num_stages",
+    "n_regs",
+    "n_spills",
+    "shared",
+)  # what a kernel runs with, besides block sizes
 
 
 @dataclass
@@ -177,7 +184,10 @@ def test_compare_page_shows_the_kernel_differences(gpu: Gpu) -> None:
     assert m["Graphs matched"] == "2" and m["Graphs only in B / A"] == "0 / 0"
     verdict = at.markdown[0].value
     assert "inductor_config.max_autotune None \u2192 True" in verdict
-    assert f"Kernels: {m['Kernels added']} added, {m['Kernels removed']} removed, {m['Kernels changed']} changed" in verdict
+    assert (
+        f"Kernels: {m['Kernels added']} added, {m['Kernels removed']} removed, {m['Kernels changed']} changed"
+        in verdict
+    )
     graphs = frame(at, "kernels ~")
     assert list(graphs["kernels +"]) == [len(e.added) for e in exp]
     assert list(graphs["kernels -"]) == [len(e.removed) for e in exp]
@@ -199,8 +209,9 @@ def test_compare_page_shows_the_kernel_differences(gpu: Gpu) -> None:
         assert row["registers"] == arrow(a["n_regs"], b["n_regs"])
         assert row["warps"] == arrow(a["num_warps"], b["num_warps"])
         assert row["shared"] == arrow(a["shared"], b["shared"])
-        assert row["block sizes"] == ", ".join(f"{k} {arrow(a.get(k), b.get(k))}" for k in blocks(a, b)
-                                               if a.get(k) != b.get(k))
+        assert row["block sizes"] == ", ".join(
+            f"{k} {arrow(a.get(k), b.get(k))}" for k in blocks(a, b) if a.get(k) != b.get(k)
+        )
         what = row["what changed"].split(", ")
         assert ("source" in what) == (ka["source_hash"] != kb["source_hash"])
         assert ("registers" in what) == (a["n_regs"] != b["n_regs"])
@@ -215,8 +226,9 @@ def test_compare_page_shows_the_kernel_differences(gpu: Gpu) -> None:
     assert list(tuned["B chosen"]) == [e["chosen"] for _, e in entries]
     assert list(tuned["B ms"]) == pytest.approx([chosen_candidate(e)["ms"] for _, e in entries])
     assert list(tuned["B kind"]) == [chosen_candidate(e)["kind"] for _, e in entries]
-    assert list(tuned["input shapes"]) == [", ".join("x".join(map(str, s)) for s in e["input_shapes"])
-                                           for _, e in entries]
+    assert list(tuned["input shapes"]) == [
+        ", ".join("x".join(map(str, s)) for s in e["input_shapes"]) for _, e in entries
+    ]
     assert store_files(gpu.path) == before
 
 
@@ -225,9 +237,15 @@ def test_compare_page_kernel_detail_launches_and_autotuning(gpu: Gpu) -> None:
     at = open_page(gpu.path, "compare", a=gpu.id(A), b=gpu.id(B))
     changes = frame(at, "what changed")
     # a changed kernel whose block size changed: its launch config and its autotuning, A and B
-    ka, kb = next((ka, kb) for e in exp for ka, kb in e.changed if any(
-        k in expected_launch_delta(ka, kb) for k in blocks(first_launcher(ka), first_launcher(kb))))
-    i = next(i for i in range(len(changes)) if (changes["kernel A"][i], changes["kernel B"][i]) == (ka["name"], kb["name"]))
+    ka, kb = next(
+        (ka, kb)
+        for e in exp
+        for ka, kb in e.changed
+        if any(k in expected_launch_delta(ka, kb) for k in blocks(first_launcher(ka), first_launcher(kb)))
+    )
+    i = next(
+        i for i in range(len(changes)) if (changes["kernel A"][i], changes["kernel B"][i]) == (ka["name"], kb["name"])
+    )
     at.selectbox(key="compare:kernel").select(i).run()
     check(at)
     a, b = first_launcher(ka), first_launcher(kb)
@@ -239,8 +257,13 @@ def test_compare_page_kernel_detail_launches_and_autotuning(gpu: Gpu) -> None:
     assert launch.loc["warps", "A"] == str(a["num_warps"]) and launch.loc["warps", "B"] == str(b["num_warps"])
     tuning = triton_table(at)
     ta, tb = ka["triton"], kb["triton"]
-    assert tuning.loc["chosen config", "A"] == label(ta["chosen"]) and tuning.loc["chosen config", "B"] == label(tb["chosen"])
-    assert tuning.loc["autotune cache", "A"] == ta["autotune_cache"] and tuning.loc["autotune cache", "B"] == tb["autotune_cache"]
+    assert tuning.loc["chosen config", "A"] == label(ta["chosen"]) and tuning.loc["chosen config", "B"] == label(
+        tb["chosen"]
+    )
+    assert (
+        tuning.loc["autotune cache", "A"] == ta["autotune_cache"]
+        and tuning.loc["autotune cache", "B"] == tb["autotune_cache"]
+    )
     assert tuning.loc["benchmarked configs", "A"] == str(len(ta["autotune_timings"]))
     assert tuning.loc["benchmarked configs", "B"] == str(len(tb["autotune_timings"]))
     assert tuning.loc["candidate configs", "B"] == str(len(tb["configs"]))
@@ -256,10 +279,14 @@ def test_compare_page_kernel_detail_launches_and_autotuning(gpu: Gpu) -> None:
     assert "Only in B:" in texts(at)
     assert at.code[0].language == "python" and at.code[0].value == template["source"].strip()
     launch = frame(at, "launcher").set_index("field")
-    assert launch.loc["registers", "B"] == str(first_launcher(template)["n_regs"]) and launch.loc["registers", "A"] == ""
+    assert (
+        launch.loc["registers", "B"] == str(first_launcher(template)["n_regs"]) and launch.loc["registers", "A"] == ""
+    )
     tuning = triton_table(at)
     assert tuning.loc["autotune cache", "B"] == template["triton"]["autotune_cache"]
-    assert tuning.loc["autotune cache", "A"] == "" and tuning.loc["chosen config", "B"] == label(template["triton"]["chosen"])
+    assert tuning.loc["autotune cache", "A"] == "" and tuning.loc["chosen config", "B"] == label(
+        template["triton"]["chosen"]
+    )
 
 
 def triton_table(at: Any) -> pd.DataFrame:
@@ -280,8 +307,10 @@ def test_graph_page_shows_triton_autotuning_and_max_autotune_choices(gpu: Gpu) -
     for k in report.kernels:
         first = first_launcher(k)
         if first:
-            assert kernels.loc[k["name"], "launch"].startswith(f"{first['num_warps']} warps, {first['num_stages']} stages, "
-                                                               f"{first['n_regs']} regs, {first['n_spills']} spills")
+            assert kernels.loc[k["name"], "launch"].startswith(
+                f"{first['num_warps']} warps, {first['num_stages']} stages, "
+                f"{first['n_regs']} regs, {first['n_spills']} spills"
+            )
         else:
             assert kernels.loc[k["name"], "launch"] == ""
 
@@ -368,9 +397,16 @@ def test_queries_on_the_gpu_store(gpu: Gpu) -> None:
     try:
         d = q.compare(store, gpu.id(A), gpu.id(B))
         plain = compare_runs(gpu.runs[A], gpu.reports[A], gpu.runs[B], gpu.reports[B])
-        assert d.kernels == plain.kernels == {
-            "added": sum(len(e.added) for e in exp), "removed": sum(len(e.removed) for e in exp),
-            "changed": sum(len(e.changed) for e in exp), "unchanged": sum(len(e.unchanged) for e in exp)}
+        assert (
+            d.kernels
+            == plain.kernels
+            == {
+                "added": sum(len(e.added) for e in exp),
+                "removed": sum(len(e.removed) for e in exp),
+                "changed": sum(len(e.changed) for e in exp),
+                "unchanged": sum(len(e.unchanged) for e in exp),
+            }
+        )
         assert d.environment["inductor_config.max_autotune"] == (None, True)
         for gc, e in zip(d.graph_changes, exp):
             assert gc.status == "matched" and gc.graph_kind == e.graph_kind
@@ -380,28 +416,41 @@ def test_queries_on_the_gpu_store(gpu: Gpu) -> None:
             for kc in found:
                 assert q.launch_delta_summary(kc) == expected_launch_delta(*expected[(kc.name_a, kc.name_b)])
             assert sorted(kc.name_b for kc in gc.kernels if kc.status == "added") == sorted(k["name"] for k in e.added)
-            assert sorted(kc.name_a for kc in gc.kernels if kc.status == "removed") == sorted(k["name"] for k in e.removed)
+            assert sorted(kc.name_a for kc in gc.kernels if kc.status == "removed") == sorted(
+                k["name"] for k in e.removed
+            )
             assert all(q.launch_delta_summary(kc) == {} for kc in gc.kernels if kc.status in ("added", "removed"))
 
         rows = q.kernel_change_rows(d)
         assert set(rows[rows["status"] == "added"]["kind"]) == {"template"}
         assert (rows[rows["status"] == "removed"]["kernel A"].str.startswith("extern_kernels.")).all()
         assert len(q.kernel_change_rows(d, include_unchanged=True)) == sum(d.kernels.values())
-        grown = [kc for gc in d.graph_changes for kc in gc.kernels
-                 if (q.launch_delta_summary(kc).get("n_spills") or (0, 0))[1] > (q.launch_delta_summary(kc).get("n_spills") or (0, 0))[0]]
+        grown = [
+            kc
+            for gc in d.graph_changes
+            for kc in gc.kernels
+            if (q.launch_delta_summary(kc).get("n_spills") or (0, 0))[1]
+            > (q.launch_delta_summary(kc).get("n_spills") or (0, 0))[0]
+        ]
         assert ("Register spills grew" in " ".join(q.verdict(d))) == bool(grown)
 
         # one changed pair: both sides' entries, with launchers and autotuning
         row = rows[rows["status"] == "changed"].iloc[0]
         ka, kb = q.kernel_pair(store, d, int(row["g"]), int(row["k"]))
-        raw_a, raw_b = next((a, b) for e in exp for a, b in e.changed if (a["name"], b["name"]) == (ka["name"], kb["name"]))
+        raw_a, raw_b = next(
+            (a, b) for e in exp for a, b in e.changed if (a["name"], b["name"]) == (ka["name"], kb["name"])
+        )
         assert ka["triton"] == raw_a["triton"] and kb["launchers"] == raw_b["launchers"]
         assert ka["source"] == raw_a["source"] and kb["source"] == raw_b["source"]
         detail = q.triton_detail_rows(ka, kb).set_index("field")
         assert detail.loc["chosen config", "B"] == label(raw_b["triton"]["chosen"])
-        assert bool(detail.loc["chosen config", "changed"]) == (label(raw_a["triton"]["chosen"]) != label(raw_b["triton"]["chosen"]))
+        assert bool(detail.loc["chosen config", "changed"]) == (
+            label(raw_a["triton"]["chosen"]) != label(raw_b["triton"]["chosen"])
+        )
         assert q.triton_detail_rows(None, None).empty
-        assert q.triton_detail_rows({"name": "cpp_fused_0", "kind": "cpp"}, {"name": "cpp_fused_0", "kind": "cpp"}).empty
+        assert q.triton_detail_rows(
+            {"name": "cpp_fused_0", "kind": "cpp"}, {"name": "cpp_fused_0", "kind": "cpp"}
+        ).empty
 
         tuned = q.autotune_change_rows(d, gpu.reports[A], gpu.reports[B])
         assert len(tuned) == sum(len(r.autotune) for r in gpu.reports[B])

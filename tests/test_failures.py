@@ -21,7 +21,6 @@ import os
 from typing import Any
 
 import pytest
-
 from conftest import pid_alive, run_script, wait_gone
 
 KINDS = ["exit", "segv", "kill", "raise", "hang", "oom"]
@@ -200,17 +199,24 @@ def test_a_slow_worker_start_does_not_count_against_timeout_s(tmp_path) -> None:
     timeout_s, delay_s = 10, 15
     code = (
         "import json, torch, sandbox; "
-        f"f = torch.compile(lambda x: x.sin() + 1, backend='sandbox', options={{'timeout_s': {timeout_s}, 'on_failure': 'raise'}}); "
-        "x = torch.randn(8); ok = bool(torch.allclose(f(x), x.sin() + 1, rtol=1e-4, atol=1e-5)); r = sandbox.reports()[-1]; "
+        "f = torch.compile(lambda x: x.sin() + 1, backend='sandbox', "
+        f"options={{'timeout_s': {timeout_s}, 'on_failure': 'raise'}}); "
+        "x = torch.randn(8); ok = bool(torch.allclose(f(x), x.sin() + 1, rtol=1e-4, atol=1e-5)); r = "
+        "sandbox.reports()[-1]; "
         "print(json.dumps({'ok': ok, 'outcome': r.outcome, "
         "'wait': sum(s.duration_s for s in r.stages if s.name == 'wait_for_worker'), "
         "'failure': r.failure and r.failure.message}))"
     )
-    env = script_env(tmp_path / "cache", {
-        "PYTHONPATH": os.pathsep.join([str(HELPERS / "slow_start"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "SLOW_WORKER_START_S": str(delay_s),
-        "SANDBOX_PRESTART": "off",  # the worker starts with the graph: the graph waits for all of its start
-    })
+    env = script_env(
+        tmp_path / "cache",
+        {
+            "PYTHONPATH": os.pathsep.join([str(HELPERS / "slow_start"), os.environ.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            ),
+            "SLOW_WORKER_START_S": str(delay_s),
+            "SANDBOX_PRESTART": "off",  # the worker starts with the graph: the graph waits for all of its start
+        },
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])

@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import HELPERS, MARK, kill_quietly, pid_alive, run_script, script_env, wait_gone
 
 # --- what crosses ----------------------------------------------------------------------

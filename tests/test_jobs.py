@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import HELPERS, SCRIPT_TIMEOUT_S, fresh_cache_dir, parse_result, script_env
 from dashboard_stores import ROOT, store_files
+from streamlit.testing.v1 import AppTest
+
 from sandbox import jobs
 from sandbox.cli import main
 from sandbox.store import open_store
@@ -50,13 +50,27 @@ class JobStore:
 
 
 def _start(cache: Path, path: Path, job: str, rank: int, world: int, batch: int) -> subprocess.Popen:
-    env = script_env(cache, {
-        "SANDBOX_STORE": str(path), "SANDBOX_JOB": job, "SANDBOX_RUN_NAME": "train", "RANK": str(rank),
-        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "TORCHINDUCTOR_AUTOGRAD_CACHE": "0",
-    })
+    env = script_env(
+        cache,
+        {
+            "SANDBOX_STORE": str(path),
+            "SANDBOX_JOB": job,
+            "SANDBOX_RUN_NAME": "train",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "TORCHINDUCTOR_AUTOGRAD_CACHE": "0",
+        },
+    )
     env.pop("TORCHELASTIC_RUN_ID", None)
-    return subprocess.Popen([sys.executable, str(HELPERS / "script_jobs_rank.py"), str(batch)], cwd=str(HELPERS), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(HELPERS / "script_jobs_rank.py"), str(batch)],
+        cwd=str(HELPERS),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +117,9 @@ def test_sandbox_job_finds_the_rank_that_diverged(job_store: JobStore, capsys: p
     rc, out, err = sandbox_cli(capsys, "job", "train-2", "--store", str(job_store.path), "--json")
     assert rc == 0, err
     report = json.loads(out)
-    assert [r["rank"] for r in report["runs"]] == [0, 1] and report["world_size"] == 3 and report["missing_ranks"] == [2]
+    assert (
+        [r["rank"] for r in report["runs"]] == [0, 1] and report["world_size"] == 3 and report["missing_ranks"] == [2]
+    )
     kinds = [(g["graph_kind"], g["co_name"]) for g in report["graphs"]]
     assert kinds == [("inference", "warm"), ("forward", "forward"), ("backward", "forward")]
     assert report["graphs"][0]["findings"] == []  # the same function, served by the cache on both ranks
@@ -127,7 +143,9 @@ def test_sandbox_job_finds_the_rank_that_diverged(job_store: JobStore, capsys: p
     assert "warm (" not in text  # only the graphs that differ, unless --all
     rc, everything, _ = sandbox_cli(capsys, "job", "train-2", "--all", "--store", str(job_store.path))
     assert rc == 0 and "warm (script_jobs_rank.py:" in everything and ": the same on every rank" in everything
-    assert f"stragglers: rank 1 {rank1['duration_s']:.2f} s (the other ranks' median {rank0['duration_s']:.2f} s)" in text
+    assert (
+        f"stragglers: rank 1 {rank1['duration_s']:.2f} s (the other ranks' median {rank0['duration_s']:.2f} s)" in text
+    )
 
 
 def test_sandbox_job_same_graphs_other_cache_outcomes(job_store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
@@ -137,12 +155,16 @@ def test_sandbox_job_same_graphs_other_cache_outcomes(job_store: JobStore, capsy
     assert report["missing_ranks"] == [] and report["world_size"] == 2
     assert len(report["graphs"]) == 3
     for g in report["graphs"]:  # rank 0 compiled, rank 1 hit the cache: the same graphs and kernels
-        assert "cache" in g["findings"] and "graph" not in g["findings"] and "kernels" not in g["findings"], g["findings"]
+        assert "cache" in g["findings"] and "graph" not in g["findings"] and "kernels" not in g["findings"], g[
+            "findings"
+        ]
         assert len(g["hash_groups"]) == 1 and g["kernel_ranks"] == []
 
 
 def test_sandbox_job_against_an_earlier_job(job_store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = sandbox_cli(capsys, "job", "train-2", "--against", "train-1", "--store", str(job_store.path), "--json")
+    rc, out, err = sandbox_cli(
+        capsys, "job", "train-2", "--against", "train-1", "--store", str(job_store.path), "--json"
+    )
     assert rc == 0, err
     a = json.loads(out)["against"]
     assert a["earlier"] == "train-1" and [r["rank"] for r in a["ranks"]] == [0, 1]
@@ -151,16 +173,21 @@ def test_sandbox_job_against_an_earlier_job(job_store: JobStore, capsys: pytest.
     assert forward["status"] == "matched" and forward["hash_changed"]  # rank 1 traced another graph this time
     rank0, rank1 = a["ranks"]
     assert rank0["graphs"] == rank1["graphs"] == {"matched": 3, "added": 0, "removed": 0}
-    assert rank0["kernels"]["changed"] == rank0["kernels"]["added"] == rank0["kernels"]["removed"] == 0  # the same kernels, from the cache
+    assert (
+        rank0["kernels"]["changed"] == rank0["kernels"]["added"] == rank0["kernels"]["removed"] == 0
+    )  # the same kernels, from the cache
     assert rank1["kernels"]["changed"] + rank1["kernels"]["added"] > 0  # another batch size, other kernels
-    assert rank0["compile_s"] == pytest.approx([job_store.ranks[("train-1", 0)]["compile_s"],
-                                                job_store.ranks[("train-2", 0)]["compile_s"]])
+    assert rank0["compile_s"] == pytest.approx(
+        [job_store.ranks[("train-1", 0)]["compile_s"], job_store.ranks[("train-2", 0)]["compile_s"]]
+    )
 
     rc, text, _ = sandbox_cli(capsys, "job", "train-2", "--against", "train-1", "--store", str(job_store.path))
     assert rc == 0 and "against earlier job train-1: slowest rank" in text and "graph changed" in text
 
 
-def test_sandbox_job_lists_jobs_and_refuses_unknown_ones(job_store: JobStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sandbox_job_lists_jobs_and_refuses_unknown_ones(
+    job_store: JobStore, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, out, _ = sandbox_cli(capsys, "job", "--store", str(job_store.path))
     assert rc == 0
     lines = [line.split()[0] for line in out.splitlines()[2:]]
@@ -210,8 +237,9 @@ def test_job_page_shows_divergence_and_the_earlier_job(job_store: JobStore, monk
     assert list(against["rank"]) == [0, 1] and against["kernels changed"][1] + against["kernels new"][1] > 0
 
 
-def test_job_page_without_an_earlier_job_and_on_a_store_without_jobs(job_store: JobStore, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_job_page_without_an_earlier_job_and_on_a_store_without_jobs(
+    job_store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = open_job_page(job_store.path, monkeypatch, job="train-1", against="")
     assert not [df for df in at.dataframe if "then s" in df.value.columns]  # no earlier job picked
     assert "3 of 3 graphs differ across ranks: 3 with different cache outcomes" in at.markdown[0].value
@@ -230,12 +258,29 @@ def test_job_page_without_an_earlier_job_and_on_a_store_without_jobs(job_store: 
 # -- the analysis, on synthetic records -----------------------------------------------------------------
 
 
-def _report(run: Run, index: int, kind: str = "forward", duration: float = 1.0, graph_hash: str = "h",
-            outcome: str = "isolated", kernels: list[dict[str, Any]] | None = None) -> CompileReport:
-    return CompileReport(run_id=run.run_id, compile_id=f"{index}/0", graph_kind=kind, outcome=outcome, graph_index=index,
-                         co_name="step", filename="/src/train.py", line=10 + index, duration_s=duration,
-                         graph={"hash": graph_hash}, caches={"fx_graph": {"state": "hit" if outcome == "cache_hit" else "miss"}},
-                         kernels=[{"name": "k", "kind": "cpp", "source_hash": "s"}] if kernels is None else kernels)
+def _report(
+    run: Run,
+    index: int,
+    kind: str = "forward",
+    duration: float = 1.0,
+    graph_hash: str = "h",
+    outcome: str = "isolated",
+    kernels: list[dict[str, Any]] | None = None,
+) -> CompileReport:
+    return CompileReport(
+        run_id=run.run_id,
+        compile_id=f"{index}/0",
+        graph_kind=kind,
+        outcome=outcome,
+        graph_index=index,
+        co_name="step",
+        filename="/src/train.py",
+        line=10 + index,
+        duration_s=duration,
+        graph={"hash": graph_hash},
+        caches={"fx_graph": {"state": "hit" if outcome == "cache_hit" else "miss"}},
+        kernels=[{"name": "k", "kind": "cpp", "source_hash": "s"}] if kernels is None else kernels,
+    )
 
 
 def _job(*ranks: list[CompileReport], job: str = "j", world: int | None = None) -> jobs.JobReport:
@@ -330,8 +375,10 @@ def test_job_page_in_a_browser(job_store: JobStore) -> None:
 
     with serve(job_store.path, "job-dashboard-server.log") as url:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                                        "--disable-dev-shm-usage"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            )
             # The app's front page first: a fresh server opened at a deep link runs the page
             # file on its own, without the app's navigation (Streamlit's pages/ directory).
             load(browser, f"{url}/", "job-runs", '[data-testid="stDataFrame"]').close()
@@ -351,8 +398,11 @@ def test_job_queries_on_synthetic_ranks() -> None:
     """The dashboard's job tables and verdict, without Streamlit (``dashboard/queries.py``)."""
     from dashboard import queries as q
 
-    r = _job([_report(Run(), 0, duration=1.0), _report(Run(), 1, "backward")],
-             [_report(Run(), 0, duration=4.0, graph_hash="h2"), _report(Run(), 1, "backward")], world=4)
+    r = _job(
+        [_report(Run(), 0, duration=1.0), _report(Run(), 1, "backward")],
+        [_report(Run(), 0, duration=4.0, graph_hash="h2"), _report(Run(), 1, "backward")],
+        world=4,
+    )
     graphs = q.job_graph_rows(r)
     assert list(graphs["diverges"]) == [True, False]
     assert graphs["divergence"][0] == "a different graph, a straggler" and graphs["stragglers"][0] == "1"

@@ -29,19 +29,29 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import HELPERS, IN_CI, fresh_cache_dir, run_script
 
 # Worker-side Inductor stages every compiled graph has on CPU.
 WORKER_STAGES = ("GraphLowering.run", "Scheduler.codegen", "PythonWrapperCodegen.generate")
-SANDBOX_STAGES = ("inductor_compile", "cache_lookup", "fx_codegen_and_compile", "serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load")
+SANDBOX_STAGES = (
+    "inductor_compile",
+    "cache_lookup",
+    "fx_codegen_and_compile",
+    "serialize",
+    "wait_for_worker",
+    "send",
+    "compile_in_worker",
+    "transfer",
+    "load",
+)
 EXPORT_WARNING = "sandbox: could not export compile spans"
 
-CHILD = r'''
+CHILD = r"""
 import os, sys, time
 
 case = sys.argv[1]  # app_grpc | env_http | env_grpc | off | dead
@@ -98,7 +108,7 @@ if case == "app_grpc":
     provider.shutdown()  # the application flushes its own provider
 out["emitted_at"] = time.time()  # what follows is the exit: atexit handlers, the sandbox's span flush
 common.emit(out)
-'''
+"""
 
 
 # --- the receiver -------------------------------------------------------------------------
@@ -187,7 +197,9 @@ def parse_rotel(text: str) -> list[dict[str, Any]]:
             continue
         m = _SPAN_FIELD.match(line)
         if m:
-            key = {"Trace ID": "trace_id", "Parent ID": "parent_id", "ID": "span_id", "Name": "name", "Kind": "kind"}[m.group(1)]
+            key = {"Trace ID": "trace_id", "Parent ID": "parent_id", "ID": "span_id", "Name": "name", "Kind": "kind"}[
+                m.group(1)
+            ]
             span[key] = m.group(2).strip()
             continue
         if line.strip() == "Attributes:":
@@ -211,15 +223,23 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
     grpc_port, http_port = _free_port(), _free_port()
     log = tmp_path_factory.mktemp("rotel") / "rotel.out"
     cmd = [
-        binary, "start",
-        "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-        "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-        "--exporter", "blackhole",
-        "--debug-log", "traces",
-        "--debug-log-verbosity", "detailed",
+        binary,
+        "start",
+        "--otlp-grpc-endpoint",
+        f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint",
+        f"127.0.0.1:{http_port}",
+        "--exporter",
+        "blackhole",
+        "--debug-log",
+        "traces",
+        "--debug-log-verbosity",
+        "detailed",
     ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"}, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"}, start_new_session=True
+        )
     try:
         deadline = time.time() + 20
         while True:
@@ -279,7 +299,9 @@ def _check_trace(spans: list[dict[str, Any]], result: dict[str, Any], parent_spa
     ``parent_span_id``, or a root) and, under it, a span per stage."""
     by_id: dict[str, dict[str, Any]] = {}
     for s in spans:
-        assert s["span_id"] not in by_id, f"span id {s['span_id']} used twice: {by_id[s['span_id']]['name']!r} and {s['name']!r}"
+        assert s["span_id"] not in by_id, (
+            f"span id {s['span_id']} used twice: {by_id[s['span_id']]['name']!r} and {s['name']!r}"
+        )
         by_id[s["span_id"]] = s
     graphs = {s["attributes"]["sandbox.report_id"]: s for s in spans if s["name"].startswith("torch.compile ")}
     reports = {r["report_id"]: r for r in result["reports"]}
@@ -327,15 +349,23 @@ def _check_trace(spans: list[dict[str, Any]], result: dict[str, Any], parent_spa
 
 
 def test_application_provider_over_grpc(receiver, child_script, tmp_path, probe_seed) -> None:
-    result = _run("app_grpc", child_script, tmp_path, probe_seed, {
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("grpc"),
-    })
+    result = _run(
+        "app_grpc",
+        child_script,
+        tmp_path,
+        probe_seed,
+        {
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("grpc"),
+        },
+    )
     _check_reports(result["reports"])
     trace_id = result["user_trace_id"]
     for r in result["reports"]:
         assert (r["trace_id"], r["parent_span_id"]) == (trace_id, result["user_span_id"])
-    receiver.wait_for(lambda s: s["name"] == "user-after-compile" and s["trace_id"] != trace_id, "application span after the compile")
+    receiver.wait_for(
+        lambda s: s["name"] == "user-after-compile" and s["trace_id"] != trace_id, "application span after the compile"
+    )
     receiver.wait_for(lambda s: s["trace_id"] == trace_id and s["name"] == "user-train-step", "user span")
     spans = [s for s in receiver.spans() if s["trace_id"] == trace_id]
     user = [s for s in spans if s["name"] == "user-train-step"]
@@ -350,12 +380,18 @@ def test_application_provider_over_grpc(receiver, child_script, tmp_path, probe_
 
 def test_own_exporter_over_http_under_a_remote_parent(receiver, child_script, tmp_path, probe_seed) -> None:
     trace_id, parent = os.urandom(16).hex(), os.urandom(8).hex()
-    result = _run("env_http", child_script, tmp_path, probe_seed, {
-        "SANDBOX_TRACE": "1",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("http"),
-        "TEST_TRACEPARENT": f"00-{trace_id}-{parent}-01",
-    })
+    result = _run(
+        "env_http",
+        child_script,
+        tmp_path,
+        probe_seed,
+        {
+            "SANDBOX_TRACE": "1",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("http"),
+            "TEST_TRACEPARENT": f"00-{trace_id}-{parent}-01",
+        },
+    )
     _check_reports(result["reports"])
     for r in result["reports"]:
         assert (r["trace_id"], r["parent_span_id"]) == (trace_id, parent)
@@ -367,13 +403,21 @@ def test_own_exporter_over_http_under_a_remote_parent(receiver, child_script, tm
 
 
 def test_own_exporter_over_grpc_without_caller_context(receiver, child_script, tmp_path, probe_seed) -> None:
-    result = _run("env_grpc", child_script, tmp_path, probe_seed, {
-        "SANDBOX_TRACE": "1",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("grpc"),
-    })
+    result = _run(
+        "env_grpc",
+        child_script,
+        tmp_path,
+        probe_seed,
+        {
+            "SANDBOX_TRACE": "1",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("grpc"),
+        },
+    )
     _check_reports(result["reports"])
-    graphs = receiver.wait_for(lambda s: s["attributes"].get("sandbox.run_id") == result["run_id"], "graph span", within=10)
+    graphs = receiver.wait_for(
+        lambda s: s["attributes"].get("sandbox.run_id") == result["run_id"], "graph span", within=10
+    )
     assert len(graphs) == 2
     trace_ids = {g["trace_id"] for g in graphs}
     assert len(trace_ids) == 2, "each graph's spans are a trace of their own"
@@ -397,11 +441,17 @@ def test_dead_collector_costs_a_bounded_time_and_one_warning(child_script, tmp_p
     off = _run("off", child_script, tmp_path, probe_seed, {})
     off_exit = time.time() - off["emitted_at"]
     dead_port = _free_port()  # bound, then closed: nothing listens there
-    dead = _run("dead", child_script, tmp_path, probe_seed, {
-        "SANDBOX_TRACE": "1",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead_port}",
-    })
+    dead = _run(
+        "dead",
+        child_script,
+        tmp_path,
+        probe_seed,
+        {
+            "SANDBOX_TRACE": "1",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead_port}",
+        },
+    )
     dead_exit = time.time() - dead["emitted_at"]
     _check_reports(dead["reports"])
     _check_reports(off["reports"])
@@ -414,7 +464,9 @@ def test_dead_collector_costs_a_bounded_time_and_one_warning(child_script, tmp_p
         f"(compile {dead['compile_s']:.1f} vs {off['compile_s']:.1f} s, exit {dead_exit:.1f} vs {off_exit:.1f} s), "
         f"{warnings} export warning(s)"
     )
-    assert dead_exit - off_exit < DEAD_COLLECTOR_EXIT_EXTRA_S, f"exit took {dead_exit:.1f} s (tracing off: {off_exit:.1f} s)"
+    assert dead_exit - off_exit < DEAD_COLLECTOR_EXIT_EXTRA_S, (
+        f"exit took {dead_exit:.1f} s (tracing off: {off_exit:.1f} s)"
+    )
     assert extra < DEAD_COLLECTOR_EXTRA_S, (
         f"a dead collector cost {extra:.1f} s (process {dead.seconds:.1f} s, tracing off {off.seconds:.1f} s)"
     )

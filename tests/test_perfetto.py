@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import HELPERS, fresh_cache_dir, run_script
 
-CHILD = r'''
+CHILD = r"""
 import os, sys
 import common
 import sandbox
@@ -34,7 +33,7 @@ common.emit({
     "reports": common.reports(),
     "workers": sandbox.workers(),
 })
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> tupl
     trace_path = base / "trace.json"
     pythonpath = os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH", "")) if p)
     result = run_script(
-        str(script), str(trace_path),
+        str(script),
+        str(trace_path),
         cache_dir=fresh_cache_dir(base / "cache", probe_seed),
         env={"PYTHONPATH": pythonpath, "SANDBOX_STORE": str(base / "runs.db")},  # not the user's store
     )

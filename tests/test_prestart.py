@@ -34,7 +34,9 @@ def test_workers_start_at_torch_compile_where_the_script_does_not_name_the_backe
 
 
 def test_prestart_import_starts_them_in_any_program(tmp_path: Path) -> None:
-    r = run_script("script_prestart_unnamed.py", "spawn", cache_dir=tmp_path / "cache", env={"SANDBOX_PRESTART": "import"})
+    r = run_script(
+        "script_prestart_unnamed.py", "spawn", cache_dir=tmp_path / "cache", env={"SANDBOX_PRESTART": "import"}
+    )
     assert [w["started_by"] for w in r["after_import"]["workers"]] == ["import torch"], r["after_import"]
     assert r["reports"][0]["worker_pid"] == r["after_import"]["workers"][0]["pid"]
     # Not in a process that multiprocessing started (a spawned DataLoader worker imports torch too).

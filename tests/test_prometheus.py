@@ -33,14 +33,15 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
+from conftest import HELPERS, IN_CI, MARK, fresh_cache_dir, script_env
 
 from sandbox.isolation.pool import descendants
-from conftest import HELPERS, IN_CI, MARK, fresh_cache_dir, script_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus"
@@ -48,7 +49,13 @@ RULE_FILES = [RULES / "recording.rules.yml", RULES / "alerts.rules.yml"]
 ALERT_TESTS = RULES / "tests" / "alerts.test.yml"
 INSTALL_HINT = "apt-get install -y --no-install-recommends prometheus prometheus-pushgateway"
 
-ALERTS = ("SandboxCompileLatencyHigh", "SandboxCompileFailures", "SandboxCacheHitRatioDropped", "SandboxCompileStuck", "SandboxWorkerRestarts")
+ALERTS = (
+    "SandboxCompileLatencyHigh",
+    "SandboxCompileFailures",
+    "SandboxCacheHitRatioDropped",
+    "SandboxCompileStuck",
+    "SandboxWorkerRestarts",
+)
 
 
 def _unavailable(why: str) -> None:
@@ -81,13 +88,20 @@ def test_promtool_check_rules() -> None:
 
 
 def test_promtool_test_rules() -> None:
-    proc = subprocess.run([_tool("promtool"), "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, cwd=RULES)
+    proc = subprocess.run(
+        [_tool("promtool"), "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, cwd=RULES
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout, proc.stdout
 
 
 def test_every_alert_has_a_firing_and_a_non_firing_case() -> None:
-    shipped = [r["alert"] for g in yaml.safe_load((RULES / "alerts.rules.yml").read_text())["groups"] for r in g["rules"] if "alert" in r]
+    shipped = [
+        r["alert"]
+        for g in yaml.safe_load((RULES / "alerts.rules.yml").read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    ]
     assert sorted(shipped) == sorted(ALERTS)
     firing: set[str] = set()
     quiet: set[str] = set()
@@ -99,7 +113,9 @@ def test_every_alert_has_a_firing_and_a_non_firing_case() -> None:
 
 
 def test_promtool_check_example_config() -> None:
-    proc = subprocess.run([_tool("promtool"), "check", "config", str(RULES / "prometheus.example.yml")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [_tool("promtool"), "check", "config", str(RULES / "prometheus.example.yml")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -113,7 +129,11 @@ def test_rules_use_only_metrics_the_sandbox_exports() -> None:
 
     reg = CollectorRegistry()
     Metrics().register(reg)
-    exposed = {line.split("{")[0].split(" ")[0] for line in generate_latest(reg).decode().splitlines() if line and not line.startswith("#")}
+    exposed = {
+        line.split("{")[0].split(" ")[0]
+        for line in generate_latest(reg).decode().splitlines()
+        if line and not line.startswith("#")
+    }
     exposed |= {line.split()[2] for line in generate_latest(reg).decode().splitlines() if line.startswith("# TYPE")}
     used = set()
     for f in RULE_FILES:
@@ -144,8 +164,15 @@ def _report(**kw: Any) -> Any:
             Stage("load", t + 2.51, t + 2.9),
         ]
     failure = kw.pop("failure", None)
-    base = dict(run_id="r" * 32, compile_id="0/0", graph_kind="forward", outcome="isolated", duration_s=3.0,
-                stages=stages, worker_pid=123)
+    base = dict(
+        run_id="r" * 32,
+        compile_id="0/0",
+        graph_kind="forward",
+        outcome="isolated",
+        duration_s=3.0,
+        stages=stages,
+        worker_pid=123,
+    )
     base.update(kw)
     r = CompileReport(**base)
     if failure:
@@ -167,35 +194,92 @@ def _registry_with(reports: list[Any]) -> Any:
 
 
 def test_metrics_from_reports() -> None:
-    cpp = {"kind": "cpp", "source": "extern \"C\" void kernel(...)"}
+    cpp = {"kind": "cpp", "source": 'extern "C" void kernel(...)'}
     extern = {"kind": "extern", "source": ""}
     reports = [
-        _report(caches={"fx_graph": {"state": "miss"}, "aot_autograd": {"state": "miss"}, "async_compile": {"hit": 2, "miss": 3}},
-                kernels=[cpp, cpp, extern]),
+        _report(
+            caches={
+                "fx_graph": {"state": "miss"},
+                "aot_autograd": {"state": "miss"},
+                "async_compile": {"hit": 2, "miss": 3},
+            },
+            kernels=[cpp, cpp, extern],
+        ),
         # The backward of the same AOTAutograd lookup: its aot state is not a second lookup.
-        _report(graph_kind="backward", caches={"fx_graph": {"state": "hit"}, "aot_autograd": {"state": "miss"}}, kernels=[cpp],
-                outcome="cache_hit", stages=[], duration_s=0.02),
-        _report(graph_kind="inference", outcome="failed", failure="timeout", duration_s=40.0, kernels=[],
-                stages=[_report().stages[2], type(_report().stages[0])("wait_for_worker", 0.0, 40.0)]),
-        _report(graph_kind="inference", outcome="in_process", caches={"fx_graph": {"state": "bypass"}}, stages=[], kernels=[extern]),
-        _report(graph_kind="mystery", outcome="isolated", caches={"fx_graph": {"state": "strange"}}, stages=[], kernels=[{"kind": "new"}]),
+        _report(
+            graph_kind="backward",
+            caches={"fx_graph": {"state": "hit"}, "aot_autograd": {"state": "miss"}},
+            kernels=[cpp],
+            outcome="cache_hit",
+            stages=[],
+            duration_s=0.02,
+        ),
+        _report(
+            graph_kind="inference",
+            outcome="failed",
+            failure="timeout",
+            duration_s=40.0,
+            kernels=[],
+            stages=[_report().stages[2], type(_report().stages[0])("wait_for_worker", 0.0, 40.0)],
+        ),
+        _report(
+            graph_kind="inference",
+            outcome="in_process",
+            caches={"fx_graph": {"state": "bypass"}},
+            stages=[],
+            kernels=[extern],
+        ),
+        _report(
+            graph_kind="mystery",
+            outcome="isolated",
+            caches={"fx_graph": {"state": "strange"}},
+            stages=[],
+            kernels=[{"kind": "new"}],
+        ),
     ]
     reg = _registry_with(reports)
     v = reg.get_sample_value
 
     def duration_count(kind: str, outcome: str) -> float:
-        return v("sandbox_compile_duration_seconds_count", {"graph_kind": kind, "outcome": outcome, "device_type": "cpu"}) or 0.0
+        return (
+            v("sandbox_compile_duration_seconds_count", {"graph_kind": kind, "outcome": outcome, "device_type": "cpu"})
+            or 0.0
+        )
 
     assert duration_count("forward", "isolated") == 1
     assert duration_count("backward", "cache_hit") == 1
     assert duration_count("inference", "failed") == 1
     assert duration_count("inference", "in_process") == 1
     assert duration_count("other", "isolated") == 1, "an unknown graph kind maps to 'other'"
-    assert v("sandbox_compile_duration_seconds_sum", {"graph_kind": "inference", "outcome": "failed", "device_type": "cpu"}) == 40.0
+    assert (
+        v(
+            "sandbox_compile_duration_seconds_sum",
+            {"graph_kind": "inference", "outcome": "failed", "device_type": "cpu"},
+        )
+        == 40.0
+    )
     # 10 ms .. 30 min buckets
-    assert v("sandbox_compile_duration_seconds_bucket", {"graph_kind": "forward", "outcome": "isolated", "device_type": "cpu", "le": "0.01"}) == 0
-    assert v("sandbox_compile_duration_seconds_bucket", {"graph_kind": "forward", "outcome": "isolated", "device_type": "cpu", "le": "5.0"}) == 1
-    assert v("sandbox_compile_duration_seconds_bucket", {"graph_kind": "forward", "outcome": "isolated", "device_type": "cpu", "le": "1800.0"}) == 1
+    assert (
+        v(
+            "sandbox_compile_duration_seconds_bucket",
+            {"graph_kind": "forward", "outcome": "isolated", "device_type": "cpu", "le": "0.01"},
+        )
+        == 0
+    )
+    assert (
+        v(
+            "sandbox_compile_duration_seconds_bucket",
+            {"graph_kind": "forward", "outcome": "isolated", "device_type": "cpu", "le": "5.0"},
+        )
+        == 1
+    )
+    assert (
+        v(
+            "sandbox_compile_duration_seconds_bucket",
+            {"graph_kind": "forward", "outcome": "isolated", "device_type": "cpu", "le": "1800.0"},
+        )
+        == 1
+    )
 
     # Stages: the fixed set only; a failed graph's wait is not a wait.
     assert v("sandbox_compile_stage_duration_seconds_count", {"stage": "compile_in_worker"}) == 1
@@ -203,7 +287,10 @@ def test_metrics_from_reports() -> None:
     assert v("sandbox_compile_stage_duration_seconds_count", {"stage": "GraphLowering.run"}) == 1
     assert v("sandbox_compile_stage_duration_seconds_count", {"stage": "serialize"}) == 2
     assert v("sandbox_compile_stage_duration_seconds_count", {"stage": "wait_for_worker"}) == 1
-    assert v("sandbox_compile_stage_duration_seconds_count", {"stage": "pass.post_grad_passes.some_pass_of_the_day"}) is None
+    assert (
+        v("sandbox_compile_stage_duration_seconds_count", {"stage": "pass.post_grad_passes.some_pass_of_the_day"})
+        is None
+    )
     assert v("sandbox_compile_stage_duration_seconds_count", {"stage": "other"}) is None
     assert v("sandbox_worker_wait_seconds_count") == 1
     assert v("sandbox_worker_wait_seconds_sum") == pytest.approx(0.2)
@@ -211,7 +298,12 @@ def test_metrics_from_reports() -> None:
     def lookups(cache: str, result: str) -> float | None:
         return v("sandbox_cache_lookups_total", {"cache": cache, "result": result})
 
-    assert (lookups("fx_graph", "miss"), lookups("fx_graph", "hit"), lookups("fx_graph", "bypass"), lookups("fx_graph", "other")) == (1, 1, 1, 1)
+    assert (
+        lookups("fx_graph", "miss"),
+        lookups("fx_graph", "hit"),
+        lookups("fx_graph", "bypass"),
+        lookups("fx_graph", "other"),
+    ) == (1, 1, 1, 1)
     assert (lookups("aot_autograd", "miss"), lookups("aot_autograd", "hit")) == (1, 0)
     assert (lookups("async_compile", "hit"), lookups("async_compile", "miss")) == (2, 3)
 
@@ -234,7 +326,10 @@ def test_metrics_from_reports() -> None:
 def test_device_type() -> None:
     from sandbox.sinks.prometheus import device_type
 
-    triton = "@triton_heuristics.pointwise(triton_meta={'signature': {}, 'device': DeviceProperties(type='cuda', index=0, cc=90)})"
+    triton = (
+        "@triton_heuristics.pointwise("
+        "triton_meta={'signature': {}, 'device': DeviceProperties(type='cuda', index=0, cc=90)})"
+    )
     assert device_type(_report(kernels=[{"kind": "extern"}, {"kind": "cpp", "source": "..."}])) == "cpu"
     assert device_type(_report(kernels=[{"kind": "triton", "source": triton}])) == "cuda"
     assert device_type(_report(kernels=[{"kind": "triton", "source": triton.replace("'cuda'", "'xpu'")}])) == "xpu"
@@ -246,9 +341,16 @@ def test_names_and_labels_follow_prometheus_conventions() -> None:
     reg = _registry_with([_report(caches={"fx_graph": {"state": "miss"}}, kernels=[{"kind": "cpp"}])])
     families = {m.name: m for m in reg.collect()}
     assert set(families) == {
-        "sandbox_compile_duration_seconds", "sandbox_compile_stage_duration_seconds", "sandbox_worker_wait_seconds",
-        "sandbox_cache_lookups", "sandbox_compile_failures", "sandbox_kernels_generated", "sandbox_worker_restarts",
-        "sandbox_compiles_in_flight", "sandbox_oldest_compile_in_flight_start_time_seconds", "sandbox_build_info",
+        "sandbox_compile_duration_seconds",
+        "sandbox_compile_stage_duration_seconds",
+        "sandbox_worker_wait_seconds",
+        "sandbox_cache_lookups",
+        "sandbox_compile_failures",
+        "sandbox_kernels_generated",
+        "sandbox_worker_restarts",
+        "sandbox_compiles_in_flight",
+        "sandbox_oldest_compile_in_flight_start_time_seconds",
+        "sandbox_build_info",
         "sandbox_remote_cache_saved_seconds",
     }
     for name, m in families.items():
@@ -258,13 +360,20 @@ def test_names_and_labels_follow_prometheus_conventions() -> None:
             assert all(s.name.endswith(("_total", "_created")) for s in m.samples), name
         assert m.documentation, name
         for s in m.samples:
-            assert not {"report_id", "run_id", "graph_index", "compile_id", "worker_pid", "pid"} & set(s.labels), (name, s.labels)
+            assert not {"report_id", "run_id", "graph_index", "compile_id", "worker_pid", "pid"} & set(s.labels), (
+                name,
+                s.labels,
+            )
     # Bounded label values: every value comes from a fixed list (plus "other").
     from sandbox.sinks import prometheus as P
 
     allowed = {
-        "graph_kind": {*P.GRAPH_KINDS, "other"}, "outcome": {*P.OUTCOMES, "other"}, "device_type": {*P.DEVICE_TYPES, "other"},
-        "stage": set(P.STAGES), "cache": set(P.CACHE_RESULTS), "kind": {*P.KERNEL_KINDS, "crash", "timeout", "oom", "error", "other"},
+        "graph_kind": {*P.GRAPH_KINDS, "other"},
+        "outcome": {*P.OUTCOMES, "other"},
+        "device_type": {*P.DEVICE_TYPES, "other"},
+        "stage": set(P.STAGES),
+        "cache": set(P.CACHE_RESULTS),
+        "kind": {*P.KERNEL_KINDS, "crash", "timeout", "oom", "error", "other"},
     }
     for m in families.values():
         for s in m.samples:
@@ -283,10 +392,21 @@ def test_cost_per_report() -> None:
 
     t = time.time()
     # A large graph's report: 150 stages (Inductor's passes included), 60 kernels with sources.
-    stages = [Stage(name, t, t + 0.1, "worker") for name in STAGES] + [Stage(f"pass.post_grad_passes.p{i}", t, t + 0.01, "worker") for i in range(130)]
-    kernels = [{"kind": "cpp", "source": "x" * 4000} for _ in range(40)] + [{"kind": "extern", "source": ""} for _ in range(20)]
-    report = _report(stages=stages, kernels=kernels,
-                     caches={"fx_graph": {"state": "miss"}, "aot_autograd": {"state": "miss"}, "async_compile": {"hit": 3, "miss": 40}})
+    stages = [Stage(name, t, t + 0.1, "worker") for name in STAGES] + [
+        Stage(f"pass.post_grad_passes.p{i}", t, t + 0.01, "worker") for i in range(130)
+    ]
+    kernels = [{"kind": "cpp", "source": "x" * 4000} for _ in range(40)] + [
+        {"kind": "extern", "source": ""} for _ in range(20)
+    ]
+    report = _report(
+        stages=stages,
+        kernels=kernels,
+        caches={
+            "fx_graph": {"state": "miss"},
+            "aot_autograd": {"state": "miss"},
+            "async_compile": {"hit": 3, "miss": 40},
+        },
+    )
     m = Metrics()
     samples = []
     for _ in range(30):
@@ -363,8 +483,14 @@ def test_pool_tracks_jobs_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_metrics_options() -> None:
     from sandbox.options import OptionError, Options
 
-    assert (Options.resolve(env={}).metrics_port, Options.resolve(env={}).metrics_addr, Options.resolve(env={}).pushgateway) == (None, "127.0.0.1", None)
-    o = Options.resolve(env={"SANDBOX_METRICS_PORT": "9780", "SANDBOX_METRICS_ADDR": "0.0.0.0", "SANDBOX_PUSHGATEWAY": "pg:9091"})
+    assert (
+        Options.resolve(env={}).metrics_port,
+        Options.resolve(env={}).metrics_addr,
+        Options.resolve(env={}).pushgateway,
+    ) == (None, "127.0.0.1", None)
+    o = Options.resolve(
+        env={"SANDBOX_METRICS_PORT": "9780", "SANDBOX_METRICS_ADDR": "0.0.0.0", "SANDBOX_PUSHGATEWAY": "pg:9091"}
+    )
     assert (o.metrics_port, o.metrics_addr, o.pushgateway) == (9780, "0.0.0.0", "pg:9091")
     assert Options.resolve(options={"metrics_port": 9781}, env={"SANDBOX_METRICS_PORT": "9780"}).metrics_port == 9781
     for off in ("0", "off", ""):
@@ -380,7 +506,7 @@ def test_metrics_options() -> None:
 
 # --- exposition in a process (no compile) --------------------------------------------------------
 
-EXPOSITION = r'''
+EXPOSITION = r"""
 import json, os, socket, sys, time, urllib.request, warnings
 warnings.simplefilter("always")
 from prometheus_client import REGISTRY, generate_latest
@@ -414,7 +540,11 @@ out["enable_warnings"] = [str(w.message) for w in caught]
 runtime.publish(report("backward"))
 out["servers"] = [[addr, port, list(s.server_address[:2])] for (addr, port), s in P._servers.items()]
 body = urllib.request.urlopen(f"http://127.0.0.1:{base + 2}/metrics", timeout=10).read().decode()
-out["endpoint"] = [l for l in body.splitlines() if l.startswith("sandbox_compile_duration_seconds_count") and not l.endswith(" 0.0")]
+out["endpoint"] = [
+    line
+    for line in body.splitlines()
+    if line.startswith("sandbox_compile_duration_seconds_count") and not line.endswith(" 0.0")
+]
 out["app_registry"] = [l for l in generate_latest(REGISTRY).decode().splitlines()
                        if l.startswith("sandbox_compile_duration_seconds_count") and not l.endswith(" 0.0")]
 out["same_registry"] = reg is P.registry()
@@ -422,7 +552,7 @@ out["grouping_key"] = P.grouping_key()
 out["hostname"] = socket.gethostname()
 out["exiting_at"] = time.time()
 print("@@RESULT@@" + json.dumps(out), flush=True)
-'''
+"""
 
 
 def test_exposition_port_scheme_taken_port_app_registry_and_dead_pushgateway(tmp_path: Path) -> None:
@@ -432,11 +562,17 @@ def test_exposition_port_scheme_taken_port_app_registry_and_dead_pushgateway(tmp
     for name in ("LOCAL_RANK", "SANDBOX_METRICS_PORT", "SANDBOX_METRICS_ADDR", "SANDBOX_PUSHGATEWAY"):
         env.pop(name, None)
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-c", EXPOSITION, str(rank2 - 2), str(dead)], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", EXPOSITION, str(rank2 - 2), str(dead)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     done = time.time()
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
-    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("@@RESULT@@")]
-    out = json.loads(line[len("@@RESULT@@"):])
+    (line,) = [s for s in proc.stdout.splitlines() if s.startswith("@@RESULT@@")]
+    out = json.loads(line[len("@@RESULT@@") :])
 
     # A port already taken: one clear warning, no exception, the process goes on.
     (warning,) = out["taken_warnings"]
@@ -445,10 +581,12 @@ def test_exposition_port_scheme_taken_port_app_registry_and_dead_pushgateway(tmp
     # Base port + LOCAL_RANK, bound to 127.0.0.1 by default.
     assert [s for s in out["servers"] if s[1] == rank2] == [["127.0.0.1", rank2, ["127.0.0.1", rank2]]]
     # The report published before metrics were on is counted, and the later one.
-    assert sorted(out["endpoint"]) == sorted([
-        'sandbox_compile_duration_seconds_count{device_type="cpu",graph_kind="backward",outcome="isolated"} 1.0',
-        'sandbox_compile_duration_seconds_count{device_type="cpu",graph_kind="forward",outcome="isolated"} 1.0',
-    ])
+    assert sorted(out["endpoint"]) == sorted(
+        [
+            'sandbox_compile_duration_seconds_count{device_type="cpu",graph_kind="backward",outcome="isolated"} 1.0',
+            'sandbox_compile_duration_seconds_count{device_type="cpu",graph_kind="forward",outcome="isolated"} 1.0',
+        ]
+    )
     assert out["app_registry"] == out["endpoint"], "the application's registry holds the same metrics"
     assert out["same_registry"]
     assert out["grouping_key"] == {"instance": out["hostname"], "local_rank": "2"}
@@ -479,7 +617,9 @@ class Server:
                 pass
             if time.time() > deadline:
                 self.stop()
-                pytest.fail(f"{name} was not ready on 127.0.0.1:{port} within 30 s:\n{log.read_text(errors='replace')[-3000:]}")
+                pytest.fail(
+                    f"{name} was not ready on 127.0.0.1:{port} within 30 s:\n{log.read_text(errors='replace')[-3000:]}"
+                )
             time.sleep(0.2)
 
     def url(self, path: str) -> str:
@@ -542,8 +682,13 @@ class Child:
         self.stderr = log
         with open(log, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(HELPERS / "script_metrics.py")], cwd=str(HELPERS), env=env,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                [sys.executable, str(HELPERS / "script_metrics.py")],
+                cwd=str(HELPERS),
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
             )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -552,14 +697,17 @@ class Child:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith(MARK):
-                self.lines.put(json.loads(line[len(MARK):]))
+                self.lines.put(json.loads(line[len(MARK) :]))
 
     def phase(self, name: str, within: float = 400.0) -> dict[str, Any]:
         try:
             result = self.lines.get(timeout=within)
         except queue.Empty:
             self.kill()
-            pytest.fail(f"the child did not reach phase {name!r} within {within} s:\n{self.stderr.read_text(errors='replace')[-6000:]}")
+            pytest.fail(
+                f"the child did not reach phase {name!r} within {within} "
+                f"s:\n{self.stderr.read_text(errors='replace')[-6000:]}"
+            )
         assert result["phase"] == name, result["phase"]
         return result
 
@@ -572,8 +720,6 @@ class Child:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
 
 
 # Test-only copies of the shipped alerts: short `for:`, thresholds a few-second test can reach.
@@ -593,7 +739,9 @@ def _test_rules() -> dict[str, Any]:
             if rule.get("alert") in FAST:
                 old, new = FAST[rule["alert"]]
                 assert old in rule["expr"], (rule["alert"], rule["expr"])
-                rules.append({**rule, "alert": rule["alert"] + "Test", "expr": rule["expr"].replace(old, new), "for": "1s"})
+                rules.append(
+                    {**rule, "alert": rule["alert"] + "Test", "expr": rule["expr"].replace(old, new), "for": "1s"}
+                )
     return {"groups": [{"name": "sandbox-alerts-test", "rules": rules}]}
 
 
@@ -613,8 +761,7 @@ def _expected(reports: list[dict[str, Any]]) -> dict[str, Any]:
         if r["outcome"] != "cache_hit":
             for k in r["kernels"]:
                 kernels[k["kind"]] = kernels.get(k["kind"], 0) + 1
-    return {"outcomes": outcomes, "lookups": lookups, "kernels": kernels,
-            "isolated": outcomes.get("isolated", 0)}
+    return {"outcomes": outcomes, "lookups": lookups, "kernels": kernels, "isolated": outcomes.get("isolated", 0)}
 
 
 @pytest.fixture
@@ -625,9 +772,16 @@ def stack(tmp_path: Path, probe_seed: Path) -> Iterator[dict[str, Any]]:
     try:
         pg_port = _free_port()
         # Debian's Pushgateway persists to /var/lib/prometheus by default: keep each run's own.
-        pushgateway = Server("pushgateway", [
-            pushgateway_bin, f"--web.listen-address=127.0.0.1:{pg_port}", f"--persistence.file={tmp_path / 'pushgateway.data'}",
-        ], pg_port, tmp_path / "pushgateway.log")
+        pushgateway = Server(
+            "pushgateway",
+            [
+                pushgateway_bin,
+                f"--web.listen-address=127.0.0.1:{pg_port}",
+                f"--persistence.file={tmp_path / 'pushgateway.data'}",
+            ],
+            pg_port,
+            tmp_path / "pushgateway.log",
+        )
         servers.append(pushgateway)
         rank1_port = _free_port()  # the child is local rank 1: it serves on base + 1
         (tmp_path / "test.rules.yml").write_text(yaml.safe_dump(_test_rules(), sort_keys=False))
@@ -636,25 +790,39 @@ def stack(tmp_path: Path, probe_seed: Path) -> Iterator[dict[str, Any]]:
             "rule_files": [*map(str, RULE_FILES), str(tmp_path / "test.rules.yml")],
             "scrape_configs": [
                 {"job_name": "sandbox-child", "static_configs": [{"targets": [f"127.0.0.1:{rank1_port}"]}]},
-                {"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": [f"127.0.0.1:{pg_port}"]}]},
+                {
+                    "job_name": "pushgateway",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": [f"127.0.0.1:{pg_port}"]}],
+                },
             ],
         }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         prom_port = _free_port()
-        prom = Prometheus("prometheus", [
-            prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ], prom_port, tmp_path / "prometheus.log")
+        prom = Prometheus(
+            "prometheus",
+            [
+                prometheus_bin,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            prom_port,
+            tmp_path / "prometheus.log",
+        )
         servers.append(prom)
-        env = script_env(fresh_cache_dir(tmp_path / "cache", probe_seed), {
-            "PYTHONPATH": os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH", "")) if p),
-            "SANDBOX_METRICS_PORT": str(rank1_port - 1),
-            "LOCAL_RANK": "1",
-            "SANDBOX_PUSHGATEWAY": f"127.0.0.1:{pg_port}",
-            "SANDBOX_RUN_NAME": "metrics-test",
-            "SANDBOX_STORE": str(tmp_path / "runs.db"),
-            "SANDBOX_TRACE": "0",
-        })
+        env = script_env(
+            fresh_cache_dir(tmp_path / "cache", probe_seed),
+            {
+                "PYTHONPATH": os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH", "")) if p),
+                "SANDBOX_METRICS_PORT": str(rank1_port - 1),
+                "LOCAL_RANK": "1",
+                "SANDBOX_PUSHGATEWAY": f"127.0.0.1:{pg_port}",
+                "SANDBOX_RUN_NAME": "metrics-test",
+                "SANDBOX_STORE": str(tmp_path / "runs.db"),
+                "SANDBOX_TRACE": "0",
+            },
+        )
         env.pop("SANDBOX_METRICS_ADDR", None)
         child = Child(env, tmp_path / "child.err")
         yield {"prometheus": prom, "pushgateway": pushgateway, "child": child, "rank1_port": rank1_port}
@@ -681,23 +849,41 @@ def test_real_prometheus_and_pushgateway(stack: dict[str, Any]) -> None:
 
     # The target is the base port + LOCAL_RANK (1), and up.
     prom.wait_until("the child's endpoint scraped", lambda: prom.value(f"up{job}") == 1)
-    (target,) = [t for t in prom.get("/api/v1/targets")["data"]["activeTargets"] if t["labels"]["job"] == "sandbox-child"]
+    (target,) = [
+        t for t in prom.get("/api/v1/targets")["data"]["activeTargets"] if t["labels"]["job"] == "sandbox-child"
+    ]
     assert target["scrapeUrl"] == f"http://127.0.0.1:{stack['rank1_port']}/metrics"
 
     n = len(reports)
     prom.wait_until(f"{n} compiles", lambda: prom.value(f"sum(sandbox_compile_duration_seconds_count{job})") == n)
-    by_outcome = {r["metric"]["outcome"]: float(r["value"][1]) for r in prom.query(f"sum by (outcome) (sandbox_compile_duration_seconds_count{job})")}
+    by_outcome = {
+        r["metric"]["outcome"]: float(r["value"][1])
+        for r in prom.query(f"sum by (outcome) (sandbox_compile_duration_seconds_count{job})")
+    }
     assert {k: v for k, v in by_outcome.items() if v} == exp["outcomes"]
-    assert {r["metric"]["device_type"] for r in prom.query(f"sandbox_compile_duration_seconds_count{job} > 0")} == {"cpu"}
-    lookups = {(r["metric"]["cache"], r["metric"]["result"]): float(r["value"][1])
-               for r in prom.query(f"sandbox_cache_lookups_total{{job='sandbox-child',cache!='async_compile'}} > 0")}
+    assert {r["metric"]["device_type"] for r in prom.query(f"sandbox_compile_duration_seconds_count{job} > 0")} == {
+        "cpu"
+    }
+    lookups = {
+        (r["metric"]["cache"], r["metric"]["result"]): float(r["value"][1])
+        for r in prom.query("sandbox_cache_lookups_total{job='sandbox-child',cache!='async_compile'} > 0")
+    }
     assert lookups == exp["lookups"], (lookups, exp["lookups"])
-    kernels = {r["metric"]["kind"]: float(r["value"][1]) for r in prom.query(f"sandbox_kernels_generated_total{job} > 0")}
+    kernels = {
+        r["metric"]["kind"]: float(r["value"][1]) for r in prom.query(f"sandbox_kernels_generated_total{job} > 0")
+    }
     assert kernels == exp["kernels"]
-    assert prom.value(f"sandbox_compile_stage_duration_seconds_count{{job='sandbox-child',stage='compile_in_worker'}}") == exp["isolated"]
+    assert (
+        prom.value("sandbox_compile_stage_duration_seconds_count{job='sandbox-child',stage='compile_in_worker'}")
+        == exp["isolated"]
+    )
     assert prom.value(f"sandbox_worker_wait_seconds_count{job}") == exp["isolated"]
-    worker_compile = sum(s["end"] - s["start"] for r in reports for s in r["stages"] if s["name"] == "compile_in_worker")
-    assert prom.value(f"sandbox_compile_stage_duration_seconds_sum{{job='sandbox-child',stage='compile_in_worker'}}") == pytest.approx(worker_compile, rel=1e-6)
+    worker_compile = sum(
+        s["end"] - s["start"] for r in reports for s in r["stages"] if s["name"] == "compile_in_worker"
+    )
+    assert prom.value(
+        "sandbox_compile_stage_duration_seconds_sum{job='sandbox-child',stage='compile_in_worker'}"
+    ) == pytest.approx(worker_compile, rel=1e-6)
     assert prom.value(f"sandbox_compiles_in_flight{job}") == 0
     assert prom.value(f"sandbox_worker_restarts_total{job}") == 0
     import torch
@@ -705,7 +891,10 @@ def test_real_prometheus_and_pushgateway(stack: dict[str, Any]) -> None:
     (info,) = prom.query(f"sandbox_build_info{job}")
     assert info["metric"]["torch"] == torch.__version__ and info["value"][1] == "1"
     # The shipped recording rule feeds the (test-threshold) latency alert.
-    p95 = prom.wait_until("the p95 recording rule", lambda: prom.value("job:sandbox_compile_duration_seconds:p95_rate30m{job='sandbox-child'}"))
+    p95 = prom.wait_until(
+        "the p95 recording rule",
+        lambda: prom.value("job:sandbox_compile_duration_seconds:p95_rate30m{job='sandbox-child'}"),
+    )
     assert 0 < p95 < 1800
     prom.wait_until("SandboxCompileLatencyHighTest firing", lambda: "SandboxCompileLatencyHighTest" in prom.firing())
     assert "SandboxCompileFailures" not in prom.firing()
@@ -731,12 +920,15 @@ def test_real_prometheus_and_pushgateway(stack: dict[str, Any]) -> None:
     assert n == len(reports) + 1
 
     prom.wait_until(f"{n} compiles", lambda: prom.value(f"sum(sandbox_compile_duration_seconds_count{job})") == n)
-    assert prom.value(f"sandbox_compile_failures_total{{job='sandbox-child',kind='crash'}}") == 1
+    assert prom.value("sandbox_compile_failures_total{job='sandbox-child',kind='crash'}") == 1
     assert prom.value(f"sum(sandbox_compile_failures_total{job})") == 1
     prom.wait_until("the restart", lambda: prom.value(f"sandbox_worker_restarts_total{job}") == 1)
     prom.wait_until("nothing in flight", lambda: prom.value(f"sandbox_compiles_in_flight{job}") == 0)
     assert prom.value(f"sandbox_oldest_compile_in_flight_start_time_seconds{job}") is None
-    firing = prom.wait_until("SandboxCompileFailures firing (the shipped rule)", lambda: prom.firing() if "SandboxCompileFailures" in prom.firing() else None)
+    firing = prom.wait_until(
+        "SandboxCompileFailures firing (the shipped rule)",
+        lambda: prom.firing() if "SandboxCompileFailures" in prom.firing() else None,
+    )
     assert [(a["job"], a["kind"]) for a in firing["SandboxCompileFailures"]] == [("sandbox-child", "crash")]
     prom.wait_until("SandboxWorkerRestartsTest firing", lambda: "SandboxWorkerRestartsTest" in prom.firing())
 
@@ -759,6 +951,8 @@ def test_real_prometheus_and_pushgateway(stack: dict[str, Any]) -> None:
     assert [s.value for s in pushed["sandbox_worker_restarts_total"]] == [1.0]
     # ... and Prometheus scrapes them from there with the pushed job and instance.
     pushed_sel = f'{{job="metrics-test",instance="{hostname}",local_rank="1"}}'
-    prom.wait_until("the pushed metrics", lambda: prom.value(f"sum(sandbox_compile_duration_seconds_count{pushed_sel})") == n)
+    prom.wait_until(
+        "the pushed metrics", lambda: prom.value(f"sum(sandbox_compile_duration_seconds_count{pushed_sel})") == n
+    )
     assert prom.value(f"sum(sandbox_compile_failures_total{pushed_sel})") == 1
     print(f"real Prometheus + Pushgateway: {time.time() - t_start:.1f} s, {n} reports")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dashboard_stores import RealStore, make_gpu_store, make_real_store, store_files
 
 from dashboard import queries as q
-from dashboard_stores import RealStore, make_gpu_store, make_real_store, store_files
 from sandbox.store import StoreError, open_store
 from sandbox.telemetry.report import Run
 
@@ -64,8 +64,12 @@ def test_runs_frame_summarises_each_run(store, real: RealStore) -> None:
 
 def test_filters(store) -> None:
     runs = q.runs_frame(store)
-    assert q.filter_choices(runs) == {"name": ["baseline", "rerun", "simd"], "tag": ["ci", "cpu", "experiment"],
-                                      "device": sorted(set(runs["device"])), "torch": sorted(set(runs["torch"]))}
+    assert q.filter_choices(runs) == {
+        "name": ["baseline", "rerun", "simd"],
+        "tag": ["ci", "cpu", "experiment"],
+        "device": sorted(set(runs["device"])),
+        "torch": sorted(set(runs["torch"])),
+    }
     assert list(q.filter_runs(runs, names=["simd"])["name"]) == ["simd"]
     assert list(q.filter_runs(runs, tags=["cpu", "experiment"])["name"]) == ["simd", "baseline"]
     assert list(q.filter_runs(runs, failed_only=True)["name"]) == ["rerun"]
@@ -107,7 +111,15 @@ def test_run_cards_rows_and_waterfall(store, real: RealStore) -> None:
     bars = q.waterfall(run, reports)
     for graph in ("#0 forward 0/0", "#1 backward 0/0"):
         stages = list(bars[bars["graph"] == graph]["stage"])
-        assert stages == ["cache_lookup", "serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load"]
+        assert stages == [
+            "cache_lookup",
+            "serialize",
+            "wait_for_worker",
+            "send",
+            "compile_in_worker",
+            "transfer",
+            "load",
+        ]
     assert (bars["end"] >= bars["start"]).all() and (bars["start"] >= 0).all()
     assert set(bars["isolation"]) == {f"worker {reports[0].worker_pid}"}
 
@@ -203,14 +215,20 @@ def test_compare_real_runs(store, real: RealStore) -> None:
     ma = sum(gc.a["duration_s"] for gc in d.graph_changes if gc.status == "matched")
     mb = sum(gc.b["duration_s"] for gc in d.graph_changes if gc.status == "matched")
     pct = round(abs(mb - ma) / ma * 100)  # compile times are real: the two runs may land within 1%
-    assert (f"On the 2 graphs both runs compiled: B compiled {pct}%" if pct >= 1
-            else "On the 2 graphs both runs compiled: about the same compile time") in text
+    assert (
+        f"On the 2 graphs both runs compiled: B compiled {pct}%"
+        if pct >= 1
+        else "On the 2 graphs both runs compiled: about the same compile time"
+    ) in text
     assert f"({ma:.2f} s \u2192 {mb:.2f} s)" in text
     assert q.environment_rows(d).set_index("setting").loc["inductor_config.cpp.simdlen", "B"] == "1"
     stages = q.stage_delta_rows(d)
     assert set(stages["regression"]) <= {True, False} and (stages["delta s"] == stages["B s"] - stages["A s"]).all()
     metrics = q.metric_delta_rows(d).set_index("metric")
-    assert metrics.loc["metrics.generated_cpp_vec_kernel_count", "B"] < metrics.loc["metrics.generated_cpp_vec_kernel_count", "A"]
+    assert (
+        metrics.loc["metrics.generated_cpp_vec_kernel_count", "B"]
+        < metrics.loc["metrics.generated_cpp_vec_kernel_count", "A"]
+    )
 
 
 def test_compare_with_cache_hits_says_kernels_were_not_compared(store, real: RealStore) -> None:
@@ -244,8 +262,10 @@ def test_compare_gpu_launch_configs(gpu) -> None:
     assert q.launch_summary(no_launchers) == ""  # a kernel without launch metadata is shown without it
 
     lines = q.verdict(d)
-    assert lines[0] == ("backward graph #1 of forward (model.py:10) compiled 50% slower (+1.00 s): "
-                        "kernel compile +0.70 s; 3 new triton kernels.")
+    assert lines[0] == (
+        "backward graph #1 of forward (model.py:10) compiled 50% slower (+1.00 s): "
+        "kernel compile +0.70 s; 3 new triton kernels."
+    )
     assert "Register spills grew in 1 kernel: triton_poi_fused_mul_0 (0 → 2)." in lines
     graphs = q.graph_change_rows(d)
     assert list(graphs["regression"]) == [False, True]  # forward +5%: below the threshold

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import HELPERS, fresh_cache_dir, run_script
 
 RANK_ENV = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"}
@@ -34,7 +33,7 @@ KERNEL_KINDS = {"cpp", "triton", "template", "extern"}
 SANDBOX_STAGES = ("serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load", "cache_lookup")
 EPS = 1e-3  # seconds: float rounding of microsecond chromium timestamps, nothing more
 
-CHILD = r'''
+CHILD = r"""
 import json, os, sys, time
 
 mode = sys.argv[1]  # "sandbox" | "inductor"
@@ -55,7 +54,10 @@ if mode == "sandbox":
     def worker_events(self, events, parent):
         raw_events.append({
             "report_id": self.report.report_id,
-            "events": [{"name": e.get("name"), "ph": e.get("ph"), "compile_id": (e.get("args") or {}).get("compile_id")} for e in events],
+            "events": [
+                {"name": e.get("name"), "ph": e.get("ph"), "compile_id": (e.get("args") or {}).get("compile_id")}
+                for e in events
+            ],
         })
         return _worker_events(self, events, parent)
 
@@ -94,7 +96,7 @@ if mode == "sandbox":
     out["raw_worker_events"] = raw_events
     out["workers"] = sandbox.workers()
 common.emit(out)
-'''
+"""
 
 
 def _env(store: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -112,7 +114,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> dict[str
     store = base / "runs.db"
     cold = run_script(str(script), "sandbox", cache_dir=sandbox_cache, env=_env(store, RANK_ENV))
     warm = run_script(str(script), "sandbox", cache_dir=sandbox_cache, env=_env(store))
-    inproc = run_script(str(script), "inductor", cache_dir=fresh_cache_dir(base / "cache-inductor", probe_seed), env=_env(store, RANK_ENV))
+    inproc = run_script(
+        str(script),
+        "inductor",
+        cache_dir=fresh_cache_dir(base / "cache-inductor", probe_seed),
+        env=_env(store, RANK_ENV),
+    )
     return {"cold": cold, "warm": warm, "inproc": inproc}
 
 
@@ -194,7 +201,12 @@ def test_worker_stages_of_the_forward(runs) -> None:
     fwd = _by_kind(runs["cold"])["forward"]
     names = {s["name"] for s in fwd["stages"] if s["origin"] == "worker"} - {"compile_in_worker", "worker_compile"}
     assert len(names) >= 8, sorted(names)
-    for required in ("_recursive_post_grad_passes", "GraphLowering.run", "compile_file", "PyCodeCache.load_by_key_path"):
+    for required in (
+        "_recursive_post_grad_passes",
+        "GraphLowering.run",
+        "compile_file",
+        "PyCodeCache.load_by_key_path",
+    ):
         assert required in names, sorted(names)
     assert any(n.startswith("Scheduler.") for n in names), sorted(names)  # scheduling / fusion
     assert any("codegen" in n.lower() or n == "code_gen" for n in names), sorted(names)  # code generation
@@ -215,7 +227,9 @@ def test_stage_tree_on_one_clock(runs) -> None:
         assert st["transfer"]["end"] <= st["load"]["start"] + EPS
         outer = _stage(r, "inductor_compile", "parent")
         codegen = _stage(r, "fx_codegen_and_compile", "parent")
-        assert outer["start"] - EPS <= st["cache_lookup"]["start"] <= st["cache_lookup"]["end"] <= codegen["start"] + EPS
+        assert (
+            outer["start"] - EPS <= st["cache_lookup"]["start"] <= st["cache_lookup"]["end"] <= codegen["start"] + EPS
+        )
         for name in SANDBOX_STAGES[:-1]:
             assert codegen["start"] - EPS <= st[name]["start"] and st[name]["end"] <= codegen["end"] + EPS, name
         # Worker stages (timed by the worker's clock) lie inside the worker's job as the

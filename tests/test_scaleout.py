@@ -34,12 +34,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-
 from conftest import HELPERS, IN_CI, fresh_cache_dir, run_script, script_env
-from sandbox.isolation import sizing
-from sandbox.telemetry.environment import job_id
 from test_otel import Receiver, receiver  # noqa: F401 - the module's rotel OTLP receiver fixture
 from test_store import postgres  # noqa: F401 - a throw-away PostgreSQL server
+
+from sandbox.isolation import sizing
+from sandbox.telemetry.environment import job_id
 
 # --- the sizing rule and the job id (pure) -----------------------------------------------------
 
@@ -64,7 +64,9 @@ def test_worker_env_follows_the_rule_and_respects_the_user(recwarn: pytest.Warni
     assert sizing.worker_env(2, {"LOCAL_WORLD_SIZE": "4", "TORCHINDUCTOR_COMPILE_THREADS": "3"}, cores=16) == {}
     assert not [w for w in recwarn if "compile processes" in str(w.message)]
     sizing._warned = False
-    with pytest.warns(RuntimeWarning, match=r"8 rank\(s\) on this host x 4 worker\(s\) each = 32 compile processes for 16 core"):
+    with pytest.warns(
+        RuntimeWarning, match=r"8 rank\(s\) on this host x 4 worker\(s\) each = 32 compile processes for 16 core"
+    ):
         sizing.worker_env(4, {"LOCAL_WORLD_SIZE": "8"}, cores=16)
     assert sizing.usable_cores() == len(os.sched_getaffinity(0))
 
@@ -163,19 +165,26 @@ def test_torchrun_job_into_one_store(receiver: Receiver, tmp_path: Path, probe_s
     out = tmp_path / "out"
     out.mkdir()
     base_port = _free_ports(2)
-    env = script_env(fresh_cache_dir(tmp_path, probe_seed), {
-        "SANDBOX_STORE": str(store),
-        "SANDBOX_TRACE": "1",
-        "SANDBOX_METRICS_PORT": str(base_port),
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("grpc"),
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_SERVICE_NAME": "scaleout-test",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH", "")) if p),
-    })
+    env = script_env(
+        fresh_cache_dir(tmp_path, probe_seed),
+        {
+            "SANDBOX_STORE": str(store),
+            "SANDBOX_TRACE": "1",
+            "SANDBOX_METRICS_PORT": str(base_port),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint("grpc"),
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_SERVICE_NAME": "scaleout-test",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH", "")) if p),
+        },
+    )
     env.pop("TORCHINDUCTOR_COMPILE_THREADS", None)
     proc = subprocess.run(
         [torchrun, "--nproc-per-node", "2", "--standalone", str(HELPERS / "script_scaleout_rank.py"), str(out)],
-        cwd=str(HELPERS), env=env, capture_output=True, text=True, timeout=400,
+        cwd=str(HELPERS),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert proc.returncode == 0, f"torchrun exited with {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}"
     ranks = {r: json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)}
@@ -191,7 +200,13 @@ def test_torchrun_job_into_one_store(receiver: Receiver, tmp_path: Path, probe_s
         assert (run["job"], run["rank"], run["local_rank"], run["world_size"]) == (job, rank, rank, 2)
         assert {r["graph_kind"] for r in d["reports"]} == {"forward", "backward"}
         for r in d["reports"]:
-            assert (r["job"], r["rank"], r["local_rank"], r["world_size"], r["run_id"]) == (job, rank, rank, 2, run["run_id"])
+            assert (r["job"], r["rank"], r["local_rank"], r["world_size"], r["run_id"]) == (
+                job,
+                rank,
+                rank,
+                2,
+                run["run_id"],
+            )
             assert r["outcome"] == "isolated", r["outcome"]
 
     # The sizing rule: 2 ranks x 1 worker on this host's cores.
@@ -223,8 +238,11 @@ def test_torchrun_job_into_one_store(receiver: Receiver, tmp_path: Path, probe_s
 
     # Traces: each rank's spans carry its rank; its resource names the process.
     def graph_spans() -> list[dict[str, Any]]:
-        return [s for s in spans_with_resources(receiver.log.read_text(errors="replace"))
-                if s["name"].startswith("torch.compile ") and s["attributes"].get("sandbox.job") == job]
+        return [
+            s
+            for s in spans_with_resources(receiver.log.read_text(errors="replace"))
+            if s["name"].startswith("torch.compile ") and s["attributes"].get("sandbox.job") == job
+        ]
 
     deadline = time.time() + 30
     while len(graph_spans()) < 4 and time.time() < deadline:
@@ -257,20 +275,27 @@ def _remote_env(redis_url: str) -> dict[str, str]:
 
 def _by_kind(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     reports = {r["graph_kind"]: r for r in result["reports"]}
-    assert set(reports) == {"forward", "backward"} and len(result["reports"]) == 2, [r["graph_kind"] for r in result["reports"]]
+    assert set(reports) == {"forward", "backward"} and len(result["reports"]) == 2, [
+        r["graph_kind"] for r in result["reports"]
+    ]
     return reports
 
 
 @pytest.mark.slow
-def test_remote_caches_serve_a_second_machine_and_redis_down_is_reported(redis_server: Any, tmp_path: Path, probe_seed: Path) -> None:
+def test_remote_caches_serve_a_second_machine_and_redis_down_is_reported(
+    redis_server: Any, tmp_path: Path, probe_seed: Path
+) -> None:
     env = _remote_env(redis_server.url)
 
     # The first machine: misses everywhere, compiles, fills the remote caches.
-    first = run_script("script_scaleout_remote.py", cache_dir=fresh_cache_dir(tmp_path / "first", probe_seed),
-                       env={**env, "SANDBOX_JOB": "cache-warmer"})
+    first = run_script(
+        "script_scaleout_remote.py",
+        cache_dir=fresh_cache_dir(tmp_path / "first", probe_seed),
+        env={**env, "SANDBOX_JOB": "cache-warmer"},
+    )
     assert first["correct"]
     a = _by_kind(first)
-    for kind, r in a.items():
+    for r in a.values():
         assert r["outcome"] == "isolated" and r["job"] == "cache-warmer"
         remote = r["caches"]["fx_graph_remote"]
         assert (remote["state"], remote["put"], remote["server"]) == ("miss", "ok", redis_server.url), remote
@@ -287,7 +312,9 @@ def test_remote_caches_serve_a_second_machine_and_redis_down_is_reported(redis_s
     assert first["metrics"]["fx_graph_remote/miss"] == 2 and first["metrics"]["aot_autograd_remote/miss"] == 1
 
     # A second machine with an empty local cache: served by Redis, graph by graph.
-    second = run_script("script_scaleout_remote.py", cache_dir=fresh_cache_dir(tmp_path / "second", probe_seed), env=env)
+    second = run_script(
+        "script_scaleout_remote.py", cache_dir=fresh_cache_dir(tmp_path / "second", probe_seed), env=env
+    )
     assert second["correct"]
     b = _by_kind(second)
     for kind, r in b.items():
@@ -307,14 +334,18 @@ def test_remote_caches_serve_a_second_machine_and_redis_down_is_reported(redis_s
     down = run_script("script_scaleout_remote.py", cache_dir=fresh_cache_dir(tmp_path / "down", probe_seed), env=env)
     assert down["correct"]
     c = _by_kind(down)
-    for kind, r in c.items():
+    for r in c.values():
         assert r["outcome"] == "isolated"
         remote = r["caches"]["fx_graph_remote"]
         assert (remote["state"], remote["put"]) == ("unavailable", "unavailable"), remote
         assert remote["lookup_s"] < 2.0  # a refused connection through a redis:// URL fails fast
     assert c["forward"]["caches"]["aot_autograd_remote"]["state"] == "unavailable"
     m = down["metrics"]
-    assert (m["fx_graph_remote/unavailable"], m["aot_autograd_remote/unavailable"], m["fx_graph_remote/miss"]) == (2, 1, 0)
+    assert (m["fx_graph_remote/unavailable"], m["aot_autograd_remote/unavailable"], m["fx_graph_remote/miss"]) == (
+        2,
+        1,
+        0,
+    )
 
 
 # --- the deployment guide's PostgreSQL roles ----------------------------------------------------------
@@ -337,19 +368,26 @@ def test_deployment_guide_postgres_roles(postgres: Any) -> None:  # noqa: F811
             statement = line.split("--", 1)[0].strip()
             if statement.startswith("\\c "):
                 conn.close()
-                conn = psycopg.connect(postgres.admin_url.rsplit("/", 1)[0] + "/" + statement.split()[1], autocommit=True)
+                conn = psycopg.connect(
+                    postgres.admin_url.rsplit("/", 1)[0] + "/" + statement.split()[1], autocommit=True
+                )
             elif statement:
                 conn.execute(statement.rstrip(";"))
     finally:
         conn.close()
-    urls = {role: url for url, role in re.findall(r"SANDBOX_STORE=(postgresql://(\w+):[^@\s]+@db\.internal:5432/sandbox)", guide)}
+    urls = {
+        role: url
+        for url, role in re.findall(r"SANDBOX_STORE=(postgresql://(\w+):[^@\s]+@db\.internal:5432/sandbox)", guide)
+    }
     assert set(urls) == {"sandbox", "sandbox_dashboard"}, urls
     local = {role: url.replace("db.internal:5432", f"127.0.0.1:{postgres.port}") for role, url in urls.items()}
 
     writer = open_store(local["sandbox"])
     run = Run(job="job-1", rank=0, world_size=2)
     writer.put_run(run)
-    writer.put_reports([CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated", job="job-1")])
+    writer.put_reports(
+        [CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated", job="job-1")]
+    )
     writer.close()
 
     reader = open_store(local["sandbox_dashboard"], readonly=True)

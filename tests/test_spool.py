@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from streamlit.testing.v1 import AppTest
-
 from conftest import HELPERS, parse_result
 from dashboard_stores import ROOT
+from streamlit.testing.v1 import AppTest
+from test_store import PostgresServer, postgres  # noqa: F401 - a throw-away PostgreSQL server (fixture)
+
 from sandbox.store import StoreError, open_store
 from sandbox.store import spool as spool_module
 from sandbox.telemetry.report import CompileReport, Run
-from test_store import PostgresServer, postgres  # noqa: F401 - a throw-away PostgreSQL server (fixture)
+
 
 def pause(server: PostgresServer) -> None:
     server._run("pg_ctl", "-D", server.data, "-m", "fast", "-w", "stop", timeout=60)
@@ -36,13 +36,29 @@ def pause(server: PostgresServer) -> None:
 
 def resume(server: PostgresServer) -> None:
     options = f"-p {server.port} -k {server.base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    server._run("pg_ctl", "-D", server.data, "-o", options, "-l", os.path.join(server.base, "server.log"),
-                "-w", "-t", "90", "start")
+    server._run(
+        "pg_ctl",
+        "-D",
+        server.data,
+        "-o",
+        options,
+        "-l",
+        os.path.join(server.base, "server.log"),
+        "-w",
+        "-t",
+        "90",
+        "start",
+    )
 
 
-def writer_env(url: str, spool: Path, job: str | None = None, rank: int | None = None, world: int | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "OTEL_", "TORCHELASTIC_"))
-           and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+def writer_env(
+    url: str, spool: Path, job: str | None = None, rank: int | None = None, world: int | None = None
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SANDBOX_", "OTEL_", "TORCHELASTIC_")) and k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+    }
     env.update(SANDBOX_STORE=url, SANDBOX_SPOOL=str(spool), PYTHONUNBUFFERED="1")
     if job:
         env["SANDBOX_JOB"] = job
@@ -53,8 +69,14 @@ def writer_env(url: str, spool: Path, job: str | None = None, rank: int | None =
 
 def start_writers(specs: list[dict[str, str]], count: int, interval: float, go: Path) -> list[subprocess.Popen]:
     procs = [
-        subprocess.Popen([sys.executable, str(HELPERS / "script_spool_writer.py"), str(count), str(interval), str(go)],
-                         cwd=str(HELPERS), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(HELPERS / "script_spool_writer.py"), str(count), str(interval), str(go)],
+            cwd=str(HELPERS),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for env in specs
     ]
     deadline = time.time() + 180
@@ -99,12 +121,17 @@ def spool_files(spool: Path) -> list[Path]:
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sandbox.cli", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow
-def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: PostgresServer, tmp_path: Path,  # noqa: F811
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(
+    postgres: PostgresServer,  # noqa: F811 - the fixture
+    tmp_path: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     url = postgres.new_database()
     spool = tmp_path / "spool"
     count = 80
@@ -140,13 +167,21 @@ def test_postgresql_stopped_in_the_middle_of_a_job_loses_nothing(postgres: Postg
     finally:
         store.close()
     assert ranks == [0, 1, 2]
-    assert kernels[0]["source"] == f"// kernel {count - 1} of graph {count - 1}\n"  # spooled reports keep their kernel sources
-    print(f"outage {stopped_at:.0f}+2.5 s; spooled {[r['spooled'] for r in results]}, uploaded {[r['uploaded'] for r in results]}")
+    assert (
+        kernels[0]["source"] == f"// kernel {count - 1} of graph {count - 1}\n"
+    )  # spooled reports keep their kernel sources
+    print(
+        f"outage {stopped_at:.0f}+2.5 s; spooled {[r['spooled'] for r in results]}, uploaded "
+        f"{[r['uploaded'] for r in results]}"
+    )
 
     # The job reads back through the CLI from PostgreSQL: three ranks, the same graphs.
     proc = cli("job", "nightly-7", "--store", url, env=writer_env(url, spool))
     assert proc.returncode == 0, proc.stderr
-    assert "job nightly-7: 3 ranks (world size 3)" in proc.stdout and f"divergence: 0 of {count} graphs differ" in proc.stdout
+    assert (
+        "job nightly-7: 3 ranks (world size 3)" in proc.stdout
+        and f"divergence: 0 of {count} graphs differ" in proc.stdout
+    )
 
     # ... and through the dashboard pointed at PostgreSQL.
     monkeypatch.setenv("SANDBOX_STORE", url)
@@ -253,8 +288,10 @@ def test_a_spool_file_in_use_is_left_to_its_writer(tmp_path: Path) -> None:
     location = str(tmp_path / "runs.db")
     root = str(tmp_path / "spool")
     run = Run(job="j", rank=0)
-    reports = [CompileReport(run_id=run.run_id, compile_id=f"{i}/0", graph_kind="forward", outcome="isolated")
-               for i in range(3)]
+    reports = [
+        CompileReport(run_id=run.run_id, compile_id=f"{i}/0", graph_kind="forward", outcome="isolated")
+        for i in range(3)
+    ]
     writer = spool_module.Spool(location, root)
     writer.append(run.to_dict(), [r.to_dict() for r in reports[:2]])
     store = open_store(location)
@@ -281,8 +318,10 @@ def test_a_forked_child_does_not_hold_the_parents_spool_file(tmp_path: Path) -> 
     root = str(tmp_path / "spool")
     run = Run()
     writer = spool_module.Spool(location, root)
-    writer.append(run.to_dict(), [CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward",
-                                                outcome="isolated").to_dict()])
+    writer.append(
+        run.to_dict(),
+        [CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated").to_dict()],
+    )
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # the child waits, holding whatever it inherited, until the parent is done
@@ -323,8 +362,10 @@ def test_a_line_the_store_cannot_take_is_corrupt_too(tmp_path: Path) -> None:
     try:
         done = spool_module.upload(store, location, root)
         assert (done.runs, done.reports, done.files) == (1, 1, 0)
-        assert done.corrupt == [f"spool file {path} is corrupt (line 3: neither a run nor a report (and 1 more)); its 1 "
-                                f"readable reports were uploaded and it was kept as {path}.corrupt: inspect it, then delete it"]
+        assert done.corrupt == [
+            f"spool file {path} is corrupt (line 3: neither a run nor a report (and 1 more)); its 1 "
+            f"readable reports were uploaded and it was kept as {path}.corrupt: inspect it, then delete it"
+        ]
         assert [r.report_id for r in store.reports(run.run_id)] == [good.report_id]
     finally:
         store.close()

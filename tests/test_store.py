@@ -27,12 +27,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from conftest import IN_CI
+
 from sandbox.store import StoreError, default_location, open_store
 from sandbox.store.schema import SCHEMA_VERSION
 from sandbox.telemetry.report import CompileReport, Failure, Run, Stage
@@ -73,7 +74,10 @@ def make_report(run: Run, index: int, kernels: list[dict[str, Any]] | None = Non
         worker_pid=4321,
         started_at=t,
         duration_s=0.5,
-        stages=[Stage("inductor_compile", t, t + 0.5), Stage("compile_in_worker", t + 0.1, t + 0.4, "worker", "inductor_compile")],
+        stages=[
+            Stage("inductor_compile", t, t + 0.5),
+            Stage("compile_in_worker", t + 0.1, t + 0.4, "worker", "inductor_compile"),
+        ],
         caches={"fx_graph": {"state": "miss", "key": "k"}},
         counters={"inductor": {"fxgraph_cache_miss": 1}},
         metrics={"generated_kernel_count": 2, "nodes_num_elem": [[1, 2]]},
@@ -127,7 +131,11 @@ class PostgresServer:
     def _run(self, *cmd: str, timeout: float = 120) -> None:
         proc = subprocess.run(
             [os.path.join(self.bindir, cmd[0]), *cmd[1:]],
-            capture_output=True, text=True, timeout=timeout, cwd=self.base, **self.user,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.base,
+            **self.user,
         )
         if proc.returncode != 0:
             log = Path(self.base, "server.log")
@@ -137,7 +145,19 @@ class PostgresServer:
     def start(self) -> None:
         self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", self.data, "-o", options, "-l", os.path.join(self.base, "server.log"), "-w", "-t", "90", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            self.data,
+            "-o",
+            options,
+            "-l",
+            os.path.join(self.base, "server.log"),
+            "-w",
+            "-t",
+            "90",
+            "start",
+        )
 
     def stop(self) -> None:
         try:
@@ -255,7 +275,7 @@ def test_kernel_sources_are_stored_once_per_hash(tmp_path: Path) -> None:
         run = make_run(f"run-{i}")
         store.put_run(run)
         # Every run: the same 20 kernels over 5 graphs, plus one kernel of its own.
-        reports = [make_report(run, g, SHARED_KERNELS[4 * g: 4 * g + 4]) for g in range(5)]
+        reports = [make_report(run, g, SHARED_KERNELS[4 * g : 4 * g + 4]) for g in range(5)]
         reports.append(make_report(run, 5, [kernel(f"cpp_fused_mine_{i}", f"x = {i};")]))
         store.put_reports(reports)
     assert store.counts() == {"runs": runs, "reports": runs * 6, "kernel_sources": 20 + runs}
@@ -271,7 +291,10 @@ def test_kernel_sources_are_stored_once_per_hash(tmp_path: Path) -> None:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     body = SHARED_KERNELS[3]["source"]
     assert conn.execute("SELECT COUNT(*) FROM kernel_sources WHERE source = ?", (body,)).fetchone()[0] == 1
-    assert conn.execute("SELECT COUNT(*) FROM reports WHERE data LIKE ?", (f"%{body.splitlines()[1]}%",)).fetchone()[0] == 0
+    assert (
+        conn.execute("SELECT COUNT(*) FROM reports WHERE data LIKE ?", (f"%{body.splitlines()[1]}%",)).fetchone()[0]
+        == 0
+    )
 
 
 def test_put_and_get_round_trip(location: str) -> None:
@@ -282,8 +305,11 @@ def test_put_and_get_round_trip(location: str) -> None:
     for run in (old, new, other):
         store.put_run(run)
     failure = Failure(kind="timeout", message="compile ran past 1800 s", signal="SIGKILL", worker_pid=7)
-    reports = [make_report(new, 0), make_report(new, 1, outcome="cache_hit", reason="fx_graph_cache", kernels=[]),
-               make_report(new, 2, outcome="failed", failure=failure, fallback="eager", kernels=[])]
+    reports = [
+        make_report(new, 0),
+        make_report(new, 1, outcome="cache_hit", reason="fx_graph_cache", kernels=[]),
+        make_report(new, 2, outcome="failed", failure=failure, fallback="eager", kernels=[]),
+    ]
     assert store.put_reports(reports) == 3
     assert store.put_reports(reports[:1]) == 1  # idempotent per report id
     store.put_reports([make_report(old, 0, SHARED_KERNELS[5:7])])
@@ -299,7 +325,14 @@ def test_put_and_get_round_trip(location: str) -> None:
     assert [r["run_id"] for r in store.runs(until=time.time() - 2 * 86400)] == [old.run_id]
     assert [r["run_id"] for r in store.runs(limit=1)] == [new.run_id]
     summary = store.runs(name="nightly")[0]["summary"]
-    assert summary == {"graphs": 3, "compile_s": 1.5, "cache_hits": 1, "failures": 1, "isolated": 1, "cache_hit_ratio": 1 / 3}
+    assert summary == {
+        "graphs": 3,
+        "compile_s": 1.5,
+        "cache_hits": 1,
+        "failures": 1,
+        "isolated": 1,
+        "cache_hit_ratio": 1 / 3,
+    }
 
     assert store.get_run(new.run_id)["tags"] == ["cpu", "max-autotune"]
     assert store.get_run(old.run_id[:10])["run_id"] == old.run_id
@@ -340,7 +373,8 @@ ids = []
 for i in range(count):
     shared = "// shared kernel %d\n" % (i % 7)
     own = "// kernel of %s %d\n" % (who, i)
-    kernels = [{"name": "k%d" % j, "kind": "cpp", "source": src, "source_hash": hashlib.sha256(src.encode()).hexdigest(), "lines": 1}
+    kernels = [{"name": "k%d" % j, "kind": "cpp", "source": src, "lines": 1,
+                "source_hash": hashlib.sha256(src.encode()).hexdigest()}
                for j, src in enumerate((shared, own))]
     r = CompileReport(run_id=run.run_id, compile_id="%d/0" % i, graph_kind="forward", outcome="isolated",
                       duration_s=0.01, kernels=kernels)
@@ -366,7 +400,10 @@ def run_writers(location: str, tmp_path: Path, writers: int = 4, count: int = 60
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, location, f"w{i}", str(count), str(go)],
-            env=writer_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=writer_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(writers)
     ]
@@ -397,7 +434,11 @@ def check_all_landed(location: str, results: list[dict[str, Any]], count: int) -
             assert all(k.get("source") for r in stored for k in r.kernels)
             assert runs[result["run_id"]]["summary"]["graphs"] == count
         # 7 shared sources, once each, plus one per report.
-        assert store.counts() == {"runs": len(results), "reports": len(results) * count, "kernel_sources": 7 + len(results) * count}
+        assert store.counts() == {
+            "runs": len(results),
+            "reports": len(results) * count,
+            "kernel_sources": 7 + len(results) * count,
+        }
     finally:
         store.close()
 
@@ -416,7 +457,10 @@ def test_sigkill_after_flush_loses_nothing(tmp_path: Path) -> None:
     go.touch()  # start at once
     proc = subprocess.run(
         [sys.executable, "-c", WRITER, location, "killed", "25", str(go)],
-        env=writer_env(KILL_AFTER_FLUSH="1"), capture_output=True, text=True, timeout=300,
+        env=writer_env(KILL_AFTER_FLUSH="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -533,8 +577,13 @@ def test_unreachable_postgresql_is_a_clear_error() -> None:
 
 def test_store_scale_bench_runs_quick() -> None:
     bench = Path(__file__).resolve().parent.parent / "bench" / "store_scale.py"
-    proc = subprocess.run([sys.executable, str(bench), "--quick"], capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")})
+    proc = subprocess.run(
+        [sys.executable, str(bench), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     out = proc.stdout
     assert "20 runs x 50 graphs x 20 kernels" in out

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import IN_CI, fresh_cache_dir, run_script
 
 ENTRIES = ("mlp", "graph_breaks")  # a training step (forward + backward), and three frames of graphs
@@ -47,7 +46,9 @@ def tlparse(tool: str, log: Path, out: Path) -> dict[str, collections.Counter]:
     """Run the real tlparse; artifact kinds (with counts) per compile id from its compile directory."""
     proc = subprocess.run(
         [tool, str(log), "-o", str(out), "--overwrite", "--no-browser", "--strict"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, f"tlparse failed on {log}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     directory = json.loads((out / "compile_directory.json").read_text())
@@ -74,8 +75,12 @@ def traced(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> dict[s
         trace_dir.mkdir()
         cache = fresh_cache_dir(base / backend, probe_seed) if (base / backend).mkdir() is None else None
         result = run_script(
-            "script_torch_tools.py", "trace", backend, *ENTRIES,
-            cache_dir=cache, env={"TORCH_TRACE": str(trace_dir)},
+            "script_torch_tools.py",
+            "trace",
+            backend,
+            *ENTRIES,
+            cache_dir=cache,
+            env={"TORCH_TRACE": str(trace_dir)},
         )
         log = _trace_log(trace_dir)
         out[backend] = {
@@ -186,7 +191,8 @@ def tools(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> dict[st
     base = tmp_path_factory.mktemp("torch-tools")
     debug_root = base / "debug"
     result = run_script(
-        "script_torch_tools.py", "tools",
+        "script_torch_tools.py",
+        "tools",
         cache_dir=fresh_cache_dir(base, probe_seed),
         env={"TORCH_LOGS": "output_code", "TORCH_COMPILE_DEBUG": "1", "TORCH_COMPILE_DEBUG_DIR": str(debug_root)},
     )
@@ -225,7 +231,13 @@ def test_torch_compile_debug_folder_holds_sandboxed_graphs(tools: dict[str, Any]
     for report in reports:
         [folder] = [g for g in graphs if f"_{report['graph_kind']}_" in g.name]
         files = {p.name for p in folder.iterdir()}
-        expected = {"fx_graph_readable.py", "fx_graph_runnable.py", "ir_pre_fusion.txt", "ir_post_fusion.txt", "output_code.py"}
+        expected = {
+            "fx_graph_readable.py",
+            "fx_graph_runnable.py",
+            "ir_pre_fusion.txt",
+            "ir_post_fusion.txt",
+            "output_code.py",
+        }
         assert expected <= files, (folder.name, sorted(files))
         source = (folder / "output_code.py").read_text()
         assert all(k["name"] in source for k in report["kernels"]), folder.name
@@ -290,7 +302,12 @@ def test_compile_id_fields() -> None:
     from sandbox.telemetry.torch_tools import _compile_id_fields
 
     assert _compile_id_fields("3/1") == {"frame_id": 3, "frame_compile_id": 1, "attempt": 0}
-    assert _compile_id_fields("!2/3/1") == {"compiled_autograd_id": 2, "frame_id": 3, "frame_compile_id": 1, "attempt": 0}
+    assert _compile_id_fields("!2/3/1") == {
+        "compiled_autograd_id": 2,
+        "frame_id": 3,
+        "frame_compile_id": 1,
+        "attempt": 0,
+    }
     assert _compile_id_fields(None) == {} and _compile_id_fields("not an id") == {}
 
 
@@ -298,8 +315,11 @@ def test_worker_string_ids_become_this_process_ids() -> None:
     """A worker's stack frame names its file by the worker's string-table id; replayed, by ours."""
     from sandbox.telemetry.torch_tools import _remap_strings
 
-    md = {"dynamo_start": {"stack": [{"filename": 0, "line": 3}, {"filename": 7, "line": 4}]},
-          "stack": [{"filename": 1}], "other": {"x": 1}}
+    md = {
+        "dynamo_start": {"stack": [{"filename": 0, "line": 3}, {"filename": 7, "line": 4}]},
+        "stack": [{"filename": 1}],
+        "other": {"x": 1},
+    }
     _remap_strings(md, {0: 1, 1: 5})  # each frame remapped once (0 -> 1 must not go on to 5)
     assert md["dynamo_start"]["stack"] == [{"filename": 1, "line": 3}, {"filename": 7, "line": 4}]
     assert md["stack"] == [{"filename": 5}]
@@ -313,9 +333,20 @@ def test_replay_never_raises_and_never_writes_outside_the_graph_folder(tmp_path:
     folder = tmp_path / "run" / "graph.0"
     folder.mkdir(parents=True)
     (folder / "debug.log").write_text("this process's own")
-    replay({"trace": [{"metadata": "not a dict"}], "logs": [{"no": "name"}], "debug_dir": str(folder),
-            "debug_files": {"../../escape.txt": b"x", "output_code.py": b"code", "sub/ir.txt": b"ir",
-                            "debug.log": b"the worker's"}}, "0/0")
+    replay(
+        {
+            "trace": [{"metadata": "not a dict"}],
+            "logs": [{"no": "name"}],
+            "debug_dir": str(folder),
+            "debug_files": {
+                "../../escape.txt": b"x",
+                "output_code.py": b"code",
+                "sub/ir.txt": b"ir",
+                "debug.log": b"the worker's",
+            },
+        },
+        "0/0",
+    )
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "run" / "escape.txt").exists()
     assert (folder / "output_code.py").read_bytes() == b"code" and (folder / "sub" / "ir.txt").read_bytes() == b"ir"
     assert (folder / "debug.log").read_text() == "this process's own"
@@ -324,9 +355,9 @@ def test_replay_never_raises_and_never_writes_outside_the_graph_folder(tmp_path:
 
 def test_capture_with_a_bad_request_still_compiles() -> None:
     """A request the worker cannot apply records nothing; the job itself goes on."""
-    from sandbox.telemetry.torch_tools import capture
-
     import logging
+
+    from sandbox.telemetry.torch_tools import capture
 
     for bad in ({"loggers": {"torch._inductor": ["not a level", False]}}, {"ids": {"frame_id": "x"}}, {"loggers": 3}):
         with capture(bad) as cap:

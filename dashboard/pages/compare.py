@@ -26,8 +26,9 @@ st.markdown("\n".join(f"- {line}" for line in q.verdict(d)))
 cols = st.columns(4)
 ta, tb = d.a["compile_s"], d.b["compile_s"]
 cols[0].metric("Compile time (B)", ui.seconds(tb), delta=f"{tb - ta:+.2f} s", delta_color="inverse")
-cols[1].metric("Graphs matched", d.graphs["matched"],
-               help=f"{d.graphs['added']} only in B, {d.graphs['removed']} only in A")
+cols[1].metric(
+    "Graphs matched", d.graphs["matched"], help=f"{d.graphs['added']} only in B, {d.graphs['removed']} only in A"
+)
 cols[2].metric("Graphs only in B / A", f"{d.graphs['added']} / {d.graphs['removed']}")
 cols[3].metric("Environment differences", len(d.environment))
 k = d.kernels
@@ -43,12 +44,15 @@ if not env.empty:
         st.dataframe(env, hide_index=True)
 
 st.subheader("Graphs")
-st.caption("Matched by code location, graph kind and order. Red: compiled at least "
-           f"{q.REGRESSION_PCT:.0%} (and {q.REGRESSION_MIN_S:.2f} s) slower in B.")
+st.caption(
+    "Matched by code location, graph kind and order. Red: compiled at least "
+    f"{q.REGRESSION_PCT:.0%} (and {q.REGRESSION_MIN_S:.2f} s) slower in B."
+)
 graphs = q.graph_change_rows(d)
 st.dataframe(
     graphs.style.apply(ui.highlight("regression"), axis=1).format(
-        {"A s": "{:.2f}", "B s": "{:.2f}", "delta s": "{:+.2f}", "change": "{:+.0%}"}, na_rep=""),
+        {"A s": "{:.2f}", "B s": "{:.2f}", "delta s": "{:+.2f}", "change": "{:+.0%}"}, na_rep=""
+    ),
     hide_index=True,
     column_order=[c for c in graphs.columns if c != "regression"],
 )
@@ -69,8 +73,11 @@ else:
 
     def describe(i: int) -> str:
         row = changes.iloc[i]
-        name = row["kernel A"] if row["kernel A"] == row["kernel B"] else " \u2192 ".join(
-            x for x in (row["kernel A"], row["kernel B"]) if x)
+        name = (
+            row["kernel A"]
+            if row["kernel A"] == row["kernel B"]
+            else " \u2192 ".join(x for x in (row["kernel A"], row["kernel B"]) if x)
+        )
         return f"{row['status']}: {name} ({row['graph']})"
 
     if st.session_state.get("compare:kernel") not in options:  # another pair of runs: start at the top
@@ -83,28 +90,43 @@ else:
     launch = q.launch_rows(ka, kb)
     if not launch.empty:
         st.markdown("**Launch configuration, registers, spills, shared memory**")
-        st.dataframe(launch.style.apply(ui.highlight("changed", "rgba(255, 196, 0, 0.2)"), axis=1)
-                     .format({"delta": "{:+g}"}, na_rep=""),
-                     hide_index=True, column_order=["launcher", "field", "A", "B", "delta"])
+        st.dataframe(
+            launch.style.apply(ui.highlight("changed", "rgba(255, 196, 0, 0.2)"), axis=1).format(
+                {"delta": "{:+g}"}, na_rep=""
+            ),
+            hide_index=True,
+            column_order=["launcher", "field", "A", "B", "delta"],
+        )
     elif ka is not None and kb is not None:
         st.caption("No launch metadata (registers, spills, shared memory come with GPU/Triton kernels).")
     tuning = q.triton_detail_rows(ka, kb)
     if not tuning.empty:
         st.markdown("**Triton autotuning**")
-        st.dataframe(tuning.style.apply(ui.highlight("changed", "rgba(255, 196, 0, 0.2)"), axis=1),
-                     hide_index=True, column_order=["field", "A", "B"])
+        st.dataframe(
+            tuning.style.apply(ui.highlight("changed", "rgba(255, 196, 0, 0.2)"), axis=1),
+            hide_index=True,
+            column_order=["field", "A", "B"],
+        )
     if sa and sb and sa != sb:
         side, unified, full = st.tabs(["Side by side", "Unified diff", "Both sources"])
         with side:
             rows = q.side_by_side(sa, sb, context=3)
-            colors = {"replace": "rgba(255, 196, 0, 0.2)", "delete": "rgba(255, 75, 75, 0.18)",
-                      "insert": "rgba(33, 195, 84, 0.18)"}
+            colors = {
+                "replace": "rgba(255, 196, 0, 0.2)",
+                "delete": "rgba(255, 75, 75, 0.18)",
+                "insert": "rgba(33, 195, 84, 0.18)",
+            }
             st.dataframe(
-                rows.style.apply(lambda r: [f"background-color: {colors[r['op']]}" if r["op"] in colors else ""] * len(r),
-                                 axis=1).format(na_rep=""),
-                hide_index=True, column_order=["line A", "A", "line B", "B"], height=min(36 + 35 * len(rows), 700),
-                column_config={"A": st.column_config.TextColumn(f"A: {ka.get('name')}", width="large"),
-                               "B": st.column_config.TextColumn(f"B: {kb.get('name')}", width="large")},
+                rows.style.apply(
+                    lambda r: [f"background-color: {colors[r['op']]}" if r["op"] in colors else ""] * len(r), axis=1
+                ).format(na_rep=""),
+                hide_index=True,
+                column_order=["line A", "A", "line B", "B"],
+                height=min(36 + 35 * len(rows), 700),
+                column_config={
+                    "A": st.column_config.TextColumn(f"A: {ka.get('name')}", width="large"),
+                    "B": st.column_config.TextColumn(f"B: {kb.get('name')}", width="large"),
+                },
             )
         with unified:
             st.code(q.unified_diff(sa, sb, f"A/{ka.get('name')}", f"B/{kb.get('name')}"), language="diff")
@@ -120,10 +142,18 @@ else:
 tuned = q.autotune_change_rows(d, q.cached_run(src, run_a)[1], q.cached_run(src, run_b)[1])
 if not tuned.empty:
     st.subheader("max-autotune choices")
-    st.caption("Each op max-autotune tuned, matched by graph, op and input shapes: the candidate chosen in A and "
-               "in B, with its benchmark time.")
-    st.dataframe(tuned, hide_index=True, column_config={"A ms": st.column_config.NumberColumn(format="%.4f"),
-                                                        "B ms": st.column_config.NumberColumn(format="%.4f")})
+    st.caption(
+        "Each op max-autotune tuned, matched by graph, op and input shapes: the candidate chosen in A and "
+        "in B, with its benchmark time."
+    )
+    st.dataframe(
+        tuned,
+        hide_index=True,
+        column_config={
+            "A ms": st.column_config.NumberColumn(format="%.4f"),
+            "B ms": st.column_config.NumberColumn(format="%.4f"),
+        },
+    )
 
 c1, c2 = st.columns(2)
 with c1:
@@ -132,12 +162,17 @@ with c1:
     stages = q.stage_delta_rows(d)
     st.dataframe(
         stages.style.apply(ui.highlight("regression"), axis=1).format(
-            {"A s": "{:.3f}", "B s": "{:.3f}", "delta s": "{:+.3f}", "change": "{:+.0%}"}, na_rep=""),
+            {"A s": "{:.3f}", "B s": "{:.3f}", "delta s": "{:+.3f}", "change": "{:+.0%}"}, na_rep=""
+        ),
         hide_index=True,
         column_order=["stage", "A s", "B s", "delta s", "change"],
     )
 with c2:
     st.subheader("Metrics")
     st.caption("Inductor metrics, graph sizes, counters and kernel counts, all graphs.")
-    st.dataframe(q.metric_delta_rows(d).style.format({"A": "{:g}", "B": "{:g}", "delta": "{:+g}", "change": "{:+.0%}"},
-                                                       na_rep="new"), hide_index=True)
+    st.dataframe(
+        q.metric_delta_rows(d).style.format(
+            {"A": "{:g}", "B": "{:g}", "delta": "{:+g}", "change": "{:+.0%}"}, na_rep="new"
+        ),
+        hide_index=True,
+    )

@@ -15,10 +15,19 @@ run, reports = q.cached_run(src, run_id)
 if not reports:
     st.info("This run compiled no graph.")
     st.stop()
-labels = {r.graph_index: f"{q.graph_label(r)} · {q.code_label(r.co_name, r.filename, r.line)} · {q.outcome_label(r)}"
-          for r in reports}
-index = ui.pick("Graph", list(labels), "graph", "pick:graph", labels.get, resolve=lambda s: int(s) if s.isdigit() else s,
-                container=right)
+labels = {
+    r.graph_index: f"{q.graph_label(r)} · {q.code_label(r.co_name, r.filename, r.line)} · {q.outcome_label(r)}"
+    for r in reports
+}
+index = ui.pick(
+    "Graph",
+    list(labels),
+    "graph",
+    "pick:graph",
+    labels.get,
+    resolve=lambda s: int(s) if s.isdigit() else s,
+    container=right,
+)
 report = q.find_report(reports, index)
 
 header.title(f"{report.graph_kind.capitalize()} graph {report.compile_id or '?'}")
@@ -50,7 +59,9 @@ else:
             "start s": st.column_config.NumberColumn(format="%.3f"),
             "duration s": st.column_config.NumberColumn(format="%.3f"),
             "own s": st.column_config.NumberColumn("own s", format="%.3f", help="less the stages inside it"),
-            "share": st.column_config.ProgressColumn("share of the compile", format="percent", min_value=0, max_value=1),
+            "share": st.column_config.ProgressColumn(
+                "share of the compile", format="percent", min_value=0, max_value=1
+            ),
         },
     )
     gantt = tree.assign(end=tree["start s"] + tree["duration s"], row=range(len(tree)))
@@ -86,20 +97,35 @@ with c2:
 
 if report.autotune:
     st.subheader(f"max-autotune choices ({len(report.autotune)})")
-    st.caption("Each op max-autotune tuned: the candidate chosen and its benchmark time, the fastest extern (ATen) "
-               "kernel, and how many times faster the choice was.")
+    st.caption(
+        "Each op max-autotune tuned: the candidate chosen and its benchmark time, the fastest extern (ATen) "
+        "kernel, and how many times faster the choice was."
+    )
     choices = q.autotune_choice_rows(report.autotune)
-    st.dataframe(choices, hide_index=True, column_order=[c for c in choices.columns if c != "i"],
-                 column_config={"chosen ms": st.column_config.NumberColumn(format="%.4f"),
-                                "extern ms": st.column_config.NumberColumn(format="%.4f"),
-                                "speed-up": st.column_config.NumberColumn(format="%.2fx")})
+    st.dataframe(
+        choices,
+        hide_index=True,
+        column_order=[c for c in choices.columns if c != "i"],
+        column_config={
+            "chosen ms": st.column_config.NumberColumn(format="%.4f"),
+            "extern ms": st.column_config.NumberColumn(format="%.4f"),
+            "speed-up": st.column_config.NumberColumn(format="%.2fx"),
+        },
+    )
     ops = list(choices["i"])
     if st.session_state.get("graph:autotune") not in ops:  # another graph: its first op
         st.session_state.pop("graph:autotune", None)
-    op = st.selectbox("Candidates of", ops, key="graph:autotune",
-                      format_func=lambda i: f"{choices.iloc[i]['op']} ({choices.iloc[i]['input shapes']})")
-    st.dataframe(q.autotune_candidate_rows(report.autotune[op]), hide_index=True,
-                 column_config={"ms": st.column_config.NumberColumn(format="%.4f")})
+    op = st.selectbox(
+        "Candidates of",
+        ops,
+        key="graph:autotune",
+        format_func=lambda i: f"{choices.iloc[i]['op']} ({choices.iloc[i]['input shapes']})",
+    )
+    st.dataframe(
+        q.autotune_candidate_rows(report.autotune[op]),
+        hide_index=True,
+        column_config={"ms": st.column_config.NumberColumn(format="%.4f")},
+    )
 
 st.subheader(f"Kernels ({len(report.kernels)})")
 if not report.kernels:
@@ -110,8 +136,10 @@ st.dataframe(q.kernel_rows(kernels), hide_index=True)
 tuning = q.triton_kernel_rows(kernels)
 if not tuning.empty:
     st.markdown("**Triton autotuning**")
-    st.caption("Per Triton kernel: the autotune cache, its candidate and benchmarked configs, the config chosen at "
-               "the graph's first run with its registers, spills and shared memory, compile and autotune seconds.")
+    st.caption(
+        "Per Triton kernel: the autotune cache, its candidate and benchmarked configs, the config chosen at "
+        "the graph's first run with its registers, spills and shared memory, compile and autotune seconds."
+    )
     st.dataframe(tuning, hide_index=True, column_config={"best ms": st.column_config.NumberColumn(format="%.4f")})
 with_code = [k for k in kernels if k.get("source")]
 if with_code:
@@ -122,9 +150,16 @@ if with_code:
     kernel = with_code[names.index(chosen)]
     st.caption(f"{kernel.get('kind')} kernel · {kernel.get('lines')} lines · sha256 {kernel.get('source_hash')}")
     if kernel.get("triton"):
-        st.markdown(f"**Autotune candidates of {kernel['name']}** "
-                    f"(autotune cache: {kernel['triton'].get('autotune_cache') or '-'})")
-        st.dataframe(q.autotune_timing_rows(kernel), hide_index=True,
-                     column_config={"ms": st.column_config.NumberColumn(format="%.4f"),
-                                    "x best": st.column_config.NumberColumn(format="%.2fx")})
+        st.markdown(
+            f"**Autotune candidates of {kernel['name']}** "
+            f"(autotune cache: {kernel['triton'].get('autotune_cache') or '-'})"
+        )
+        st.dataframe(
+            q.autotune_timing_rows(kernel),
+            hide_index=True,
+            column_config={
+                "ms": st.column_config.NumberColumn(format="%.4f"),
+                "x best": st.column_config.NumberColumn(format="%.2fx"),
+            },
+        )
     st.code(kernel["source"], language=q.code_language(kernel), line_numbers=True)

@@ -11,31 +11,52 @@ src = ui.require_store()
 known = q.cached_jobs(src)
 st.title("Job")
 if known.empty:
-    st.info("No run in this store belongs to a job. Processes started by torchrun carry its TORCHELASTIC_RUN_ID; "
-            "set SANDBOX_JOB to group other processes into one job.")
-    st.code("SANDBOX_JOB=nightly-42 torchrun --nproc-per-node 2 train.py   # with torch.compile(model, backend=\"sandbox\")",
-            language="bash")
+    st.info(
+        "No run in this store belongs to a job. Processes started by torchrun carry its TORCHELASTIC_RUN_ID; "
+        "set SANDBOX_JOB to group other processes into one job."
+    )
+    st.code(
+        'SANDBOX_JOB=nightly-42 torchrun --nproc-per-node 2 train.py   # with torch.compile(model, backend="sandbox")',
+        language="bash",
+    )
     st.stop()
 
 labels = {row["job"]: q.job_label(row) for row in known.to_dict("records")}
 left, right = st.columns(2)
 job = ui.pick("Job", list(known["job"]), "job", "pick:job", lambda j: labels.get(j, j), container=left)
 earlier = [""] + [j for j in known["job"] if j != job]
-against = ui.pick("Compare with an earlier job", earlier, "against", "pick:against",
-                  lambda j: labels.get(j, j) if j else "none", fallback=q.previous_job(known, job) or "", container=right)
+against = ui.pick(
+    "Compare with an earlier job",
+    earlier,
+    "against",
+    "pick:against",
+    lambda j: labels.get(j, j) if j else "none",
+    fallback=q.previous_job(known, job) or "",
+    container=right,
+)
 report = q.cached_job(src, job, against or None)
 cards = q.job_cards(report)
 
 cols = st.columns(5)
-cols[0].metric("Ranks", f"{cards['ranks']} of {cards['world_size'] or '?'}",
-               help="ranks with a run in this store, of the job's world size")
+cols[0].metric(
+    "Ranks",
+    f"{cards['ranks']} of {cards['world_size'] or '?'}",
+    help="ranks with a run in this store, of the job's world size",
+)
 cols[1].metric("Graphs that diverge", f"{cards['divergent']} of {cards['graphs']}")
-cols[2].metric("Stragglers", ", ".join(f"rank {r}" for r in cards["stragglers"]) or "none",
-               help=f"a rank that took more than {STRAGGLER_FACTOR:g}x the median of the other ranks, "
-                    f"and at least {STRAGGLER_MIN_S:g} s more (per graph, or in total)")
+cols[2].metric(
+    "Stragglers",
+    ", ".join(f"rank {r}" for r in cards["stragglers"]) or "none",
+    help=f"a rank that took more than {STRAGGLER_FACTOR:g}x the median of the other ranks, "
+    f"and at least {STRAGGLER_MIN_S:g} s more (per graph, or in total)",
+)
 cols[3].metric("Slowest rank", f"rank {cards['slowest_rank']}", help="the rank with the most compile time in total")
-cols[4].metric("Its compile time", ui.seconds(cards["slowest_s"]),
-               delta=f"{cards['slowest_s'] - cards['median_s']:+.2f} s vs median", delta_color="inverse")
+cols[4].metric(
+    "Its compile time",
+    ui.seconds(cards["slowest_s"]),
+    delta=f"{cards['slowest_s'] - cards['median_s']:+.2f} s vs median",
+    delta_color="inverse",
+)
 
 st.subheader("Verdict")
 st.markdown("\n".join(f"- {line}" for line in q.job_verdict(report)))
@@ -43,42 +64,86 @@ st.markdown("\n".join(f"- {line}" for line in q.job_verdict(report)))
 st.subheader("Ranks")
 ranks = q.job_rank_rows(report)
 st.dataframe(
-    ranks.assign(open=[ui.link("Run", run=r) for r in ranks["run_id"]]).style.apply(ui.highlight("straggler"), axis=1)
+    ranks.assign(open=[ui.link("Run", run=r) for r in ranks["run_id"]])
+    .style.apply(ui.highlight("straggler"), axis=1)
     .format({"compile s": "{:.2f}"}),
     hide_index=True,
-    column_order=["rank", "open", "host", "pid", "started", "graphs", "compile s", "cache hits", "failures", "restarts"],
+    column_order=[
+        "rank",
+        "open",
+        "host",
+        "pid",
+        "started",
+        "graphs",
+        "compile s",
+        "cache hits",
+        "failures",
+        "restarts",
+    ],
     column_config={"open": st.column_config.LinkColumn("run", display_text="open", width="small")},
 )
 
 st.subheader("Graphs across ranks")
-st.caption("Matched across ranks by code location, graph kind and order; kernels compared with the lowest rank's. "
-           "Red: the ranks differ.")
+st.caption(
+    "Matched across ranks by code location, graph kind and order; kernels compared with the lowest rank's. "
+    "Red: the ranks differ."
+)
 graphs = q.job_graph_rows(report)
-st.dataframe(graphs.style.apply(ui.highlight("diverges"), axis=1).format({"median s": "{:.2f}", "slowest s": "{:.2f}"}),
-             hide_index=True, column_order=[c for c in graphs.columns if c not in ("g", "diverges")])
+st.dataframe(
+    graphs.style.apply(ui.highlight("diverges"), axis=1).format({"median s": "{:.2f}", "slowest s": "{:.2f}"}),
+    hide_index=True,
+    column_order=[c for c in graphs.columns if c not in ("g", "diverges")],
+)
 
 options = list(graphs["g"])
 order = sorted(options, key=lambda g: not graphs["diverges"][g])  # the diverging ones first
 if st.session_state.get("job:graph") not in options:
     st.session_state.pop("job:graph", None)
-chosen = st.selectbox("Graph", order, key="job:graph",
-                      format_func=lambda g: f"{graphs['graph'][g]} {graphs['kind'][g]} · {graphs['divergence'][g] or 'the same on every rank'}")
+chosen = st.selectbox(
+    "Graph",
+    order,
+    key="job:graph",
+    format_func=lambda g: (
+        f"{graphs['graph'][g]} {graphs['kind'][g]} · {graphs['divergence'][g] or 'the same on every rank'}"
+    ),
+)
 per_rank = q.job_graph_ranks(report, int(chosen))
 st.dataframe(
-    per_rank.assign(open=[ui.link("Graph", run=r, graph=i) for r, i in zip(per_rank["run_id"], per_rank["graph_index"])])
-    .style.apply(ui.highlight("straggler"), axis=1).format({"time s": "{:.2f}"}),
+    per_rank.assign(
+        open=[ui.link("Graph", run=r, graph=i) for r, i in zip(per_rank["run_id"], per_rank["graph_index"])]
+    )
+    .style.apply(ui.highlight("straggler"), axis=1)
+    .format({"time s": "{:.2f}"}),
     hide_index=True,
-    column_order=["rank", "open", "compile id", "outcome", "caches", "graph hash", "time s", "kernels", "kernels vs lowest rank"],
+    column_order=[
+        "rank",
+        "open",
+        "compile id",
+        "outcome",
+        "caches",
+        "graph hash",
+        "time s",
+        "kernels",
+        "kernels vs lowest rank",
+    ],
     column_config={"open": st.column_config.LinkColumn("graph", display_text="stages and kernels", width="small")},
 )
 
 if report.against is not None:
     st.subheader(f"Against {report.against.earlier}")
     st.caption("Rank r then against rank r now: graphs matched by code location, kernels by name then source.")
-    st.dataframe(q.job_against_rows(report).style.format({"then s": "{:.2f}", "now s": "{:.2f}", "delta s": "{:+.2f}"}),
-                 hide_index=True)
+    st.dataframe(
+        q.job_against_rows(report).style.format({"then s": "{:.2f}", "now s": "{:.2f}", "delta s": "{:+.2f}"}),
+        hide_index=True,
+    )
     then_now = q.job_against_graph_rows(report)
-    st.dataframe(then_now.style.apply(ui.highlight("graph changed", "rgba(255, 196, 0, 0.2)"), axis=1)
-                 .format({"then s (median)": "{:.2f}", "now s (median)": "{:.2f}"}, na_rep=""), hide_index=True)
+    st.dataframe(
+        then_now.style.apply(ui.highlight("graph changed", "rgba(255, 196, 0, 0.2)"), axis=1).format(
+            {"then s (median)": "{:.2f}", "now s (median)": "{:.2f}"}, na_rep=""
+        ),
+        hide_index=True,
+    )
     if report.against.only_earlier or report.against.only_now:
-        st.caption(f"Ranks only then: {report.against.only_earlier or 'none'}; only now: {report.against.only_now or 'none'}")
+        st.caption(
+            f"Ranks only then: {report.against.only_earlier or 'none'}; only now: {report.against.only_now or 'none'}"
+        )

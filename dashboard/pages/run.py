@@ -14,8 +14,11 @@ run, reports = q.cached_run(src, run_id)
 cards = q.run_cards(run, reports)
 
 header.title(f"Run {run.get('name') or run_id[:12]}")
-header.caption(q.run_label(run) + (f" · tags: {', '.join(run['tags'])}" if run.get("tags") else "")
-           + f" · {run.get('device') or '?'} · torch {run.get('torch') or '?'}")
+header.caption(
+    q.run_label(run)
+    + (f" · tags: {', '.join(run['tags'])}" if run.get("tags") else "")
+    + f" · {run.get('device') or '?'} · torch {run.get('torch') or '?'}"
+)
 
 cols = st.columns(6)
 cols[0].metric("Graphs", cards["graphs"])
@@ -51,16 +54,26 @@ chart = (
         x=alt.X("start:Q", title="seconds since the run started"),
         x2="end:Q",
         color=alt.Color("stage:N", title="stage"),
-        tooltip=["graph", "stage", "origin", alt.Tooltip("start:Q", format=".3f"),
-                 alt.Tooltip("seconds:Q", format=".3f"), "outcome", "caches", "isolation"],
+        tooltip=[
+            "graph",
+            "stage",
+            "origin",
+            alt.Tooltip("start:Q", format=".3f"),
+            alt.Tooltip("seconds:Q", format=".3f"),
+            "outcome",
+            "caches",
+            "isolation",
+        ],
     )
     .properties(height=height)
 )
 st.altair_chart(chart, width="stretch")
-st.caption("Each row is one graph; its bars are the sandbox's stages (cache lookup, serialize, waiting for "
-           "a worker, the worker's compile, transfer, load). A graph served whole by a cache is one bar. In async "
-           "mode a graph runs eagerly (\"running eagerly\") while it compiles, until its compiled graph takes "
-           "over (\"switch\").")
+st.caption(
+    "Each row is one graph; its bars are the sandbox's stages (cache lookup, serialize, waiting for "
+    "a worker, the worker's compile, transfer, load). A graph served whole by a cache is one bar. In async "
+    'mode a graph runs eagerly ("running eagerly") while it compiles, until its compiled graph takes '
+    'over ("switch").'
+)
 
 st.subheader("Graphs")
 table = q.graph_rows(run, reports)
@@ -82,10 +95,19 @@ st.subheader(f"Failures ({len(fails)})")
 if not fails:
     st.success("No graph failed to compile.")
 for f in fails:
-    how = ", ".join(x for x in (f["signal"], f"exit code {f['exit_code']}" if f["exit_code"] is not None else None,
-                                f"worker {f['worker_pid']}" if f["worker_pid"] else None) if x)
-    st.error(f"**{f['graph']}** at {f['code']}: **{f['kind']}**{f' ({how})' if how else ''}: "
-             f"{f['message'].splitlines()[0]} ({f['fallback']})")
+    how = ", ".join(
+        x
+        for x in (
+            f["signal"],
+            f"exit code {f['exit_code']}" if f["exit_code"] is not None else None,
+            f"worker {f['worker_pid']}" if f["worker_pid"] else None,
+        )
+        if x
+    )
+    st.error(
+        f"**{f['graph']}** at {f['code']}: **{f['kind']}**{f' ({how})' if how else ''}: "
+        f"{f['message'].splitlines()[0]} ({f['fallback']})"
+    )
     if f["log_tail"] or f["traceback"] or "\n" in f["message"]:
         with st.expander(f"Details of {f['graph']}"):
             if "\n" in f["message"]:

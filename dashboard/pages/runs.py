@@ -28,13 +28,26 @@ since, until = (span[0], span[-1]) if isinstance(span, (tuple, list)) and span e
 view = q.filter_runs(runs, names, tags, devices, versions, since, until, failed_only, text)
 st.caption(f"{len(view):,} of {len(runs):,} runs")
 
-table = view.assign(open=[ui.link("Run", run=r) for r in view["run_id"]],
-                    compare=[ui.link("Compare", b=r) for r in view["run_id"]])
+table = view.assign(
+    open=[ui.link("Run", run=r) for r in view["run_id"]], compare=[ui.link("Compare", b=r) for r in view["run_id"]]
+)
 st.dataframe(
     table,
     hide_index=True,
-    column_order=["open", "name", "tags", "started", "device", "torch", "graphs", "compile_s", "cache_hit_ratio",
-                  "failures", "run_id", "compare"],
+    column_order=[
+        "open",
+        "name",
+        "tags",
+        "started",
+        "device",
+        "torch",
+        "graphs",
+        "compile_s",
+        "cache_hit_ratio",
+        "failures",
+        "run_id",
+        "compare",
+    ],
     column_config={
         "open": st.column_config.LinkColumn("run", display_text="open", width="small"),
         "compare": st.column_config.LinkColumn("compare", display_text="with previous", width="small"),
@@ -55,7 +68,14 @@ else:
     )
     points = base.mark_circle(size=90, opacity=0.9).encode(
         color=alt.Color("name:N", title="run name"),
-        tooltip=["name", "run_id", "started:T", alt.Tooltip("compile_s:Q", format=".2f"), "graphs",
-                 alt.Tooltip("cache_hit_ratio:Q", format=".0%"), "failures"],
+        tooltip=[
+            "name",
+            "run_id",
+            "started:T",
+            alt.Tooltip("compile_s:Q", format=".2f"),
+            "graphs",
+            alt.Tooltip("cache_hit_ratio:Q", format=".0%"),
+            "failures",
+        ],
     )
     st.altair_chart(base.mark_line(color="#9aa0a6", strokeWidth=1) + points, width="stretch")

@@ -9,8 +9,7 @@ from dashboard import ui
 src = ui.require_store()
 runs = q.cached_runs(src)
 st.title("Trends")
-names = st.multiselect("Run names", q.filter_choices(runs)["name"], key="trends:name",
-                       help="Empty: every run")
+names = st.multiselect("Run names", q.filter_choices(runs)["name"], key="trends:name", help="Empty: every run")
 data = q.cached_trends(src)
 if names:
     data = data[data["name"].isin(names)]
@@ -27,8 +26,12 @@ cols[3].metric("Cache hit ratio (latest run)", ui.percent(last["cache hit ratio"
 
 st.subheader("Graph compile latency per run")
 st.caption("Percentiles of the graphs' compile times within each run (cache hits included).")
-long = data.melt(id_vars=["started", "name", "run_id"], value_vars=["p50 s", "p90 s", "p99 s"],
-                 var_name="percentile", value_name="seconds")
+long = data.melt(
+    id_vars=["started", "name", "run_id"],
+    value_vars=["p50 s", "p90 s", "p99 s"],
+    var_name="percentile",
+    value_name="seconds",
+)
 latency = (
     alt.Chart(long)
     .mark_line(point=True)
@@ -55,8 +58,19 @@ st.altair_chart(ratio.mark_line(color="#9aa0a6", strokeWidth=1) + points, width=
 st.dataframe(
     data.assign(open=[ui.link("Run", run=r) for r in data["run_id"]]),
     hide_index=True,
-    column_order=["open", "name", "started", "graphs", "p50 s", "p90 s", "p99 s", "max s", "compile s",
-                  "cache hit ratio", "failures"],
+    column_order=[
+        "open",
+        "name",
+        "started",
+        "graphs",
+        "p50 s",
+        "p90 s",
+        "p99 s",
+        "max s",
+        "compile s",
+        "cache hit ratio",
+        "failures",
+    ],
     column_config={
         "open": st.column_config.LinkColumn("run", display_text="open", width="small"),
         "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),

@@ -23,8 +23,9 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -109,7 +110,9 @@ def install_seam(route: Callable[[], Any]) -> None:
         _seam_original = original
 
         @functools.wraps(original)
-        def fx_codegen_and_compile(gm: Any, example_inputs: Any, inputs_to_check: Any, *args: Any, **kwargs: Any) -> Any:
+        def fx_codegen_and_compile(
+            gm: Any, example_inputs: Any, inputs_to_check: Any, *args: Any, **kwargs: Any
+        ) -> Any:
             scheme = route()
             if scheme is None:
                 return original(gm, example_inputs, inputs_to_check, *args, **kwargs)
@@ -124,7 +127,9 @@ def seam_installed() -> bool:
     return bool(getattr(compile_fx_module().fx_codegen_and_compile, "_sandbox_seam", False))
 
 
-def compile_in_process(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
+def compile_in_process(
+    gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None
+) -> Any:
     """Inductor's own in-process codegen (``_InProcessFxCompile``), with the user's own
     number of compile threads."""
     from torch._inductor import config as inductor_config
@@ -213,7 +218,7 @@ def _foreign(module: str | None, qualname: str | None) -> bool:
     return module in ("__main__", "__mp_main__") or (qualname is not None and "<locals>" in qualname)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stand_in_class(module: str, qualname: str) -> type:
     name = qualname.rsplit(".", 1)[-1]
     return type(name, (), {"__module__": module, "__qualname__": qualname, "_sandbox_stand_in": True})
@@ -244,7 +249,11 @@ def _custom_op_origin(namespace: str, opname: str) -> tuple[str | None, str | No
         module = getattr(opdef._init_fn, "__module__", None)
         if module and not _foreign(module, getattr(opdef._init_fn, "__qualname__", None)):
             return module, None
-        return None, f"custom op {namespace}::{opname} is defined in {module or 'an unknown module'}, which the worker cannot import"
+        return (
+            None,
+            f"custom op {namespace}::{opname} is defined in {module or 'an unknown module'}, which the worker cannot "
+            "import",
+        )
     for name, mod in list(sys.modules.items()):
         if mod is None:
             continue
@@ -255,11 +264,18 @@ def _custom_op_origin(namespace: str, opname: str) -> tuple[str | None, str | No
         for value in values:
             if isinstance(value, torch.library.Library) and getattr(value, "ns", None) == namespace:
                 if name in ("__main__", "__mp_main__"):
-                    return None, f"custom op {namespace}::{opname} is defined in the training script (__main__), which the worker cannot import"
+                    return (
+                        None,
+                        f"custom op {namespace}::{opname} is defined in the training script (__main__), which the "
+                        "worker cannot import",
+                    )
                 return name, None
     if getattr(torch.ops, "loaded_libraries", None):
         return None, None  # the worker loads the same shared libraries
-    return None, f"custom op {namespace}::{opname} is not defined by an importable module (defined in the training script?)"
+    return (
+        None,
+        f"custom op {namespace}::{opname} is not defined by an importable module (defined in the training script?)",
+    )
 
 
 class _Crossing:
@@ -362,8 +378,8 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
     cannot cross instead of logging it and compiling in the parent.
     """
 
-    from torch._inductor import config as inductor_config
     from torch._inductor import compile_fx_ext as ext
+    from torch._inductor import config as inductor_config
     from torch._inductor.codecache import BypassFxGraphCache, FxGraphCache
     from torch._inductor.output_code import CompiledFxGraphConstantsWithGm
     from torch.fx._graph_pickler import Options
@@ -565,7 +581,9 @@ def compile_context(compile_id: str | None) -> Iterator[None]:
 # ChromiumEventLogger._log_timed_event), get_chromium_event_logger().id_.
 
 
-_event_sink: "contextvars.ContextVar[list[dict[str, Any]] | None]" = contextvars.ContextVar("sandbox_events", default=None)
+_event_sink: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "sandbox_events", default=None
+)
 _tap_lock = threading.Lock()
 
 
@@ -647,7 +665,7 @@ def inductor_metrics_delta(before: dict[str, Any], after: dict[str, Any]) -> dic
     for name, value in after.items():
         prev = before.get(name)
         if isinstance(value, list):
-            out[name] = value[len(prev or []):]
+            out[name] = value[len(prev or []) :]
         elif isinstance(value, (int, float)):
             out[name] = value - (prev or 0)
     return out
@@ -678,7 +696,7 @@ def time_metrics_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[st
     cum_b, cum_a = before["cumulative_time_spent_ns"], after["cumulative_time_spent_ns"]
     return {
         "compilation_time_metrics": {
-            k: v[len(ctm_b.get(k, [])):] for k, v in ctm_a.items() if len(v) > len(ctm_b.get(k, []))
+            k: v[len(ctm_b.get(k, [])) :] for k, v in ctm_a.items() if len(v) > len(ctm_b.get(k, []))
         },
         "cumulative_time_spent_ns": {k: v - cum_b.get(k, 0) for k, v in cum_a.items() if v != cum_b.get(k, 0)},
     }
@@ -776,9 +794,7 @@ def probe_cpu_isa() -> None:
 
     if platform.machine() in ("x86_64", "AMD64") and sys.platform == "linux":
         flags = cpu_vec_isa.x86_isa_checker()
-        candidates = [
-            isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(isa).split())
-        ]
+        candidates = [isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(isa).split())]
         threads = [threading.Thread(target=bool, args=(isa,), daemon=True) for isa in candidates]
         for t in threads:
             t.start()
@@ -839,14 +855,14 @@ def warm_up_inductor(probe_isa: bool = True) -> dict[str, float]:
 
     prober = threading.Thread(target=probe, name="sandbox-isa-probe", daemon=True)
     prober.start()
+    import torch._inductor.codegen.cpp  # noqa: F401
+    import torch._inductor.codegen.wrapper  # noqa: F401
     import torch._inductor.compile_fx  # noqa: F401
     import torch._inductor.compile_fx_ext  # noqa: F401
-    import torch._inductor.codegen.cpp  # noqa: F401
-    import torch._inductor.scheduler  # noqa: F401
-    import torch._inductor.lowering  # noqa: F401
-    import torch._inductor.graph  # noqa: F401
-    import torch._inductor.codegen.wrapper  # noqa: F401
     import torch._inductor.fx_passes.post_grad  # noqa: F401
+    import torch._inductor.graph  # noqa: F401
+    import torch._inductor.lowering  # noqa: F401
+    import torch._inductor.scheduler  # noqa: F401
 
     t2 = time.time()
     prober.join()
@@ -855,7 +871,6 @@ def warm_up_inductor(probe_isa: bool = True) -> dict[str, float]:
         "cpu_isa_probe_s": probe_s[0] if probe_s else time.time() - t1,
         "probe_after_imports_s": time.time() - t2,
     }
-
 
 
 # --- GPU: Triton kernels ------------------------------------------------------
@@ -939,7 +954,9 @@ def describe_triton_kernel(kernel: Any) -> dict[str, Any]:
         "launchers": launchers,
         "autotune_cache": state,
         "autotune_timings": timings,
-        "compile_time_s": info["compile_time_us"] / 1e6 if isinstance(info.get("compile_time_us"), (int, float)) else None,
+        "compile_time_s": info["compile_time_us"] / 1e6
+        if isinstance(info.get("compile_time_us"), (int, float))
+        else None,
     }
     autotune_ns = getattr(kernel, "autotune_time_taken_ns", None)
     if isinstance(autotune_ns, (int, float)) and autotune_ns:
@@ -980,7 +997,14 @@ def capture_autotune_choices() -> Iterator[list[dict[str, Any]]]:
                     shapes.append([_jsonable(s) for s in node.get_size()])
                 except Exception:
                     shapes.append(None)
-            choices.append({"op": str(name), "input_shapes": shapes, "chosen": rows[0]["name"] if rows else None, "candidates": rows})
+            choices.append(
+                {
+                    "op": str(name),
+                    "input_shapes": shapes,
+                    "chosen": rows[0]["name"] if rows else None,
+                    "candidates": rows,
+                }
+            )
         except Exception:  # noqa: BLE001 - a report detail never breaks a compile
             log.debug("sandbox: could not record autotune choices", exc_info=True)
 
@@ -1198,7 +1222,8 @@ def remote_cache_server() -> str:
         host = parts.hostname or ""
         netloc = f"{host}:{parts.port}" if parts.port else host
         return parts._replace(netloc=netloc).geturl()
-    return f"{os.environ.get('TORCHINDUCTOR_REDIS_HOST', 'localhost')}:{os.environ.get('TORCHINDUCTOR_REDIS_PORT', '6379')}"
+    host = os.environ.get("TORCHINDUCTOR_REDIS_HOST", "localhost")
+    return f"{host}:{os.environ.get('TORCHINDUCTOR_REDIS_PORT', '6379')}"
 
 
 def _connection_lost(cache: Any) -> bool:
@@ -1379,7 +1404,6 @@ def profiler_enabled() -> bool:
     return bool(torch.autograd._profiler_enabled())
 
 
-
 def debug_config() -> dict[str, Any]:
     """Inductor's ``trace.*`` settings (what TORCH_COMPILE_DEBUG writes): they are not part
     of the portable config that crosses with a graph. ``trace.debug_dir`` stays here."""
@@ -1388,7 +1412,8 @@ def debug_config() -> dict[str, Any]:
     return {
         k: v
         for k, v in config.get_config_copy().items()
-        if k.startswith("trace.") and k not in ("trace.debug_dir", "trace.upload_tar")
+        if k.startswith("trace.")
+        and k not in ("trace.debug_dir", "trace.upload_tar")
         and (v is None or isinstance(v, (bool, int, float, str)))
     }
 

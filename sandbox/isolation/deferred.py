@@ -34,7 +34,8 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sandbox.isolation import compat
 from sandbox.isolation.pool import WorkerFailure
@@ -67,12 +68,12 @@ class Pair:
         self.backward: Any = None
 
 
-_live: "weakref.WeakSet[DeferredGraph]" = weakref.WeakSet()
+_live: weakref.WeakSet[DeferredGraph] = weakref.WeakSet()
 _exit_hook = False
 _exit_lock = threading.Lock()
 
 
-def _register(graph: "DeferredGraph") -> None:
+def _register(graph: DeferredGraph) -> None:
     """Reports of graphs that never switched are published at exit. Registered at the
     first stand-in, after the store's own exit hook, so it runs before the store closes."""
     global _exit_hook
@@ -108,8 +109,20 @@ def _agree(state: int) -> int:
 class DeferredGraph:
     """An ``OutputCode`` stand-in: the FX graph run as is until the compiled graph takes over."""
 
-    def __init__(self, scheme: Any, gm: Any, example_inputs: Any, job: dict[str, Any], payload: Any, graph_kwargs: dict, region: str | None,
-                 *, how: str, pair: Pair | None, publish: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        scheme: Any,
+        gm: Any,
+        example_inputs: Any,
+        job: dict[str, Any],
+        payload: Any,
+        graph_kwargs: dict,
+        region: str | None,
+        *,
+        how: str,
+        pair: Pair | None,
+        publish: Callable[[Any], None],
+    ) -> None:
         self._boxed_call = True  # on the instance: see the module docstring
         self.kind = scheme.builder.report.graph_kind
         self.how = how
@@ -276,8 +289,13 @@ class DeferredGraph:
     def _give_up(self, failure: Failure | None = None) -> None:
         b = self._scheme.builder
         if failure is None:
-            failure = self._scheme.failure(self._error) if self._error is not None else Failure(
-                "error", "the compile of the paired backward graph failed; forward and backward stay eager together")
+            failure = (
+                self._scheme.failure(self._error)
+                if self._error is not None
+                else Failure(
+                    "error", "the compile of the paired backward graph failed; forward and backward stay eager together"
+                )
+            )
         self._state = _FAILED
         policy = self._scheme.options.on_failure
         raising = self.how == WAIT and policy == "raise"

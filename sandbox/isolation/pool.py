@@ -24,7 +24,6 @@ from typing import Any
 
 from sandbox.isolation import protocol
 
-
 # How long a job waits for a worker that is still starting before the worker counts as hung,
 # unless timeout_s is longer: its start (import torch, warm-up) is not the graph's compile.
 START_LIMIT_S = 300.0
@@ -92,10 +91,14 @@ class WorkerProcess:
                     sys.executable,
                     "-m",
                     "sandbox.isolation.worker",
-                    "--in-fd", str(job_r),
-                    "--out-fd", str(result_w),
-                    "--lifeline-fd", str(lifeline_r),
-                    "--parent-pid", str(os.getpid()),
+                    "--in-fd",
+                    str(job_r),
+                    "--out-fd",
+                    str(result_w),
+                    "--lifeline-fd",
+                    str(lifeline_r),
+                    "--parent-pid",
+                    str(os.getpid()),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -239,7 +242,9 @@ WORKER_ENV_DROPPED = ("TORCH_TRACE", "TORCH_DTRACE", "TORCH_COMPILE_DEBUG", "TOR
 class Pool:
     """A fixed number of pre-started workers; one job per worker at a time."""
 
-    def __init__(self, size: int, env: dict[str, str] | None = None, on_ready: Any = None, started_by: str = "") -> None:
+    def __init__(
+        self, size: int, env: dict[str, str] | None = None, on_ready: Any = None, started_by: str = ""
+    ) -> None:
         self.size = size
         self.started_by = started_by  # what started the pool: import torch, torch.compile, warmup(), a graph
         self.on_ready = on_ready
@@ -354,9 +359,12 @@ class Pool:
             if deadline is not None and time.time() >= deadline:
                 w.kill()
                 raise WorkerFailure(
-                    "timeout", f"worker {w.pid} did not become ready {time.time() - w.spawned_at:.0f} s after it was "
-                               f"started (its log's last lines follow); it was killed",
-                    pid=w.pid, signal="SIGKILL", log_tail=w.log_tail(),
+                    "timeout",
+                    f"worker {w.pid} did not become ready {time.time() - w.spawned_at:.0f} s after it was "
+                    f"started (its log's last lines follow); it was killed",
+                    pid=w.pid,
+                    signal="SIGKILL",
+                    log_tail=w.log_tail(),
                 )
         if w.ready is None:
             raise self._death(w)
@@ -381,7 +389,8 @@ class Pool:
                     w.kill()
                     raise WorkerFailure(
                         "oom",
-                        f"worker {w.pid} grew to {rss / 2**20:.0f} MiB, past memory_limit_mb={memory_limit // 2**20}; it was killed",
+                        f"worker {w.pid} grew to {rss / 2**20:.0f} MiB, past "
+                        f"memory_limit_mb={memory_limit // 2**20}; it was killed",
                         pid=w.pid,
                         signal="SIGKILL",
                         log_tail=w.log_tail(),
@@ -414,7 +423,9 @@ class Pool:
             log_tail=w.log_tail(),
         )
 
-    def run(self, job: dict[str, Any], timeout_s: float | None, memory_limit_mb: int | None, on_sent: Any = None) -> JobResult:
+    def run(
+        self, job: dict[str, Any], timeout_s: float | None, memory_limit_mb: int | None, on_sent: Any = None
+    ) -> JobResult:
         """Send one job to a free worker and wait for its reply.
 
         Raises WorkerFailure; the worker involved is then replaced (a failed job

@@ -84,7 +84,9 @@ class IsolatedCompile:
         self.defer: Any = None
         self.deferred: Any = None
 
-    def codegen_and_compile(self, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
+    def codegen_and_compile(
+        self, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None
+    ) -> Any:
         self.called = True
         self.devices = _input_devices(example_inputs)
         b = self.builder
@@ -147,8 +149,13 @@ class IsolatedCompile:
     @staticmethod
     def failure(wf: WorkerFailure) -> Failure:
         return Failure(
-            wf.kind, wf.message, exit_code=wf.exit_code, signal=wf.signal,
-            worker_pid=wf.pid, log_tail=wf.log_tail, traceback=wf.traceback,
+            wf.kind,
+            wf.message,
+            exit_code=wf.exit_code,
+            signal=wf.signal,
+            worker_pid=wf.pid,
+            log_tail=wf.log_tail,
+            traceback=wf.traceback,
         )
 
     def complete(self, result: Any, payload: Any, region: str | None) -> Any:
@@ -175,7 +182,15 @@ class IsolatedCompile:
         b.set_outcome(ISOLATED, worker_pid=result.worker_pid)
         return out
 
-    def _on_failure(self, failure: Failure, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None) -> Any:
+    def _on_failure(
+        self,
+        failure: Failure,
+        gm: Any,
+        example_inputs: Any,
+        inputs_to_check: Any,
+        graph_kwargs: dict,
+        region: str | None,
+    ) -> Any:
         policy = self.options.on_failure
         b = self.builder
         if policy == "raise":

@@ -54,7 +54,7 @@ class Worker:
         self.gpu_warm = False  # warm_up_gpu ran
         self.warm: tuple[float, dict[str, float], str] = (time.time(), {}, "normal")
 
-    def start(self, started: float, priority: str = "normal", driver: "_DriverInit | None" = None) -> None:
+    def start(self, started: float, priority: str = "normal", driver: _DriverInit | None = None) -> None:
         priority = _enter_priority(priority)
         from sandbox.isolation import compat
 
@@ -338,7 +338,7 @@ class _DriverInit:
         self.thread = threading.Thread(target=self._run, name="sandbox-cuda-driver-init", daemon=True)
 
     @classmethod
-    def start(cls) -> "_DriverInit | None":
+    def start(cls) -> _DriverInit | None:
         from sandbox.isolation.sizing import gpu_machine
 
         if os.environ.get("SANDBOX_WORKER_EARLY_CUDA", "1") == "0" or not gpu_machine():
@@ -366,7 +366,8 @@ class _DriverInit:
         if self.result or self.error:
             print(
                 f"[sandbox worker {os.getpid()}] cuInit beside the imports: "
-                + (self.error or f"CUDA error {self.result}") + " (torch initialises the driver itself)",
+                + (self.error or f"CUDA error {self.result}")
+                + " (torch initialises the driver itself)",
                 file=sys.stderr,
                 flush=True,
             )

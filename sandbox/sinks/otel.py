@@ -17,7 +17,8 @@ import os
 import random
 import threading
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sandbox.telemetry.report import FAILED, CompileReport, Stage
 
@@ -177,8 +178,12 @@ def resource_attributes() -> dict[str, Any]:
     }
     dist = context.distributed()
     job = run.job if run is not None else None
-    for key, value in (("sandbox.job", job), ("sandbox.rank", dist["rank"]), ("sandbox.local_rank", dist["local_rank"]),
-                       ("sandbox.world_size", dist["world_size"])):
+    for key, value in (
+        ("sandbox.job", job),
+        ("sandbox.rank", dist["rank"]),
+        ("sandbox.local_rank", dist["local_rank"]),
+        ("sandbox.world_size", dist["world_size"]),
+    ):
         if value is not None:
             attrs[key] = value
     from_env = {}
@@ -263,7 +268,9 @@ class OtelSink:
             root.add_event("sandbox.failure", event, timestamp=_ns(end))
             root.set_status(Status(StatusCode.ERROR, f"{f.kind}: {f.message[:200]}"))
         if getattr(report, "switched_at", None):
-            root.add_event("sandbox.switch", {"sandbox.eager_calls": report.eager_calls}, timestamp=_ns(report.switched_at))
+            root.add_event(
+                "sandbox.switch", {"sandbox.eager_calls": report.eager_calls}, timestamp=_ns(report.switched_at)
+            )
         spans: list[Any] = []
         tree = stage_tree(report.stages)
         for stage, parent_index in tree:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sandbox.telemetry.report import CompileReport, Stage
 
@@ -44,10 +45,30 @@ def _emit(lane: list[Stage], pid: int, tid: int, args_of: Any) -> list[dict[str,
 
     for s in lane:
         close_until(s.start)
-        events.append({"name": s.name, "ph": "B", "ts": s.start * 1e6, "pid": pid, "tid": tid, "cat": "sandbox", "args": args_of(s)})
+        events.append(
+            {
+                "name": s.name,
+                "ph": "B",
+                "ts": s.start * 1e6,
+                "pid": pid,
+                "tid": tid,
+                "cat": "sandbox",
+                "args": args_of(s),
+            }
+        )
         stack.append(s)
     close_until(None)
     return events
+
+
+def _args_of(report_of: dict[int, CompileReport]) -> Any:
+    """The event arguments of a stage: which graph's it is."""
+
+    def args_of(s: Stage) -> dict[str, Any]:
+        r = report_of[id(s)]
+        return {"compile_id": r.compile_id, "graph_kind": r.graph_kind, "origin": s.origin}
+
+    return args_of
 
 
 def chrome_trace(reports: Iterable[CompileReport], parent_pid: int | None = None) -> dict[str, Any]:
@@ -66,12 +87,7 @@ def chrome_trace(reports: Iterable[CompileReport], parent_pid: int | None = None
     for pid, name in names.items():
         events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": name}})
     for pid, items in by_pid.items():
-        report_of = {id(s): r for s, r in items}
-
-        def args_of(s: Stage) -> dict[str, Any]:
-            r = report_of[id(s)]
-            return {"compile_id": r.compile_id, "graph_kind": r.graph_kind, "origin": s.origin}
-
+        args_of = _args_of({id(s): r for s, r in items})
         for tid, lane in enumerate(_lanes([s for s, _ in items])):
             events.extend(_emit(lane, pid, tid, args_of))
     return {"traceEvents": events, "displayTimeUnit": "ms"}

@@ -25,7 +25,8 @@ import socket
 import sys
 import threading
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sandbox.telemetry.report import CACHE_HIT, FAILED, FAILURE_KINDS, ISOLATED, CompileReport
 
@@ -33,7 +34,25 @@ log = logging.getLogger("sandbox")
 
 # 10 ms .. 30 min: a cache hit takes milliseconds, a cold compile of a large model minutes,
 # and the default timeout_s is 1800 s.
-COMPILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0)
+COMPILE_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+)
 # Stages and the wait for a worker also take a millisecond or less (send, transfer); fewer
 # buckets, as there is a series per stage.
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
@@ -56,12 +75,26 @@ REMOTE_CACHES = ("fx_graph_remote", "aot_autograd_remote")
 # between releases) is not observed, so the label set stays bounded.
 STAGES = (
     # the sandbox's
-    "cache_lookup", "serialize", "wait_for_worker", "send", "compile_in_worker", "transfer", "load",
+    "cache_lookup",
+    "serialize",
+    "wait_for_worker",
+    "send",
+    "compile_in_worker",
+    "transfer",
+    "load",
     "compile_in_process",
     # Inductor's main phases (in the worker, or in the parent for a graph compiled there)
-    "inductor_compile", "fx_codegen_and_compile", "_recursive_post_grad_passes", "GraphLowering.run",
-    "Scheduler.__init__", "Scheduler.codegen", "GraphLowering.codegen", "GraphLowering.compile_to_fn",
-    "compile_file", "async_compile.wait", "PyCodeCache.load_by_key_path",
+    "inductor_compile",
+    "fx_codegen_and_compile",
+    "_recursive_post_grad_passes",
+    "GraphLowering.run",
+    "Scheduler.__init__",
+    "Scheduler.codegen",
+    "GraphLowering.codegen",
+    "GraphLowering.compile_to_fn",
+    "compile_file",
+    "async_compile.wait",
+    "PyCodeCache.load_by_key_path",
 )
 
 _OTHER = "other"
@@ -239,8 +272,14 @@ class Metrics:
         )
         self.live = _Live()
         self.collectors: list[Any] = [
-            self.compile_duration, self.stage_duration, self.worker_wait, self.cache_lookups,
-            self.remote_saved, self.failures, self.kernels, self.live,
+            self.compile_duration,
+            self.stage_duration,
+            self.worker_wait,
+            self.cache_lookups,
+            self.remote_saved,
+            self.failures,
+            self.kernels,
+            self.live,
         ]
         # Label children bound once: every series with a known label value exists from the
         # start (at 0), so rate()/increase() see the first event, and a report costs dict lookups.

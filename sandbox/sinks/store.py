@@ -106,9 +106,12 @@ class StoreSink:
             # and uploads again; anything else waits for the next process or the CLI.
             self._unsent = False
             log.debug("sandbox: uploading the spool failed", exc_info=True)
-            self._warn("upload", f"sandbox: could not upload the spool {spool_dir(self.resolved)} into "
-                                 f"{masked(self.resolved)} ({_one_line(e)}); it stays for the next process or "
-                                 f"`sandbox spool --upload`")
+            self._warn(
+                "upload",
+                f"sandbox: could not upload the spool {spool_dir(self.resolved)} into "
+                f"{masked(self.resolved)} ({_one_line(e)}); it stays for the next process or "
+                f"`sandbox spool --upload`",
+            )
         return True
 
     def _disconnect(self) -> None:
@@ -143,9 +146,12 @@ class StoreSink:
                 f"writes to it, or `sandbox spool --upload`)",
             )
         except SpoolError as e:
-            self._warn("spool", f"sandbox: reports are not stored: the run store {masked(self.resolved)} "
-                                f"{self._reason}, and {e}; they stay available in this process "
-                                f"(sandbox.reports()). Set SANDBOX_STORE to a writable store, or store=False to silence this.")
+            self._warn(
+                "spool",
+                f"sandbox: reports are not stored: the run store {masked(self.resolved)} "
+                f"{self._reason}, and {e}; they stay available in this process "
+                f"(sandbox.reports()). Set SANDBOX_STORE to a writable store, or store=False to silence this.",
+            )
 
     # -- the writer thread ---------------------------------------------------------------
     def _waiting(self) -> bool:
@@ -155,7 +161,9 @@ class StoreSink:
     def _loop(self) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=max(self._retry_at - time.monotonic(), 0.05) if self._waiting() else None)
+                item = self._queue.get(
+                    timeout=max(self._retry_at - time.monotonic(), 0.05) if self._waiting() else None
+                )
             except queue.Empty:
                 try:
                     self._connect()

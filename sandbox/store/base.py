@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sandbox.store.schema import MIGRATIONS, SCHEMA_VERSION
 from sandbox.telemetry.report import CompileReport, Run
@@ -81,15 +82,25 @@ class Store:
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[v]:
                     cur.execute(statement)
-            cur.execute(self._sql(self._upsert("meta", "key", ["key", "value"])), ("schema_version", str(SCHEMA_VERSION)))
+            cur.execute(
+                self._sql(self._upsert("meta", "key", ["key", "value"])), ("schema_version", str(SCHEMA_VERSION))
+            )
             self.conn.commit()
 
     # -- writes --------------------------------------------------------------------------
     def put_run(self, run: Run | dict[str, Any]) -> None:
         d = run.to_dict() if isinstance(run, Run) else dict(run)
         row = (
-            d["run_id"], d["started_at"], d.get("name"), json.dumps(d.get("tags") or []), d.get("hostname"),
-            d.get("device"), d.get("torch"), d.get("job"), d.get("rank"), json.dumps(d, sort_keys=True),
+            d["run_id"],
+            d["started_at"],
+            d.get("name"),
+            json.dumps(d.get("tags") or []),
+            d.get("hostname"),
+            d.get("device"),
+            d.get("torch"),
+            d.get("job"),
+            d.get("rank"),
+            json.dumps(d, sort_keys=True),
         )
         cols = ["run_id", "started_at", "name", "tags", "hostname", "device", "torch", "job", "rank", "data"]
         with self._lock:
@@ -106,17 +117,36 @@ class Store:
             sources.extend(srcs)
             rows.append(
                 (
-                    d["report_id"], d["run_id"], d.get("graph_index", 0), d.get("compile_id"), d["graph_kind"],
-                    d["outcome"], d["started_at"], d.get("duration_s", 0.0), json.dumps(d, sort_keys=True),
+                    d["report_id"],
+                    d["run_id"],
+                    d.get("graph_index", 0),
+                    d.get("compile_id"),
+                    d["graph_kind"],
+                    d["outcome"],
+                    d["started_at"],
+                    d.get("duration_s", 0.0),
+                    json.dumps(d, sort_keys=True),
                 )
             )
         if not rows:
             return 0
-        cols = ["report_id", "run_id", "graph_index", "compile_id", "graph_kind", "outcome", "started_at", "duration_s", "data"]
+        cols = [
+            "report_id",
+            "run_id",
+            "graph_index",
+            "compile_id",
+            "graph_kind",
+            "outcome",
+            "started_at",
+            "duration_s",
+            "data",
+        ]
         with self._lock:
             cur = self.conn.cursor()
             if sources:
-                cur.executemany(self._sql(self._insert_ignore("kernel_sources", ["source_hash", "source"])), sorted(set(sources)))
+                cur.executemany(
+                    self._sql(self._insert_ignore("kernel_sources", ["source_hash", "source"])), sorted(set(sources))
+                )
             cur.executemany(self._sql(self._upsert("reports", "report_id", cols)), rows)
             self.conn.commit()
         return len(rows)
@@ -197,7 +227,9 @@ class Store:
                 rows = self._query("SELECT data FROM runs WHERE run_id LIKE ? ORDER BY started_at DESC", (ref + "%",))
                 if len(rows) > 1:
                     ids = ", ".join(json.loads(r[0])["run_id"][:12] for r in rows[:5])
-                    raise StoreError(f"run id prefix {ref!r} matches {len(rows)} runs in {self.url} ({ids}...): give more characters")
+                    raise StoreError(
+                        f"run id prefix {ref!r} matches {len(rows)} runs in {self.url} ({ids}...): give more characters"
+                    )
             if not rows:
                 rows = self._query("SELECT data FROM runs WHERE name = ? ORDER BY started_at DESC LIMIT 1", (ref,))
         if not rows:
@@ -220,15 +252,15 @@ class Store:
         out: dict[str, str] = {}
         hashes = list(hashes)
         for i in range(0, len(hashes), 500):
-            chunk = hashes[i:i + 500]
+            chunk = hashes[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            out.update(self._query(f"SELECT source_hash, source FROM kernel_sources WHERE source_hash IN ({marks})", chunk))
+            out.update(
+                self._query(f"SELECT source_hash, source FROM kernel_sources WHERE source_hash IN ({marks})", chunk)
+            )
         return out
 
     def counts(self) -> dict[str, int]:
-        return {
-            t: int(self._query(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in ("runs", "reports", "kernel_sources")
-        }
+        return {t: int(self._query(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in ("runs", "reports", "kernel_sources")}
 
     # -- maintenance ----------------------------------------------------------------------
     def gc(self, keep: int | None = None, older_than_s: float | None = None) -> list[str]:
@@ -247,7 +279,7 @@ class Store:
             cur = self.conn.cursor()
             ids = sorted(doomed)
             for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
+                chunk = ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 self._execute(cur, f"DELETE FROM reports WHERE run_id IN ({marks})", chunk)
                 self._execute(cur, f"DELETE FROM runs WHERE run_id IN ({marks})", chunk)
@@ -259,8 +291,10 @@ class Store:
             self._execute(cur, "SELECT source_hash FROM kernel_sources")
             dead = [h for (h,) in cur.fetchall() if h not in live]
             for i in range(0, len(dead), 500):
-                chunk = dead[i:i + 500]
-                self._execute(cur, f"DELETE FROM kernel_sources WHERE source_hash IN ({','.join('?' * len(chunk))})", chunk)
+                chunk = dead[i : i + 500]
+                self._execute(
+                    cur, f"DELETE FROM kernel_sources WHERE source_hash IN ({','.join('?' * len(chunk))})", chunk
+                )
             self.conn.commit()
         return ids
 

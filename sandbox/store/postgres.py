@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from sandbox.store.base import Store, StoreError
 
@@ -29,7 +29,8 @@ class PostgresStore(Store):
                 self.conn.read_only = True
         except psycopg.Error as e:
             raise StoreError(
-                f"cannot reach PostgreSQL store {self.url}: {str(e).strip()}; check the URL, the server and the credentials"
+                f"cannot reach PostgreSQL store {self.url}: {str(e).strip()}; check the URL, the server and the "
+                "credentials"
             ) from e
         self.migrate()
 
@@ -50,7 +51,8 @@ class PostgresStore(Store):
                 self.conn.commit()
 
     def _insert_ignore(self, table: str, columns: Sequence[str]) -> str:
-        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING"
+        placeholders = ", ".join("?" * len(columns))
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
 
     def _upsert(self, table: str, key: str, columns: Sequence[str]) -> str:
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)

@@ -22,7 +22,8 @@ writer is alive and uploads them itself), uploads, and deletes the file. Uploads
 upserts by run id and report id: a file uploaded twice (an upload cut off after its
 commit) is harmless.
 
-A file with a line that is not JSON, or not a run or a report the store can take, is corrupt: its readable lines are uploaded,
+A file with a line that is not JSON, or not a run or a report the store can take, is corrupt: its
+readable lines are uploaded,
 the file is kept as ``<name>.corrupt`` for inspection, and the uploader reports it;
 no other file is affected.
 """
@@ -36,8 +37,9 @@ import os
 import re
 import uuid
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 # What the store needs of a run and of a report; a line without them is corrupt.
 RUN_KEYS = ("run_id", "started_at")
@@ -92,7 +94,9 @@ class Spool:
                 os.write(self._fd, data)
                 os.fsync(self._fd)
         except OSError as e:
-            raise SpoolError(f"cannot write the spool {self.dir}: {e.strerror or e}; set SANDBOX_SPOOL to a writable directory") from e
+            raise SpoolError(
+                f"cannot write the spool {self.dir}: {e.strerror or e}; set SANDBOX_SPOOL to a writable directory"
+            ) from e
         self.reports += len(lines)
 
     def _create(self, run: dict[str, Any]) -> None:
@@ -129,7 +133,7 @@ class Spool:
 # A forked child (a DataLoader worker) must not keep the parent's spool file open: its
 # copy of the descriptor would hold the file's lock after the parent lets go, and no
 # uploader could take the file until the child exits.
-_open_spools: "weakref.WeakSet[Spool]" = weakref.WeakSet()
+_open_spools: weakref.WeakSet[Spool] = weakref.WeakSet()
 
 
 def _forget_in_child() -> None:
@@ -154,7 +158,7 @@ class Upload:
     busy: int = 0  # files skipped: their writer still holds them
     corrupt: list[str] = field(default_factory=list)  # one message per corrupt file
 
-    def add(self, other: "Upload") -> None:
+    def add(self, other: Upload) -> None:
         self.files += other.files
         self.runs += other.runs
         self.reports += other.reports
@@ -177,8 +181,14 @@ def pending(location: str, root: str | None = None) -> list[dict[str, Any]]:
         try:
             with open(path, "rb") as f:
                 lines = f.read().count(b"\n")
-            out.append({"path": path, "bytes": os.path.getsize(path), "reports": max(lines - 1, 0),
-                        "corrupt": name.endswith(CORRUPT)})
+            out.append(
+                {
+                    "path": path,
+                    "bytes": os.path.getsize(path),
+                    "reports": max(lines - 1, 0),
+                    "corrupt": name.endswith(CORRUPT),
+                }
+            )
         except OSError:
             continue  # uploaded and deleted meanwhile
     return out
@@ -241,7 +251,7 @@ def _upload_file(store: Any, path: str) -> Upload:
         for run in runs:
             store.put_run(run)
         for i in range(0, len(reports), BATCH):
-            store.put_reports(reports[i:i + BATCH])
+            store.put_reports(reports[i : i + BATCH])
         result.runs, result.reports = len(runs), len(reports)
         if bad:
             kept = path + CORRUPT

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from sandbox.store.base import Store, StoreError
 
@@ -26,7 +26,9 @@ class SQLiteStore(Store):
         try:
             if readonly:
                 if not os.path.exists(self.path):
-                    raise StoreError(f"no store at {self.path}: make a first run with `sandbox demo`, or set SANDBOX_STORE")
+                    raise StoreError(
+                        f"no store at {self.path}: make a first run with `sandbox demo`, or set SANDBOX_STORE"
+                    )
                 self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
                 self._refuse_foreign()
             else:
@@ -61,7 +63,10 @@ class SQLiteStore(Store):
         """Refuse what must not be written; create a missing store atomically."""
         directory = os.path.dirname(self.path)
         if not os.access(directory, os.W_OK):
-            raise StoreError(f"cannot write store {self.path}: directory {directory} is read-only; set SANDBOX_STORE to a writable path")
+            raise StoreError(
+                f"cannot write store {self.path}: directory {directory} is read-only; set SANDBOX_STORE to a "
+                "writable path"
+            )
         if not os.path.exists(self.path):
             self._create()
         elif os.path.getsize(self.path) == 0:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sandbox.isolation import compat
 from sandbox.telemetry import context, kernels, triton
@@ -96,7 +97,9 @@ class ReportBuilder:
         self.worker_triton: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])
 
     # -- filled by the isolated compile ------------------------------------------------
-    def stage(self, name: str, start: float, end: float, origin: str = "parent", parent: str | None = "fx_codegen_and_compile") -> None:
+    def stage(
+        self, name: str, start: float, end: float, origin: str = "parent", parent: str | None = "fx_codegen_and_compile"
+    ) -> None:
         self.report.stages.append(Stage(name, start, end, origin, parent))
 
     def worker_events(self, events: list[dict[str, Any]], parent: str) -> None:
@@ -115,11 +118,13 @@ class ReportBuilder:
 
     def graph_size(self, gm: Any, example_inputs: Sequence[Any]) -> None:
         nodes = list(gm.graph.nodes)
-        self.report.graph.update({
-            "nodes": len(nodes),
-            "ops": sum(1 for n in nodes if n.op in ("call_function", "call_method", "call_module")),
-            "inputs": len(example_inputs),
-        })
+        self.report.graph.update(
+            {
+                "nodes": len(nodes),
+                "ops": sum(1 for n in nodes if n.op in ("call_function", "call_method", "call_module")),
+                "inputs": len(example_inputs),
+            }
+        )
 
     def worker_reply(self, reply: dict[str, Any]) -> None:
         self.report.metrics.update(reply.get("metrics", {}))
@@ -195,8 +200,10 @@ def remote_cache_states(events: list[dict[str, Any]], r: CompileReport, missing:
             if message:
                 entry["message"] = message
             out[f"{cache}_remote"] = entry
-        elif cache in missing and (r.caches.get(cache) or {}).get("state") in ("hit", "miss", "guard_miss") and (
-            cache == "fx_graph" or r.graph_kind != "backward"
+        elif (
+            cache in missing
+            and (r.caches.get(cache) or {}).get("state") in ("hit", "miss", "guard_miss")
+            and (cache == "fx_graph" or r.graph_kind != "backward")
         ):
             out[f"{cache}_remote"] = {"state": "unavailable", "message": missing[cache]}
     return out

@@ -65,7 +65,7 @@ def inventory(source_code: str | None) -> list[dict[str, Any]]:
         if lit:
             close = source_code.find(lit.group(1), lit.end())
             if close != -1:
-                source = source_code[lit.end():close]
+                source = source_code[lit.end() : close]
         kernels.append(
             {
                 "name": name,
@@ -76,7 +76,9 @@ def inventory(source_code: str | None) -> list[dict[str, Any]]:
                 "calls": _call_sites(source_code, name, m.end()),
             }
         )
-    extern = Counter(f"extern_kernels.{m.group(1)}" for m in _EXTERN.finditer(source_code) if _word_start(source_code, m.start()))
+    extern = Counter(
+        f"extern_kernels.{m.group(1)}" for m in _EXTERN.finditer(source_code) if _word_start(source_code, m.start())
+    )
     extern.update(
         f"torch.ops.{a}.{b}.{c}"
         for m in _FALLBACK.finditer(source_code)

@@ -104,7 +104,7 @@ class CompileReport:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CompileReport":
+    def from_dict(cls, d: dict[str, Any]) -> CompileReport:
         d = dict(d)
         d["stages"] = [Stage(**s) for s in d.get("stages", [])]
         if d.get("failure"):
@@ -142,6 +142,6 @@ class Run:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Run":
+    def from_dict(cls, d: dict[str, Any]) -> Run:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -30,7 +30,8 @@ import shutil
 import tempfile
 import threading
 import traceback
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from sandbox.isolation import compat
 
@@ -41,8 +42,21 @@ MAX_DEBUG_BYTES = 256 * 2**20  # a debug folder bigger than this is not carried 
 
 # LogRecord attributes that travel (plain values); the message is formatted in the worker.
 _RECORD_FIELDS = (
-    "name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
-    "created", "msecs", "relativeCreated", "thread", "threadName", "process", "processName",
+    "name",
+    "levelno",
+    "levelname",
+    "pathname",
+    "filename",
+    "module",
+    "lineno",
+    "funcName",
+    "created",
+    "msecs",
+    "relativeCreated",
+    "thread",
+    "threadName",
+    "process",
+    "processName",
 )
 
 
@@ -165,7 +179,9 @@ def capture(req: dict[str, Any] | None) -> Iterator[Capture]:
     with _capture_lock, contextlib.ExitStack() as stack:
         try:
             cap.ids = {str(k): int(v) for k, v in (req.get("ids") or {}).items()}
-            stack.enter_context(_capture_logs(dict(req.get("loggers") or {}), set(req.get("artifacts") or ()), cap.logs))
+            stack.enter_context(
+                _capture_logs(dict(req.get("loggers") or {}), set(req.get("artifacts") or ()), cap.logs)
+            )
             stack.enter_context(_capture_trace(cap.trace) if req.get("trace") else _no_trace())
             if req.get("debug"):
                 cap.debug_dir = str(req.get("debug_dir") or "") or None
@@ -430,7 +446,7 @@ class Regions:
         self.on = compat.profiler_enabled()
         self._open: Any = None
 
-    def __enter__(self) -> "Regions":
+    def __enter__(self) -> Regions:
         self.enter(self.first)
         return self
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sandbox.isolation import compat
 from sandbox.telemetry.report import CompileReport
@@ -81,7 +82,9 @@ def complete_after_first_run(report: CompileReport, kernels: dict[str, Any]) -> 
     return changed
 
 
-def watch_first_run(compiled: Any, report: CompileReport, modules_before: int, republish: Callable[[CompileReport], None]) -> bool:
+def watch_first_run(
+    compiled: Any, report: CompileReport, modules_before: int, republish: Callable[[CompileReport], None]
+) -> bool:
     """Complete ``report`` right after ``compiled`` (a ``CompiledFxGraph``) first runs.
 
     Wraps its ``current_callable`` once; the wrapper puts the original back before it

@@ -243,7 +243,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 900) -> tuple[di
     out = None
     for line in proc.stdout.splitlines():
         if line.startswith(MARK):
-            out = json.loads(line[len(MARK):])
+            out = json.loads(line[len(MARK) :])
     return out, (proc.stdout + proc.stderr)[-6000:]
 
 
@@ -299,52 +299,94 @@ def check_zoo(c: Checks, tmp: str, out_dir: str) -> None:
     device = res["device"]
     print(f"      device: {device}, torch {res['torch']}")
     for w in res["workers"]:
-        print(f"      worker {w.get('pid')}: {json.dumps({k: w.get(k) for k in ('warm_up_s', 'warm_up_phases', 'start_to_ready_s', 'jobs')}, default=str)}")
+        print(
+            f"      worker {w.get('pid')}: "
+            + json.dumps(
+                {k: w.get(k) for k in ("warm_up_s", "warm_up_phases", "start_to_ready_s", "jobs")}, default=str
+            )
+        )
     for name, r in res["results"].items():
-        c.check(f"zoo {name}: matches eager on CUDA ({r['seconds']:.1f} s)", not r["problems"] and not r["raised"], r["problems"] or r["raised"])
+        c.check(
+            f"zoo {name}: matches eager on CUDA ({r['seconds']:.1f} s)",
+            not r["problems"] and not r["raised"],
+            r["problems"] or r["raised"],
+        )
         # A graph with nothing to compile (e.g. one that only returns its input) runs as is.
         outcomes = sorted({x["outcome"] for x in r["reports"] if not (x.get("reason") or "").startswith("empty graph")})
-        c.check(f"zoo {name}: every graph isolated ({outcomes})", outcomes == ["isolated"],
-                [(x["outcome"], x.get("reason")) for x in r["reports"]])
+        c.check(
+            f"zoo {name}: every graph isolated ({outcomes})",
+            outcomes == ["isolated"],
+            [(x["outcome"], x.get("reason")) for x in r["reports"]],
+        )
         triton = [k for x in r["reports"] for k in x["kernels"] if k["kind"] in ("triton", "template")]
         bad = {k["name"]: _missing_triton_fields(k) for k in triton if _missing_triton_fields(k)}
         c.check(f"zoo {name}: {len(triton)} Triton kernels, every report field filled", triton and not bad, bad)
         done = [x for x in r["reports"] if any(k["kind"] in ("triton", "template") for k in x["kernels"])]
-        c.check(f"zoo {name}: reports completed after the first run", all(x.get("completed_at") for x in done), [x["compile_id"] for x in done if not x.get("completed_at")])
+        c.check(
+            f"zoo {name}: reports completed after the first run",
+            all(x.get("completed_at") for x in done),
+            [x["compile_id"] for x in done if not x.get("completed_at")],
+        )
         for x in done:
             s = res["stored"].get(x["report_id"]) or {}
-            missing = [k["name"] for k in s.get("kernels", []) if k["kind"] in ("triton", "template") and _missing_triton_fields(k)]
+            missing = [
+                k["name"]
+                for k in s.get("kernels", [])
+                if k["kind"] in ("triton", "template") and _missing_triton_fields(k)
+            ]
             if missing or not s.get("completed_at"):
-                c.check(f"zoo {name}: the stored copy is the completed report", False, missing or "completed_at missing in the store")
+                c.check(
+                    f"zoo {name}: the stored copy is the completed report",
+                    False,
+                    missing or "completed_at missing in the store",
+                )
                 break
         else:
             c.check(f"zoo {name}: the stored copy is the completed report", bool(done), "no report with Triton kernels")
         if name == "max_autotune":
             choices = [a for x in r["reports"] for a in x.get("autotune", [])]
-            ok = choices and all(a["candidates"] and a["chosen"] and any(cand["ms"] for cand in a["candidates"]) for a in choices)
+            ok = choices and all(
+                a["candidates"] and a["chosen"] and any(cand["ms"] for cand in a["candidates"]) for a in choices
+            )
             c.check(f"zoo max_autotune: {len(choices)} tuned ops with their candidates' timings", ok, choices[:2])
             kinds = sorted({cand["kind"] for a in choices for cand in a["candidates"]})
             print(f"      candidate kinds: {kinds}; chosen: {[a['chosen'] for a in choices]}")
     pool_children = [p for p in res["children"] if "sandbox.isolation.worker" not in p["cmd"]]
     c.check("no compile pool (or other helper process) in the user's process", not pool_children, pool_children)
     c.check("sandbox.warmup() does not initialise CUDA in the user's process", not res["cuda_initialised_by_warmup"])
-    c.check("the worker warmed up at a lower priority (nice)", [w.get("warm_up_priority") for w in res["workers"]] == ["nice"] * len(res["workers"]),
-            [w.get("warm_up_priority") for w in res["workers"]])
+    c.check(
+        "the worker warmed up at a lower priority (nice)",
+        [w.get("warm_up_priority") for w in res["workers"]] == ["nice"] * len(res["workers"]),
+        [w.get("warm_up_priority") for w in res["workers"]],
+    )
     helpers = [h for hs in res["worker_helpers"].values() for h in hs]
-    c.check(f"the worker's Triton compile pool ({len(helpers)} processes) runs at nice >= 10",
-            helpers and all(h["nice"] >= 10 for h in helpers), helpers[:3])
+    c.check(
+        f"the worker's Triton compile pool ({len(helpers)} processes) runs at nice >= 10",
+        helpers and all(h["nice"] >= 10 for h in helpers),
+        helpers[:3],
+    )
     prep = res.get("parent_gpu_load_prep")
-    c.check("the user's process prepared Triton for the first load while the worker compiled",
-            prep is not None and not prep.get("failed"), prep)
-    c.check("no CPU-ISA probe in the user's process for GPU graphs", res["parent_warm_up"] == {"cpu_isa_probe": False, "gpu_load": True},
-            res["parent_warm_up"])
+    c.check(
+        "the user's process prepared Triton for the first load while the worker compiled",
+        prep is not None and not prep.get("failed"),
+        prep,
+    )
+    c.check(
+        "no CPU-ISA probe in the user's process for GPU graphs",
+        res["parent_warm_up"] == {"cpu_isa_probe": False, "gpu_load": True},
+        res["parent_warm_up"],
+    )
     # The CUDA driver's initialisation ran beside the worker's `import torch`: torch's first
     # CUDA call waited for what was left of it, not for all of it.
     phases = [w.get("warm_up_phases") or {} for w in res["workers"]]
-    c.check("the worker initialised the CUDA driver beside its imports (torch's first CUDA call waited less than it took)",
-            phases and all(p.get("cuda_driver_init_s") and p["cuda_available_s"] < p["cuda_driver_init_s"] for p in phases),
-            phases)
-    example = next((k for r in res["results"].values() for x in r["reports"] for k in x["kernels"] if k.get("triton")), None)
+    c.check(
+        "the worker initialised the CUDA driver beside its imports (torch's first CUDA call waited less than it took)",
+        phases and all(p.get("cuda_driver_init_s") and p["cuda_available_s"] < p["cuda_driver_init_s"] for p in phases),
+        phases,
+    )
+    example = next(
+        (k for r in res["results"].values() for x in r["reports"] for k in x["kernels"] if k.get("triton")), None
+    )
     with open(os.path.join(out_dir, "gpu_kernel_example.json"), "w") as f:
         json.dump(example, f, indent=1)
 
@@ -370,7 +412,11 @@ def check_store(c: Checks, tmp: str, out_dir: str) -> None:
     kernels_b = {k["name"] for r in runs["gpu-max-autotune"]["reports"] for k in r["kernels"]}
     c.check("store: the two modes generated different kernels", kernels_a != kernels_b, sorted(kernels_a ^ kernels_b))
     shown = [n for n in sorted(kernels_a ^ kernels_b) if n in diff.stdout]
-    c.check("store: `sandbox diff` shows the kernel differences", diff.returncode == 0 and shown, diff.stdout[-2000:] + diff.stderr[-2000:])
+    c.check(
+        "store: `sandbox diff` shows the kernel differences",
+        diff.returncode == 0 and shown,
+        diff.stdout[-2000:] + diff.stderr[-2000:],
+    )
 
 
 _PTXAS = """#!/bin/sh
@@ -418,7 +464,8 @@ def check_failures(c: Checks, tmp: str, out_dir: str) -> None:
         )
         c.check(
             f"failures {kind}: the next compile succeeds in a fresh worker",
-            res["healthy_ok"] and [r["outcome"] for r in res["healthy_reports"]] == ["isolated"]
+            res["healthy_ok"]
+            and [r["outcome"] for r in res["healthy_reports"]] == ["isolated"]
             and res["healthy_reports"][0]["worker_pid"] != (failed[0]["failure"]["worker_pid"] if failed else None),
             res["healthy_reports"],
         )

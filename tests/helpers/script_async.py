@@ -128,8 +128,12 @@ def scenario_zoo(names):
                 problems += [f"replica {r} {schedule(r)}: {p}" for p in compare(ref, got)]
         except Exception as e:  # noqa: BLE001 - reported to the test
             raised = common.exception_info(e)
-        results[name] = {"problems": problems[:20], "raised": raised, "reports": common.reports()[n0:],
-                         "seconds": time.time() - t0}
+        results[name] = {
+            "problems": problems[:20],
+            "raised": raised,
+            "reports": common.reports()[n0:],
+            "seconds": time.time() - t0,
+        }
         torch._dynamo.reset()
     deferred.set_switch_rule(None)
     return {"results": results}
@@ -198,7 +202,7 @@ def scenario_natural():
     while time.time() - t0 < 240:
         x = torch.randn(BATCH, 64)
         losses = []
-        for m, f, o in ((model, fn, opt), (ref_model, ref_model, ref_opt)):
+        for f, o in ((fn, opt), (ref_model, ref_opt)):
             o.zero_grad(set_to_none=True)
             loss = f(x).pow(2).mean()
             loss.backward()
@@ -227,9 +231,15 @@ def scenario_natural():
         "threads_after": torch.get_num_threads(),
         "frame_count": torch._dynamo.utils.counters["stats"]["unique_graphs"],
         "spans": [
-            {"name": sp.name, "attributes": dict(sp.attributes), "events": [e.name for e in sp.events],
-             "start": sp.start_time / 1e9, "end": sp.end_time / 1e9}
-            for sp in exporter.get_finished_spans() if sp.name.startswith("torch.compile ")
+            {
+                "name": sp.name,
+                "attributes": dict(sp.attributes),
+                "events": [e.name for e in sp.events],
+                "start": sp.start_time / 1e9,
+                "end": sp.end_time / 1e9,
+            }
+            for sp in exporter.get_finished_spans()
+            if sp.name.startswith("torch.compile ")
         ],
     }
 

@@ -60,6 +60,9 @@ while True:
     time.sleep(0.02)
 sandbox.flush()
 with open(os.path.join(os.environ["ASYNC_RANKS_OUT"], f"rank{rank}.json"), "w") as f:
-    json.dump({"rank": rank, "steps": step, "losses": losses, "stopped": stopped, "reports": common.reports()}, f,
-              default=repr)
+    json.dump(
+        {"rank": rank, "steps": step, "losses": losses, "stopped": stopped, "reports": common.reports()},
+        f,
+        default=repr,
+    )
 dist.destroy_process_group()

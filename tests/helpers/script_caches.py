@@ -53,7 +53,11 @@ KERNEL_SUFFIXES = (".cpp", ".so", ".py")
 
 
 def kernel_files(root):
-    return [f for f in common.cache_files(root) if f.endswith(KERNEL_SUFFIXES) and not f.startswith(("fxgraph", "aotautograd"))]
+    return [
+        f
+        for f in common.cache_files(root)
+        if f.endswith(KERNEL_SUFFIXES) and not f.startswith(("fxgraph", "aotautograd"))
+    ]
 
 
 root = os.environ["TORCHINDUCTOR_CACHE_DIR"]

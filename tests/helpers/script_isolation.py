@@ -77,7 +77,6 @@ with torch.no_grad():
     ok["local_class"] = common.close(y, local(x1))
 
 
-
 def prims_in_backward() -> list[str]:
     """The prims ops in Net's backward graphs after Inductor's decompositions (what the
     sandbox had to carry across). Traced with a capturing backend, outside the sandbox,
@@ -89,7 +88,9 @@ def prims_in_backward() -> list[str]:
     seen = set()
 
     def bw(gm, example_inputs):
-        seen.update(str(n.target) for n in gm.graph.nodes if n.op == "call_function" and str(n.target).startswith("prims."))
+        seen.update(
+            str(n.target) for n in gm.graph.nodes if n.op == "call_function" and str(n.target).startswith("prims.")
+        )
         return make_boxed_func(gm.forward)
 
     capture = aot_autograd(

@@ -33,9 +33,23 @@ for _ in range(2):
     opt.zero_grad()
 assert sandbox.flush(60), "reports not stored"
 run = sandbox.runtime.run()
-common.emit({
-    "run_id": run.run_id, "job": run.job, "rank": run.rank, "world_size": run.world_size,
-    "compile_s": sum(r.duration_s for r in sandbox.reports()),
-    "reports": [{"kind": r.graph_kind, "outcome": r.outcome, "hash": r.graph.get("hash"), "kernels": len(r.kernels),
-                 "duration_s": r.duration_s} for r in sandbox.reports() if r.co_name == "forward"],
-})
+common.emit(
+    {
+        "run_id": run.run_id,
+        "job": run.job,
+        "rank": run.rank,
+        "world_size": run.world_size,
+        "compile_s": sum(r.duration_s for r in sandbox.reports()),
+        "reports": [
+            {
+                "kind": r.graph_kind,
+                "outcome": r.outcome,
+                "hash": r.graph.get("hash"),
+                "kernels": len(r.kernels),
+                "duration_s": r.duration_s,
+            }
+            for r in sandbox.reports()
+            if r.co_name == "forward"
+        ],
+    }
+)

@@ -65,7 +65,9 @@ result = {
     "in_sync": in_sync,
     "worker_compile_threads": worker_env,
     "scrapes": scrapes,
-    "env": {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")},
+    "env": {
+        k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
+    },
 }
 with open(os.path.join(out_dir, f"rank-{rank}.json"), "w") as f:
     json.dump(result, f, default=repr)

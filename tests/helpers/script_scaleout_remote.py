@@ -17,7 +17,11 @@ correct = common.close(compiled["outputs"], eager["outputs"]) and common.close(c
 metrics = {}
 for cache in ("fx_graph_remote", "aot_autograd_remote"):
     for result in ("hit", "miss", "unavailable", "error"):
-        metrics[f"{cache}/{result}"] = registry.get_sample_value("sandbox_cache_lookups_total", {"cache": cache, "result": result})
-    metrics[f"{cache}/saved_s"] = registry.get_sample_value("sandbox_remote_cache_saved_seconds_total", {"cache": cache})
+        metrics[f"{cache}/{result}"] = registry.get_sample_value(
+            "sandbox_cache_lookups_total", {"cache": cache, "result": result}
+        )
+    metrics[f"{cache}/saved_s"] = registry.get_sample_value(
+        "sandbox_remote_cache_saved_seconds_total", {"cache": cache}
+    )
 assert sandbox.flush(60), "reports not stored"
 common.emit({"reports": common.reports(), "correct": correct, "metrics": metrics})

@@ -29,11 +29,28 @@ while not os.path.exists(go) and time.time() < deadline:
 ids = []
 for i in range(count):
     source = f"// kernel {i} of graph {i}\n"  # the same on every rank: the ranks compile the same graphs
-    kernels = [{"name": f"cpp_fused_{i}", "kind": "cpp", "source": source, "lines": 1,
-                "source_hash": hashlib.sha256(source.encode()).hexdigest()}]
-    r = CompileReport(run_id=run.run_id, compile_id=f"{i}/0", graph_kind="forward", outcome="isolated",
-                      co_name="forward", filename="/src/model.py", line=10 + i, duration_s=0.01, kernels=kernels,
-                      graph={"hash": f"graph-{i}"}, **distributed())
+    kernels = [
+        {
+            "name": f"cpp_fused_{i}",
+            "kind": "cpp",
+            "source": source,
+            "lines": 1,
+            "source_hash": hashlib.sha256(source.encode()).hexdigest(),
+        }
+    ]
+    r = CompileReport(
+        run_id=run.run_id,
+        compile_id=f"{i}/0",
+        graph_kind="forward",
+        outcome="isolated",
+        co_name="forward",
+        filename="/src/model.py",
+        line=10 + i,
+        duration_s=0.01,
+        kernels=kernels,
+        graph={"hash": f"graph-{i}"},
+        **distributed(),
+    )
     runtime.publish(r)
     ids.append(r.report_id)
     if i % 5 == 4:
@@ -41,5 +58,14 @@ for i in range(count):
     time.sleep(interval)
 assert sandbox.flush(120), "flush timed out"
 sink = runtime._store_sink
-common.emit({"run_id": run.run_id, "ids": ids, "job": run.job, "rank": run.rank,
-             "written": sink.written, "spooled": sink.spooled, "uploaded": sink.uploaded})
+common.emit(
+    {
+        "run_id": run.run_id,
+        "ids": ids,
+        "job": run.job,
+        "rank": run.rank,
+        "written": sink.written,
+        "spooled": sink.spooled,
+        "uploaded": sink.uploaded,
+    }
+)

@@ -67,8 +67,9 @@ t1 = time.time()
 
 # A graph whose compile fails in the worker (an op's fake implementation raises there):
 # what the worker recorded up to the failure still reaches this process.
-import failing_ops  # noqa: E402
 import warnings  # noqa: E402
+
+import failing_ops  # noqa: E402
 
 
 def fails(x):
