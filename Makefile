@@ -36,6 +36,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sandbox dashboard tests bench
 	$(VENV)/bin/ruff format --check sandbox dashboard tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

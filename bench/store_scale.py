@@ -42,9 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _scratch import scratch_store  # noqa: E402
 
-from sandbox import cli  # noqa: E402
+from sandbox.cli import main as cli  # noqa: E402
+from sandbox.record.report import CompileReport, Run, Stage  # noqa: E402
 from sandbox.store import open_store  # noqa: E402
-from sandbox.telemetry.report import CompileReport, Run, Stage  # noqa: E402
 
 TARGETS_MS = {"runs": 200.0, "diff": 500.0}
 

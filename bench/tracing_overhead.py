@@ -78,7 +78,7 @@ def child(spec: dict[str, Any]) -> None:
 
     import sandbox
     from sandbox import runtime, zoo
-    from sandbox.telemetry import capture
+    from sandbox.record import builder as capture
 
     # Time every ReportBuilder call (finish() includes publish and the listeners) per report.
     builder_s: dict[str, float] = {}  # report id -> wall seconds in its ReportBuilder calls
@@ -128,7 +128,7 @@ def child(spec: dict[str, Any]) -> None:
     if spec["variant"] == "on":
         from sandbox.sinks import otel
 
-        call = otel.OtelSink.__call__
+        call = otel.OtelSink.consume
 
         def timed_sink(self: Any, report: Any) -> None:
             t = time.perf_counter()
@@ -137,7 +137,7 @@ def child(spec: dict[str, Any]) -> None:
             finally:
                 sink_s[report.report_id] = time.perf_counter() - t
 
-        otel.OtelSink.__call__ = timed_sink
+        otel.OtelSink.consume = timed_sink
 
     options = {"trace": True} if spec["variant"] == "on" else None
     t_imported = time.time()
@@ -157,7 +157,7 @@ def child(spec: dict[str, Any]) -> None:
             k: v * 1e3 / max(1, len(reports)) for k, v in sorted(by_call.items(), key=lambda kv: -kv[1])
         },
         "stages": sum(len(r.stages) for r in reports),
-        "tracing": runtime._tracing,
+        "tracing": runtime.current().tracing,
     }
     if memory is not None and provider is not None:
         provider.force_flush()

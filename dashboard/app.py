@@ -4,7 +4,7 @@ Reads a run store (``SANDBOX_STORE``, else the sandbox's default file, else the 
 typed in the sidebar) read-only, and shows its runs, one run's compiles, one graph's
 stages and kernels, two runs compared kernel by kernel, trends across runs, and the
 ranks of one job side by side (rank divergence, stragglers, an earlier job beside it).
-Pages are in ``dashboard/pages/``; every query is in ``dashboard/queries.py``.
+Pages are in ``dashboard/pages/``; their queries in ``dashboard/queries/``, a module per page.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every page shares: the pages' list, the store picker, the empty state, run pickers.
 
-Rendering only; the data comes from ``dashboard/queries.py``.
+Rendering only; the data comes from ``dashboard/queries/`` (``shared`` and ``runs``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import queries as q
+from dashboard.queries import shared
+from dashboard.queries.runs import cached_resolve, run_labels
 from sandbox.store import StoreError
 
 STORE_KEY = "store_location"
@@ -47,7 +48,7 @@ SANDBOX_STORE={location} SANDBOX_RUN_NAME=baseline python train.py   # with torc
 def sidebar_store() -> str:
     """The store picker: ``SANDBOX_STORE`` or the default file, or whatever is typed here."""
     if STORE_KEY not in st.session_state:
-        st.session_state[STORE_KEY] = q.initial_location()
+        st.session_state[STORE_KEY] = shared.initial_location()
     location = st.sidebar.text_input(
         "Run store",
         key=STORE_KEY,
@@ -58,7 +59,7 @@ def sidebar_store() -> str:
 
 
 def location() -> str:
-    return str(st.session_state.get(STORE_KEY) or q.initial_location()).strip()
+    return str(st.session_state.get(STORE_KEY) or shared.initial_location()).strip()
 
 
 def empty_state(where: str, problem: str | None = None) -> None:
@@ -72,12 +73,12 @@ def empty_state(where: str, problem: str | None = None) -> None:
     st.caption("Or pick another store in the sidebar.")
 
 
-def require_store() -> q.Source:
-    """The current store's :class:`queries.Source`; when it cannot be read or holds no
+def require_store() -> shared.Source:
+    """The current store's :class:`~dashboard.queries.shared.Source`; when it cannot be read or holds no
     runs, renders how to make a first run and stops the page."""
     where = location()
     try:
-        src = q.source(where)
+        src = shared.source(where)
     except StoreError as e:
         empty_state(where, str(e))
         st.stop()
@@ -117,14 +118,14 @@ def pick(
 
 
 def pick_run(
-    src: q.Source, runs: pd.DataFrame, label: str, param: str, fallback: str | None = None, container: Any = None
+    src: shared.Source, runs: pd.DataFrame, label: str, param: str, fallback: str | None = None, container: Any = None
 ) -> str:
-    labels = q.run_labels(runs)
+    labels = run_labels(runs)
 
     def resolve(ref: str) -> str | None:
         if ref in labels:
             return ref
-        found = q.cached_resolve(src, ref)  # an id prefix, a name, "latest"
+        found = cached_resolve(src, ref)  # an id prefix, a name, "latest"
         return found["run_id"] if found else None
 
     return pick(

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from sandbox.isolation import pool
 from sandbox.options import OptionError, Options
-from sandbox.telemetry.report import CompileReport, Run
+from sandbox.record.report import CompileReport, Run
+from sandbox.sinks.perfetto import write_chrome_trace
+from sandbox.version import __version__ as __version__
 
 __all__ = [
     "CompileReport",
@@ -29,14 +32,11 @@ __all__ = [
     "warmup",
     "workers",
 ]
-__version__ = "0.1.0"
 
 
 def reports() -> list[CompileReport]:
     """This process's reports, one per compiled graph, oldest first."""
-    from sandbox import runtime
-
-    return runtime.reports()
+    return _runtime().reports()
 
 
 sandbox_reports = reports
@@ -44,9 +44,7 @@ sandbox_reports = reports
 
 def on_report(fn: Callable[[CompileReport], None]) -> Callable[[CompileReport], None]:
     """Call ``fn(report)`` for every new report (usable as a decorator)."""
-    from sandbox import runtime
-
-    return runtime.on_report(fn)
+    return _runtime().on_report(fn)
 
 
 def warmup(workers: int | None = None, wait: bool = False, timeout: float | None = None) -> None:
@@ -58,34 +56,27 @@ def warmup(workers: int | None = None, wait: bool = False, timeout: float | None
     background thread, on machines without an NVIDIA GPU (``SANDBOX_WARMUP_IMPORTS=1`` or
     ``0`` decides either way).
     """
-    from sandbox import runtime
-
-    pool = runtime.get_pool(workers or Options.resolve().workers, started_by="sandbox.warmup()")
-    runtime.warm_up_frontend()
+    rt = _runtime()
+    started = rt.get_pool(Options.resolve(), workers, started_by="sandbox.warmup()")
+    rt.warm_up_frontend()
     if wait:
-        pool.wait_ready(timeout)
+        started.wait_ready(timeout)
 
 
 def workers() -> list[dict[str, Any]]:
     """The live workers: pid, ready, jobs served, resident memory (bytes, with children)."""
-    from sandbox.isolation import pool
-
     p = pool.current_pool()
     return p.workers() if p else []
 
 
 def export_trace(path: str, reports: list[CompileReport] | None = None) -> str:
     """Write a Chrome/Perfetto trace JSON of ``reports`` (default: this process's)."""
-    from sandbox.sinks.perfetto import write_chrome_trace
-
     return write_chrome_trace(path, sandbox_reports() if reports is None else reports)
 
 
 def enable_tracing(tracer_provider: Any = None) -> None:
     """Export every compile as OpenTelemetry spans (same as ``options={"trace": True}``)."""
-    from sandbox import runtime
-
-    runtime.enable_tracing(tracer_provider)
+    _runtime().enable_tracing(tracer_provider)
 
 
 def enable_metrics(
@@ -99,38 +90,35 @@ def enable_metrics(
     ``port`` + ``LOCAL_RANK``. ``pushgateway``: push them there at exit. Unset arguments come from
     ``SANDBOX_METRICS_PORT``, ``SANDBOX_METRICS_ADDR``, ``SANDBOX_PUSHGATEWAY``.
     """
-    from types import SimpleNamespace
+    from sandbox import runtime  # imports torch's compile stack: only once metrics are asked for
 
-    from sandbox import runtime
-
-    env = Options.resolve()
-    opts = SimpleNamespace(
-        metrics_port=env.metrics_port if port is None else port,
-        metrics_addr=addr or env.metrics_addr,
-        pushgateway=pushgateway or env.pushgateway,
-        run_name=env.run_name,
-    )
-    return runtime.enable_metrics(opts, registry)
+    options = runtime.with_metrics(Options.resolve(), port, addr, pushgateway)
+    return runtime.current().enable_metrics(options, registry)
 
 
 def flush(timeout: float | None = 30.0) -> bool:
-    """Block until every report so far is committed to the run store, or kept in the local spool
-    while the store is unreachable (uploaded once it is back); False on timeout."""
-    from sandbox import runtime
-
-    return runtime.flush(timeout)
+    """Block until every sink has every report so far: committed to the run store, or kept in
+    the local spool while the store is unreachable (uploaded once it is back); spans handed
+    to the exporter; False on timeout."""
+    return _runtime().flush(timeout)
 
 
 def shutdown() -> None:
     """Stop the workers now (they stop at exit anyway)."""
-    from sandbox.isolation import pool
-
     pool.shutdown()
+
+
+def _runtime() -> Any:
+    # The runtime imports torch's compile stack: `import sandbox` stays light for the CLI
+    # and the dashboard, and pays for it at the first call that needs it.
+    from sandbox import runtime
+
+    return runtime.current()
 
 
 def __getattr__(name: str) -> Any:
     if name in ("SandboxCompileError", "UnpicklableGraphError"):
-        from sandbox.isolation import scheme
+        from sandbox.isolation import scheme  # imports torch: only when the errors are asked for
 
         return getattr(scheme, name)
     raise AttributeError(name)

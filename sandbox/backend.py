@@ -17,12 +17,15 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from sandbox import prestart, runtime
-from sandbox.isolation import compat, deferred
+from sandbox.isolation import deferred
 from sandbox.isolation.scheme import EagerFallback, IsolatedCompile, SandboxCompileError, UnpicklableGraphError
 from sandbox.options import Options
-from sandbox.telemetry.capture import ReportBuilder, graph_hash
-from sandbox.telemetry.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
+from sandbox.record.builder import ReportBuilder, graph_hash
+from sandbox.record.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
+from sandbox.torch_adapter import caches, dynamo, events, remote_cache, seam
 
 log = logging.getLogger("sandbox")
 
@@ -40,12 +43,11 @@ def _graph_kind(kwargs: dict) -> str:
 
 
 def _builder(kind: str, compile_id: str | None, location: tuple, publish: Any = None) -> ReportBuilder:
-    return ReportBuilder(runtime.run().run_id, kind, compile_id, location, publish or runtime.publish)
+    rt = runtime.current()
+    return ReportBuilder(rt.run().run_id, kind, compile_id, location, publish or rt.publish, rt.republish)
 
 
 def _training(example_inputs: Sequence[Any]) -> bool:
-    import torch
-
     return torch.is_grad_enabled() and any(getattr(x, "requires_grad", False) for x in example_inputs)
 
 
@@ -64,7 +66,7 @@ _AOT_RESULTS = ("hit", "miss", "bypass", "guard_miss")
 
 
 def _aot_state(before: dict, after: dict) -> dict[str, Any]:
-    aot = compat.counter_deltas(before, after).get("aot_autograd", {})
+    aot = dynamo.counter_deltas(before, after).get("aot_autograd", {})
     for result in _AOT_RESULTS:
         if aot.get(f"autograd_cache_{result}"):
             return {"state": result}
@@ -76,56 +78,57 @@ def sandbox_backend(
 ) -> Any:
     """The backend registered as ``"sandbox"``."""
     opts = Options.resolve(mode, options)
-    runtime.join_frontend()  # sandbox.warmup()'s background imports, if still running
-    runtime.ensure_seam(_route)
-    runtime.configure(opts)
+    rt = runtime.current()
+    rt.join_frontend()  # sandbox.warmup()'s background imports, if still running
+    rt.ensure_seam(_route)
+    rt.configure(opts)
     if prestart.wanted_at_compile():  # off: the first graph that misses the caches starts them
-        runtime.get_pool(opts.workers, started_by="torch.compile")  # started already; resized if options ask for more
-    location = compat.code_location()
-    forward_compile_id = compat.current_compile_id()
+        rt.get_pool(opts, started_by="torch.compile")  # started already; resized if options ask for more
+    location = dynamo.code_location()
+    forward_compile_id = dynamo.current_compile_id()
     captured = graph_hash(gm, example_inputs)
-    counters_before = compat.counters_snapshot()
-    compat.take_remote_cache_events()  # remote cache lookups made before this compile are not its own
+    counters_before = dynamo.counters_snapshot()
+    remote_cache.take_remote_cache_events()  # remote cache lookups made before this compile are not its own
     aot_state: dict[str, Any] = {}
     inner_calls = 0
     training = _training(example_inputs)
     background = _background(opts, training)
     pair = deferred.Pair()
     if background:
-        compat.install_deferred_cache_save()
+        caches.install_deferred_cache_save()
 
     def inner_compile(gm: Any, example_inputs: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
         nonlocal inner_calls, aot_state
         inner_calls += 1
         kind = _graph_kind(kwargs)
         if kind != "backward":
-            aot_state = _aot_state(counters_before, compat.counters_snapshot())
+            aot_state = _aot_state(counters_before, dynamo.counters_snapshot())
 
         def publish(report: Any) -> None:
             # A graph compiling in the background is reported when its compiled graph takes over.
             if isinstance(scheme.deferred, deferred.DeferredGraph) and report.outcome != FAILED:
                 scheme.deferred.hold(report)
             else:
-                runtime.publish(report)
+                rt.publish(report)
 
-        builder = _builder(kind, compat.current_compile_id() or forward_compile_id, location, publish)
+        builder = _builder(kind, dynamo.current_compile_id() or forward_compile_id, location, publish)
         builder.aot_cache(aot_state)
-        pending = compat.take_remote_cache_events()
+        pending = remote_cache.take_remote_cache_events()
         if kind != "backward":
             builder.remote_events = pending  # the AOTAutograd remote lookup, made for this forward
         if captured:
             builder.report.graph["hash"] = captured
-        scheme = IsolatedCompile(opts, builder, runtime.get_pool, runtime.cache_clock, runtime.parent_warm_up)
+        scheme = IsolatedCompile(opts, builder, rt.get_pool, rt.cache_clock, rt.parent_warm_up)
         if background == deferred.ASYNC or (background and kind != "inference"):
-            scheme.defer = functools.partial(deferred.DeferredGraph, how=background, pair=pair, publish=runtime.publish)
+            scheme.defer = functools.partial(deferred.DeferredGraph, how=background, pair=pair, publish=rt.publish)
         token = _active.set(scheme)
         try:
-            with compat.capture_chromium_events() as builder.events:
-                out = compat.compile_fx_inner(gm, example_inputs, *args, **kwargs)
+            with events.capture_chromium_events() as builder.events:
+                out = seam.compile_fx_inner(gm, example_inputs, *args, **kwargs)
             setattr(pair, "backward" if kind == "backward" else "forward", out)
             if not isinstance(out, deferred.DeferredGraph):
                 builder.compiled(out)
-            if not scheme.called and compat.counters_snapshot().get("inductor", {}).get(
+            if not scheme.called and dynamo.counters_snapshot().get("inductor", {}).get(
                 "fxgraph_cache_hit", 0
             ) == builder.counters_before.get("inductor", {}).get("fxgraph_cache_hit", 0):
                 if builder.report.outcome == CACHE_HIT:
@@ -147,7 +150,7 @@ def sandbox_backend(
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return compat.eager_callable(gm)
+            return seam.eager_callable(gm)
         finally:
             _active.reset(token)
             builder.finish()
@@ -160,9 +163,9 @@ def sandbox_backend(
         patches.setdefault("fallback_random", True)
     # With a second worker, AOTAutograd hands over the backward graph right after the
     # forward one, and both compile side by side.
-    lowering = compat.non_lazy_backward() if background and training and opts.workers > 1 else contextlib.nullcontext()
+    lowering = dynamo.non_lazy_backward() if background and training and opts.workers > 1 else contextlib.nullcontext()
     with lowering:
-        compiled = compat.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
+        compiled = seam.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
     if inner_calls == 0:
         _report_aot_cache_hit(example_inputs, forward_compile_id, location, counters_before, t0, captured)
     return compiled
@@ -177,10 +180,8 @@ def _report_aot_cache_hit(
     captured: str | None = None,
 ) -> None:
     """An AOTAutograd cache hit loads the compiled graphs without any inner compile."""
-    import torch
-
-    state = _aot_state(before, compat.counters_snapshot())
-    remote = compat.take_remote_cache_events()
+    state = _aot_state(before, dynamo.counters_snapshot())
+    remote = remote_cache.take_remote_cache_events()
     fx_loads = [e for e in remote if e.get("cache") == "fx_graph"]
     training = torch.is_grad_enabled() and any(getattr(x, "requires_grad", False) for x in example_inputs)
     for i, kind in enumerate(["forward", "backward"] if training else ["inference"]):
@@ -212,10 +213,11 @@ def __getattr__(name: str) -> Any:
     # (at ``torch.compile(...)``) starts the workers in the background, so the first
     # graph does not wait for a cold interpreter.
     if name == "resolved":
-        runtime.join_frontend()  # dynamo's trace comes next: no imports beside sandbox.warmup()'s
+        rt = runtime.current()
+        rt.join_frontend()  # dynamo's trace comes next: no imports beside sandbox.warmup()'s
         if not runtime.in_worker() and prestart.wanted_at_compile():  # an invalid SANDBOX_PRESTART raises here
             try:
-                runtime.get_pool(Options.resolve().workers, started_by="torch.compile")
+                rt.get_pool(Options.resolve(), started_by="torch.compile")
             except Exception:
                 log.warning("sandbox: could not pre-start workers; they start on first compile", exc_info=True)
         return sandbox_backend

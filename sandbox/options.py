@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from sandbox.env import VARIABLES
+
 
 class OptionError(ValueError):
     """An unknown option or a bad value; the message names it and what is valid."""
@@ -115,43 +117,38 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 
 @dataclass(frozen=True)
 class _Spec:
-    env: str
     parse: Callable[[Any], Any]
     default: Any
     expects: str
 
 
+# Each option's environment variable, declared in the one registry (sandbox/env.py).
+VARIABLE_OF = {v.option: v.name for v in VARIABLES.values() if v.option}
+
+
 SPECS: dict[str, _Spec] = {
-    "workers": _Spec("SANDBOX_WORKERS", _positive_int, 1, "a whole number >= 1"),
-    "timeout_s": _Spec("SANDBOX_TIMEOUT_S", _positive_float_or_none, 1800.0, "seconds > 0, or None for no limit"),
-    "memory_limit_mb": _Spec("SANDBOX_MEMORY_LIMIT_MB", _positive_int_or_none, None, "MiB > 0, or None for no limit"),
-    "on_failure": _Spec(
-        "SANDBOX_ON_FAILURE", _choice("eager", "in_process", "raise"), "eager", "one of 'eager', 'in_process', 'raise'"
-    ),
-    "unpicklable": _Spec(
-        "SANDBOX_UNPICKLABLE", _choice("in_process", "error"), "in_process", "one of 'in_process', 'error'"
-    ),
-    "trace": _Spec("SANDBOX_TRACE", _bool, False, "true or false (1/0, yes/no, on/off)"),
-    "store": _Spec("SANDBOX_STORE", _store, None, "a file path, a postgresql:// URL, or False to disable"),
-    "run_name": _Spec("SANDBOX_RUN_NAME", _name, None, "a name for this run"),
-    "tags": _Spec("SANDBOX_TAGS", _tags, (), "comma-separated tags, or a list of strings"),
+    "workers": _Spec(_positive_int, 1, "a whole number >= 1"),
+    "timeout_s": _Spec(_positive_float_or_none, 1800.0, "seconds > 0, or None for no limit"),
+    "memory_limit_mb": _Spec(_positive_int_or_none, None, "MiB > 0, or None for no limit"),
+    "on_failure": _Spec(_choice("eager", "in_process", "raise"), "eager", "one of 'eager', 'in_process', 'raise'"),
+    "unpicklable": _Spec(_choice("in_process", "error"), "in_process", "one of 'in_process', 'error'"),
+    "trace": _Spec(_bool, False, "true or false (1/0, yes/no, on/off)"),
+    "store": _Spec(_store, None, "a file path, a postgresql:// URL, or False to disable"),
+    "run_name": _Spec(_name, None, "a name for this run"),
+    "tags": _Spec(_tags, (), "comma-separated tags, or a list of strings"),
     "metrics_port": _Spec(
-        "SANDBOX_METRICS_PORT",
         _port_or_none,
         None,
         "a TCP port 1-65535 (local rank N serves on port + N), or None/0 for no endpoint",
     ),
     "metrics_addr": _Spec(
-        "SANDBOX_METRICS_ADDR",
         _address,
         "127.0.0.1",
         "an address to bind the metrics endpoint to, e.g. 127.0.0.1 or 0.0.0.0",
     ),
-    "pushgateway": _Spec("SANDBOX_PUSHGATEWAY", _name, None, "a Pushgateway address, host:port or http(s)://host:port"),
-    "job": _Spec(
-        "SANDBOX_JOB", _name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"
-    ),
-    "async": _Spec("SANDBOX_ASYNC", _bool, False, "true or false (1/0, yes/no, on/off)"),
+    "pushgateway": _Spec(_name, None, "a Pushgateway address, host:port or http(s)://host:port"),
+    "job": _Spec(_name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"),
+    "async": _Spec(_bool, False, "true or false (1/0, yes/no, on/off)"),
 }
 
 # Option names that are Python keywords: the field of ``Options`` that holds them.
@@ -184,27 +181,28 @@ class Options:
         options: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Options:
-        env = os.environ if env is None else env
+        environ = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name, spec in SPECS.items():
+            variable = VARIABLE_OF[name]
             if name in (options or {}):
                 values[name] = _parse(name, spec, options[name], f"option {name!r}")  # type: ignore[index]
-            elif spec.env in env:
-                values[name] = _parse(name, spec, env[spec.env], f"environment variable {spec.env}")
+            elif variable in environ:
+                values[name] = _parse(name, spec, environ[variable], f"environment variable {variable}")
             else:
                 values[name] = spec.default
 
-        from sandbox.isolation import compat  # torch, only when options are resolved
+        from sandbox.torch_adapter import seam  # imports torch: only once options are resolved
 
         inductor: dict[str, Any] = {}
         if mode not in (None, "default"):
-            names = compat.mode_names()
+            names = seam.mode_names()
             if mode not in names:
                 raise OptionError(f"unknown mode {mode!r} for backend 'sandbox'; valid modes: {', '.join(names)}")
-            inductor.update(compat.list_mode_options(mode))
+            inductor.update(seam.list_mode_options(mode))
         unknown = [k for k in (options or {}) if k not in SPECS]
         if unknown:
-            valid = compat.inductor_option_names()
+            valid = seam.inductor_option_names()
             for key in unknown:
                 if key not in valid:
                     raise OptionError(
@@ -226,3 +224,19 @@ def _parse(name: str, spec: _Spec, value: Any, where: str) -> Any:
         return spec.parse(value)
     except (TypeError, ValueError):
         raise OptionError(f"{where} has a bad value {value!r}: expected {spec.expects}") from None
+
+
+def variables_table() -> str:
+    """Every ``SANDBOX_*`` variable as a Markdown table (docs/CONFIGURATION.md is this text):
+    name, what it is, its default and meaning, from the one registry in ``sandbox/env.py``."""
+    rows = ["| variable | kind | default | meaning |", "|---|---|---|---|"]
+    for v in VARIABLES.values():
+        if v.option:
+            spec = SPECS[v.option]
+            default = "none" if spec.default in (None, ()) else str(spec.default).lower()
+            kind = f"option `{v.option}`"
+        else:
+            default = v.default or "unset"
+            kind = v.kind
+        rows.append(f"| `{v.name}` | {kind} | `{default}` | {v.meaning} |")
+    return "\n".join(rows) + "\n"

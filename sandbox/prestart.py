@@ -1,10 +1,9 @@
 """When the workers start: at ``import torch``, at ``torch.compile``, or at the first graph.
 
-A worker is a fresh interpreter: ``import torch``, CUDA and Inductor's imports take 3-4 s
-on an H100 machine, 5-7 s on two CPU cores. Started at ``torch.compile``, it was not ready
-when the program's first graph was (traced about 3 s later on the H100), and that graph
-waited 0.4-2.5 s for it. Started when the program imports torch, it comes up while the
-program builds its model and loads its data.
+A worker is a fresh interpreter that imports torch, CUDA and Inductor before it can compile.
+Started at ``torch.compile``, it is not ready when the program's first graph is, and that
+graph waits for it. Started when the program imports torch, it comes up while the program
+builds its model and loads its data (docs/decisions/workers-start-at-import-torch.md).
 
 torch calls each function registered under the ``torch.backends`` entry-point group at
 the end of ``import torch`` (its extension autoload; ``TORCH_DEVICE_BACKEND_AUTOLOAD=0``
@@ -32,7 +31,8 @@ import os
 import re
 import sys
 
-from sandbox.options import OptionError
+from sandbox import env
+from sandbox.options import OptionError, Options
 
 log = logging.getLogger("sandbox")
 
@@ -44,7 +44,7 @@ _SCRIPT_LIMIT = 4 << 20  # bytes of the main script searched for the backend's n
 
 def mode() -> str:
     """``SANDBOX_PRESTART``, validated (OptionError names the valid values)."""
-    value = os.environ.get(ENV, "").strip().lower() or "auto"
+    value = env.get(ENV).lower()
     if value not in MODES:
         raise OptionError(f"{ENV}={os.environ.get(ENV)!r} is not valid; valid values: {', '.join(MODES)}")
     return value
@@ -77,7 +77,7 @@ def _child_of_multiprocessing() -> bool:
 
 def wanted_at_import() -> bool:
     """Whether ``import torch`` should start the workers in this process."""
-    if os.environ.get("SANDBOX_IN_WORKER") == "1" or _child_of_multiprocessing():
+    if env.get("SANDBOX_IN_WORKER") == "1" or _child_of_multiprocessing():
         return False
     try:
         chosen = mode()
@@ -98,9 +98,8 @@ def at_torch_import() -> None:
     try:
         if not wanted_at_import():
             return
-        from sandbox import runtime
-        from sandbox.options import Options
+        from sandbox import runtime  # imports torch's compile stack: only in a program that compiles
 
-        runtime.get_pool(Options.resolve().workers, started_by="import torch")
+        runtime.current().get_pool(Options.resolve(), started_by="import torch")
     except Exception:  # noqa: BLE001 - never fail import torch; torch.compile starts them then
         log.debug("sandbox: no pre-start at import torch", exc_info=True)

@@ -1,337 +1,347 @@
-"""Process-wide state: this process's Run, its reports, the listeners, the pool."""
+"""The composition root: this process's Run, its reports, the sinks and the worker pool.
+
+The backend and the public API call this module; nothing below it imports it. It makes
+the sinks that the resolved ``Options`` ask for (the run store, OpenTelemetry, Prometheus,
+torch's structured trace), hands every published report to each of them and to the
+``sandbox.on_report`` listeners, and owns the pool the isolated compiles run in. All of it
+is one ``Runtime`` object per process; a forked child (a DataLoader worker) starts with
+fresh locks and no sinks of its own.
+"""
 
 from __future__ import annotations
 
+import _imp
+import atexit
+import dataclasses
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable
+from typing import Any
 
-from sandbox.isolation import compat, pool, sizing
-from sandbox.telemetry import torch_tools
-from sandbox.telemetry.report import CompileReport, Run
+from sandbox import env
+from sandbox.isolation import pool, sizing
+from sandbox.isolation.scheme import ParentWarmUp
+from sandbox.options import Options
+from sandbox.record.environment import describe_run
+from sandbox.record.report import CompileReport, Run
+from sandbox.sinks.base import Sink
+from sandbox.sinks.prometheus import PoolStats, PrometheusSink, rank_port
+from sandbox.sinks.store import StoreSink
+from sandbox.sinks.torch_trace import TorchTraceSink
+from sandbox.torch_adapter import caches, seam
 
 log = logging.getLogger("sandbox")
 
-_lock = threading.Lock()
-_reports: list[CompileReport] = []
-_listeners: list[Callable[[CompileReport], None]] = []
-_run: Run | None = None
-cache_clock = compat.CacheClock()
-_clock_registered = False
-
-
-def run(options: object = None) -> Run:
-    """This process's Run, described on first use (with the first compile's options)."""
-    global _run
-    with _lock:
-        if _run is None or _run.pid != os.getpid():
-            from sandbox.telemetry.environment import describe_run
-
-            _run = describe_run(options)
-        return _run
-
-
-_store_sink: object = None
-
-
-def configure(options: object) -> None:
-    """Turn on what ``options`` asks for, once per process: tracing, metrics, the store."""
-    global _store_sink
-    run(options)
-    torch_tools.enable()  # reports into TORCH_TRACE's log, when it is on
-    if getattr(options, "trace", False):
-        enable_tracing()
-    if getattr(options, "metrics_port", None) or getattr(options, "pushgateway", None):
-        if _metrics_key(options) not in _metrics_applied:
-            enable_metrics(options)
-    location = getattr(options, "store", None)
-    with _lock:
-        if _store_sink is not None or location == "off" or in_worker():
-            return
-        from sandbox.sinks.store import StoreSink
-
-        _store_sink = StoreSink(location, _run)  # type: ignore[arg-type]
-        _listeners.append(_store_sink)  # type: ignore[arg-type]
-
-
-def flush(timeout: float | None = 30.0) -> bool:
-    """Block until every report so far is in the store or the spool (True), or the timeout passed."""
-    sink = _store_sink
-    return sink.flush(timeout) if sink is not None else True  # type: ignore[attr-defined]
-
-
-def ensure_seam(route: Callable) -> None:
-    global _clock_registered
-    compat.install_seam(route)
-    with _lock:
-        if not _clock_registered:
-            compat.register_cache_clock(cache_clock)
-            _clock_registered = True
-
-
-def worker_env(workers: int = 1) -> dict[str, str]:
-    env = dict(os.environ)
-    # Ranks on this host x workers x Inductor compile threads <= cores (isolation/sizing.py).
-    env.update(sizing.worker_env(workers, env))
-    # Async mode: the training process runs its steps eagerly meanwhile and would starve
-    # an idle-class warm-up; the worker warms up at normal priority instead.
-    if env.get("SANDBOX_ASYNC", "").strip().lower() in ("1", "true", "yes", "on"):
-        env.setdefault("SANDBOX_WORKER_WARMUP", "normal")
-    # The worker imports this package by module name: make sure it can, wherever it lives.
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if here not in parts:
-        env["PYTHONPATH"] = os.pathsep.join([here, *parts])
-    env.pop("SANDBOX_IN_WORKER", None)
-    return env
-
-
-def get_pool(size: int, started_by: str = "a graph") -> pool.Pool:
-    """The pool, started (by ``started_by``: import torch, torch.compile, warmup(), a
-    graph) or grown to ``size`` workers if need be."""
-    p = pool.current_pool()
-    if p is None or p.closed or p.size < size:
-        with _lock:
-            p = pool.current_pool()
-            if p is None or p.closed:
-                p = pool.Pool(size, worker_env(size), started_by=started_by)
-                pool.adopt(p)
-            elif p.size < size:
-                p.env = worker_env(size)  # workers started from now on get the smaller share
-                p.resize(size)
-    return p
-
-
-_frontend_thread: threading.Thread | None = None
-
-
-def warm_up_frontend() -> bool:
-    """Once per process, from ``sandbox.warmup()``: import the modules this process's own
-    part of a compile needs (Inductor's compile_fx and the partitioner;
-    compat.FRONTEND_MODULES) on a background thread, while the program loads its data,
-    instead of inside the first step. torch itself is fully imported by then (this module
-    imports it through compat); resolving the backend and the backend wait for the thread
-    before dynamo traces or compiles anything (join_frontend).
-    On by default on a machine without an NVIDIA GPU, off with one: on an H100 host,
-    where the model's set-up right after ``warmup()`` initialises CUDA, the imports beside
-    it made the first call after ``torch.compile`` later, not sooner (warm cache 1.41x of
-    in-process against 0.98x without; bench/compile_overhead.py). SANDBOX_WARMUP_IMPORTS=1
-    or 0 decides either way. True if the thread was started."""
-    global _frontend_thread
-    if _frontend_thread is not None or in_worker():
-        return False
-    setting = os.environ.get("SANDBOX_WARMUP_IMPORTS", "").strip().lower()
-    if setting in ("0", "false", "no", "off"):
-        return False
-    if not setting and sizing.gpu_machine():
-        return False
-
-    holding = threading.Event()
-
-    def run() -> None:
-        # The interpreter's import lock, held for the whole run: any other thread's import of
-        # a module not imported yet waits until these are done (modules already imported
-        # do not). torch's own modules import each other in cycles (torch._dynamo and
-        # torch._inductor both ways), so two threads importing them at once can each wait
-        # for a module the other is half-way through, and Python then hands one of them the
-        # half-initialised module: the user's torch.compile right after warmup() failed
-        # that way (ImportError: cannot import name 'IndentedBuffer' from
-        # 'torch._inductor.utils'). warmup() returns only once this thread holds the lock,
-        # so no import of the program's can be half-way through when these start.
-        import _imp
-
-        _imp.acquire_lock()
-        holding.set()
-        try:
-            failed = compat.import_frontend()
-            if failed:
-                log.debug("sandbox: could not import ahead of time: %s", failed)
-        except Exception:  # noqa: BLE001 - the first compile imports them then
-            log.debug("sandbox: importing the compile frontend ahead of time failed", exc_info=True)
-        finally:
-            _imp.release_lock()
-
-    _frontend_thread = threading.Thread(target=run, name="sandbox-frontend-imports", daemon=True)
-    _frontend_thread.start()
-    holding.wait(10.0)
-    return True
-
-
-def join_frontend(timeout: float = 120.0) -> None:
-    """Wait for warm_up_frontend's imports (if any are still running): the compile that
-    follows imports the same modules, and must not do so beside them."""
-    _join(_frontend_thread, timeout)
-
-
-def _join(thread: threading.Thread | None, timeout: float) -> None:
-    """Wait for ``thread`` if it is running and is not the calling thread."""
-    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-        thread.join(timeout)
-
-
-class ParentWarmUp:
-    """This process's own share of loading a worker's result, paid in the background
-    while it waits for the worker's first compile rather than inside the load:
-    for a CPU graph, Inductor's CPU-ISA probe (the worker builds the probe programs;
-    Inductor's file lock makes this process reuse them; nothing waits for it); for a GPU
-    graph, Inductor's ptxas choice and Triton's driver (compat.prepare_gpu_load), which the
-    load then waits for (``join``), so that the two never start the driver side by side."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._probe: threading.Thread | None = None
-        self._gpu: threading.Thread | None = None
-        self.gpu_result: dict | None = None
-
-    def start(self, cpu: bool = True, gpu: bool = False) -> None:
-        with self._lock:
-            if cpu and self._probe is None:
-                self._probe = threading.Thread(target=self._run_probe, name="sandbox-isa-probe", daemon=True)
-                self._probe.start()
-            if gpu and self._gpu is None:
-                self._gpu = threading.Thread(target=self._run_gpu, name="sandbox-gpu-load-prep", daemon=True)
-                self._gpu.start()
-
-    def started(self) -> dict[str, bool]:
-        """Which of the two has been started in this process."""
-        return {"cpu_isa_probe": self._probe is not None, "gpu_load": self._gpu is not None}
-
-    def join(self, timeout: float = 120.0) -> None:
-        _join(self._gpu, timeout)
-
-    @staticmethod
-    def _run_probe() -> None:
-        try:
-            compat.probe_cpu_isa()
-        except Exception:
-            log.debug("sandbox: background ISA probe failed", exc_info=True)
-
-    def _run_gpu(self) -> None:
-        try:
-            self.gpu_result = compat.prepare_gpu_load()
-        except Exception:
-            log.debug("sandbox: background GPU load preparation failed", exc_info=True)
-
-
-parent_warm_up = ParentWarmUp()
-
-
-def publish(report: CompileReport) -> None:
-    with _lock:
-        report.graph_index = len(_reports)
-        if report.job is None and _run is not None and report.run_id == _run.run_id:
-            report.job = _run.job
-        _reports.append(report)
-        listeners = list(_listeners)
-    for fn in listeners:
-        try:
-            fn(report)
-        except Exception:  # a listener must never break the user's job
-            log.warning("sandbox: report listener %r failed", fn, exc_info=True)
-
-
-def republish(report: CompileReport) -> None:
-    """A published report was completed later (GPU kernel details after the graph's
-    first run): the store writes the whole of it again (an upsert by report id).
-    Listeners of ``on_report`` saw it once already and hold the same object."""
-    sink = _store_sink
-    if sink is None:
-        return
-    try:
-        sink(report)  # type: ignore[operator]
-    except Exception:
-        log.warning("sandbox: could not store the completed report", exc_info=True)
-
-
-_tracing = False
-
-
-def enable_tracing(provider: object = None) -> None:
-    """Send every report (from now on) to OpenTelemetry as spans."""
-    global _tracing
-    if _tracing:
-        return
-    from sandbox.sinks import otel
-
-    sink = otel.enable(provider)
-    if sink is not None:
-        _tracing = True
-        on_report(sink)
-
-
-_metrics_applied: set[tuple] = set()
-
-
-def _metrics_key(options: object) -> tuple:
-    return tuple(getattr(options, k, None) for k in ("metrics_port", "metrics_addr", "pushgateway", "run_name"))
-
-
-def enable_metrics(options: object = None, registry: object = None) -> object:
-    """Prometheus metrics from every report (those so far included): the endpoint and the
-    Pushgateway push that ``options`` ask for, ``registry`` too. Returns the sandbox's registry."""
-    if in_worker():
-        return None
-    from sandbox.sinks import prometheus
-
-    try:
-        reg = prometheus.enable(
-            registry=registry,
-            port=getattr(options, "metrics_port", None),
-            addr=getattr(options, "metrics_addr", None) or "127.0.0.1",
-            pushgateway=getattr(options, "pushgateway", None),
-            job=getattr(options, "run_name", None),
-        )
-    except ImportError as e:
-        import warnings
-
-        warnings.warn(
-            f"sandbox: metrics are on but prometheus_client is missing ({e}); pip install prometheus-client",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        _metrics_applied.add(_metrics_key(options))
-        return None
-    _metrics_applied.add(_metrics_key(options))
-    return reg
-
-
-def subscribe(fn: Callable[[CompileReport], None]) -> list[CompileReport]:
-    """``on_report(fn)``, and the reports published before it: together, each report exactly once."""
-    with _lock:
-        _listeners.append(fn)
-        return list(_reports)
-
-
-def reports() -> list[CompileReport]:
-    with _lock:
-        return list(_reports)
-
-
-def on_report(fn: Callable[[CompileReport], None]) -> Callable[[CompileReport], None]:
-    with _lock:
-        _listeners.append(fn)
-    return fn
-
-
-def clear_reports() -> None:
-    with _lock:
-        _reports.clear()
+__all__ = ["Runtime", "current"]
 
 
 def in_worker() -> bool:
-    return os.environ.get("SANDBOX_IN_WORKER") == "1"
+    """This process is a worker: reports, sinks and pools stay off here."""
+    return env.get("SANDBOX_IN_WORKER") == "1"
 
 
-def _after_fork_in_child() -> None:
-    """A forked child (a DataLoader worker) starts with fresh locks and no store writer:
-    locks held by the parent's threads at fork time would never be released here."""
-    global _lock, _store_sink
-    _lock = threading.Lock()
-    if _store_sink is not None:
-        if _store_sink in _listeners:
-            _listeners.remove(_store_sink)  # type: ignore[arg-type]
-        _store_sink = None
+def worker_env(options: Options, workers: int) -> dict[str, str]:
+    """The environment a worker starts with, from this process's and the resolved options."""
+    out = dict(os.environ)
+    # Ranks on this host x workers x Inductor compile threads <= cores (isolation/sizing.py).
+    out.update(sizing.worker_env(workers, out))
+    # Async mode: the training process runs its steps eagerly meanwhile and would starve
+    # an idle-class warm-up; the worker warms up at normal priority instead.
+    if options.async_:
+        out.setdefault("SANDBOX_WORKER_WARMUP", "normal")
+    # The worker imports this package by module name: make sure it can, wherever it lives.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if here not in parts:
+        out["PYTHONPATH"] = os.pathsep.join([here, *parts])
+    out.pop("SANDBOX_IN_WORKER", None)
+    return out
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _metrics_key(options: Options) -> tuple:
+    return (options.metrics_port, options.metrics_addr, options.pushgateway, options.run_name)
+
+
+class Runtime:
+    """One per process: what the backend needs between compiles, and every sink."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._configuring = threading.Lock()
+        self._reports: list[CompileReport] = []
+        self._listeners: list[Callable[[CompileReport], None]] = []
+        self._sinks: dict[str, Sink] = {}
+        self._run: Run | None = None
+        self._metrics_applied: set[tuple] = set()
+        self._tracing = False
+        self._exit_hook = False
+        self._seam = False
+        self._frontend: threading.Thread | None = None
+        self._restarts_before = 0  # worker restarts of the pools this process had before the current one
+        self._last_pool: pool.Pool | None = None
+        self.cache_clock = caches.CacheClock()
+        self.parent_warm_up = ParentWarmUp()
+
+    # -- the run and its reports ---------------------------------------------------------------
+    def run(self, options: Options | None = None) -> Run:
+        """This process's Run, described on first use (with the first compile's options)."""
+        with self._lock:
+            if self._run is None or self._run.pid != os.getpid():
+                self._run = describe_run(options)
+            return self._run
+
+    def publish(self, report: CompileReport) -> None:
+        with self._lock:
+            report.graph_index = len(self._reports)
+            if report.job is None and self._run is not None and report.run_id == self._run.run_id:
+                report.job = self._run.job
+            self._reports.append(report)
+            sinks = list(self._sinks.values())
+            listeners = list(self._listeners)
+        for sink in sinks:
+            self._guarded(sink.consume, report, sink.name)
+        for fn in listeners:
+            self._guarded(fn, report, repr(fn))
+
+    def republish(self, report: CompileReport) -> None:
+        """A published report was completed later (GPU kernel details after the graph's
+        first run): sinks that keep reports take it again. Listeners hold the same object."""
+        for sink in list(self._sinks.values()):
+            self._guarded(sink.update, report, sink.name)
+
+    @staticmethod
+    def _guarded(fn: Callable[[CompileReport], None], report: CompileReport, who: str) -> None:
+        try:
+            fn(report)
+        except Exception:  # a sink or listener must never break the user's job
+            log.warning("sandbox: report consumer %s failed", who, exc_info=True)
+
+    def reports(self) -> list[CompileReport]:
+        with self._lock:
+            return list(self._reports)
+
+    def clear_reports(self) -> None:
+        with self._lock:
+            self._reports.clear()
+
+    def on_report(self, fn: Callable[[CompileReport], None]) -> Callable[[CompileReport], None]:
+        with self._lock:
+            self._listeners.append(fn)
+        return fn
+
+    # -- sinks ---------------------------------------------------------------------------------
+    def sink(self, name: str) -> Sink | None:
+        return self._sinks.get(name)
+
+    def add_sink(self, sink: Sink, replay: bool = False) -> Sink:
+        """Hand ``sink`` every report from now on (with ``replay``, those so far too), once per name."""
+        with self._lock:
+            if sink.name in self._sinks:
+                return self._sinks[sink.name]
+            self._sinks[sink.name] = sink
+            past = list(self._reports) if replay else []
+            if not self._exit_hook:
+                self._exit_hook = True
+                atexit.register(self.shutdown)
+        for report in past:
+            self._guarded(sink.consume, report, sink.name)
+        return sink
+
+    def configure(self, options: Options) -> None:
+        """Turn on what ``options`` ask for, once per process: the store, tracing, metrics."""
+        run = self.run(options)
+        if in_worker():
+            return
+        with self._configuring:  # one store writer (a thread and a spool file) per process
+            if "torch_trace" not in self._sinks:
+                self.add_sink(TorchTraceSink())  # reports into TORCH_TRACE's log, when it is on
+            if options.store != "off" and "store" not in self._sinks:
+                self.add_sink(StoreSink(options.store, run))
+        if options.trace:
+            self.enable_tracing()
+        if (options.metrics_port or options.pushgateway) and _metrics_key(options) not in self._metrics_applied:
+            self.enable_metrics(options)
+
+    def enable_tracing(self, provider: Any = None) -> None:
+        """Send every report from now on to OpenTelemetry as spans."""
+        with self._configuring:  # one tracer provider of the sandbox's own, at most
+            if self._tracing or in_worker():
+                return
+            try:
+                from sandbox.sinks.otel import OtelSink  # imports OpenTelemetry: only when tracing is on
+
+                sink = OtelSink(provider, self._run)  # the Run once described; never described here
+            except ImportError as e:
+                warnings.warn(
+                    f"sandbox: tracing is on but OpenTelemetry is not installed ({e}); "
+                    f"pip install opentelemetry-sdk opentelemetry-exporter-otlp",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                return
+            self._tracing = True
+            self.add_sink(sink)
+
+    @property
+    def tracing(self) -> bool:
+        return self._tracing
+
+    def enable_metrics(self, options: Options, registry: Any = None) -> Any:
+        """Prometheus metrics from every report (those so far included): the endpoint and the
+        Pushgateway push that ``options`` ask for, ``registry`` too. Returns the sandbox's registry."""
+        if in_worker():
+            return None
+        self._metrics_applied.add(_metrics_key(options))
+        try:
+            with self._configuring:
+                sink = self.sink("prometheus") or self.add_sink(PrometheusSink(self.pool_stats), replay=True)
+        except ImportError as e:
+            warnings.warn(
+                f"sandbox: metrics are on but prometheus_client is missing ({e}); pip install prometheus-client",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        assert isinstance(sink, PrometheusSink)
+        if registry is not None:
+            sink.register(registry)
+        if options.metrics_port:
+            sink.serve(rank_port(int(options.metrics_port)), options.metrics_addr or "127.0.0.1")
+        if options.pushgateway:
+            sink.push_at_exit(options.pushgateway, options.run_name)
+        return sink.registry
+
+    def flush(self, timeout_s: float | None = 30.0) -> bool:
+        """Block until every sink has what was published so far out (the store: committed
+        or spooled); False if the timeout passed first."""
+        ok = True
+        for sink in list(self._sinks.values()):
+            try:
+                ok = sink.flush(timeout_s) and ok
+            except Exception:  # noqa: BLE001 - telemetry never breaks the job
+                log.warning("sandbox: flushing %s failed", sink.name, exc_info=True)
+                ok = False
+        return ok
+
+    def shutdown(self) -> None:
+        """At exit: every sink flushes and lets go, the store last (it may take longest)."""
+        sinks = sorted(self._sinks.values(), key=lambda s: s.name == "store")
+        for sink in sinks:
+            try:
+                sink.shutdown()
+            except Exception:  # noqa: BLE001 - at exit least of all
+                log.debug("sandbox: shutting down %s failed", sink.name, exc_info=True)
+
+    # -- the pool ------------------------------------------------------------------------------
+    def get_pool(self, options: Options, size: int | None = None, started_by: str = "a graph") -> pool.Pool:
+        """The pool, started (by ``started_by``: import torch, torch.compile, warmup(), a
+        graph) or grown to ``size`` workers (default: the options') if need be."""
+        size = size or options.workers
+        p = pool.current_pool()
+        if p is None or p.closed or p.size < size:
+            with self._lock:
+                p = pool.current_pool()
+                if p is None or p.closed:
+                    p = pool.Pool(size, worker_env(options, size), started_by=started_by)
+                    pool.adopt(p)
+                elif p.size < size:
+                    p.env = worker_env(options, size)  # workers started from now on get the smaller share
+                    p.resize(size)
+        if options.async_ and "SANDBOX_WORKER_WARMUP" not in p.env:
+            # Started before these options were known (at import torch): workers that replace
+            # these warm up at normal priority, as async mode wants.
+            p.env = worker_env(options, p.size)
+        return p
+
+    def pool_stats(self) -> PoolStats:
+        """Worker restarts over this process's life and the compiles in flight now."""
+        with self._lock:
+            p = pool.current_pool()
+            if p is not self._last_pool:
+                if self._last_pool is not None:
+                    self._restarts_before += self._last_pool.restarts
+                self._last_pool = p
+            restarts = self._restarts_before + (p.restarts if p is not None else 0)
+        return PoolStats(restarts, p.in_flight() if p is not None else [])
+
+    def ensure_seam(self, route: Callable[[], Any]) -> None:
+        seam.install_seam(route)
+        with self._lock:
+            if not self._seam:
+                caches.register_cache_clock(self.cache_clock)
+                self._seam = True
+
+    # -- this process's own share of Inductor's imports ----------------------------------------
+    def warm_up_frontend(self) -> bool:
+        """Once per process, from ``sandbox.warmup()``: import the modules this process's own
+        part of a compile needs (``seam.FRONTEND_MODULES``) on a background thread while the
+        program loads its data. On by default without an NVIDIA GPU, where it pays off
+        (docs/decisions/frontend-imports.md); SANDBOX_WARMUP_IMPORTS=1 or 0 decides either
+        way. True if the thread was started."""
+        if self._frontend is not None or in_worker():
+            return False
+        setting = env.get("SANDBOX_WARMUP_IMPORTS").lower()
+        if setting in ("0", "false", "no", "off"):
+            return False
+        if not setting and sizing.gpu_machine():
+            return False
+        holding = threading.Event()
+
+        def imports() -> None:
+            # The interpreter's import lock, held for the whole run: torch's modules import
+            # each other in cycles, and two threads importing them at once can be handed a
+            # half-initialised module. warmup() returns once this thread holds the lock, so
+            # no import of the program's is half-way through when these start.
+            _imp.acquire_lock()
+            holding.set()
+            try:
+                failed = seam.import_frontend()
+                if failed:
+                    log.debug("sandbox: could not import ahead of time: %s", failed)
+            except Exception:  # noqa: BLE001 - the first compile imports them then
+                log.debug("sandbox: importing the compile frontend ahead of time failed", exc_info=True)
+            finally:
+                _imp.release_lock()
+
+        self._frontend = threading.Thread(target=imports, name="sandbox-frontend-imports", daemon=True)
+        self._frontend.start()
+        holding.wait(10.0)
+        return True
+
+    def join_frontend(self, timeout: float = 120.0) -> None:
+        """Wait for warm_up_frontend's imports: the compile that follows imports the same
+        modules, and must not do so beside them."""
+        thread = self._frontend
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child (a DataLoader worker) starts with fresh locks and without the
+        parent's store writer: locks held by the parent's threads at fork time would never
+        be released here, and the writer's thread did not cross the fork."""
+        self._lock = threading.Lock()
+        self._configuring = threading.Lock()
+        self._sinks.pop("store", None)
+
+
+_current = Runtime()
+os.register_at_fork(after_in_child=_current.after_fork_in_child)
+
+
+def current() -> Runtime:
+    """This process's runtime."""
+    return _current
+
+
+def with_metrics(options: Options, port: int | None, addr: str | None, pushgateway: str | None) -> Options:
+    """``options`` with the metrics settings of ``sandbox.enable_metrics``'s arguments, where given."""
+    changes: dict[str, Any] = {}
+    if port is not None:
+        changes["metrics_port"] = port
+    if addr:
+        changes["metrics_addr"] = addr
+    if pushgateway:
+        changes["pushgateway"] = pushgateway
+    return dataclasses.replace(options, **changes)

@@ -156,8 +156,9 @@ ZOO: dict[str, Entry] = {
 }
 
 
-# Larger models for the benchmarks and the GPU checks; not part of the correctness zoo
-# (on 2 CPU cores they cost minutes). ``run()`` and the benchmarks accept their names.
+# Larger models for the benchmarks and the GPU checks; not part of the correctness zoo, which
+# the tests and the demo run on small CPU machines (docs/decisions/bench-models-outside-the-zoo.md).
+# ``run()`` and the benchmarks accept their names.
 BENCH: dict[str, Entry] = {
     e.name: e
     for e in [

@@ -1,9 +1,5 @@
-"""Shared test machinery.
-
-Most tests run a scenario script from ``tests/helpers`` in a fresh Python process:
-the worker pool and dynamo's caches are process-wide, and several scenarios kill
-workers or the process itself. Each script prints one JSON result line (see
-``helpers/common.py``), which :func:`run_script` parses and returns.
+"""Hooks and fixtures shared by every test folder (helpers live in ``support.py``, the
+PostgreSQL server in ``postgres_server.py``, the OTLP receiver in ``otlp_receiver.py``).
 
 Cache directories: the session gets a fresh ``TORCHINDUCTOR_CACHE_DIR``. Each
 scenario gets its own fresh directory too, seeded only with the results of
@@ -16,37 +12,31 @@ in every scenario. Graph-level caches therefore always start empty.
 
 from __future__ import annotations
 
-import json
+import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.common import MARK, pid_alive  # the scenario scripts' own marker and check
-
-TESTS = Path(__file__).resolve().parent
-HELPERS = TESTS / "helpers"
-IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-SCRIPT_TIMEOUT_S = 420
-
-# Environment a user may have set that would change what the scenarios test
-# (besides every SANDBOX_* and OTEL_* variable).
-_SCRUB = (
-    "TORCHINDUCTOR_FX_COMPILE_MODE",
-    "TORCHINDUCTOR_FORCE_DISABLE_CACHES",
-    "TORCHINDUCTOR_FX_GRAPH_CACHE",
-    "TORCHINDUCTOR_AUTOGRAD_CACHE",
-    "TORCH_COMPILE_DEBUG",
-    "TORCH_LOGS",
-    "TRITON_CACHE_DIR",
+from otlp_receiver import Receiver, rotel_binary, unavailable
+from postgres_server import PostgresServer
+from support import (
+    IN_CI,
+    REDIS_HINT,
+    SCRIPT_TIMEOUT_S,
+    RedisServer,
+    free_port,
+    fresh_cache_dir,
+    missing,
+    script_env,
 )
-
 
 # --- CI: never skip ------------------------------------------------------------------
 
@@ -96,12 +86,6 @@ def probe_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return seed
 
 
-def fresh_cache_dir(base: Path, seed: Path) -> Path:
-    path = base / "inductor-cache"
-    shutil.copytree(seed, path, ignore=shutil.ignore_patterns("locks", "*.lock"))
-    return path
-
-
 @pytest.fixture
 def cache_dir(tmp_path: Path, probe_seed: Path) -> Path:
     """A fresh TORCHINDUCTOR_CACHE_DIR for one test (empty graph caches)."""
@@ -113,164 +97,7 @@ def module_cache_dir(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path)
     return fresh_cache_dir(tmp_path_factory.mktemp("module"), probe_seed)
 
 
-# --- running scenario scripts --------------------------------------------------------
-
-
-def script_env(cache_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The scenario's environment: a clean slate of sandbox settings, its own Inductor
-    cache dir, and its own run store next to it (never the user's default store)."""
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith(("SANDBOX_", "OTEL_"))}
-    env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
-    env["SANDBOX_STORE"] = str(cache_dir.parent / f"{cache_dir.name}-runs.db")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONFAULTHANDLER"] = "1"
-    env.update(extra or {})
-    return env
-
-
-class ScriptResult(dict):
-    """The script's JSON result, plus ``stdout``/``stderr``/``returncode``/``seconds``."""
-
-    stdout: str
-    stderr: str
-    returncode: int
-    seconds: float
-
-
-def parse_result(stdout: str) -> Any:
-    lines = [line for line in stdout.splitlines() if line.startswith(MARK)]
-    if not lines:
-        return None
-    return json.loads(lines[-1][len(MARK) :])
-
-
-def run_script(
-    name: str,
-    *args: str,
-    cache_dir: Path,
-    env: dict[str, str] | None = None,
-    timeout: float = SCRIPT_TIMEOUT_S,
-    expect_rc: int | None = 0,
-) -> ScriptResult:
-    """Run ``tests/helpers/<name>`` as ``__main__`` in a fresh interpreter; return its JSON."""
-    t0 = time.time()
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(HELPERS / name), *args],
-            cwd=str(HELPERS),
-            env=script_env(cache_dir, env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        pytest.fail(f"{name} {' '.join(args)} ran past {timeout} s\nstdout:\n{out[-3000:]}\nstderr:\n{err[-6000:]}")
-    data = parse_result(proc.stdout)
-    if (expect_rc is not None and proc.returncode != expect_rc) or data is None:
-        pytest.fail(
-            f"{name} {' '.join(args)} exited with {proc.returncode} (expected {expect_rc}), "
-            f"result {'missing' if data is None else 'present'}\n"
-            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-8000:]}"
-        )
-    result = ScriptResult(data)
-    result.stdout, result.stderr, result.returncode = proc.stdout, proc.stderr, proc.returncode
-    result.seconds = time.time() - t0
-    return result
-
-
-# --- processes -----------------------------------------------------------------------
-
-
-def wait_gone(pids: Iterable[int], within: float) -> list[int]:
-    """Wait up to ``within`` seconds for ``pids`` to end; return those still alive."""
-    pids = list(pids)
-    deadline = time.time() + within
-    while True:
-        alive = [p for p in pids if pid_alive(p)]
-        if not alive or time.time() >= deadline:
-            return alive
-        time.sleep(0.1)
-
-
-def kill_quietly(pids: Iterable[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 # --- Redis (Inductor's remote caches) ------------------------------------------------
-
-
-REDIS_HINT = "apt-get install -y --no-install-recommends redis-server, and pip install redis"
-
-
-class RedisServer:
-    """A real ``redis-server`` on 127.0.0.1, a free port, its own directory, no persistence."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        import socket as _socket
-
-        with _socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.binary, self.workdir = binary, workdir
-        self.url = f"redis://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        import redis
-
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.workdir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--logfile",
-                str(self.workdir / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.time() + 20
-        while True:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return self
-            except redis.exceptions.ConnectionError:
-                if self.proc.poll() is not None or time.time() > deadline:
-                    log = (
-                        (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
-                        if (self.workdir / "redis.log").exists()
-                        else ""
-                    )
-                    pytest.fail(f"redis-server did not answer on {self.url} within 20 s:\n{log}")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def client(self) -> Any:
-        import redis
-
-        return redis.Redis.from_url(self.url)
 
 
 @pytest.fixture
@@ -280,13 +107,13 @@ def redis_server(tmp_path: Path) -> Iterable[RedisServer]:
     binary = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
     )
-    missing = "redis-server is not installed" if binary is None else None
+    absent = "redis-server is not installed" if binary is None else None
     try:
         import redis  # noqa: F401
     except ImportError:
-        missing = "the redis package is not installed"
-    if missing:
-        message = f"{missing}; install it with `{REDIS_HINT}`"
+        absent = "the redis package is not installed"
+    if absent:
+        message = f"{absent}; install it with `{REDIS_HINT}`"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
@@ -297,3 +124,82 @@ def redis_server(tmp_path: Path) -> Iterable[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+# --- PostgreSQL ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL server for the test module. Missing server binaries or driver:
+    skips locally, fails in CI."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing("the PostgreSQL driver is not installed: .venv/bin/pip install 'psycopg[binary]'")
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    initdb = bins[0] if bins else shutil.which("initdb")
+    if not initdb:
+        missing("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql")
+    server = PostgresServer(os.path.dirname(initdb))  # type: ignore[arg-type]
+    try:
+        server.start()
+    except Exception as e:
+        server.stop()
+        pytest.fail(f"could not start a PostgreSQL server for the tests: {e}")
+    yield server
+    server.stop()
+
+
+# --- OTLP (a rotel receiver) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    """A running rotel-agent for the test module (``otlp_receiver.Receiver``). Missing rotel:
+    skips locally, fails in CI."""
+    binary = rotel_binary()
+    if binary is None:
+        unavailable("the rotel package (rotel-agent) is not installed")
+    grpc_port, http_port = free_port(), free_port()
+    log = tmp_path_factory.mktemp("rotel") / "rotel.out"
+    cmd = [
+        binary,
+        "start",
+        "--otlp-grpc-endpoint",
+        f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint",
+        f"127.0.0.1:{http_port}",
+        "--exporter",
+        "blackhole",
+        "--debug-log",
+        "traces",
+        "--debug-log-verbosity",
+        "detailed",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"}, start_new_session=True
+        )
+    try:
+        deadline = time.time() + 20
+        while True:
+            if proc.poll() is not None:
+                unavailable(f"rotel-agent exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+            try:
+                for port in (grpc_port, http_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    unavailable(f"rotel-agent did not listen on 127.0.0.1:{grpc_port}/{http_port} within 20 s")
+                time.sleep(0.2)
+        yield Receiver(proc, log, grpc_port, http_port)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)

@@ -29,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HELPERS, SCRIPT_TIMEOUT_S, fresh_cache_dir, script_env
-
-ROOT = HELPERS.parent.parent
+from support import HELPERS, ROOT, SCRIPT_TIMEOUT_S, fresh_cache_dir, script_env
 
 MAKE_RUN = r"""
 import json, sys
@@ -54,7 +52,7 @@ elif what == "rerun":
 
     torch.compile(fails_in_worker, backend="sandbox")(torch.randn(16))
 assert sandbox.flush(60), "reports not stored"
-print(json.dumps({"run_id": sandbox.runtime.run().run_id,
+print(json.dumps({"run_id": sandbox.runtime.current().run().run_id,
                   "reports": [[r.graph_kind, r.outcome] for r in sandbox.reports()]}))
 """
 
@@ -200,8 +198,8 @@ def launcher(warps: int, stages: int, regs: int, spills: int, shared: int, xbloc
 
 def make_gpu_store(path: Path) -> dict[str, str]:
     """Two runs of one model on a GPU: default, then max-autotune. Returns name -> run id."""
+    from sandbox.record.report import CompileReport, Run, Stage
     from sandbox.store import open_store
-    from sandbox.telemetry.report import CompileReport, Run, Stage
 
     load = ["    tmp0 = tl.load(in_ptr0 + (xindex), xmask)", "    tmp1 = tmp0 * 2.0"]
     load_v2 = ["    tmp0 = tl.load(in_ptr0 + (xindex), xmask, eviction_policy='evict_last')", "    tmp1 = tmp0 * 2.0"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import run_script, wait_gone
+from support import run_script, wait_gone
 
 ZOO_NAMES = ["mlp", "convnet", "transformer", "graph_breaks", "dynamic", "inplace", "max_autotune"]
 

@@ -17,9 +17,9 @@ import json
 import subprocess
 import sys
 
-from conftest import TESTS
+from support import ROOT
 
-BENCH = str(TESTS.parent / "bench" / "compile_overhead.py")
+BENCH = str(ROOT / "bench" / "compile_overhead.py")
 
 
 def test_compile_overhead_runs_alternating_and_no_child_leaves_a_process(tmp_path) -> None:

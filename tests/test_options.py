@@ -5,7 +5,7 @@ keys passed through."""
 from __future__ import annotations
 
 import pytest
-from conftest import run_script
+from support import run_script
 
 SANDBOX_OPTIONS = ("workers", "timeout_s", "memory_limit_mb", "on_failure", "unpicklable")
 

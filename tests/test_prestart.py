@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import run_script
+from support import run_script
 
 
 def _pids(workers: list[dict]) -> list[int]:

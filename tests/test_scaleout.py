@@ -3,7 +3,7 @@ remote caches, per-rank traces and metrics.
 
 * A real ``torchrun --nproc-per-node 2 --standalone`` job (gloo, CPU) trains the zoo's MLP under
   DistributedDataParallel through the sandbox into one SQLite store, with tracing to a real
-  OTLP receiver (rotel, as in ``test_otel.py``) and a metrics endpoint per rank. Checked: the
+  OTLP receiver (rotel, as in ``sinks/test_otel.py``) and a metrics endpoint per rank. Checked: the
   store groups both ranks' runs under torchrun's job id, every run and report carries rank,
   local rank, world size and job; each rank's spans carry its rank and its resource names the
   process (``service.instance.id`` = its run id); endpoint base port + N serves local rank N's
@@ -34,12 +34,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import HELPERS, IN_CI, fresh_cache_dir, run_script, script_env
-from test_otel import Receiver, receiver  # noqa: F401 - the module's rotel OTLP receiver fixture
-from test_store import postgres  # noqa: F401 - a throw-away PostgreSQL server
+from otlp_receiver import Receiver
+from support import HELPERS, IN_CI, ROOT, fresh_cache_dir, run_script, script_env
 
 from sandbox.isolation import sizing
-from sandbox.telemetry.environment import job_id
+from sandbox.record.environment import job_id
 
 # --- the sizing rule and the job id (pure) -----------------------------------------------------
 
@@ -154,7 +153,7 @@ def _metric(text: str, name: str, labels: dict[str, str]) -> float:
 
 
 @pytest.mark.slow
-def test_torchrun_job_into_one_store(receiver: Receiver, tmp_path: Path, probe_seed: Path) -> None:  # noqa: F811
+def test_torchrun_job_into_one_store(receiver: Receiver, tmp_path: Path, probe_seed: Path) -> None:
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     if torchrun is None:
         message = "torchrun (it comes with torch) is not on PATH"
@@ -351,16 +350,16 @@ def test_remote_caches_serve_a_second_machine_and_redis_down_is_reported(
 # --- the deployment guide's PostgreSQL roles ----------------------------------------------------------
 
 
-def test_deployment_guide_postgres_roles(postgres: Any) -> None:  # noqa: F811
+def test_deployment_guide_postgres_roles(postgres: Any) -> None:
     """The SQL of docs/DEPLOYMENT.md, run as written against a real PostgreSQL (trust auth: the
     passwords are not checked here, the privileges are): the jobs' role creates the schema and
     writes; the dashboard's role reads everything and writes nothing."""
     import psycopg
 
+    from sandbox.record.report import CompileReport, Run
     from sandbox.store import open_store
-    from sandbox.telemetry.report import CompileReport, Run
 
-    guide = (Path(__file__).resolve().parent.parent / "docs" / "DEPLOYMENT.md").read_text()
+    guide = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
     sql = re.search(r"```sql\n(.*?)```", guide, re.S).group(1)  # type: ignore[union-attr]
     conn = psycopg.connect(postgres.admin_url, autocommit=True)
     try:

@@ -2,11 +2,14 @@
 
 import streamlit as st
 
-from dashboard import queries as q
 from dashboard import ui
+from dashboard.queries import compare as q
+from dashboard.queries.graph import code_language
+from dashboard.queries.run import cached_run
+from dashboard.queries.runs import cached_runs, previous_of
 
 src = ui.require_store()
-runs = q.cached_runs(src)
+runs = cached_runs(src)
 st.title("Compare two runs")
 if len(runs) < 2:
     st.info("The store has one run: make another (e.g. with a different Inductor option) to compare them.")
@@ -15,7 +18,7 @@ if len(runs) < 2:
 left, right = st.columns(2)
 newest = str(runs.iloc[0]["run_id"])
 run_b = ui.pick_run(src, runs, "B (after)", "b", fallback=newest, container=right)
-run_a = ui.pick_run(src, runs, "A (before)", "a", fallback=q.previous_of(runs, run_b), container=left)
+run_a = ui.pick_run(src, runs, "A (before)", "a", fallback=previous_of(runs, run_b), container=left)
 if run_a == run_b:
     st.warning("A and B are the same run: pick two different runs.")
 d = q.cached_compare(src, run_a, run_b)
@@ -86,7 +89,7 @@ else:
     row = changes.iloc[chosen]
     ka, kb = q.cached_kernel_pair(src, run_a, run_b, int(row["g"]), int(row["k"]))
     sa, sb = (ka or {}).get("source") or "", (kb or {}).get("source") or ""
-    lang = q.code_language(kb or ka or {})
+    lang = code_language(kb or ka or {})
     launch = q.launch_rows(ka, kb)
     if not launch.empty:
         st.markdown("**Launch configuration, registers, spills, shared memory**")
@@ -139,7 +142,7 @@ else:
         st.caption(f"Only in {which}:" if not (sa and sb) else "Same source in both runs:")
         st.code(sa or sb, language=lang, line_numbers=True)
 
-tuned = q.autotune_change_rows(d, q.cached_run(src, run_a)[1], q.cached_run(src, run_b)[1])
+tuned = q.autotune_change_rows(d, cached_run(src, run_a)[1], cached_run(src, run_b)[1])
 if not tuned.empty:
     st.subheader("max-autotune choices")
     st.caption(

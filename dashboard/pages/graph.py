@@ -3,44 +3,47 @@
 import altair as alt
 import streamlit as st
 
-from dashboard import queries as q
 from dashboard import ui
+from dashboard.queries import graph as q
+from dashboard.queries.run import cached_run
+from dashboard.queries.runs import cached_runs, run_label
+from sandbox.analysis import labels
 
 src = ui.require_store()
-runs = q.cached_runs(src)
+runs = cached_runs(src)
 header = st.container()  # above the pickers, filled once the graph is known
 left, right = st.columns([3, 2])
 run_id = ui.pick_run(src, runs, "Run", "run", container=left)
-run, reports = q.cached_run(src, run_id)
+run, reports = cached_run(src, run_id)
 if not reports:
     st.info("This run compiled no graph.")
     st.stop()
-labels = {
-    r.graph_index: f"{q.graph_label(r)} · {q.code_label(r.co_name, r.filename, r.line)} · {q.outcome_label(r)}"
+graph_names = {
+    r.graph_index: f"{labels.graph(r, index=True)} · {labels.code(r.co_name, r.filename, r.line)} · {labels.outcome(r)}"
     for r in reports
 }
 index = ui.pick(
     "Graph",
-    list(labels),
+    list(graph_names),
     "graph",
     "pick:graph",
-    labels.get,
+    graph_names.get,
     resolve=lambda s: int(s) if s.isdigit() else s,
     container=right,
 )
 report = q.find_report(reports, index)
 
 header.title(f"{report.graph_kind.capitalize()} graph {report.compile_id or '?'}")
-header.caption(f"{q.code_label(report.co_name, report.filename, report.line)} · run {q.run_label(run)}")
+header.caption(f"{labels.code(report.co_name, report.filename, report.line)} · run {run_label(run)}")
 ui.page_link("Run", "Back to the run", run=run_id)
 
 cols = st.columns(5)
 cols[0].metric("Compile time", ui.seconds(report.duration_s))
-cols[1].metric("Outcome", q.outcome_label(report))
-cols[2].metric("Worker", report.worker_pid or "-", help=q.isolation_label(report))
+cols[1].metric("Outcome", labels.outcome(report))
+cols[2].metric("Worker", report.worker_pid or "-", help=labels.isolation(report))
 cols[3].metric("Kernels", len(report.kernels))
 cols[4].metric("Graph nodes", report.graph.get("nodes", "-"))
-st.caption(f"Where it compiled: {q.isolation_label(report)} · caches: {q.cache_label(report)}")
+st.caption(f"Where it compiled: {labels.isolation(report)} · caches: {labels.caches(report, async_compile=True)}")
 if report.failure is not None:
     st.error(f"**{report.failure.kind}**: {report.failure.message}")
 elif report.reason:

@@ -3,9 +3,9 @@ other cache outcomes, other kernels, stragglers), and an earlier job beside it."
 
 import streamlit as st
 
-from dashboard import queries as q
 from dashboard import ui
-from sandbox.jobs import STRAGGLER_FACTOR, STRAGGLER_MIN_S
+from dashboard.queries import job as q
+from sandbox.analysis.jobs import STRAGGLER_FACTOR, STRAGGLER_MIN_S
 
 src = ui.require_store()
 known = q.cached_jobs(src)

@@ -3,11 +3,12 @@
 import altair as alt
 import streamlit as st
 
-from dashboard import queries as q
 from dashboard import ui
+from dashboard.queries import run as q
+from dashboard.queries.runs import cached_runs, previous_of, run_label
 
 src = ui.require_store()
-runs = q.cached_runs(src)
+runs = cached_runs(src)
 header = st.container()  # above the picker, filled once the run is known
 run_id = ui.pick_run(src, runs, "Run", "run")
 run, reports = q.cached_run(src, run_id)
@@ -15,7 +16,7 @@ cards = q.run_cards(run, reports)
 
 header.title(f"Run {run.get('name') or run_id[:12]}")
 header.caption(
-    q.run_label(run)
+    run_label(run)
     + (f" · tags: {', '.join(run['tags'])}" if run.get("tags") else "")
     + f" · {run.get('device') or '?'} · torch {run.get('torch') or '?'}"
 )
@@ -31,7 +32,7 @@ cols[5].metric("Kernels", cards["kernels"])
 links = st.columns(3)
 with links[0]:
     ui.page_link("Graph", "Stages and kernels of each graph", run=run_id)
-previous = q.previous_of(runs, run_id)
+previous = previous_of(runs, run_id)
 if previous:
     with links[1]:
         ui.page_link("Compare", "Compare with the previous run", a=previous, b=run_id)

@@ -3,8 +3,8 @@
 import altair as alt
 import streamlit as st
 
-from dashboard import queries as q
 from dashboard import ui
+from dashboard.queries import runs as q
 
 src = ui.require_store()
 runs = q.cached_runs(src)

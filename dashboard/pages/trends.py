@@ -3,13 +3,14 @@
 import altair as alt
 import streamlit as st
 
-from dashboard import queries as q
 from dashboard import ui
+from dashboard.queries import trends as q
+from dashboard.queries.runs import cached_runs, filter_choices
 
 src = ui.require_store()
-runs = q.cached_runs(src)
+runs = cached_runs(src)
 st.title("Trends")
-names = st.multiselect("Run names", q.filter_choices(runs)["name"], key="trends:name", help="Empty: every run")
+names = st.multiselect("Run names", filter_choices(runs)["name"], key="trends:name", help="Empty: every run")
 data = q.cached_trends(src)
 if names:
     data = data[data["name"].isin(names)]

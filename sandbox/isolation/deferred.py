@@ -12,7 +12,7 @@ hold the real compiled graph. With several workers, blocking mode uses the same
 stand-in with ``wait=True``: forward and backward compile side by side in two workers
 and each is waited for at its first call.
 
-Where the stand-in must be careful (each one a bug met on the way):
+Where the stand-in must be careful (each one a bug it would otherwise have):
 - AOTAutograd passes a list the callee may consume: the stand-in copies it and clears
   it, and ``_boxed_call`` lives on the instance, because the backward callable is
   wrapped by a ``disable()`` that copies only the instance ``__dict__``.
@@ -37,9 +37,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.isolation import compat
+import torch
+import torch.distributed as dist
+
 from sandbox.isolation.pool import WorkerFailure
-from sandbox.telemetry.report import ISOLATED, Failure
+from sandbox.isolation.scheme import SandboxCompileError, describe_failure
+from sandbox.record.report import ISOLATED, Failure
+from sandbox.torch_adapter import seam, warmup
 
 log = logging.getLogger("sandbox")
 
@@ -95,9 +99,6 @@ def _publish_unswitched() -> None:
 def _agree(state: int) -> int:
     """min(state) over the ranks of the default process group (-1 failed, 0 waiting,
     1 ready), or ``state`` when there is none."""
-    import torch
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
         return state
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -129,7 +130,7 @@ class DeferredGraph:
         self._scheme = scheme
         self._payload = payload
         self._region = region
-        self._eager = compat.eager_callable(gm)
+        self._eager = seam.eager_callable(gm)
         # A backward graph is compiled against the strides its inputs had while tracing
         # (the eager forward's: an eager stand-in reports no output strides); a compiled
         # forward may save tensors in another layout (e.g. channels-last convolutions).
@@ -163,7 +164,7 @@ class DeferredGraph:
             # once the result is back: not beside the first, eager steps, and not at the switch.
             self._result = self._scheme.run_job(job, warm_parent=False)
             try:
-                compat.probe_cpu_isa()
+                warmup.probe_cpu_isa()
             except Exception:
                 log.debug("sandbox: ISA probe failed", exc_info=True)
         except WorkerFailure as wf:
@@ -240,8 +241,6 @@ class DeferredGraph:
         return isinstance(backward, DeferredGraph) and backward._error is not None
 
     def _eager_beside_compile(self, inputs: list[Any]) -> Any:
-        import torch
-
         threads = torch.get_num_threads()
         lower = threads > 1 and not self._done.is_set()
         if lower:
@@ -290,7 +289,7 @@ class DeferredGraph:
         b = self._scheme.builder
         if failure is None:
             failure = (
-                self._scheme.failure(self._error)
+                self._error.failure
                 if self._error is not None
                 else Failure(
                     "error", "the compile of the paired backward graph failed; forward and backward stay eager together"
@@ -302,8 +301,6 @@ class DeferredGraph:
         b.fail(failure, fallback=None if raising else "eager")
         self._release()
         if raising:
-            from sandbox.isolation.scheme import SandboxCompileError, describe_failure
-
             raise SandboxCompileError(describe_failure(b.report), b.report)
         warnings.warn(
             f"sandbox: {self.kind} graph {b.report.compile_id} at {b.report.where} stays uncompiled (eager): its "
@@ -350,8 +347,6 @@ def _strides(example_inputs: Any) -> list[tuple[int, ...] | None]:
 
 def _restride(args: list[Any], expected: list[tuple | None]) -> None:
     """Give each input the layout the compiled graph was compiled for (a copy), where it differs."""
-    import torch
-
     for i, (x, want) in enumerate(zip(args, expected)):
         if want is None or not isinstance(x, torch.Tensor):
             continue

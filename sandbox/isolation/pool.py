@@ -19,31 +19,44 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox.isolation import protocol
+from sandbox.record.report import Failure
 
 # How long a job waits for a worker that is still starting before the worker counts as hung,
 # unless timeout_s is longer: its start (import torch, warm-up) is not the graph's compile.
 START_LIMIT_S = 300.0
 
 
-@dataclass
 class WorkerFailure(Exception):
-    """A job that did not come back with a compiled graph."""
+    """A job that did not come back with a compiled graph; ``failure`` says how, as the
+    report records it."""
 
-    kind: str  # crash | timeout | oom | error
-    message: str
-    pid: int | None = None
-    exit_code: int | None = None
-    signal: str | None = None
-    log_tail: list[str] = field(default_factory=list)
-    traceback: str | None = None
-    torch_tools: dict[str, Any] | None = None  # the worker's log and trace records up to the error
-
-    def __str__(self) -> str:
-        return self.message
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        pid: int | None = None,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        log_tail: list[str] | None = None,
+        traceback: str | None = None,
+        torch_tools: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failure = Failure(
+            kind,
+            message,
+            exit_code=exit_code,
+            signal=signal,
+            worker_pid=pid,
+            log_tail=list(log_tail or []),
+            traceback=traceback,
+        )
+        self.torch_tools = torch_tools  # the worker's log and trace records up to the error
 
 
 @dataclass
@@ -223,8 +236,8 @@ def _gone(pid: int) -> bool:
 def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
     """Wait until killed processes have exited; returns those still there after ``timeout``.
     A killed process frees its memory and its GPU context on its way out: waiting here makes
-    the process that started it pay for that, not whatever starts next on the machine (a
-    killed GPU compile pool slowed the CUDA start of the next process by tenths of a second)."""
+    the process that started it pay for that, not whatever starts next on the machine
+    (docs/decisions/worker-exit.md)."""
     deadline = time.monotonic() + timeout
     left = [p for p in pids if not _gone(p)]
     while left and time.monotonic() < deadline:
@@ -235,7 +248,7 @@ def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
 
 # torch's debugging switches that would make a worker write files of its own (a second
 # trace log, a second debug folder, the user's TORCH_LOGS_OUT file): the parent asks for
-# what it records with each job instead, and writes it itself (telemetry/torch_tools).
+# what it records with each job instead, and writes it itself (sandbox/isolation/torch_tools.py).
 WORKER_ENV_DROPPED = ("TORCH_TRACE", "TORCH_DTRACE", "TORCH_COMPILE_DEBUG", "TORCH_LOGS_OUT", "TORCH_LOGS")
 
 

@@ -8,21 +8,28 @@ broken follows the options' explicit policies, and is written into the report.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from sandbox.isolation import compat
-from sandbox.isolation.pool import WorkerFailure
-from sandbox.telemetry import torch_tools
-from sandbox.telemetry.report import IN_PROCESS, ISOLATED, Failure
+from sandbox.isolation import torch_tools
+from sandbox.isolation.pool import Pool, WorkerFailure
+from sandbox.options import Options
+from sandbox.record.builder import ReportBuilder
+from sandbox.record.report import IN_PROCESS, ISOLATED, Failure
+from sandbox.torch_adapter import caches, dynamo, events, seam, triton, warmup, wire
+
+log = logging.getLogger("sandbox")
 
 
-class UnpicklableGraphError(compat.passthrough_error_base()):  # a RuntimeError
+class UnpicklableGraphError(seam.passthrough_error_base()):  # a RuntimeError
     """``unpicklable="error"`` and a graph could not cross the process boundary."""
 
 
-class SandboxCompileError(compat.passthrough_error_base()):  # a RuntimeError
+class SandboxCompileError(seam.passthrough_error_base()):  # a RuntimeError
     """``on_failure="raise"`` and a worker failed; the message says which graph and how."""
 
     def __init__(self, message: str, report: Any) -> None:
@@ -69,11 +76,64 @@ def _input_devices(example_inputs: Any) -> tuple[bool, bool]:
     return (cpu or not gpu), gpu
 
 
+class ParentWarmUp:
+    """This process's own share of loading a worker's result, paid in the background while
+    it waits for the worker's compile rather than inside the load: for a CPU graph,
+    Inductor's CPU-ISA probe (the worker builds the probe programs; Inductor's file lock
+    makes this process reuse them; nothing waits for it); for a GPU graph, Inductor's
+    ptxas choice and Triton's driver (``triton.prepare_gpu_load``), which the load then
+    waits for (``join``), so that the two never start the driver side by side."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._probe: threading.Thread | None = None
+        self._gpu: threading.Thread | None = None
+        self.gpu_result: dict | None = None
+
+    def start(self, cpu: bool = True, gpu: bool = False) -> None:
+        with self._lock:
+            if cpu and self._probe is None:
+                self._probe = threading.Thread(target=self._run_probe, name="sandbox-isa-probe", daemon=True)
+                self._probe.start()
+            if gpu and self._gpu is None:
+                self._gpu = threading.Thread(target=self._run_gpu, name="sandbox-gpu-load-prep", daemon=True)
+                self._gpu.start()
+
+    def started(self) -> dict[str, bool]:
+        """Which of the two has been started in this process."""
+        return {"cpu_isa_probe": self._probe is not None, "gpu_load": self._gpu is not None}
+
+    def join(self, timeout: float = 120.0) -> None:
+        thread = self._gpu
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @staticmethod
+    def _run_probe() -> None:
+        try:
+            warmup.probe_cpu_isa()
+        except Exception:  # noqa: BLE001 - the load runs the probe then
+            log.debug("sandbox: background ISA probe failed", exc_info=True)
+
+    def _run_gpu(self) -> None:
+        try:
+            self.gpu_result = triton.prepare_gpu_load()
+        except Exception:  # noqa: BLE001 - the load starts the driver then
+            log.debug("sandbox: background GPU load preparation failed", exc_info=True)
+
+
 class IsolatedCompile:
     """What ``fx_codegen_and_compile`` runs while a sandbox compile is active."""
 
-    def __init__(self, options: Any, builder: Any, get_pool: Any, cache_clock: Any, warm_parent: Any = None) -> None:
-        self.warm_parent = warm_parent  # runtime.ParentWarmUp: start(cpu=, gpu=) and join()
+    def __init__(
+        self,
+        options: Options,
+        builder: ReportBuilder,
+        get_pool: Callable[[Options], Pool],
+        cache_clock: caches.CacheClock,
+        warm_parent: ParentWarmUp | None = None,
+    ) -> None:
+        self.warm_parent = warm_parent  # a ParentWarmUp: start(cpu=, gpu=) and join()
         self.devices: tuple[bool, bool] = (True, False)  # the graph's inputs: (on the CPU, on a GPU)
         self.options = options
         self.builder = builder
@@ -93,8 +153,8 @@ class IsolatedCompile:
         b.graph_size(gm, example_inputs)
         t = time.time()
         try:
-            payload = compat.serialize_graph(gm, example_inputs, inputs_to_check, graph_kwargs)
-        except compat.Unpicklable as e:
+            payload = wire.serialize_graph(gm, example_inputs, inputs_to_check, graph_kwargs)
+        except wire.Unpicklable as e:
             b.stage("serialize", t, time.time())
             reason = f"graph cannot cross the process boundary: {e}"
             if self.options.unpicklable == "error":
@@ -105,7 +165,7 @@ class IsolatedCompile:
                 ) from e
             b.set_outcome(IN_PROCESS, reason=reason)
             t = time.time()
-            out = compat.compile_in_process(gm, example_inputs, inputs_to_check, graph_kwargs, region)
+            out = seam.compile_in_process(gm, example_inputs, inputs_to_check, graph_kwargs, region)
             b.stage("compile_in_process", t, time.time())
             return out
         b.stage("serialize", t, time.time())
@@ -115,10 +175,10 @@ class IsolatedCompile:
             "payload": payload.data,
             "imports": payload.imports,
             "libraries": payload.libraries,
-            "env": compat.cache_env(),
+            "env": caches.cache_env(),
             "cache_clock": self.cache_clock.value,
             "compile_id": b.report.compile_id,
-            "chromium_id": compat.chromium_logger_id(),
+            "chromium_id": events.chromium_logger_id(),
             "sys_path": [p for p in sys.path if p],
             "torch_tools": torch_tools.request(),
         }
@@ -128,35 +188,23 @@ class IsolatedCompile:
             self.deferred = self.defer(self, gm, example_inputs, job, payload, graph_kwargs, region)
             return self.deferred
         t_pool = time.time()
-        release = compat.compile_lock_released() if self.options.workers > 1 else contextlib.nullcontext()
+        release = dynamo.compile_lock_released() if self.options.workers > 1 else contextlib.nullcontext()
         try:
             with release, torch_tools.Regions(b.report.compile_id) as regions:
                 result = self.run_job(job, regions.sent)
         except WorkerFailure as wf:
             b.stage("wait_for_worker", t_pool, time.time())
             torch_tools.replay(wf.torch_tools, b.report.compile_id)
-            return self._on_failure(self.failure(wf), gm, example_inputs, inputs_to_check, graph_kwargs, region)
+            return self._on_failure(wf.failure, gm, example_inputs, inputs_to_check, graph_kwargs, region)
         return self.complete(result, payload, region)
 
     def run_job(self, job: dict[str, Any], on_sent: Any = None, warm_parent: bool = True) -> Any:
         """Hand the job to a worker and wait for its reply (raises ``WorkerFailure``)."""
-        pool = self.get_pool(self.options.workers)
+        pool = self.get_pool(self.options)
         if warm_parent and self.warm_parent is not None:
             cpu, gpu = self.devices
             self.warm_parent.start(cpu=cpu, gpu=gpu)
         return pool.run(job, self.options.timeout_s, self.options.memory_limit_mb, on_sent=on_sent)
-
-    @staticmethod
-    def failure(wf: WorkerFailure) -> Failure:
-        return Failure(
-            wf.kind,
-            wf.message,
-            exit_code=wf.exit_code,
-            signal=wf.signal,
-            worker_pid=wf.pid,
-            log_tail=wf.log_tail,
-            traceback=wf.traceback,
-        )
 
     def complete(self, result: Any, payload: Any, region: str | None) -> Any:
         """The worker's reply into the report, its compiled graph loaded in this process."""
@@ -172,11 +220,11 @@ class IsolatedCompile:
         if self.warm_parent is not None:
             self.warm_parent.join()  # a GPU graph's imports, started while the worker compiled
         with torch_tools.Regions(b.report.compile_id, "load"):
-            out = compat.load_output(reply["output"], payload.constants, region)
-        compat.apply_counter_deltas(reply.get("counters", {}))
-        compat.apply_inductor_metrics(reply.get("metrics", {}))
-        compat.apply_time_metrics(reply.get("time_metrics", {}))
-        compat.apply_compilation_metrics(reply.get("compilation_metrics", {}))
+            out = wire.load_output(reply["output"], payload.constants, region)
+        dynamo.apply_counter_deltas(reply.get("counters", {}))
+        events.apply_inductor_metrics(reply.get("metrics", {}))
+        events.apply_time_metrics(reply.get("time_metrics", {}))
+        events.apply_compilation_metrics(reply.get("compilation_metrics", {}))
         torch_tools.replay(reply.get("torch_tools"), b.report.compile_id)
         b.stage("load", t, time.time())
         b.set_outcome(ISOLATED, worker_pid=result.worker_pid)
@@ -199,7 +247,7 @@ class IsolatedCompile:
         if policy == "in_process":
             b.fail(failure, fallback="in_process")
             t = time.time()
-            out = compat.compile_in_process(gm, example_inputs, inputs_to_check, graph_kwargs, region)
+            out = seam.compile_in_process(gm, example_inputs, inputs_to_check, graph_kwargs, region)
             b.stage("compile_in_process", t, time.time())
             return out
         b.fail(failure, fallback="eager")

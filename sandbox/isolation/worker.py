@@ -10,6 +10,7 @@ scheme, send back the pickled result and what happened inside.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import faulthandler
 import os
 import select
@@ -18,6 +19,11 @@ import threading
 import time
 import traceback
 from typing import Any
+
+from sandbox import env
+from sandbox.isolation import protocol
+from sandbox.isolation.pool import kill_descendants, wait_gone
+from sandbox.isolation.sizing import gpu_machine
 
 
 def _watch_parent(lifeline_fd: int, parent_pid: int) -> None:
@@ -56,49 +62,47 @@ class Worker:
 
     def start(self, started: float, priority: str = "normal", driver: _DriverInit | None = None) -> None:
         priority = _enter_priority(priority)
-        from sandbox.isolation import compat
+        from sandbox.torch_adapter import warmup  # imports torch: timed as the first warm-up phase
 
         t0 = time.time()
         phases = {"import_torch_s": t0 - started}
         self.warm = (t0, phases, priority)
-        # On a GPU machine: CUDA and Triton's compile pool first (the pool's own processes
-        # take seconds to come up, and the first graph's kernels compile in parallel only
-        # once it is ready). The CPU instruction-set probe, needed only for CPU kernels, is
-        # left on a GPU machine to the first compile that needs it, as in-process Inductor
-        # does: run in the background after the worker was ready, it imported setuptools
-        # and torch.utils.cpp_extension beside the first GPU compile and slowed it (on an
-        # H100, by about half a second). On a cache dir where a worker probed before, the probe
-        # is cheap and left to the first compile that needs it too: in a run of cache hits
-        # it would only compete with the user's process.
+        # On a GPU machine, where the warm-up does them (SANDBOX_WORKER_GPU_WARMUP=start): CUDA
+        # and Triton's compile pool first (the pool's own processes take seconds to come up,
+        # and the first graph's kernels compile in parallel only once it is ready). The CPU
+        # instruction-set probe, needed only for CPU kernels, is left on a GPU machine to the
+        # first compile that needs it, as in-process Inductor does: beside the first GPU
+        # compile it slows that compile (docs/decisions/gpu-worker-warm-up.md). On a cache dir
+        # where a worker probed before, the probe is cheap and left to the first compile that
+        # needs it too: in a run of cache hits it would only compete with the user's process
+        # (docs/decisions/cpu-isa-probe.md).
         t = time.time()
-        self.gpu = compat.gpu_available()  # waits for the driver's initialisation where it still runs
+        self.gpu = warmup.gpu_available()  # waits for the driver's initialisation where it still runs
         phases["cuda_available_s"] = time.time() - t
         if driver is not None:
             phases.update(driver.phases(started))
         if self.gpu and _gpu_warm_up_at() == "start":
             self.warm_up_gpu(phases)
         try:
-            probe = not self.gpu and not compat.cpu_isa_probe_cached()
-            phases.update(compat.warm_up_inductor(probe_isa=probe))
+            probe = not self.gpu and not warmup.cpu_isa_probe_cached()
+            phases.update(warmup.warm_up_inductor(probe_isa=probe))
         except Exception as e:  # noqa: BLE001 - the first compile then pays it instead
             print(f"[sandbox worker {os.getpid()}] warm-up failed: {e!r}", file=sys.stderr, flush=True)
 
     def warm_up_gpu(self, phases: dict[str, float]) -> None:
-        """CUDA, Triton and Triton's compile pool (compat.warm_up_gpu), once."""
-        from sandbox.isolation import compat
+        """CUDA, Triton and Triton's compile pool (triton.warm_up_gpu), once."""
+        from sandbox.torch_adapter import triton  # torch is imported by start() by now
 
         if self.gpu_warm:
             return
         self.gpu_warm = True
         try:
-            phases.update(compat.warm_up_gpu())
+            phases.update(triton.warm_up_gpu())
         except Exception as e:  # noqa: BLE001 - the first GPU compile then pays it instead
             print(f"[sandbox worker {os.getpid()}] GPU warm-up failed: {e!r}", file=sys.stderr, flush=True)
 
     def ready(self, started: float) -> None:
         """Tell the parent this worker is ready (after ``start``)."""
-        from sandbox.isolation import protocol
-
         t0, phases, priority = self.warm
         protocol.send(
             self.out_fd,
@@ -115,8 +119,6 @@ class Worker:
         )
 
     def serve(self) -> None:
-        from sandbox.isolation import protocol
-
         while True:
             try:
                 msg = protocol.recv(self.in_fd)
@@ -130,8 +132,9 @@ class Worker:
                 protocol.send(self.out_fd, reply)
 
     def compile(self, msg: dict[str, Any]) -> dict[str, Any]:
-        from sandbox.isolation import compat
-        from sandbox.telemetry import torch_tools
+        # torch is imported by the warm-up, timed there; this module itself imports no torch.
+        from sandbox.isolation import torch_tools
+        from sandbox.torch_adapter import caches, dynamo, events, triton, wire
 
         received = time.time()
         for entry in reversed(msg.get("sys_path", [])):
@@ -139,7 +142,7 @@ class Worker:
                 sys.path.insert(1, entry)
         cleared = False
         if self.cache_clock is not None and msg["cache_clock"] != self.cache_clock:
-            compat.clear_inductor_caches()
+            caches.clear_inductor_caches()
             cleared = True
         self.cache_clock = msg["cache_clock"]
         self.jobs += 1
@@ -155,25 +158,25 @@ class Worker:
             _at_priority(self.warm[2], self.warm_up_gpu, gpu_phases)
             gpu_phases["gpu_warm_up_at_job_s"] = time.time() - t
         if self.gpu:
-            compat.launch_compile_pool()  # GPU: started at warm-up already, unless SANDBOX_WORKER_POOL=job
+            triton.launch_compile_pool()  # GPU: started at warm-up already, unless SANDBOX_WORKER_POOL=job
         try:
-            compat.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
-            compat.set_chromium_logger_id(msg.get("chromium_id"))
-            before = compat.counters_snapshot()
-            metrics_before = compat.inductor_metrics_snapshot()
-            times_before = compat.time_metrics_snapshot()
-            modules_before = compat.loaded_module_count()
+            wire.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
+            events.set_chromium_logger_id(msg.get("chromium_id"))
+            before = dynamo.counters_snapshot()
+            metrics_before = events.inductor_metrics_snapshot()
+            times_before = events.time_metrics_snapshot()
+            modules_before = triton.loaded_module_count()
             start = time.time()
             with (
                 torch_tools.capture(msg.get("torch_tools")) as tools,  # TORCH_TRACE, TORCH_LOGS, debug folder
-                compat.capture_autotune_choices() as autotune_choices,
-                compat.capture_chromium_events() as events,
+                triton.capture_autotune_choices() as autotune_choices,
+                events.capture_chromium_events() as timed_events,
                 # compile_context first: the worker's own outer event (worker_compile)
                 # carries the parent's compile id too, not only Inductor's events inside it.
-                compat.compile_context(msg.get("compile_id")),
-                compat.capture_compilation_metrics() as compilation_metrics,
+                dynamo.compile_context(msg.get("compile_id")),
+                events.capture_compilation_metrics() as compilation_metrics,
             ):
-                output = _profiled(self.jobs, compat.run_in_child, msg["payload"], msg.get("env", {}))
+                output = _profiled(self.jobs, wire.run_in_child, msg["payload"], msg.get("env", {}))
             end = time.time()
             return {
                 "op": "result",
@@ -185,17 +188,17 @@ class Worker:
                 "compile_end": end,
                 "sent": time.time(),
                 "caches_cleared": cleared,
-                "counters": compat.counter_deltas(before, compat.counters_snapshot()),
-                "events": events,
-                "metrics": compat.inductor_metrics_delta(metrics_before, compat.inductor_metrics_snapshot()),
-                "time_metrics": compat.time_metrics_delta(times_before, compat.time_metrics_snapshot()),
-                "compilation_metrics": compat._jsonable(compilation_metrics),
-                "chromium_id": compat.chromium_logger_id(),
+                "counters": dynamo.counter_deltas(before, dynamo.counters_snapshot()),
+                "events": timed_events,
+                "metrics": events.inductor_metrics_delta(metrics_before, events.inductor_metrics_snapshot()),
+                "time_metrics": events.time_metrics_delta(times_before, events.time_metrics_snapshot()),
+                "compilation_metrics": events.jsonable(compilation_metrics),
+                "chromium_id": events.chromium_logger_id(),
                 "rss_bytes": _rss_bytes(),
                 "job_index": self.jobs,
                 "gpu_warm_up_phases": gpu_phases or None,
                 "torch_tools": tools.reply(),
-                "triton_kernels": _triton_kernels(compat, modules_before),
+                "triton_kernels": _triton_kernels(triton, modules_before),
                 "autotune_choices": autotune_choices,
             }
         except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent
@@ -219,10 +222,10 @@ def _profiled(job: int, fn: Any, *args: Any) -> Any:
     """``fn(*args)``, under cProfile when SANDBOX_WORKER_CPROFILE names a folder (a
     diagnostic: where a compile's time goes inside the worker); the stats go to
     ``worker-PID-job-N.prof`` there, readable with ``python -m pstats``."""
-    folder = os.environ.get("SANDBOX_WORKER_CPROFILE")
+    folder = env.get("SANDBOX_WORKER_CPROFILE")
     if not folder:
         return fn(*args)
-    import cProfile
+    import cProfile  # only when profiling
 
     prof = cProfile.Profile()
     try:
@@ -235,13 +238,13 @@ def _profiled(job: int, fn: Any, *args: Any) -> Any:
             print(f"[sandbox worker {os.getpid()}] could not write the profile: {e!r}", file=sys.stderr, flush=True)
 
 
-def _triton_kernels(compat: Any, modules_before: int) -> dict[str, Any]:
+def _triton_kernels(triton: Any, modules_before: int) -> dict[str, Any]:
     """Each Triton kernel of the module this job loaded, as compiled here: candidate
     configs, registers, spills, shared memory, compile time. (The autotuner objects
     themselves do not travel: the parent rebuilds them from Triton's cache.)"""
     try:
-        kernels = compat.triton_kernels(compat.modules_loaded_since(modules_before))
-        return {name: compat.describe_triton_kernel(k) for name, k in kernels.items()}
+        kernels = triton.triton_kernels(triton.modules_loaded_since(modules_before))
+        return {name: triton.describe_triton_kernel(k) for name, k in kernels.items()}
     except Exception as e:  # noqa: BLE001 - a report detail never fails a compile
         print(f"[sandbox worker {os.getpid()}] could not describe Triton kernels: {e}", file=sys.stderr, flush=True)
         return {}
@@ -276,14 +279,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _leave() -> None:
-    """Exit at once, when the parent says so or its end closes. Tearing down an interpreter
-    that imported torch took over a second on 2 cores, and the user's process waited for it
-    at its own exit. Nothing is lost: every job's result went back and its cache entries were
-    written during the job. Inductor's compile pool, where this worker started one, goes first,
-    and is gone (its GPU contexts freed) before this worker is: the user's process, which waits
-    for the worker, pays for the teardown, not the next process on the machine."""
-    from sandbox.isolation.pool import kill_descendants, wait_gone
-
+    """Exit at once, when the parent says so or its end closes: a torch interpreter's ordinary
+    teardown is slow, and the user's process waits for it at its own exit
+    (docs/decisions/worker-exit.md). Nothing is lost: every job's result went back and its
+    cache entries were written during the job. Inductor's compile pool, where this worker
+    started one, goes first, and is gone (its GPU contexts freed) before this worker is: the
+    user's process, which waits for the worker, pays for the teardown, not the next process on
+    the machine."""
     wait_gone(kill_descendants(os.getpid()))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -297,13 +299,11 @@ def _gpu_warm_up_at() -> str:
 
     Why at the first job: the workers start early (at ``import torch``, sandbox/prestart.py),
     so on a warm cache their warm-up runs beside the program's first step, which loads its
-    cached kernels. On an H100 that warm-up (CUDA, Triton, a compile pool of 16 processes)
-    made the warm first call 1.31x of in-process Inductor, against 1.09x with these three
-    left to the first job, in the same call; on a cold cache the first call measured the
-    same either way (1.09x and 1.07x): the first job comes seconds after the worker's start,
-    and in-process Inductor starts its compile pool inside its first compile as well. A
-    program whose graphs all hit the caches thus leaves the GPU alone in the worker."""
-    return "start" if os.environ.get("SANDBOX_WORKER_GPU_WARMUP", "").strip().lower() == "start" else "job"
+    cached kernels, and slows that step. On a cold cache nothing is lost: the first job comes
+    seconds after the worker's start, and in-process Inductor starts its compile pool inside
+    its first compile as well. A program whose graphs all hit the caches thus leaves the GPU
+    alone in the worker (docs/decisions/gpu-worker-warm-up.md)."""
+    return "start" if env.get("SANDBOX_WORKER_GPU_WARMUP").lower() == "start" else "job"
 
 
 def _at_priority(priority: str, fn: Any, *args: Any) -> None:
@@ -321,14 +321,13 @@ def _at_priority(priority: str, fn: Any, *args: Any) -> None:
 
 class _DriverInit:
     """The CUDA driver's own initialisation (``cuInit``), started on a thread through
-    ctypes before the worker imports torch. On one H100 machine ``cuInit`` took 1.0-1.5 s
-    (on others 0.03-0.13 s) and ``import torch`` 1.4-2.0 s, and torch's first CUDA call
-    (``torch.cuda.is_available``, in the worker's warm-up) ran them one after the other.
-    ctypes releases the GIL for the call, so the two overlap; torch's own initialisation
-    then finds the driver up (or waits for this call to finish: the driver serialises it)
-    and does the rest as before. Only where
-    this process may use an NVIDIA device (``sizing.gpu_machine``, no torch imported); a
-    missing or failing driver leaves everything to torch, which reports it as it would."""
+    ctypes before the worker imports torch: torch's first CUDA call (``torch.cuda.is_available``,
+    in the worker's warm-up) would run it after the import, and on some machines it is slow
+    (docs/decisions/early-cuda-driver-init.md). ctypes releases the GIL for the call, so the
+    two overlap; torch's own initialisation then finds the driver up (or waits for this call
+    to finish: the driver serialises it) and does the rest as before. Only where this process
+    may use an NVIDIA device (``sizing.gpu_machine``, no torch imported); a missing or
+    failing driver leaves everything to torch, which reports it as it would."""
 
     def __init__(self) -> None:
         self.begin = time.time()
@@ -339,9 +338,7 @@ class _DriverInit:
 
     @classmethod
     def start(cls) -> _DriverInit | None:
-        from sandbox.isolation.sizing import gpu_machine
-
-        if os.environ.get("SANDBOX_WORKER_EARLY_CUDA", "1") == "0" or not gpu_machine():
+        if env.get("SANDBOX_WORKER_EARLY_CUDA") == "0" or not gpu_machine():
             return None
         init = cls()
         init.thread.start()
@@ -349,8 +346,6 @@ class _DriverInit:
 
     def _run(self) -> None:
         try:
-            import ctypes
-
             self.result = int(ctypes.CDLL("libcuda.so.1").cuInit(0))
         except Exception as e:  # noqa: BLE001 - torch initialises the driver itself then
             self.error = repr(e)
@@ -380,12 +375,11 @@ def _warm_up_priority() -> str:
     compile pool, whose processes inherit the warm-up thread's class: the idle class could
     starve them for good while the training process keeps the CPU busy, a positive nice
     value only lets the training process go first (while the user's process loads cached
-    kernels, the pool's start of 16 interpreters would otherwise compete with it)."""
-    chosen = os.environ.get("SANDBOX_WORKER_WARMUP", "").strip().lower()
+    kernels, the pool's interpreters starting up would otherwise compete with it;
+    docs/decisions/gpu-worker-warm-up.md)."""
+    chosen = env.get("SANDBOX_WORKER_WARMUP").lower()
     if chosen:
         return chosen
-    from sandbox.isolation.sizing import gpu_machine
-
     return "nice" if gpu_machine() else "idle"
 
 

@@ -11,20 +11,31 @@ one warning, and never an exception in the user's code.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import random
-import threading
+import socket
+import uuid
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
-from sandbox.telemetry.report import FAILED, CompileReport, Stage
+from sandbox.env import VARIABLES
+from sandbox.env import get as env_get
+from sandbox.record import context, stages
+from sandbox.record.report import FAILED, CompileReport, Run
+from sandbox.sinks.base import Sink
 
 log = logging.getLogger("sandbox")
 
 _ATTR_PREFIX = "sandbox."
+
+
+def _timeout_s() -> float:
+    """SANDBOX_OTLP_TIMEOUT_S: how long one export may take, retries included."""
+    try:
+        return max(float(env_get("SANDBOX_OTLP_TIMEOUT_S")), 0.1)
+    except ValueError:
+        return float(VARIABLES["SANDBOX_OTLP_TIMEOUT_S"].default)
 
 
 def _ns(t: float) -> int:
@@ -69,22 +80,6 @@ def _report_attributes(r: CompileReport) -> dict[str, Any]:
     return attrs
 
 
-def stage_tree(stages: Sequence[Stage]) -> list[tuple[Stage, int | None]]:
-    """(stage, index of its enclosing stage or None) by interval containment,
-    outermost first; ties go to the stage's named parent."""
-    order = sorted(range(len(stages)), key=lambda i: (stages[i].start, -stages[i].end))
-    out: list[tuple[Stage, int | None]] = []
-    stack: list[int] = []  # indices into out
-    eps = 1e-4
-    for i in order:
-        s = stages[i]
-        while stack and not (out[stack[-1]][0].start - eps <= s.start and s.end <= out[stack[-1]][0].end + eps):
-            stack.pop()
-        out.append((s, stack[-1] if stack else None))
-        stack.append(len(out) - 1)
-    return out
-
-
 class _GuardedExporter:
     """Wraps a SpanExporter: failures become one warning, never an exception."""
 
@@ -104,7 +99,7 @@ class _GuardedExporter:
         log.debug("sandbox: span export failed: %s", why)
 
     def export(self, spans: Any) -> Any:
-        from opentelemetry.sdk.trace.export import SpanExportResult
+        from opentelemetry.sdk.trace.export import SpanExportResult  # optional dependency: tracing only
 
         try:
             result = self.inner.export(spans)
@@ -133,6 +128,7 @@ def _exporter_from_env() -> Any:
         os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     ).strip()
     if protocol == "grpc":
+        # The exporters are optional dependencies: imported only when tracing exports over OTLP.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     elif protocol in ("http/protobuf", "http"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[no-redef]
@@ -143,11 +139,11 @@ def _exporter_from_env() -> Any:
     # timeout (10 s by default) bounds an export. The OTEL_* timeout variables still win.
     if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT"):
         return OTLPSpanExporter()
-    return OTLPSpanExporter(timeout=float(os.environ.get("SANDBOX_OTLP_TIMEOUT_S", "5")))
+    return OTLPSpanExporter(timeout=_timeout_s())
 
 
 def _application_provider() -> Any | None:
-    from opentelemetry import trace
+    from opentelemetry import trace  # optional dependency: tracing only
 
     provider = trace.get_tracer_provider()
     if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
@@ -155,19 +151,12 @@ def _application_provider() -> Any | None:
     return provider
 
 
-def resource_attributes() -> dict[str, Any]:
+def resource_attributes(run: Run | None) -> dict[str, Any]:
     """The private provider's resource: ``service.name``, and what tells one process of a
     job from the others: ``service.instance.id`` (this process's run id, the ``run_id`` of
     its reports and of its run in the store), ``host.name``, ``process.pid``, and under
     torchrun ``sandbox.job`` / ``sandbox.rank`` / ``sandbox.local_rank`` /
     ``sandbox.world_size``. ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` win."""
-    import socket
-    import uuid
-
-    from sandbox import runtime
-    from sandbox.telemetry import context
-
-    run = getattr(runtime, "_run", None)
     if run is not None and run.pid != os.getpid():
         run = None
     attrs: dict[str, Any] = {
@@ -194,32 +183,33 @@ def resource_attributes() -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if k not in from_env or k == "service.name"}
 
 
-class OtelSink:
+class OtelSink(Sink):
     """Turns each report into spans. ``provider=None``: the application's, else a private OTLP one."""
 
-    def __init__(self, provider: Any = None) -> None:
-        from opentelemetry import trace
+    name = "otel"
+
+    def __init__(self, provider: Any = None, run: Run | None = None) -> None:
+        from opentelemetry import trace  # optional dependency: tracing only
 
         self._own = None
         if provider is None:
             provider = _application_provider()
         if provider is None:
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+            from opentelemetry.sdk.resources import Resource  # optional dependency: tracing only
+            from opentelemetry.sdk.trace import TracerProvider  # optional dependency: tracing only
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor  # optional dependency: tracing only
 
-            resource = Resource.create(resource_attributes())
+            resource = Resource.create(resource_attributes(run))
             provider = TracerProvider(resource=resource)
-            timeout_ms = int(float(os.environ.get("SANDBOX_OTLP_TIMEOUT_S", "5")) * 1000)
+            timeout_ms = int(_timeout_s() * 1000)
             provider.add_span_processor(
                 BatchSpanProcessor(_GuardedExporter(_exporter_from_env()), export_timeout_millis=timeout_ms)
             )
             self._own = provider
-            atexit.register(self.shutdown)
         self.provider = provider
         self.tracer = trace.get_tracer("sandbox", tracer_provider=provider)
 
-    def __call__(self, report: CompileReport) -> None:
+    def consume(self, report: CompileReport) -> None:
         # Dynamo saves Python's global ``random`` state before a frame compile and puts it
         # back afterwards (eval_frame_cpp.cpp); the SDK's RandomIdGenerator draws span and
         # trace ids from that state. Ids drawn while a graph compiles would be drawn again by
@@ -233,8 +223,14 @@ class OtelSink:
             random.setstate(state)
 
     def _emit(self, report: CompileReport) -> None:
-        from opentelemetry import trace
-        from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+        from opentelemetry import trace  # optional dependency: tracing only
+        from opentelemetry.trace import (  # optional dependency: tracing only
+            NonRecordingSpan,
+            SpanContext,
+            Status,
+            StatusCode,
+            TraceFlags,
+        )
 
         ctx = None
         if report.trace_id and report.parent_span_id:
@@ -271,26 +267,24 @@ class OtelSink:
             root.add_event(
                 "sandbox.switch", {"sandbox.eager_calls": report.eager_calls}, timestamp=_ns(report.switched_at)
             )
-        spans: list[Any] = []
-        tree = stage_tree(report.stages)
-        for stage, parent_index in tree:
-            parent_span = root if parent_index is None else spans[parent_index]
-            span = self.tracer.start_span(
+        spans: dict[int, Any] = {}
+        for i, _depth, parent in stages.walk(report.stages):
+            stage = report.stages[i]
+            spans[i] = self.tracer.start_span(
                 stage.name,
-                context=trace.set_span_in_context(parent_span),
+                context=trace.set_span_in_context(root if parent is None else spans[parent]),
                 attributes={"sandbox.stage.origin": stage.origin, "sandbox.graph_kind": report.graph_kind},
                 start_time=_ns(stage.start),
             )
-            spans.append(span)
-        for (stage, _), span in zip(tree, spans):
-            span.end(end_time=_ns(stage.end))
+        for i, span in spans.items():
+            span.end(end_time=_ns(report.stages[i].end))
         root.end(end_time=_ns(end))
 
-    def flush(self, timeout_s: float = 5.0) -> None:
+    def flush(self, timeout_s: float | None = None) -> bool:
         try:
-            self.provider.force_flush(int(timeout_s * 1000))
-        except Exception:
-            pass
+            return bool(self.provider.force_flush(int((_timeout_s() if timeout_s is None else timeout_s) * 1000)))
+        except Exception:  # noqa: BLE001 - telemetry never breaks the job
+            return False
 
     def shutdown(self) -> None:
         if self._own is not None:
@@ -299,25 +293,3 @@ class OtelSink:
                 own.shutdown()
             except Exception:
                 pass
-
-
-_sink: OtelSink | None = None
-_lock = threading.Lock()
-
-
-def enable(provider: Any = None) -> OtelSink | None:
-    """The process's OTel sink (made once). None, with one warning, if OpenTelemetry is missing."""
-    global _sink
-    with _lock:
-        if _sink is None:
-            try:
-                _sink = OtelSink(provider)
-            except ImportError as e:
-                warnings.warn(
-                    f"sandbox: tracing is on but OpenTelemetry is not installed ({e}); "
-                    f"pip install opentelemetry-sdk opentelemetry-exporter-otlp",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                return None
-        return _sink

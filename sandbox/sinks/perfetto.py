@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from sandbox.telemetry.report import CompileReport, Stage
+from sandbox.record.report import CompileReport, Stage
 
 
 def _lanes(stages: list[Stage]) -> list[list[Stage]]:

@@ -1,7 +1,8 @@
 """Prometheus metrics from reports: what a platform team scrapes and alerts on.
 
-Every metric is derived from the reports (plus two live values read from the worker
-pool at scrape time: compiles in flight, worker restarts). Names follow Prometheus
+Every metric is derived from the reports (plus two live values of the worker pool, read
+at scrape time through the function the runtime hands in: compiles in flight, worker
+restarts). Names follow Prometheus
 conventions (base units, ``_seconds``, ``_total``) and every label has a bounded set of
 values: no graph, report or run ids. ``docs/REPORT.md`` documents the report fields they
 come from; the README lists the metrics.
@@ -13,22 +14,25 @@ and a push to a Pushgateway at exit (``SANDBOX_PUSHGATEWAY``) for short-lived jo
 already taken or a Pushgateway that is down costs one warning, never an exception.
 
 Cost per report: a few dict lookups and ``observe``/``inc`` calls on pre-bound label
-children (tens of microseconds for a report with dozens of stages and kernels).
+children (docs/decisions/prometheus-prebound-children.md).
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import socket
 import sys
 import threading
 import warnings
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any, NamedTuple
 
-from sandbox.telemetry.report import CACHE_HIT, FAILED, FAILURE_KINDS, ISOLATED, CompileReport
+from sandbox.record import stages
+from sandbox.record.report import CACHE_HIT, FAILED, FAILURE_KINDS, ISOLATED, CompileReport
+from sandbox.sinks.base import Sink
+from sandbox.version import __version__
 
 log = logging.getLogger("sandbox")
 
@@ -74,15 +78,7 @@ REMOTE_CACHES = ("fx_graph_remote", "aot_autograd_remote")
 # Inductor's main phases. Any other stage name (Inductor has dozens, and they change
 # between releases) is not observed, so the label set stays bounded.
 STAGES = (
-    # the sandbox's
-    "cache_lookup",
-    "serialize",
-    "wait_for_worker",
-    "send",
-    "compile_in_worker",
-    "transfer",
-    "load",
-    "compile_in_process",
+    *stages.OWN,
     # Inductor's main phases (in the worker, or in the parent for a graph compiled there)
     "inductor_compile",
     "fx_codegen_and_compile",
@@ -139,8 +135,6 @@ def device_type(report: CompileReport) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
     def version(*names: str) -> str:
         for name in names:
             try:
@@ -149,45 +143,40 @@ def _versions() -> dict[str, str]:
                 continue
         return "none"
 
-    import sandbox
-
     return {
-        "version": getattr(sandbox, "__version__", "unknown"),
+        "version": __version__,
         "torch": version("torch"),
         "triton": version("triton", "pytorch-triton", "pytorch-triton-rocm", "pytorch-triton-xpu"),
         "python": sys.version.split()[0],
     }
 
 
+class PoolStats(NamedTuple):
+    """What the worker pool says at scrape time (the runtime reads it; this sink never sees the pool)."""
+
+    restarts: int  # workers replaced after a failure, over this process's life
+    in_flight: list[float]  # unix time each graph now in flight was handed to the pool
+
+
+def no_pool() -> PoolStats:
+    return PoolStats(0, [])
+
+
 class _Live:
     """Values read at scrape (or push) time: compiles in flight, worker restarts, build info."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last_pool: Any = None
-        self._restarts_before = 0  # restarts of the pools this process had before the current one
+    def __init__(self, stats: Callable[[], PoolStats]) -> None:
+        self._stats = stats
         self._versions = _versions()
 
-    def restarts(self) -> int:
-        from sandbox.isolation import pool
-
-        with self._lock:
-            p = pool.current_pool()
-            if p is not self._last_pool:
-                if self._last_pool is not None:
-                    self._restarts_before += self._last_pool.restarts
-                self._last_pool = p
-            return self._restarts_before + (p.restarts if p is not None else 0)
-
     def _families(self, with_values: bool) -> list[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # loaded once metrics are on
 
-        from sandbox.isolation import pool
-
+        stats = self._stats() if with_values else no_pool()
         restarts = CounterMetricFamily(
             "sandbox_worker_restarts",
             "Workers replaced after a failed compile (crash, timeout, oom, error).",
-            value=self.restarts() if with_values else None,
+            value=stats.restarts if with_values else None,
         )
         in_flight = GaugeMetricFamily(
             "sandbox_compiles_in_flight",
@@ -203,11 +192,9 @@ class _Live:
             labels=list(self._versions),
         )
         if with_values:
-            p = pool.current_pool()
-            starts = p.in_flight() if p is not None and hasattr(p, "in_flight") else []
-            in_flight.add_metric([], len(starts))
-            if starts:
-                oldest.add_metric([], min(starts))
+            in_flight.add_metric([], len(stats.in_flight))
+            if stats.in_flight:
+                oldest.add_metric([], min(stats.in_flight))
             info.add_metric(list(self._versions.values()), 1)
         return [restarts, in_flight, oldest, info]
 
@@ -222,8 +209,8 @@ class Metrics:
     """The sandbox's metrics: ``metrics(report)`` counts one report. Registered nowhere by
     itself: ``register(registry)`` adds them to a registry (any number of them)."""
 
-    def __init__(self) -> None:
-        from prometheus_client import Counter, Histogram
+    def __init__(self, stats: Callable[[], PoolStats] = no_pool) -> None:
+        from prometheus_client import Counter, Histogram  # loaded once metrics are on
 
         self.compile_duration = Histogram(
             "sandbox_compile_duration_seconds",
@@ -270,7 +257,7 @@ class Metrics:
             ["kind"],
             registry=None,
         )
-        self.live = _Live()
+        self.live = _Live(stats)
         self.collectors: list[Any] = [
             self.compile_duration,
             self.stage_duration,
@@ -318,9 +305,9 @@ class Metrics:
         self._duration(key).observe(max(0.0, r.duration_s))
 
         failed = outcome == FAILED
-        stages = self._stages
+        children = self._stages
         for s in r.stages:
-            child = stages.get(s.name)
+            child = children.get(s.name)
             # A failed graph's wait_for_worker spans the wait until the failure, not a wait.
             if child is not None and not (failed and s.name == "wait_for_worker"):
                 child.observe(max(0.0, s.end - s.start))
@@ -361,15 +348,7 @@ class Metrics:
                 (kernels.get(k.get("kind")) or kernels[_OTHER]).inc()
 
 
-# --- the process's metrics: enabling, serving, pushing -------------------------------------------
-
-_lock = threading.Lock()
-_metrics: Metrics | None = None
-_own_registry: Any = None
-_servers: dict[tuple[str, int], Any] = {}
-_failed_ports: set[tuple[str, int]] = set()
-_push: dict[str, Any] = {}  # gateway, job, grouping_key
-_push_registered = False
+# --- exposition: the endpoint, the application's registry, the Pushgateway ----------------------
 
 
 def local_rank() -> int:
@@ -384,101 +363,6 @@ def rank_port(base: int) -> int:
     return base + local_rank()
 
 
-def metrics() -> Metrics | None:
-    return _metrics
-
-
-def registry() -> Any:
-    """The sandbox's own registry (the endpoint and the push serve it); made on first use."""
-    _ensure()
-    return _own_registry
-
-
-def _ensure() -> Metrics:
-    """The process's Metrics, counting every report so far and every later one (made once)."""
-    global _metrics, _own_registry
-    with _lock:
-        if _metrics is not None:
-            return _metrics
-        from prometheus_client import CollectorRegistry
-
-        from sandbox import runtime
-
-        m = Metrics()
-        _own_registry = CollectorRegistry(auto_describe=True)
-        m.register(_own_registry)
-        past = runtime.subscribe(_guarded(m))
-        for report in past:
-            _guarded(m)(report)
-        _metrics = m
-        return m
-
-
-def _guarded(m: Metrics) -> Any:
-    def count(report: CompileReport) -> None:
-        try:
-            m(report)
-        except Exception:  # noqa: BLE001 - metrics never break the user's job
-            log.debug("sandbox: counting a report into the metrics failed", exc_info=True)
-
-    count.__qualname__ = "sandbox.metrics"
-    return count
-
-
-def enable(
-    registry: Any = None,
-    port: int | None = None,
-    addr: str = "127.0.0.1",
-    pushgateway: str | None = None,
-    job: str | None = None,
-) -> Any:
-    """Count reports into Prometheus metrics; returns the sandbox's own registry.
-
-    ``registry``: also register the metrics in this registry (e.g. ``prometheus_client.REGISTRY``,
-    which the application already exposes). ``port``: serve the sandbox's registry over HTTP on
-    ``addr``:``port`` + local rank. ``pushgateway``: push it there at exit (job ``job``, default
-    ``sandbox``; grouped by instance = host name, and local rank when ``LOCAL_RANK`` is set).
-    """
-    m = _ensure()
-    if registry is not None:
-        with _lock:
-            m.register(registry)
-    if port:
-        serve(rank_port(int(port)), addr)
-    if pushgateway:
-        push_at_exit(pushgateway, job)
-    return _own_registry
-
-
-def serve(port: int, addr: str = "127.0.0.1") -> Any:
-    """Serve the sandbox's registry on ``addr``:``port`` (once); None, with one warning, if it cannot."""
-    reg = registry()
-    key = (addr, port)
-    with _lock:
-        if key in _servers:
-            return _servers[key]
-        if key in _failed_ports:
-            return None
-        from prometheus_client import start_http_server
-
-        try:
-            server, _thread = start_http_server(port, addr=addr, registry=reg)
-        except (OSError, ValueError) as e:
-            _failed_ports.add(key)
-            why = "already in use" if getattr(e, "errno", None) in (98, 48) else f"{type(e).__name__}: {e}"
-            warnings.warn(
-                f"sandbox: the Prometheus metrics endpoint could not start on {addr}:{port} ({why}); compiles "
-                f"and reports are unaffected. Pick a free base port with SANDBOX_METRICS_PORT (or "
-                f"options={{'metrics_port': ...}}); local rank N serves on the base port + N.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            return None
-        _servers[key] = server
-        log.info("sandbox: serving Prometheus metrics on http://%s:%d/metrics", addr, port)
-        return server
-
-
 def grouping_key() -> dict[str, str]:
     key = {"instance": socket.gethostname()}
     if os.environ.get("LOCAL_RANK") not in (None, ""):
@@ -486,44 +370,94 @@ def grouping_key() -> dict[str, str]:
     return key
 
 
-def push_at_exit(gateway: str, job: str | None = None) -> None:
-    """Push the sandbox's registry to ``gateway`` when this process exits (set once; the first wins)."""
-    global _push_registered
-    with _lock:
-        if _push:
-            return
-        _push.update(gateway=gateway, job=job or "sandbox", grouping_key=grouping_key(), pid=os.getpid())
-        if not _push_registered:
-            _push_registered = True
-            atexit.register(_push_now_at_exit)
-
-
 PUSH_TIMEOUT_S = 5.0
 
 
-def push(timeout: float = PUSH_TIMEOUT_S) -> bool:
-    """Push the sandbox's metrics to the configured Pushgateway now; False (one warning) on failure."""
-    if not _push:
-        return False
-    from prometheus_client import push_to_gateway
+class PrometheusSink(Sink):
+    """Counts every report into the sandbox's own registry, and exposes it where asked:
+    an HTTP endpoint, the application's registry, a Pushgateway push at shutdown."""
 
-    try:
-        push_to_gateway(
-            _push["gateway"], job=_push["job"], registry=registry(), grouping_key=_push["grouping_key"], timeout=timeout
-        )
-        return True
-    except Exception as e:  # noqa: BLE001 - never break the job, at exit least of all
-        if not _push.get("warned"):
-            _push["warned"] = True
-            warnings.warn(
-                f"sandbox: could not push compile metrics to the Pushgateway at {_push['gateway']} "
-                f"({type(e).__name__}: {e}); the job is unaffected. Check SANDBOX_PUSHGATEWAY.",
-                RuntimeWarning,
-                stacklevel=2,
+    name = "prometheus"
+
+    def __init__(self, stats: Callable[[], PoolStats] = no_pool) -> None:
+        from prometheus_client import CollectorRegistry  # loaded once metrics are on
+
+        self._lock = threading.Lock()
+        self.metrics = Metrics(stats)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.metrics.register(self.registry)
+        self.servers: dict[tuple[str, int], Any] = {}
+        self._failed_ports: set[tuple[str, int]] = set()
+        self._push: dict[str, Any] = {}  # gateway, job, grouping_key, pid
+        self._push_warned = False
+
+    def consume(self, report: CompileReport) -> None:
+        self.metrics(report)
+
+    def register(self, registry: Any) -> None:
+        """Also count into ``registry`` (e.g. ``prometheus_client.REGISTRY``, which the application serves)."""
+        with self._lock:
+            self.metrics.register(registry)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
+        """Serve the sandbox's registry on ``addr``:``port`` (once); None, with one warning, if it cannot."""
+        key = (addr, port)
+        with self._lock:
+            if key in self.servers:
+                return self.servers[key]
+            if key in self._failed_ports:
+                return None
+            from prometheus_client import start_http_server  # loaded once metrics are on
+
+            try:
+                server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+            except (OSError, ValueError) as e:
+                self._failed_ports.add(key)
+                why = "already in use" if getattr(e, "errno", None) in (98, 48) else f"{type(e).__name__}: {e}"
+                warnings.warn(
+                    f"sandbox: the Prometheus metrics endpoint could not start on {addr}:{port} ({why}); compiles "
+                    f"and reports are unaffected. Pick a free base port with SANDBOX_METRICS_PORT (or "
+                    f"options={{'metrics_port': ...}}); local rank N serves on the base port + N.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                return None
+            self.servers[key] = server
+            log.info("sandbox: serving Prometheus metrics on http://%s:%d/metrics", addr, port)
+            return server
+
+    def push_at_exit(self, gateway: str, job: str | None = None) -> None:
+        """Push the sandbox's registry to ``gateway`` at shutdown (set once; the first wins)."""
+        with self._lock:
+            if not self._push:
+                self._push.update(gateway=gateway, job=job or "sandbox", grouping_key=grouping_key(), pid=os.getpid())
+
+    def push(self, timeout: float = PUSH_TIMEOUT_S) -> bool:
+        """Push the metrics to the configured Pushgateway now; False (one warning) on failure."""
+        if not self._push:
+            return False
+        from prometheus_client import push_to_gateway  # loaded once metrics are on
+
+        try:
+            push_to_gateway(
+                self._push["gateway"],
+                job=self._push["job"],
+                registry=self.registry,
+                grouping_key=self._push["grouping_key"],
+                timeout=timeout,
             )
-        return False
+            return True
+        except Exception as e:  # noqa: BLE001 - never break the job, at exit least of all
+            if not self._push_warned:
+                self._push_warned = True
+                warnings.warn(
+                    f"sandbox: could not push compile metrics to the Pushgateway at {self._push['gateway']} "
+                    f"({type(e).__name__}: {e}); the job is unaffected. Check SANDBOX_PUSHGATEWAY.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return False
 
-
-def _push_now_at_exit() -> None:
-    if _push and _push.get("pid") == os.getpid():  # never from a forked child
-        push()
+    def shutdown(self) -> None:
+        if self._push and self._push.get("pid") == os.getpid():  # never from a forked child
+            self.push()

@@ -18,7 +18,6 @@ with one warning.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import queue
@@ -27,8 +26,11 @@ import time
 import warnings
 from typing import Any
 
-from sandbox.store.spool import Spool, SpoolError, masked, spool_dir, upload
-from sandbox.telemetry.report import CompileReport, Run
+from sandbox.record.report import CompileReport, Run
+from sandbox.sinks.base import Sink
+from sandbox.store import default_location, open_store
+from sandbox.store.location import masked
+from sandbox.store.spool import Spool, SpoolError, spool_dir, upload
 
 log = logging.getLogger("sandbox")
 
@@ -36,10 +38,12 @@ RETRY_MIN_S = 1.0
 RETRY_MAX_S = 15.0
 
 
-class StoreSink:
-    def __init__(self, location: str | None, run: Run) -> None:
-        from sandbox.store import default_location
+class StoreSink(Sink):
+    """The run store's writer: a background thread, the spool while the store is down."""
 
+    name = "store"
+
+    def __init__(self, location: str | None, run: Run) -> None:
         self.location = location
         self.resolved = location or default_location()
         self.run = run
@@ -59,9 +63,8 @@ class StoreSink:
         self.owner_pid = os.getpid()
         self._thread = threading.Thread(target=self._loop, name="sandbox-store-writer", daemon=True)
         self._thread.start()
-        atexit.register(self.close)
 
-    def __call__(self, report: CompileReport) -> None:
+    def consume(self, report: CompileReport) -> None:
         if os.getpid() != self.owner_pid:
             return  # a forked child (DataLoader worker): the parent's writer is not ours
         with self._done:
@@ -81,8 +84,6 @@ class StoreSink:
         now = time.monotonic() if now is None else now
         if now < self._retry_at:
             return False
-        from sandbox.store import open_store
-
         try:
             self.store = open_store(self.location)
             self.store.put_run(self.run)
@@ -191,17 +192,21 @@ class StoreSink:
                     self._pending -= len(batch)
                     self._done.notify_all()
 
-    def flush(self, timeout: float | None = 30.0) -> bool:
+    def update(self, report: CompileReport) -> None:
+        """The whole report again: the store upserts it by report id."""
+        self.consume(report)
+
+    def flush(self, timeout_s: float | None = 30.0) -> bool:
         """Block until every report published so far is committed or spooled."""
         if os.getpid() != self.owner_pid:
             return True
         with self._done:
-            return self._done.wait_for(lambda: self._pending <= 0, timeout)
+            return self._done.wait_for(lambda: self._pending <= 0, timeout_s)
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
         if os.getpid() != self.owner_pid:
             return  # never wait on (or tear down) the parent's writer from a forked child
-        self.flush(timeout=30.0)
+        self.flush(timeout_s=30.0)
         self._queue.put(None)
         self._thread.join(timeout=5)
         if self._unsent:

@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sandbox.record.report import CompileReport, Run
 from sandbox.store.schema import MIGRATIONS, SCHEMA_VERSION
-from sandbox.telemetry.report import CompileReport, Run
 
 
 class StoreError(RuntimeError):
@@ -194,8 +194,9 @@ class Store:
             "SUM(CASE WHEN p.outcome = 'cache_hit' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN p.outcome = 'failed' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN p.outcome = 'isolated' THEN 1 ELSE 0 END) "
-            # Pick the runs first, then summarise only their reports: grouping every
-            # report of the store before the LIMIT took 250 ms at 1,000 runs x 50 graphs.
+            # Pick the runs first, then summarise only their reports: grouping every report of
+            # the store before the LIMIT costs as much as the whole store, however few runs it
+            # returns (docs/decisions/store-runs-query-limit.md).
             "FROM (SELECT r.run_id, r.data, r.started_at FROM runs r"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY r.started_at DESC"

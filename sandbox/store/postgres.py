@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from sandbox.store.base import Store, StoreError
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+from sandbox.store.location import masked
 
 
 class PostgresStore(Store):
@@ -17,10 +13,10 @@ class PostgresStore(Store):
 
     def __init__(self, url: str, readonly: bool = False) -> None:
         super().__init__()
-        self.url = _redact(url)
+        self.url = masked(url)
         self.readonly = readonly
         try:
-            import psycopg
+            import psycopg  # optional dependency: only for a PostgreSQL store
         except ImportError as e:
             raise StoreError(f"store {self.url} needs the PostgreSQL driver: pip install 'psycopg[binary]'") from e
         try:

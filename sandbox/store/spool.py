@@ -34,12 +34,14 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import uuid
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from sandbox import env
+from sandbox.store.location import masked
 
 # What the store needs of a run and of a report; a line without them is corrupt.
 RUN_KEYS = ("run_id", "started_at")
@@ -50,17 +52,12 @@ CORRUPT = ".corrupt"
 BATCH = 200  # reports per upload transaction
 
 
-def spool_root(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env  # type: ignore[assignment]
-    if env.get("SANDBOX_SPOOL"):
-        return str(env["SANDBOX_SPOOL"])
-    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def spool_root(environ: Mapping[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    if env.get("SANDBOX_SPOOL", environ):
+        return env.get("SANDBOX_SPOOL", environ)
+    cache = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "torch-compile-sandbox", "spool")
-
-
-def masked(location: str) -> str:
-    """The location with any password replaced by ``***``."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", location)
 
 
 def spool_dir(location: str, root: str | None = None) -> str:

@@ -147,8 +147,8 @@ def scenario_zoo(names: list[str]) -> None:
             "workers": sandbox.workers(),
             "worker_helpers": {w["pid"]: _descendants(w["pid"]) for w in sandbox.workers()},
             "cuda_initialised_by_warmup": cuda_initialised_by_warmup,
-            "parent_gpu_load_prep": sandbox_runtime.parent_warm_up.gpu_result,
-            "parent_warm_up": sandbox_runtime.parent_warm_up.started(),
+            "parent_gpu_load_prep": sandbox_runtime.current().parent_warm_up.gpu_result,
+            "parent_warm_up": sandbox_runtime.current().parent_warm_up.started(),
             "device": torch.cuda.get_device_name(0),
             "torch": torch.__version__,
         }
@@ -404,7 +404,7 @@ def check_store(c: Checks, tmp: str, out_dir: str) -> None:
             return
         runs[run_name] = res
     env = _env(tmp, "diff")
-    cli = [sys.executable, "-c", "import sys; from sandbox.cli import main; sys.exit(main())"]
+    cli = [sys.executable, "-c", "import sys; from sandbox.cli.main import main; sys.exit(main())"]
     cmd = [*cli, "diff", runs["gpu-default"]["run_id"], runs["gpu-max-autotune"]["run_id"], "--store", store_path]
     diff = subprocess.run(cmd, env=env, capture_output=True, text=True)
     print(diff.stdout[-4000:])

@@ -32,7 +32,7 @@ for _ in range(2):
     opt.step()
     opt.zero_grad()
 assert sandbox.flush(60), "reports not stored"
-run = sandbox.runtime.run()
+run = sandbox.runtime.current().run()
 common.emit(
     {
         "run_id": run.run_id,

@@ -1,4 +1,4 @@
-"""Metrics scenario for tests/test_prometheus.py: compile through the sandbox with the
+"""Metrics scenario for tests/sinks/test_prometheus.py: compile through the sandbox with the
 metrics endpoint on (``SANDBOX_METRICS_PORT``, ``LOCAL_RANK``, ``SANDBOX_PUSHGATEWAY`` come
 from the test), and stay alive, step by step, while a real Prometheus scrapes it.
 

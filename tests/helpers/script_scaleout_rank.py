@@ -57,7 +57,7 @@ for local in range(int(os.environ["LOCAL_WORLD_SIZE"])):
         scrapes[local] = resp.read().decode()
 dist.barrier()  # nobody exits (closing its endpoint) before every rank scraped
 
-run = sandbox.runtime.run()
+run = sandbox.runtime.current().run()
 result = {
     "run": run.to_dict(),
     "reports": [r.to_dict() for r in sandbox.reports()],

@@ -16,12 +16,12 @@ import common
 import sandbox
 from sandbox import runtime
 from sandbox.options import Options
-from sandbox.telemetry.context import distributed
-from sandbox.telemetry.report import CompileReport
+from sandbox.record.context import distributed
+from sandbox.record.report import CompileReport
 
 count, interval, go = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-runtime.configure(Options.resolve())
-run = runtime.run()
+runtime.current().configure(Options.resolve())
+run = runtime.current().run()
 open(f"{go}.{os.getpid()}.ready", "w").close()
 deadline = time.time() + 120
 while not os.path.exists(go) and time.time() < deadline:
@@ -51,13 +51,13 @@ for i in range(count):
         graph={"hash": f"graph-{i}"},
         **distributed(),
     )
-    runtime.publish(r)
+    runtime.current().publish(r)
     ids.append(r.report_id)
     if i % 5 == 4:
         assert sandbox.flush(120), "flush timed out"
     time.sleep(interval)
 assert sandbox.flush(120), "flush timed out"
-sink = runtime._store_sink
+sink = runtime.current().sink("store")
 common.emit(
     {
         "run_id": run.run_id,

@@ -1,0 +1,83 @@
+"""What every query module shares: the store, opened read-only; the :class:`Source` that keys
+every cached query; the cache; and two value formatters.
+
+The pages call the cached entry points (``cached_*`` in each page's module) with a
+:class:`Source`: the store's location plus its :func:`fingerprint`, so a new run or report
+shows up on the next rerun while everything else is served from the cache.
+
+Caching uses ``st.cache_resource``, not ``st.cache_data``: cache_data round-trips every
+value through pickle, and the dashboard never unpickles anything (``tests/dashboard/test_dashboard.py``
+checks that no page calls ``pickle.loads``). Cached values are shared between sessions:
+callers must not mutate them (every query returns new frames).
+
+The store is always opened read-only (``open_store(location, readonly=True)``: SQLite's
+``mode=ro``), and it holds JSON and text only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import streamlit as st
+
+from sandbox import env as variables
+from sandbox.store import Store, default_location, open_store
+
+
+class Source(NamedTuple):
+    """A store location and its fingerprint: the key of every cached query."""
+
+    location: str
+    version: tuple[int, ...]
+
+
+# -- opening --------------------------------------------------------------------------------------
+
+
+def initial_location(env: Mapping[str, str] | None = None) -> str:
+    """``SANDBOX_STORE`` if set, else the default SQLite file (as the sandbox writes it)."""
+    return variables.get("SANDBOX_STORE", env) or default_location()
+
+
+def open_readonly(location: str) -> Store:
+    return open_store(location, readonly=True)
+
+
+def fingerprint(store: Store) -> tuple[int, ...]:
+    """Row counts: they change whenever a run or a report is written."""
+    c = store.counts()
+    return (c["runs"], c["reports"], c["kernel_sources"])
+
+
+# -- caching --------------------------------------------------------------------------------------
+
+# The cache of every ``cached_*`` entry point (one per function, keyed by its arguments).
+cached = st.cache_resource(show_spinner=False, max_entries=64)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def store_at(location: str) -> Store:
+    """One read-only connection per location, shared by every session (the Store locks)."""
+    return open_readonly(location)
+
+
+def source(location: str) -> Source:
+    """Opens (once) and fingerprints the store; raises ``StoreError`` when it cannot be read."""
+    return Source(location, fingerprint(store_at(location)))
+
+
+# -- formatting -----------------------------------------------------------------------------------
+
+
+def when(ts: float | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(ts) if ts else None
+
+
+def value_text(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return f"{len(v)} values" if len(v) > 8 else str(list(v))
+    return str(v)

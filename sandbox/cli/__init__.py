@@ -1,0 +1,1 @@
+"""The ``sandbox`` command line: commands (``main``), their terminal rendering (``render``) and the demo."""

@@ -1,0 +1,517 @@
+"""Terminal rendering of runs, reports and run comparisons: pure functions, text out.
+
+Nothing here reads a store or writes to a stream; ``sandbox/cli/main.py`` does both.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sandbox.analysis import labels
+from sandbox.analysis.jobs import STRAGGLER_FACTOR, STRAGGLER_MIN_S, others_median
+from sandbox.record.report import CompileReport
+from sandbox.record.stages import self_times
+
+# -- primitives ---------------------------------------------------------------------------
+
+
+def shorten(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: max(n - 3, 0)] + "..."
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
+    """Columns two spaces apart, padded to the widest cell; ``right``: column indices to right-align."""
+    rows = [list(r) for r in rows]
+    right = set(right)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows])
+
+
+def when(ts: float | None) -> str:
+    """A unix time as local ``YYYY-MM-DD HH:MM:SS``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def seconds(s: float | None, digits: int = 2) -> str:
+    return "-" if s is None else f"{s:.{digits}f}"
+
+
+def signed(x: float | int | None, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and digits == 0):
+        return f"{int(x):+d}"
+    return f"{x:+.{digits}f}"
+
+
+def short_id(run_id: str | None) -> str:
+    return (run_id or "-")[:12]
+
+
+def code_label(report: CompileReport) -> str:
+    return labels.code(report.co_name, report.filename, report.line)
+
+
+# -- stages -------------------------------------------------------------------------------
+
+
+def top_stages(report: CompileReport, n: int = 3) -> list[tuple[str, float]]:
+    """The ``n`` stages where the graph spent the most of its own time."""
+    ranked = sorted(self_times(report.stages), key=lambda p: -p[1])
+    return [(s.name, t) for s, t in ranked[:n] if t > 0]
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+def runs_table(runs: Sequence[dict[str, Any]]) -> str:
+    if not runs:
+        return "no runs match"
+    rows = []
+    for r in runs:
+        s = r.get("summary") or {}
+        ratio = s.get("cache_hit_ratio")
+        rows.append(
+            [
+                short_id(r["run_id"]),
+                when(r.get("started_at")),
+                shorten(r.get("name") or "-", 24),
+                shorten(",".join(r.get("tags") or []) or "-", 24),
+                str(s.get("graphs", 0)),
+                str(s.get("isolated", 0)),
+                "-" if ratio is None else f"{ratio:.0%}",
+                str(s.get("failures", 0)),
+                seconds(s.get("compile_s", 0.0), 1),
+                r.get("torch") or "-",
+                shorten(r.get("device") or "-", 24),
+                r.get("hostname") or "-",
+            ]
+        )
+    header = [
+        "run",
+        "started",
+        "name",
+        "tags",
+        "graphs",
+        "isolated",
+        "hits",
+        "failed",
+        "compile s",
+        "torch",
+        "device",
+        "host",
+    ]
+    return table(header, rows, right=range(4, 9))
+
+
+def run_header(run: dict[str, Any], reports: Sequence[CompileReport]) -> str:
+    name = f"  {run['name']!r}" if run.get("name") else ""
+    tags = f"  tags: {', '.join(run['tags'])}" if run.get("tags") else ""
+    lines = [f"run {run['run_id']}{name}{tags}"]
+    lines.append(
+        f"  started {when(run.get('started_at'))} on {run.get('hostname') or '?'}, pid {run.get('pid') or '?'}"
+    )
+    versions = ", ".join(f"{k} {run.get(k) or '-'}" for k in ("torch", "triton", "python", "cuda"))
+    lines.append(f"  {versions}; device {run.get('device') or '-'}")
+    extras = []
+    if run.get("git_revision"):
+        extras.append(f"git {run['git_revision'][:12]}")
+    if run.get("job") or run.get("rank") is not None:
+        extras.append(f"job {run.get('job') or '-'} rank {run.get('rank')}/{run.get('world_size')}")
+    if run.get("argv"):
+        extras.append("argv " + shorten(" ".join(run["argv"]), 60))
+    if extras:
+        lines.append("  " + "; ".join(extras))
+    if run.get("inductor_config"):
+        config = ", ".join(f"{k}={v!r}" for k, v in sorted(run["inductor_config"].items()))
+        lines.append("  inductor config: " + shorten(config, 200))
+    counts = dict.fromkeys(labels.OUTCOMES, 0)
+    for r in reports:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    total = sum(r.duration_s for r in reports)
+    lines.append(
+        f"  {len(reports)} graphs: {counts['isolated']} isolated, {counts['cache_hit']} cache hits, "
+        f"{counts['in_process']} in-process, {counts['failed']} failed; {total:.2f} s compiling"
+    )
+    return "\n".join(lines)
+
+
+def show(run: dict[str, Any], reports: Sequence[CompileReport]) -> str:
+    """``sandbox show``: the run, a row per graph, then every failure."""
+    out = [run_header(run, reports), ""]
+    if not reports:
+        out.append("no graphs were compiled in this run")
+        return "\n".join(out)
+    rows = []
+    for r in reports:
+        top = ", ".join(f"{name} {t:.2f}" for name, t in top_stages(r))
+        rows.append(
+            [
+                str(r.graph_index),
+                labels.graph(r),
+                shorten(code_label(r), 40),
+                labels.outcome(r),
+                str(r.worker_pid) if r.worker_pid else "-",
+                seconds(r.duration_s),
+                shorten(top or "-", 80),
+                labels.caches(r),
+                str(len(r.kernels)),
+            ]
+        )
+    header = ["#", "graph", "code", "outcome", "worker pid", "time s", "top stages (own s)", "caches", "kernels"]
+    out.append(table(header, rows, right=(0, 4, 5, 8)))
+    notes = [r for r in reports if r.reason and r.outcome == "in_process"]
+    for r in notes:
+        out.append(f"  #{r.graph_index} ran in-process: {r.reason}")
+    failed = [r for r in reports if r.failure is not None]
+    if failed:
+        out.append("")
+        out.append(f"{len(failed)} failure(s):")
+        for r in failed:
+            out.extend(failure(r))
+    return "\n".join(out)
+
+
+def failure(r: CompileReport) -> list[str]:
+    f = r.failure
+    assert f is not None
+    how = [x for x in (f.signal, f"exit code {f.exit_code}" if f.exit_code is not None else None) if x]
+    pid = f.worker_pid or r.worker_pid
+    if pid:
+        how.append(f"worker {pid}")
+    fallback = {"eager": "ran eagerly instead", "in_process": "compiled in-process instead"}.get(
+        r.fallback or "", "raised"
+    )
+    lines = [
+        f"  #{r.graph_index} {labels.graph(r)} at {code_label(r)}: {f.kind}" + (f" ({', '.join(how)})" if how else "")
+    ]
+    message = (f.message or "").strip().splitlines()
+    lines.append(f"      {shorten(message[0], 160) if message else '(no message)'}; {fallback}")
+    for line in f.log_tail[-3:]:
+        lines.append(f"      | {shorten(line, 150)}")
+    return lines
+
+
+# -- comparisons ----------------------------------------------------------------------------
+
+
+def _run_line(label: str, side: dict[str, Any]) -> str:
+    name = f" {side['name']!r}" if side.get("name") else ""
+    return (
+        f"{label}  {short_id(side['run_id'])}{name}  {when(side.get('started_at'))}  torch {side.get('torch') or '-'}"
+        f"  ({side['graphs']} graphs, {side['compile_s']:.2f} s)"
+    )
+
+
+def _pct(a: float, b: float) -> str:
+    return f", {(b - a) / a:+.0%}" if a else ""
+
+
+def diff(d: Any, stages: int = 10, metrics: int = 15) -> str:
+    """``sandbox diff``: a :class:`sandbox.analysis.diff.RunDiff` for the terminal."""
+    out = [_run_line("A", d.a), _run_line("B", d.b)]
+    for key, (va, vb) in sorted(d.environment.items()):
+        out.append(f"  {key}: {va!r} -> {vb!r}")
+    g, k = d.graphs, d.kernels
+    out.append("")
+    out.append(f"graphs:  {g['matched']} matched, {g['added']} added, {g['removed']} removed")
+    out.append(
+        f"kernels: {k['added']} added, {k['removed']} removed, {k['changed']} changed, {k['unchanged']} unchanged"
+    )
+    ta, tb = d.a["compile_s"], d.b["compile_s"]
+    out.append(f"compile time: {ta:.2f} s -> {tb:.2f} s ({tb - ta:+.2f} s{_pct(ta, tb)})")
+
+    rows = []
+    for gd in d.graph_changes:
+        ra, rb = gd.a or {}, gd.b or {}
+        if gd.status == "matched":
+            oc = ra["outcome"] if ra["outcome"] == rb["outcome"] else f"{ra['outcome']} -> {rb['outcome']}"
+        else:
+            oc = (rb or ra)["outcome"]
+        counts = gd.kernel_counts()
+        kern = (
+            f"+{counts['added']} -{counts['removed']} ~{counts['changed']}"
+            if gd.kernels_compared
+            else "n/a (no inventory)"
+        )
+        rows.append(
+            [
+                {"matched": " ", "added": "+", "removed": "-"}[gd.status],
+                shorten(change_label(gd), 48),
+                oc.replace("_", "-"),
+                seconds(ra.get("duration_s")),
+                seconds(rb.get("duration_s")),
+                signed(gd.duration_delta_s) if gd.status == "matched" else "-",
+                kern,
+            ]
+        )
+    if rows:
+        out.append("")
+        out.append(table(["", "graph", "outcome", "A s", "B s", "delta s", "kernels"], rows, right=(3, 4, 5)))
+
+    changes = [(gd, kc) for gd in d.graph_changes for kc in gd.kernels if kc.status != "unchanged"]
+    if changes:
+        out.append("")
+        out.append("kernel changes:")
+        current = None
+        for gd, kc in changes:
+            if gd is not current:
+                current = gd
+                out.append(f"  {change_label(gd)}")
+            out.append("    " + kernel_change(kc))
+
+    if d.stage_deltas and stages:
+        out.append("")
+        out.append("stage time, largest changes (own seconds, less nested stages; all graphs):")
+        rows = [
+            [
+                s["stage"] + (" [worker]" if s["origin"] == "worker" else ""),
+                seconds(s["a_s"]),
+                seconds(s["b_s"]),
+                signed(s["delta_s"]),
+            ]
+            for s in d.stage_deltas[:stages]
+        ]
+        out.append(table(["stage", "A", "B", "delta"], rows, right=(1, 2, 3)))
+    if d.metric_deltas and metrics:
+        out.append("")
+        out.append("metrics that changed (all graphs):")
+        rows = [
+            [m["metric"], _num(m["a"]), _num(m["b"]), _num(m["delta"], sign=True)] for m in d.metric_deltas[:metrics]
+        ]
+        out.append(table(["metric", "A", "B", "delta"], rows, right=(1, 2, 3)))
+    return "\n".join(out)
+
+
+def change_label(gd: Any) -> str:
+    """``forward (model.py:20) backward``; ``#1`` and up for later graphs of the same code."""
+    where = f"{os.path.basename(gd.filename)}:{gd.line}" if gd.filename else "?"
+    return f"{gd.co_name or '?'} ({where}) {gd.graph_kind}" + (f" #{gd.order}" if gd.order else "")
+
+
+def _num(x: float | int, sign: bool = False) -> str:
+    if isinstance(x, float) and not x.is_integer():
+        return f"{x:+.3g}" if sign else f"{x:.3g}"
+    return f"{int(x):+d}" if sign else str(int(x))
+
+
+def kernel_change(kc: Any) -> str:
+    mark = {"added": "+", "removed": "-", "changed": "~", "unchanged": "="}[kc.status]
+    if kc.status == "added":
+        return f"{mark} {kc.name_b} ({kc.kind}, {kc.lines_b} lines)"
+    if kc.status == "removed":
+        return f"{mark} {kc.name_a} ({kc.kind}, {kc.lines_a} lines)"
+    name = kc.name_a if kc.name_a == kc.name_b else f"{kc.name_a} -> {kc.name_b}"
+    what = []
+    if kc.source_changed:
+        what.append("source" + (f" {kc.similarity:.0%} similar" if kc.similarity is not None else " changed"))
+    if kc.lines_a != kc.lines_b:
+        what.append(f"lines {kc.lines_a} -> {kc.lines_b}")
+    for field, (va, vb) in sorted(kc.fields.items()):
+        what.append(f"{field} {va!r} -> {vb!r}")
+    return f"{mark} {name} ({'; '.join(what) or kc.kind})"
+
+
+def gc(deleted: Sequence[str], left: int, location: str) -> str:
+    if not deleted:
+        return f"nothing to delete; {left} runs in {location}"
+    ids = ", ".join(short_id(r) for r in deleted[:5]) + (", ..." if len(deleted) > 5 else "")
+    return f"deleted {len(deleted)} run(s) ({ids}); {left} left in {location}"
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def _ranks(ranks: Sequence[int]) -> str:
+    return ", ".join(str(r) for r in ranks) or "-"
+
+
+def _finding_lines(g: Any) -> list[str]:
+    """What diverges in one graph across ranks, in words."""
+    out = []
+    if "graph" in g.findings:
+        groups = "; ".join(f"ranks {_ranks(rs)}" for rs in g.hash_groups)
+        out.append(f"different graphs (graph hash): {groups}")
+    if "missing" in g.findings:
+        out.append(f"not compiled on ranks {_ranks(g.missing)}")
+    if "cache" in g.findings:
+        out.append(
+            "cache outcomes: " + "; ".join(f"{label} on ranks {_ranks(rs)}" for label, rs in g.cache_groups.items())
+        )
+    if "kernels" in g.findings:
+        ref = g.ranks[0].rank
+        parts = []
+        for row in g.ranks:
+            if row.rank in g.kernel_ranks and row.kernel_changes:
+                c = row.kernel_changes
+                parts.append(f"rank {row.rank} +{c['added']} -{c['removed']} ~{c['changed']}")
+        out.append(f"kernels differ from rank {ref}'s: " + "; ".join(parts))
+    if "straggler" in g.findings:
+        durations = {row.rank: row.duration_s for row in g.ranks}
+        out.append(
+            "stragglers: "
+            + "; ".join(
+                f"rank {row.rank} {row.duration_s:.2f} s (the other ranks' median "
+                f"{others_median(durations, row.rank):.2f} s)"
+                for row in g.ranks
+                if row.straggler
+            )
+        )
+    return out
+
+
+def job(report: Any, all_graphs: bool = False) -> str:
+    """``sandbox job``: a :class:`sandbox.analysis.jobs.JobReport` for the terminal."""
+    hosts = sorted({r.hostname for r in report.runs if r.hostname})
+    size = f"world size {report.world_size}" if report.world_size else "world size unknown"
+    out = [f"job {report.job}: {len(report.runs)} ranks ({size}) on {len(hosts)} host(s): {', '.join(hosts) or '-'}"]
+    if report.missing_ranks:
+        out.append(f"  ranks with no run in the store: {_ranks(report.missing_ranks)}")
+    rows = []
+    for r in report.runs:
+        notes = []
+        if r.straggler:
+            notes.append("straggler")
+        if r.restarts:
+            notes.append(f"{r.restarts} earlier run(s): restarted")
+        rows.append(
+            [
+                str(r.rank),
+                short_id(r.run_id),
+                r.hostname or "-",
+                str(r.pid or "-"),
+                str(r.graphs),
+                str(r.cache_hits),
+                str(r.failures),
+                seconds(r.compile_s),
+                ", ".join(notes),
+            ]
+        )
+    out.append("")
+    out.append(
+        table(
+            ["rank", "run", "host", "pid", "graphs", "hits", "failed", "compile s", "note"], rows, right=(0, 4, 5, 6, 7)
+        )
+    )
+
+    c = report.counts
+    divergent = report.divergent
+    out.append("")
+    out.append(
+        f"divergence: {len(divergent)} of {len(report.graphs)} graphs differ across ranks "
+        f"(different graph {c['graph']}, missing {c['missing']}, cache {c['cache']}, kernels {c['kernels']}, "
+        f"straggler {c['straggler']})"
+    )
+    out.append(
+        f"  a straggler took more than {STRAGGLER_FACTOR:g}x the median of the other ranks, "
+        f"and at least {STRAGGLER_MIN_S:g} s more"
+    )
+    for g in report.graphs if all_graphs else divergent:
+        out.append("")
+        out.append(f"{change_label(g)}: {', '.join(g.findings) or 'the same on every rank'}")
+        for line in _finding_lines(g):
+            out.append(f"  {line}")
+        rows = []
+        for row in g.ranks:
+            kern = (
+                "-"
+                if row.kernel_changes is None
+                else f"+{row.kernel_changes['added']} -{row.kernel_changes['removed']} ~{row.kernel_changes['changed']}"
+            )
+            rows.append(
+                [
+                    str(row.rank),
+                    row.compile_id or "?",
+                    row.cache,
+                    (row.graph_hash or "-")[:12],
+                    seconds(row.duration_s),
+                    str(row.kernels),
+                    kern,
+                    "straggler" if row.straggler else "",
+                ]
+            )
+        rendered = table(
+            ["rank", "compile id", "outcome: caches", "graph hash", "time s", "kernels", "vs ref", "note"],
+            rows,
+            right=(0, 4, 5),
+        )
+        out.extend("  " + line for line in rendered.splitlines())
+
+    a = report.against
+    if a is not None:
+        out.append("")
+        ta, tb = a.compile_s
+        out.append(
+            f"against earlier job {a.earlier}: slowest rank {ta:.2f} s -> {tb:.2f} s ({tb - ta:+.2f} s{_pct(ta, tb)})"
+        )
+        if a.only_earlier or a.only_now:
+            out.append(f"  ranks only then: {_ranks(a.only_earlier)}; only now: {_ranks(a.only_now)}")
+        rows = []
+        for r in a.ranks:
+            g, k = r.graphs, r.kernels
+            rows.append(
+                [
+                    str(r.rank),
+                    short_id(r.earlier_run),
+                    short_id(r.run),
+                    seconds(r.compile_s[0]),
+                    seconds(r.compile_s[1]),
+                    f"{g['matched']} / +{g['added']} / -{g['removed']}",
+                    f"+{k['added']} -{k['removed']} ~{k['changed']} ={k['unchanged']}",
+                    shorten(", ".join(sorted(r.environment)) or "-", 50),
+                ]
+            )
+        out.append(
+            table(["rank", "then", "now", "then s", "now s", "graphs", "kernels", "environment"], rows, right=(0, 3, 4))
+        )
+        rows = []
+        for g in a.graphs:
+            delta = signed(g.now_s - g.earlier_s) if g.earlier_s is not None and g.now_s is not None else "-"
+            rows.append(
+                [
+                    {"matched": " ", "added": "+", "removed": "-"}[g.status],
+                    shorten(change_label(g), 48),
+                    seconds(g.earlier_s),
+                    seconds(g.now_s),
+                    delta,
+                    "graph changed" if g.hash_changed else "",
+                ]
+            )
+        out.append("")
+        out.append("graphs (median compile time across ranks):")
+        out.append(table(["", "graph", "then s", "now s", "delta s", ""], rows, right=(2, 3, 4)))
+    return "\n".join(out)
+
+
+def jobs_table(jobs: Sequence[dict[str, Any]]) -> str:
+    """``sandbox job`` without a job: the jobs in the store, newest first."""
+    if not jobs:
+        return "no run in this store belongs to a job (set SANDBOX_JOB, or run under torchrun)"
+    rows = [
+        [
+            j["job"],
+            when(j["started_at"]),
+            str(j["ranks"]),
+            str(j["world_size"] or "-"),
+            str(j["runs"]),
+            shorten(", ".join(j["names"]) or "-", 24),
+            shorten(", ".join(j["hosts"]) or "-", 30),
+            str(j["graphs"]),
+            seconds(j["compile_s"], 1),
+        ]
+        for j in jobs
+    ]
+    return table(
+        ["job", "started", "ranks", "world", "runs", "names", "hosts", "graphs", "compile s"],
+        rows,
+        right=(2, 3, 4, 7, 8),
+    )

@@ -1,0 +1,102 @@
+"""Inductor's compile caches as the sandbox touches them: clearing, and the FX graph cache save that async mode defers.
+
+Private symbols touched here: torch._inductor.utils: clear_on_fresh_cache, clear_caches;
+torch._inductor.codecache.FxGraphCache._save_graph (a staticmethod, looked up on the class by
+_compile_fx_inner), ._get_shape_env, ._filter_backed_symints; torch._guards.TracingContext.try_get /
+torch._guards.tracing (the deferred save). The same on torch 2.11.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import torch
+
+log = logging.getLogger("sandbox")
+
+_patch_lock = threading.Lock()
+
+
+class CacheClock:
+    """Counts how often the process cleared Inductor's in-memory caches.
+
+    Registered with ``clear_on_fresh_cache`` so ``clear_caches()`` (called by
+    ``fresh_cache()``, ``torch._dynamo.reset()`` paths and tests) ticks it. The
+    value is sent with each job; a worker clears its own caches when it changed.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def cache_clear(self) -> None:
+        self.value += 1
+
+
+def register_cache_clock(clock: CacheClock) -> None:
+    from torch._inductor.utils import clear_on_fresh_cache
+
+    clear_on_fresh_cache(clock)
+
+
+def clear_inductor_caches() -> None:
+    from torch._inductor.utils import clear_caches
+
+    clear_caches()
+
+
+def cache_env() -> dict[str, str]:
+    names = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+    return {n: os.environ[n] for n in names if n in os.environ}
+
+
+# --- async mode: a stand-in graph until the compiled one takes over -----------------
+# torch._inductor.codecache.FxGraphCache._save_graph (a staticmethod, looked up on the
+# class by _compile_fx_inner), ._get_shape_env, ._filter_backed_symints;
+# torch._guards.TracingContext.try_get / torch._guards.tracing (the deferred save);
+# torch._functorch.config.force_non_lazy_backward_lowering. The same on torch 2.11.
+
+
+def install_deferred_cache_save() -> None:
+    """Replace ``FxGraphCache._save_graph`` once: a stand-in graph (one with a
+    ``defer_cache_save`` method) is not pickled into the cache. Its guard expression is
+    computed now, while the ShapeEnv is live (AOTAutograd's cache entry reads it from
+    the stand-in), and the stand-in is handed a ``save(real_graph)`` that writes the
+    real compiled graph under the same key later, under the same TracingContext."""
+    from torch._inductor.codecache import FxGraphCache
+
+    with _patch_lock:
+        current = FxGraphCache.__dict__["_save_graph"]
+        original = current.__func__ if isinstance(current, staticmethod) else current
+        if getattr(original, "_sandbox_deferred", False):
+            return
+
+        def _save_graph(key: str, compiled_graph: Any, example_inputs: Any, local: bool, remote_cache: Any) -> None:
+            defer = getattr(compiled_graph, "defer_cache_save", None)
+            if defer is None:
+                return original(key, compiled_graph, example_inputs, local, remote_cache)
+            shape_env = FxGraphCache._get_shape_env()
+            if shape_env is not None:
+                symints = FxGraphCache._filter_backed_symints(example_inputs)
+                guards = shape_env.get_pruned_guards(symints)
+                compiled_graph.guards_expr = shape_env.produce_guards_expression(placeholders=symints, guards=guards)
+            context = torch._guards.TracingContext.try_get()
+
+            def save(real: Any) -> None:
+                with torch._guards.tracing(context):
+                    original(key, real, example_inputs, local, remote_cache)
+
+            defer(save)
+            return None
+
+        _save_graph._sandbox_deferred = True  # type: ignore[attr-defined]
+        FxGraphCache._save_graph = staticmethod(_save_graph)  # type: ignore[method-assign]
+
+
+def deferred_cache_save_installed() -> bool:
+    from torch._inductor.codecache import FxGraphCache
+
+    current = FxGraphCache.__dict__["_save_graph"]
+    return bool(getattr(getattr(current, "__func__", current), "_sandbox_deferred", False))

@@ -1,0 +1,117 @@
+"""Dynamo's state around a compile: counters, compile ids, the user's code location, the compile lock.
+
+Private symbols touched here: torch._dynamo.utils.counters, torch._guards.CompileContext,
+TracingContext, torch._dynamo.convert_frame.compile_lock;
+torch._functorch.config.force_non_lazy_backward_lowering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+log = logging.getLogger("sandbox")
+
+
+def counters_snapshot() -> dict[str, dict[str, int]]:
+    from torch._dynamo.utils import counters
+
+    return {group: dict(c) for group, c in counters.items()}
+
+
+def counter_deltas(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for group, values in after.items():
+        prev = before.get(group, {})
+        d = {k: v - prev.get(k, 0) for k, v in values.items() if v != prev.get(k, 0)}
+        if d:
+            out[group] = d
+    return out
+
+
+def apply_counter_deltas(deltas: dict[str, dict[str, int]]) -> None:
+    """Add a worker's counter deltas to this process's ``counters``, as if compiled here."""
+    from torch._dynamo.utils import counters
+
+    for group, values in deltas.items():
+        for key, n in values.items():
+            counters[group][key] += n
+
+
+def current_compile_id() -> str | None:
+    cid = torch._guards.CompileContext.current_compile_id()
+    return str(cid) if cid is not None else None
+
+
+def code_location() -> tuple[str | None, str | None, int | None]:
+    """(co_name, filename, first line) of the user frame dynamo is compiling
+    (``torch._dynamo.symbolic_convert.InstructionTranslator.current_tx``)."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+    except Exception:
+        tx = None
+    code = getattr(tx, "f_code", None)
+    if code is None:
+        return None, None, None
+    return code.co_name, code.co_filename, code.co_firstlineno
+
+
+@contextlib.contextmanager
+def compile_lock_released() -> Iterator[None]:
+    """Let other threads' dynamo compiles proceed while this thread only waits for a worker.
+
+    Dynamo holds the re-entrant ``convert_frame.compile_lock`` for a whole frame
+    compile; waiting on a worker needs none of the state it guards. One piece of
+    process-global state spans the wait: ``_compile_fx_inner`` opens
+    ``TritonBundler`` (class attributes; ``begin_compile`` asserts none is open)
+    before ``fx_codegen_and_compile`` and closes it after. This thread's bundle is
+    set aside while the lock is released and put back once it is re-acquired, so
+    whoever holds the lock owns the bundler.
+    """
+    from torch._dynamo.convert_frame import compile_lock
+    from torch._inductor.triton_bundler import TritonBundler
+
+    if not compile_lock._is_owned():  # type: ignore[attr-defined]
+        yield
+        return
+    fields = ("_entries", "_static_autotuners", "_winners")
+    bundle = {f: getattr(TritonBundler, f, None) for f in fields if hasattr(TritonBundler, f)}
+    for f in bundle:
+        setattr(TritonBundler, f, None)
+    state = compile_lock._release_save()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        compile_lock._acquire_restore(state)  # type: ignore[attr-defined]
+        for f, value in bundle.items():
+            setattr(TritonBundler, f, value)
+
+
+@contextlib.contextmanager
+def compile_context(compile_id: str | None) -> Iterator[None]:
+    """Enter dynamo's compile context under ``compile_id`` (worker side), so the
+    worker's events carry the parent's compile id."""
+    if not compile_id:
+        yield
+        return
+    from torch._guards import CompileContext, CompileId
+
+    try:
+        cid = CompileId.from_string(compile_id)
+    except Exception:
+        yield
+        return
+    with torch._guards.compile_context(CompileContext(cid)):
+        yield
+
+
+def non_lazy_backward() -> Any:
+    """AOTAutograd compiles the backward graph right after the forward graph
+    (``force_non_lazy_backward_lowering``), not at the first backward call."""
+    return torch._functorch.config.patch(force_non_lazy_backward_lowering=True)

@@ -1,0 +1,284 @@
+"""The wire: a graph serialized for the worker, and the worker's compiled graph loaded back.
+
+Private symbols touched here: torch._inductor.compile_fx_ext:
+_WireProtocolInput/_WireProtocolPickledInput/ _WireProtocolPickledOutput, _VirtualizedSerializer,
+_LoggerState, _LoweringSerializer, _FakeTensorModeSerializer, _current_fake_mode,
+_graph_contains_triton_kernel_wrappers, _SerializedFxCompile._run_in_child,
+_OutOfProcessFxCompile._postprocess; torch.fx._graph_pickler: GraphPickler, Options,
+_node_metadata_key_filter_safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sandbox import env
+from sandbox.torch_adapter.debug_tools import no_stock_log_capture
+
+log = logging.getLogger("sandbox")
+
+
+PICKLE_SAFE_NAMESPACES = ("aten", "prims", "fbgemm")
+
+
+class Unpicklable(Exception):
+    """The graph cannot cross the process boundary; ``str(self)`` says why."""
+
+
+@dataclass
+class WirePayload:
+    data: bytes
+    constants: Any  # CompiledFxGraphConstantsWithGm: stays in the parent
+    imports: list[str] = field(default_factory=list)  # modules defining custom ops
+    libraries: list[str] = field(default_factory=list)  # torch.ops.load_library paths
+
+
+def _foreign(module: str | None, qualname: str | None) -> bool:
+    """An object the worker cannot import: defined in the user's script or local to a function."""
+    return module in ("__main__", "__mp_main__") or (qualname is not None and "<locals>" in qualname)
+
+
+@functools.cache
+def _stand_in_class(module: str, qualname: str) -> type:
+    name = qualname.rsplit(".", 1)[-1]
+    return type(name, (), {"__module__": module, "__qualname__": qualname, "_sandbox_stand_in": True})
+
+
+def _rebuild_class(module: str, qualname: str) -> type:
+    return _stand_in_class(module, qualname)
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """An instance or function of user code, carried as its name only."""
+
+    module: str
+    qualname: str
+    text: str
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self.module}.{self.qualname}>"
+
+
+def _custom_op_origin(namespace: str, opname: str) -> tuple[str | None, str | None]:
+    """(module that defines the op, or None; reason it cannot cross, or None)."""
+    from torch._library import custom_ops
+
+    opdef = custom_ops.OPDEFS.get(f"{namespace}::{opname}")
+    if opdef is not None:
+        module = getattr(opdef._init_fn, "__module__", None)
+        if module and not _foreign(module, getattr(opdef._init_fn, "__qualname__", None)):
+            return module, None
+        return (
+            None,
+            f"custom op {namespace}::{opname} is defined in {module or 'an unknown module'}, which the worker cannot "
+            "import",
+        )
+    for name, mod in list(sys.modules.items()):
+        if mod is None:
+            continue
+        try:
+            values = list(vars(mod).values())
+        except TypeError:
+            continue
+        for value in values:
+            if isinstance(value, torch.library.Library) and getattr(value, "ns", None) == namespace:
+                if name in ("__main__", "__mp_main__"):
+                    return (
+                        None,
+                        f"custom op {namespace}::{opname} is defined in the training script (__main__), which the "
+                        "worker cannot import",
+                    )
+                return name, None
+    if getattr(torch.ops, "loaded_libraries", None):
+        return None, None  # the worker loads the same shared libraries
+    return (
+        None,
+        f"custom op {namespace}::{opname} is not defined by an importable module (defined in the training script?)",
+    )
+
+
+class _Crossing:
+    """Collects what the worker must import for the custom ops a graph uses."""
+
+    def __init__(self) -> None:
+        self.imports: set[str] = set()
+        self.refused: list[str] = []
+
+    def ops_filter(self, name: str) -> bool:
+        parts = name.split(".")
+        if len(parts) < 4 or parts[:2] != ["torch", "ops"]:
+            return False
+        namespace, opname = parts[2], parts[3]
+        if namespace in PICKLE_SAFE_NAMESPACES:
+            return True
+        module, refusal = _custom_op_origin(namespace, opname)
+        if refusal:
+            self.refused.append(refusal)
+            return False
+        if module:
+            self.imports.add(module)
+        return True
+
+
+_FUNCTION_TYPES = (types.FunctionType, types.MethodType, functools.partial)
+
+
+def _none() -> None:
+    return None
+
+
+def _make_pickler_class() -> type:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx._graph_pickler import GraphPickler
+
+    class SandboxPickler(GraphPickler):
+        """GraphPickler that carries user-defined classes and objects by name."""
+
+        def reducer_override(self, obj: object) -> Any:  # type: ignore[override]
+            reduced = super().reducer_override(obj)
+            if reduced is not NotImplemented:
+                return reduced
+            if isinstance(obj, FakeTensorMode):
+                # The describer clears fake_mode on a tensor's own description but not
+                # on its view base's; the unpickler puts the worker's mode back on both.
+                return (_none, ())
+            if isinstance(obj, type):
+                if _foreign(obj.__module__, obj.__qualname__):
+                    return (_rebuild_class, (obj.__module__, obj.__qualname__))
+                return NotImplemented
+            if isinstance(obj, (torch.fx.GraphModule, torch.Tensor)):
+                return NotImplemented
+            if isinstance(obj, _FUNCTION_TYPES) and _foreign(obj.__module__, obj.__qualname__):
+                return (StandIn, (str(obj.__module__), obj.__qualname__, ""))
+            cls = type(obj)
+            if cls.__module__ != "builtins" and _foreign(cls.__module__, cls.__qualname__):
+                try:
+                    text = repr(obj)[:200]
+                except Exception:
+                    text = ""
+                return (StandIn, (cls.__module__, cls.__qualname__, text))
+            return NotImplemented
+
+    return SandboxPickler
+
+
+@functools.lru_cache(maxsize=1)
+def _pickler_class() -> type:
+    return _make_pickler_class()
+
+
+def _portable_config(inductor_config: Any) -> dict[str, Any]:
+    """``save_config_portable`` as the stock scheme sends it, from the config module's
+    cache of the last export plus the keys set since (``readonly_values``, torch 2.13), not a
+    fresh export per graph; the dict is only pickled, never changed
+    (docs/decisions/wire-pickler-shortcuts.md)."""
+    try:
+        return inductor_config.save_config_portable(readonly_values=True)
+    except TypeError:  # torch 2.11: no such parameter
+        return inductor_config.save_config_portable()
+
+
+def _lowering_serializer(ext: Any) -> Any:
+    """``compile_fx_ext._LoweringSerializer()``: the same set of forced-fallback lowerings,
+    found with ``getattr`` instead of a try/except per lowering, which raises and catches an
+    exception for every lowering without the mark, on every graph (docs/decisions/wire-pickler-shortcuts.md)."""
+    from torch._inductor import lowering
+    from torch.utils._ordered_set import OrderedSet
+
+    serializer = ext._LoweringSerializer.__new__(ext._LoweringSerializer)
+    serializer.fallbacks = OrderedSet(
+        str(k) for k, v in lowering.lowerings.items() if getattr(v, "_is_fallback_handler", False)
+    )
+    return serializer
+
+
+def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict) -> WirePayload:
+    """Build Inductor's ``_WireProtocolInput`` and pickle it with the sandbox's pickler.
+
+    Mirrors ``_SerializedFxCompile.serialize_compile`` but keeps the reason a graph
+    cannot cross instead of logging it and compiling in the parent.
+    """
+
+    from torch._inductor import compile_fx_ext as ext
+    from torch._inductor import config as inductor_config
+    from torch._inductor.codecache import BypassFxGraphCache, FxGraphCache
+    from torch._inductor.output_code import CompiledFxGraphConstantsWithGm
+    from torch.fx._graph_pickler import Options
+
+    try:
+        FxGraphCache._check_for_hop(gm)
+    except BypassFxGraphCache as e:
+        raise Unpicklable(f"graph contains a higher-order op that cannot be serialized: {e}") from e
+    if ext._graph_contains_triton_kernel_wrappers(gm):
+        raise Unpicklable("graph calls user-defined Triton kernels (process-local kernel side table)")
+
+    deterministic_guard = None
+    try:
+        deterministic_guard = torch.testing._internal.common_utils.DeterministicGuard._current_state()  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+
+    crossing = _Crossing()
+    wire_input = ext._WireProtocolInput(
+        gm,
+        example_inputs,
+        inputs_to_check,
+        graph_kwargs,
+        torch._guards.TracingContext.try_get(),
+        _portable_config(inductor_config),
+        ext._VirtualizedSerializer.serialize(),
+        deterministic_guard,
+        no_stock_log_capture(),  # the worker's log records travel with torch_tools
+        _lowering_serializer(ext),
+        ext._FakeTensorModeSerializer(ext._current_fake_mode()),
+    )
+    try:
+        data = _pickler_class().dumps(wire_input, Options(ops_filter=crossing.ops_filter))
+    except BypassFxGraphCache as e:
+        reason = crossing.refused[0] if crossing.refused else str(e)
+        raise Unpicklable(reason) from e
+    except Exception as e:  # anything the pickler trips over means: cannot cross
+        if env.get("SANDBOX_DEBUG_PICKLE"):
+            path = _pickler_class().debug_dumps(wire_input, Options(ops_filter=crossing.ops_filter), verbose=False)
+            log.warning("sandbox: unpicklable object at %s", path)
+        raise Unpicklable(f"{type(e).__name__}: {str(e)[:300]}") from e
+    libraries = sorted(getattr(torch.ops, "loaded_libraries", ()) or ())
+    return WirePayload(data, CompiledFxGraphConstantsWithGm(gm), sorted(crossing.imports), libraries)
+
+
+def run_in_child(data: bytes, extra_env: dict[str, str]) -> bytes:
+    """Worker side: Inductor's own ``_SerializedFxCompile._run_in_child``."""
+    from torch._inductor.compile_fx_ext import _SerializedFxCompile, _WireProtocolPickledInput
+
+    return _SerializedFxCompile._run_in_child(_WireProtocolPickledInput(data), extra_env).value
+
+
+def load_output(data: bytes, constants: Any, region: str | None) -> Any:
+    """Parent side: unpickle the worker's ``_WireProtocolOutput`` and apply what the
+    stock out-of-process scheme applies (metric deltas, output-code hook, warnings
+    and log records)."""
+    from torch._inductor.compile_fx_ext import _OutOfProcessFxCompile, _WireProtocolPickledOutput
+    from torch._inductor.output_code import CompiledFxGraph
+
+    output = _WireProtocolPickledOutput(data).deserialize(constants)
+    if isinstance(output.graph, CompiledFxGraph):
+        output.graph.compile_region_name = region
+    _OutOfProcessFxCompile._postprocess(None, output)  # type: ignore[arg-type]
+    return output.graph
+
+
+def load_custom_op_sources(imports: list[str], libraries: list[str]) -> None:
+    for path in libraries:
+        if path not in getattr(torch.ops, "loaded_libraries", set()):
+            torch.ops.load_library(path)
+    for module in imports:
+        importlib.import_module(module)

@@ -1,0 +1,251 @@
+"""Shared test machinery: paths, the CI switch, and running scenario scripts.
+
+A plain module (``from support import ...``), not ``conftest.py``: pytest imports every
+conftest outside a package as the module ``conftest`` and replaces it in ``sys.modules`` each
+time, so a ``from conftest import ...`` could get another folder's conftest. ``conftest.py``
+holds only hooks and fixtures, and imports what it needs from here.
+
+Most tests run a scenario script from ``tests/helpers`` in a fresh Python process:
+the worker pool and dynamo's caches are process-wide, and several scenarios kill
+workers or the process itself. Each script prints one JSON result line (see
+``helpers/common.py``), which :func:`run_script` parses and returns.
+
+Cache directories: each scenario gets its own fresh ``TORCHINDUCTOR_CACHE_DIR``
+(:func:`fresh_cache_dir`), seeded only with the results of Inductor's one-time CPU
+instruction-set probe (the ``probe_seed`` fixture of ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.common import MARK, pid_alive  # the scenario scripts' own marker and check
+
+__all__ = [
+    "HELPERS",
+    "IN_CI",
+    "MARK",
+    "REDIS_HINT",
+    "ROOT",
+    "SCRIPT_TIMEOUT_S",
+    "TESTS",
+    "RedisServer",
+    "ScriptResult",
+    "free_port",
+    "fresh_cache_dir",
+    "kill_quietly",
+    "missing",
+    "parse_result",
+    "pid_alive",
+    "run_script",
+    "script_env",
+    "wait_gone",
+]
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent  # the repository root
+HELPERS = TESTS / "helpers"
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+SCRIPT_TIMEOUT_S = 420
+
+# Environment a user may have set that would change what the scenarios test
+# (besides every SANDBOX_* and OTEL_* variable).
+_SCRUB = (
+    "TORCHINDUCTOR_FX_COMPILE_MODE",
+    "TORCHINDUCTOR_FORCE_DISABLE_CACHES",
+    "TORCHINDUCTOR_FX_GRAPH_CACHE",
+    "TORCHINDUCTOR_AUTOGRAD_CACHE",
+    "TORCH_COMPILE_DEBUG",
+    "TORCH_LOGS",
+    "TRITON_CACHE_DIR",
+)
+
+
+def missing(what: str) -> None:
+    """Locally a skip that says what to install; in CI a failure."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {what}")
+    pytest.skip(what)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- cache directories ---------------------------------------------------------------
+
+
+def fresh_cache_dir(base: Path, seed: Path) -> Path:
+    path = base / "inductor-cache"
+    shutil.copytree(seed, path, ignore=shutil.ignore_patterns("locks", "*.lock"))
+    return path
+
+
+# --- running scenario scripts --------------------------------------------------------
+
+
+def script_env(cache_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The scenario's environment: a clean slate of sandbox settings, its own Inductor
+    cache dir, and its own run store next to it (never the user's default store)."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith(("SANDBOX_", "OTEL_"))}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
+    env["SANDBOX_STORE"] = str(cache_dir.parent / f"{cache_dir.name}-runs.db")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"
+    env.update(extra or {})
+    return env
+
+
+class ScriptResult(dict):
+    """The script's JSON result, plus ``stdout``/``stderr``/``returncode``/``seconds``."""
+
+    stdout: str
+    stderr: str
+    returncode: int
+    seconds: float
+
+
+def parse_result(stdout: str) -> Any:
+    lines = [line for line in stdout.splitlines() if line.startswith(MARK)]
+    if not lines:
+        return None
+    return json.loads(lines[-1][len(MARK) :])
+
+
+def run_script(
+    name: str,
+    *args: str,
+    cache_dir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = SCRIPT_TIMEOUT_S,
+    expect_rc: int | None = 0,
+) -> ScriptResult:
+    """Run ``tests/helpers/<name>`` as ``__main__`` in a fresh interpreter; return its JSON."""
+    t0 = time.time()
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(HELPERS / name), *args],
+            cwd=str(HELPERS),
+            env=script_env(cache_dir, env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        pytest.fail(f"{name} {' '.join(args)} ran past {timeout} s\nstdout:\n{out[-3000:]}\nstderr:\n{err[-6000:]}")
+    data = parse_result(proc.stdout)
+    if (expect_rc is not None and proc.returncode != expect_rc) or data is None:
+        pytest.fail(
+            f"{name} {' '.join(args)} exited with {proc.returncode} (expected {expect_rc}), "
+            f"result {'missing' if data is None else 'present'}\n"
+            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-8000:]}"
+        )
+    result = ScriptResult(data)
+    result.stdout, result.stderr, result.returncode = proc.stdout, proc.stderr, proc.returncode
+    result.seconds = time.time() - t0
+    return result
+
+
+# --- processes -----------------------------------------------------------------------
+
+
+def wait_gone(pids: Iterable[int], within: float) -> list[int]:
+    """Wait up to ``within`` seconds for ``pids`` to end; return those still alive."""
+    pids = list(pids)
+    deadline = time.time() + within
+    while True:
+        alive = [p for p in pids if pid_alive(p)]
+        if not alive or time.time() >= deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def kill_quietly(pids: Iterable[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# --- Redis (Inductor's remote caches) ------------------------------------------------
+
+
+REDIS_HINT = "apt-get install -y --no-install-recommends redis-server, and pip install redis"
+
+
+class RedisServer:
+    """A real ``redis-server`` on 127.0.0.1, a free port, its own directory, no persistence."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.binary, self.workdir = binary, workdir
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 20
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    log = (
+                        (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                        if (self.workdir / "redis.log").exists()
+                        else ""
+                    )
+                    pytest.fail(f"redis-server did not answer on {self.url} within 20 s:\n{log}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url)

@@ -1,0 +1,72 @@
+"""Tests of Inductor's caches (``sandbox/torch_adapter/caches.py``): the cache clock, the cache
+directories a worker shares, and the deferred FX graph cache save of async mode.
+
+One test per touch point of a private PyTorch API, each naming the symbols it relies on.
+Written against torch 2.13.0: when a torch release moves or changes one of these symbols,
+the test for it fails here, by name, instead of deep inside a user's compile."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+import torch
+
+from sandbox.torch_adapter import caches, wire
+
+
+def test_cache_clock_ticks_on_clear_caches() -> None:
+    """torch 2.13.0: ``torch._inductor.utils.clear_on_fresh_cache(obj)`` registers an
+    object whose ``cache_clear()`` ``clear_caches()`` (and ``fresh_cache()``) call."""
+    clock = caches.CacheClock()
+    caches.register_cache_clock(clock)
+    assert clock.value == 0
+    caches.clear_inductor_caches()
+    assert clock.value == 1
+    from torch._inductor.utils import fresh_cache
+
+    with fresh_cache():
+        pass
+    assert clock.value >= 2
+
+
+def test_load_custom_op_sources_and_cache_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """torch 2.13.0: ``torch.ops.loaded_libraries`` lists what ``torch.ops.load_library``
+    loaded; the worker imports op-defining modules by name and shares the cache dirs."""
+    assert isinstance(getattr(torch.ops, "loaded_libraries", set()), set)
+    wire.load_custom_op_sources(["json"], [])
+    assert "json" in sys.modules
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    assert caches.cache_env() == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+
+
+def test_install_deferred_cache_save() -> None:
+    """torch 2.13.0 (the same on 2.11): ``FxGraphCache._save_graph`` is a staticmethod looked
+    up on the class, and ``_get_shape_env`` / ``_filter_backed_symints`` give its guard
+    expression. A stand-in (``defer_cache_save``) gets the expression and a deferred save;
+    that save reaches the original under the same TracingContext."""
+    from torch._inductor.codecache import FxGraphCache
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    caches.install_deferred_cache_save()
+    caches.install_deferred_cache_save()  # once
+    assert caches.deferred_cache_save_installed()
+    assert isinstance(FxGraphCache.__dict__["_save_graph"], staticmethod)
+
+    class StandIn:
+        def __init__(self) -> None:
+            self.saves: list[Any] = []
+
+        def defer_cache_save(self, save: Any) -> None:
+            self.saves.append(save)
+
+    stand_in = StandIn()
+    context = torch._guards.TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
+    with torch._guards.tracing(context):
+        FxGraphCache._save_graph("sandbox-test-key", stand_in, [torch.randn(2)], True, None)
+    assert hasattr(stand_in, "guards_expr") and len(stand_in.saves) == 1
+    with pytest.raises(AssertionError, match="NYI"):  # the original refuses anything but a CompiledFxGraph
+        stand_in.saves[0](object())
