@@ -22,7 +22,7 @@ from typing import Any
 
 from sandbox import env
 from sandbox.isolation import pool, sizing
-from sandbox.isolation.scheme import ParentWarmUp
+from sandbox.isolation.parent_warmup import ParentWarmUp
 from sandbox.options import Options
 from sandbox.record.environment import describe_run
 from sandbox.record.report import CompileReport, Run

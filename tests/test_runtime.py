@@ -136,3 +136,18 @@ def test_a_forked_child_drops_the_parents_store_writer(tmp_path) -> None:
     os.waitpid(pid, 0)
     rt.shutdown()
     assert kept == "torch_trace"
+
+
+def test_the_runtime_loads_without_dynamo_or_inductor() -> None:
+    """The runtime is imported at ``import torch`` when the workers are pre-started: it must not
+    pull in dynamo or Inductor there (a second of the user's start-up on two cores)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; import sandbox.runtime; "
+        "print(sorted(m for m in ('torch._dynamo', 'torch._inductor.compile_fx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -206,7 +206,7 @@ def warm_up_gpu() -> dict[str, float]:
 # Loading a GPU graph starts Triton's CUDA driver utilities (a small C module, built into
 # TRITON_CACHE_DIR once). In-process Inductor pays this while it compiles; rather than inside
 # the load, after the worker's reply, prepare_gpu_load does it on a background thread while
-# the process waits for the worker (sandbox/isolation/scheme.ParentWarmUp); the load joins it
+# the process waits for the worker (sandbox/isolation/parent_warmup.ParentWarmUp); the load joins it
 # (docs/decisions/gpu-load-prepared-while-waiting.md). (Triton and Inductor's Triton runtime
 # are imported by then already: torch._dynamo and compile_fx import them.)
 
