@@ -23,7 +23,7 @@ from sandbox import prestart, runtime
 from sandbox.isolation import deferred
 from sandbox.isolation.scheme import EagerFallback, IsolatedCompile, SandboxCompileError, UnpicklableGraphError
 from sandbox.options import Options
-from sandbox.record.builder import ReportBuilder, graph_hash
+from sandbox.record.builder import ReportBuilder, dynamo_graph
 from sandbox.record.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
 from sandbox.torch_adapter import caches, dynamo, events, remote_cache, seam
 
@@ -86,7 +86,7 @@ def sandbox_backend(
         rt.get_pool(opts, started_by="torch.compile")  # started already; resized if options ask for more
     location = dynamo.code_location()
     forward_compile_id = dynamo.current_compile_id()
-    captured = graph_hash(gm, example_inputs)
+    captured = dynamo_graph(gm, example_inputs, forward_compile_id)  # hash, inputs, why: once per graph
     counters_before = dynamo.counters_snapshot()
     remote_cache.take_remote_cache_events()  # remote cache lookups made before this compile are not its own
     aot_state: dict[str, Any] = {}
@@ -116,8 +116,8 @@ def sandbox_backend(
         pending = remote_cache.take_remote_cache_events()
         if kind != "backward":
             builder.remote_events = pending  # the AOTAutograd remote lookup, made for this forward
-        if captured:
-            builder.report.graph["hash"] = captured
+            builder.lookup_events = lookup_events  # ... and its local lookup's key (captured around compile_fx)
+        builder.dynamo_graph(captured)
         scheme = IsolatedCompile(opts, builder, rt.get_pool, rt.cache_clock, rt.parent_warm_up)
         if background == deferred.ASYNC or (background and kind != "inference"):
             scheme.defer = functools.partial(deferred.DeferredGraph, how=background, pair=pair, publish=rt.publish)
@@ -164,10 +164,14 @@ def sandbox_backend(
     # With a second worker, AOTAutograd hands over the backward graph right after the
     # forward one, and both compile side by side.
     lowering = dynamo.non_lazy_backward() if background and training and opts.workers > 1 else contextlib.nullcontext()
-    with lowering:
+    # AOTAutograd looks its cache up inside compile_fx, before any inner_compile: its key is
+    # captured here (each inner_compile captures its own graph's events).
+    with lowering, events.capture_chromium_events() as lookup_events:
         compiled = seam.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
     if inner_calls == 0:
-        _report_aot_cache_hit(example_inputs, forward_compile_id, location, counters_before, t0, captured)
+        _report_aot_cache_hit(
+            example_inputs, forward_compile_id, location, counters_before, t0, captured, lookup_events
+        )
     return compiled
 
 
@@ -177,7 +181,8 @@ def _report_aot_cache_hit(
     location: tuple,
     before: dict,
     t0: float,
-    captured: str | None = None,
+    captured: dict[str, Any] | None = None,
+    lookup_events: list[dict[str, Any]] | None = None,
 ) -> None:
     """An AOTAutograd cache hit loads the compiled graphs without any inner compile."""
     state = _aot_state(before, dynamo.counters_snapshot())
@@ -192,8 +197,8 @@ def _report_aot_cache_hit(
         # The pair's one AOTAutograd remote lookup goes to its first report; the FX graph
         # cache loads that followed it, one per graph, in order.
         b.remote_events = ([e for e in remote if e.get("cache") != "fx_graph"] if i == 0 else []) + fx_loads[i : i + 1]
-        if captured:
-            b.report.graph["hash"] = captured
+        b.lookup_events = (lookup_events or []) if i == 0 else []  # the pair's one AOTAutograd key, likewise
+        b.dynamo_graph(captured or {})
         b.set_outcome(CACHE_HIT, reason="aot_autograd_cache" if state.get("state") == "hit" else "no compile needed")
         b.finish()
 

@@ -18,22 +18,95 @@ from sandbox.record.report import CACHE_HIT, FAILED, CompileReport, Failure, Sta
 from sandbox.torch_adapter import dynamo, remote_cache, triton
 from sandbox.torch_adapter import events as torch_events
 
+MAX_INPUTS = 64
 
-def graph_hash(gm: Any, example_inputs: Sequence[Any]) -> str | None:
-    """What dynamo captured, as one hash: the graph's code and, per input, what the
-    static-shape guards check (shape, stride, dtype, device, requires_grad). Ranks that
-    traced the same code with the same inputs get the same hash."""
-    try:
-        h = hashlib.sha256(gm.code.encode())
-        for x in example_inputs:
+
+def _dims(values: Any) -> list[Any]:
+    """Sizes or strides as JSON: an int as it is, a symbolic one as its expression (``"s0"``)."""
+    return [d if isinstance(d, int) else str(d) for d in values]
+
+
+def _input_entry(x: Any, meta: tuple | None, traced: Any) -> dict[str, Any]:
+    """One input of the signature; ``traced`` is its symbolic value, when its shape is symbolic."""
+    if meta is not None:
+        shape, stride, dtype, device, requires_grad = meta
+        entry: dict[str, Any] = {"kind": "tensor"}
+        if traced is not None:
+            shape, stride = tuple(traced.shape), tuple(traced.stride())
+        entry["shape"], entry["stride"] = _dims(shape), _dims(stride)
+        entry["dtype"] = str(dtype).removeprefix("torch.")
+        entry["device"], entry["requires_grad"] = device, bool(requires_grad)
+        entry["dynamic"] = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+        return entry
+    kind = type(x).__name__
+    if kind in ("bool", "int", "float"):
+        return {"kind": kind, "value": x}
+    if kind in ("SymInt", "SymFloat", "SymBool"):
+        return {"kind": kind.lower(), "value": str(x)}
+    return {"kind": "other", "type": kind}
+
+
+def graph_signature(
+    code: str | None, example_inputs: Sequence[Any], symbolic: dict[int, Any] | None = None
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """What dynamo captured, in one walk over its inputs: the graph hash and the input signature.
+
+    The hash covers the graph's ``code`` and, per input, what the static-shape guards check (shape,
+    stride, dtype, device, requires_grad): ranks that traced the same code with the same inputs
+    get the same hash (None without the code). The signature lists the first ``MAX_INPUTS`` inputs
+    (docs/REPORT.md, Causes); ``symbolic`` holds the traced values of inputs whose shape is symbolic
+    (``dynamo.symbolic_inputs``).
+    """
+    symbolic = symbolic or {}
+    inputs: list[dict[str, Any]] = []
+    h: Any = hashlib.sha256(code.encode()) if isinstance(code, str) else None
+    for i, x in enumerate(example_inputs):
+        try:
             if hasattr(x, "shape") and hasattr(x, "stride"):
-                meta = (tuple(x.shape), tuple(x.stride()), x.dtype, x.device.type, x.requires_grad)
+                meta: tuple | None = (tuple(x.shape), tuple(x.stride()), x.dtype, x.device.type, x.requires_grad)
             else:
-                meta = (type(x).__name__, x)  # an int or SymInt input
-            h.update(repr(meta).encode())
-        return h.hexdigest()
-    except Exception:  # a hash is a nicety: never fail a compile for it
+                meta = None
+            if h is not None:
+                h.update(repr(meta if meta is not None else (type(x).__name__, x)).encode())
+            if i < MAX_INPUTS:
+                inputs.append(_input_entry(x, meta, symbolic.get(i)))
+        except Exception:  # an odd input: the hash is dropped, the signature says what it is
+            h = None
+            if i < MAX_INPUTS:
+                inputs.append({"kind": "other", "type": type(x).__name__})
+    if len(example_inputs) > MAX_INPUTS:
+        inputs.append({"kind": "more", "count": len(example_inputs) - MAX_INPUTS})
+    return (h.hexdigest() if h is not None else None), inputs
+
+
+def recompile(compile_id: str | None, reason: str | None) -> dict[str, Any] | None:
+    """``{"frame", "count", "reason"}`` when dynamo's compile id ``"frame/count"`` is a frame's
+    second or later compile (count >= 1); an attempt suffix (``"0/1_1"``, a restart) is no recompile
+    of its own. None for a first compile."""
+    if not compile_id:
         return None
+    frame, _, rest = compile_id.lstrip("!").rpartition("/")
+    frame = frame.rpartition("/")[2]  # compiled autograd's "!<ca id>/<frame>/<count>"
+    count = rest.partition("_")[0]
+    if not (frame.isdigit() and count.isdigit()) or int(count) == 0:
+        return None
+    return {"frame": int(frame), "count": int(count), "reason": reason}
+
+
+def dynamo_graph(gm: Any, example_inputs: Sequence[Any], compile_id: str | None) -> dict[str, Any]:
+    """Everything a backend call records once for every report of its graph: the graph hash, the
+    input signature, why dynamo ended the graph there, and the guard that failed on a recompile."""
+    try:
+        code = gm.code  # the graph's Python code, generated at the first read: the hash's share of the work
+    except Exception:  # a hash is a nicety: never fail a compile for it
+        code = None
+    graph_hash, inputs = graph_signature(code, example_inputs, dynamo.symbolic_inputs(gm))
+    return {
+        "hash": graph_hash,
+        "inputs": inputs,
+        "compile_reason": dynamo.compile_reason(gm),
+        "recompile": recompile(compile_id, dynamo.recompile_reason()),
+    }
 
 
 def _end_args(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -76,6 +149,8 @@ class ReportBuilder:
         )
         self.counters_before = dynamo.counters_snapshot()
         self.events: list[dict[str, Any]] = []
+        # Events of the backend call around this graph's compile: AOTAutograd's cache lookup, for a forward
+        self.lookup_events: list[dict[str, Any]] = []
         # Inductor's remote (Redis) cache gets and puts for this graph (remote_cache.take_remote_cache_events)
         self.remote_events: list[dict[str, Any]] = []
         self.modules_before = triton.loaded_module_count()
@@ -130,6 +205,15 @@ class ReportBuilder:
         if state:
             self.report.caches["aot_autograd"] = dict(state)
 
+    def dynamo_graph(self, captured: dict[str, Any]) -> None:
+        """The causes its backend call captured once (``dynamo_graph()``), on this report of the graph."""
+        r = self.report
+        if captured.get("hash"):
+            r.graph["hash"] = captured["hash"]
+        r.inputs = list(captured.get("inputs") or [])
+        r.compile_reason = captured.get("compile_reason")
+        r.recompile = captured.get("recompile")
+
     def finish(self) -> CompileReport:
         r = self.report
         r.duration_s = time.time() - self.t0
@@ -152,6 +236,10 @@ class ReportBuilder:
         if fx:
             r.caches["fx_graph"] = fx
         _add_cache_lookup_stage(r, parent_stages)
+        r.cache_keys = torch_events.cache_keys(self.events)
+        aot = torch_events.cache_keys(self.lookup_events).get("aot_autograd")
+        if aot is not None:
+            r.cache_keys["aot_autograd"] = aot
         self.remote_events += remote_cache.take_remote_cache_events()
         r.caches.update(remote_cache_states(self.remote_events, r, remote_cache.remote_caches_missing()))
         if r.outcome == CACHE_HIT and r.reason is None:

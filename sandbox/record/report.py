@@ -91,6 +91,11 @@ class CompileReport:
     ready_at: float | None = None  # unix s: the worker's result was back
     switched_at: float | None = None  # unix s: the compiled graph took over (None: never did)
     background_s: float | None = None  # how long the compile ran in the background (job sent -> result back)
+    # Why the graph compiled as it did, for explaining a difference between runs (docs/REPORT.md).
+    compile_reason: dict[str, Any] | None = None  # why dynamo ended the graph here: graph_break, reason, frames
+    recompile: dict[str, Any] | None = None  # the frame compiled before: frame, count, reason (the guard that failed)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # each input: shape, stride, dtype, device, dynamic
+    cache_keys: dict[str, Any] = field(default_factory=dict)  # per cache (fx_graph, aot_autograd): key, components
 
     @property
     def where(self) -> str:

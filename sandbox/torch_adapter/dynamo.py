@@ -1,14 +1,19 @@
-"""Dynamo's state around a compile: counters, compile ids, the user's code location, the compile lock.
+"""Dynamo's state around a compile: counters, compile ids, the user's code location, the compile lock,
+and why dynamo compiled a graph (where it ended, which guard failed, which input dims are symbolic).
 
 Private symbols touched here: torch._dynamo.utils.counters, torch._guards.CompileContext,
 TracingContext, torch._dynamo.convert_frame.compile_lock;
-torch._functorch.config.force_non_lazy_backward_lowering.
+torch._functorch.config.force_non_lazy_backward_lowering; the GraphModule's
+``compile_subgraph_reason`` (torch._dynamo.output_graph.GraphCompileReason), the metrics context's
+``recompile_reason`` (torch._dynamo.utils.get_metrics_context, MetricsContext._metrics), the
+placeholders' ``meta["example_value"]``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,3 +120,71 @@ def non_lazy_backward() -> Any:
     """AOTAutograd compiles the backward graph right after the forward graph
     (``force_non_lazy_backward_lowering``), not at the first backward call."""
     return torch._functorch.config.patch(force_non_lazy_backward_lowering=True)
+
+
+# Why dynamo compiled this graph -------------------------------------------------------------
+
+REASON_CHARS = 500
+MAX_FRAMES = 5
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
+def _one_line(text: str, limit: int = REASON_CHARS) -> str:
+    """``text`` with its whitespace runs (newlines included) collapsed, cut to ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def compile_reason(gm: Any) -> dict[str, Any] | None:
+    """Why dynamo ended the graph where it did (``gm.compile_subgraph_reason``, set on the
+    GraphModule a backend receives): ``{"graph_break", "reason", "frames"}``, the user's frames
+    innermost last, those inside torch left out. None outside dynamo."""
+    try:
+        why = getattr(gm, "compile_subgraph_reason", None)
+        if why is None:
+            return None
+        frames = [
+            {"file": f.filename, "line": f.lineno, "function": f.name}
+            for f in (why.user_stack or [])
+            if not str(f.filename).startswith(_TORCH_DIR)
+        ]
+        return {
+            "graph_break": bool(why.graph_break),
+            "reason": _one_line(why.reason),
+            "frames": frames[-MAX_FRAMES:],
+        }
+    except Exception:  # a record of why is a nicety: never fail a compile for it
+        log.debug("sandbox: no compile reason", exc_info=True)
+        return None
+
+
+def recompile_reason() -> str | None:
+    """The guard failure that made dynamo compile this frame again, as dynamo wrote it
+    (``"<earlier compile id>: <guard failure>"``); None on a frame's first compile, or outside
+    a dynamo compile. ``convert_frame._compile`` puts it into the metrics context before it
+    calls the backend."""
+    try:
+        from torch._dynamo.utils import get_metrics_context
+
+        ctx = get_metrics_context()
+        if not ctx.in_progress():
+            return None
+        reason = ctx._metrics.get("recompile_reason")
+        return _one_line(reason) if reason else None
+    except Exception:  # a record of why is a nicety: never fail a compile for it
+        log.debug("sandbox: no recompile reason", exc_info=True)
+        return None
+
+
+def symbolic_inputs(gm: Any) -> dict[int, Any]:
+    """Per input index of dynamo's graph, the traced (fake) value of each input whose shape
+    is symbolic (dynamic shapes); the example inputs a backend gets hold concrete sizes."""
+    out: dict[int, Any] = {}
+    try:
+        for i, node in enumerate(gm.graph.find_nodes(op="placeholder")):
+            shape = getattr(node.meta.get("example_value"), "shape", None)
+            if shape is not None and not all(isinstance(d, int) for d in shape):
+                out[i] = node.meta["example_value"]
+    except Exception:  # a record of why is a nicety: never fail a compile for it
+        log.debug("sandbox: no symbolic inputs", exc_info=True)
+    return out

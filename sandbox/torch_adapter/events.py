@@ -1,7 +1,10 @@
-"""What happens inside a compile: Inductor's timed events, metrics and compilation metrics.
+"""What happens inside a compile: Inductor's timed events, metrics and compilation metrics, and
+what its compile caches looked up (their keys and the components of each key).
 
 Private symbols touched here: torch._dynamo.utils.record_chromium_event_internal (looked up at call
-time by ChromiumEventLogger._log_timed_event), get_chromium_event_logger().id_;
+time by ChromiumEventLogger._log_timed_event), ChromiumEventLogger.log_instant_event (the cache
+hit / miss / bypass instants, whose ``components`` are FxGraphCachePickler.debug_lines),
+get_chromium_event_logger().id_;
 torch._inductor.metrics (module globals), torch._dynamo.utils.compilation_time_metrics,
 cumulative_time_spent_ns, _metrics_context_tls / MetricsContext; torch._inductor.config._config (the
 config diff).
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import logging
+import operator
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -27,13 +32,15 @@ _tap_lock = threading.Lock()
 
 def _install_event_tap() -> None:
     """Replace ``record_chromium_event_internal`` once with a tap that also hands
-    each event to the capture active in the current context (if any)."""
+    each event to the capture active in the current context (if any); the same for
+    ``ChromiumEventLogger.log_instant_event``, which only instants go through."""
     import torch._dynamo.utils as dynamo_utils
 
     with _tap_lock:
         if getattr(dynamo_utils.record_chromium_event_internal, "_sandbox_tap", False):
             return
         original = dynamo_utils.record_chromium_event_internal
+        original_instant = dynamo_utils.ChromiumEventLogger.log_instant_event
 
         def record(event: dict[str, Any]) -> None:
             sink = _event_sink.get()
@@ -41,14 +48,24 @@ def _install_event_tap() -> None:
                 sink.append({k: event.get(k) for k in ("name", "ts", "ph", "args")})
             original(event)
 
+        def instant(self: Any, event_name: str, time_ns: int, metadata: Any = None, *args: Any, **kwargs: Any) -> None:
+            sink = _event_sink.get()
+            if sink is not None:
+                # The same dict the logger sends on: it gets the compile id there.
+                metadata = {} if metadata is None else metadata
+                sink.append({"name": event_name, "ts": time_ns / 1000, "ph": "i", "args": metadata})
+            original_instant(self, event_name, time_ns, metadata, *args, **kwargs)
+
         record._sandbox_tap = True  # type: ignore[attr-defined]
+        dynamo_utils.ChromiumEventLogger.log_instant_event = instant  # type: ignore[method-assign]
         dynamo_utils.record_chromium_event_internal = record
 
 
 @contextlib.contextmanager
 def capture_chromium_events() -> Iterator[list[dict[str, Any]]]:
     """Collect every chromium begin/end/instant event (``dynamo_timed`` stages, cache
-    hit/miss/bypass instants) emitted in this context meanwhile."""
+    hit/miss/bypass instants) emitted in this context meanwhile. An inner capture takes
+    its block's events; the outer one gets the rest."""
     _install_event_tap()
     events: list[dict[str, Any]] = []
     token = _event_sink.set(events)
@@ -56,6 +73,82 @@ def capture_chromium_events() -> Iterator[list[dict[str, Any]]]:
         yield events
     finally:
         _event_sink.reset(token)
+
+
+# The compile caches' lookups: Inductor's FX graph cache emits ``fx_graph_cache_<state>``,
+# AOTAutograd's cache ``autograd_cache_<state>``, each with the key and its components.
+_CACHE_INSTANTS = (("fx_graph_cache_", "fx_graph"), ("autograd_cache_", "aot_autograd"))
+
+
+def _config_run(lines: list[str], i: int, close: int, marker: str) -> tuple[int, str]:
+    """Where the run of config members starting at ``lines[i]`` ends, and their hashes joined.
+
+    torch writes a mapping's entries in a row and each attribute once, so the members are one
+    block: its end is found by bisection, without reading every line (the block is most lines)."""
+    lo, hi = i + 1, len(lines)  # lines[lo - 1] is a member; the first non-member is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lines[mid].startswith(marker, close):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo, "".join(map(operator.itemgetter(slice(1, close)), lines[i:lo]))
+
+
+def cache_key_components(lines: Any) -> dict[str, str]:
+    """``{name: hash}`` from a cache key's debug lines (``"[<hash>] <name>: <value>"``); the
+    values (the graph's code, each setting's value) are dropped, the hash is what decides.
+
+    A config mapping (``inductor_config[<setting>]``: hundreds of entries, one per setting) is
+    folded into one ``<family>`` entry, so a report stays small: the first 32 hex digits of the
+    SHA-256 of its members' hashes, concatenated in torch's order (which a torch version fixes).
+    """
+    out: dict[str, str] = {}
+    folded: dict[str, Any] = {}
+    try:
+        i, n = 0, len(lines or ())
+        while i < n:
+            line = lines[i]
+            close = line.find("] ")
+            if close < 0:
+                i += 1
+                continue
+            colon = line.find(":", close + 2)
+            name = line[close + 2 : colon if colon >= 0 else len(line)]
+            cut = name.find("[")
+            if cut <= 0 or "config" not in name[:cut]:
+                out[name] = line[1:close]
+                i += 1
+                continue
+            # torch lists a mapping's entries in a row: the whole run at once, it is most of the lines
+            family = name[:cut]
+            i, joined = _config_run(lines, i, close, line[close : close + cut + 3])
+            out.setdefault(family, "")
+            folded.setdefault(family, hashlib.sha256()).update(joined.encode())
+    except Exception:  # components explain a miss; never fail a compile for them
+        log.debug("sandbox: unreadable cache key components", exc_info=True)
+    for family, digest in folded.items():
+        out[family] = digest.hexdigest()[:32]
+    return out
+
+
+def cache_keys(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per compile cache looked up in ``events`` (a capture's list), the last lookup:
+    ``{"fx_graph" | "aot_autograd": {"key", "state", "components": {name: hash}}}``."""
+    out: dict[str, Any] = {}
+    for e in events:
+        if e.get("ph") != "i":
+            continue
+        name = e.get("name") or ""
+        for prefix, cache in _CACHE_INSTANTS:
+            if name.startswith(prefix):
+                args = e.get("args") or {}
+                out[cache] = {
+                    "key": args.get("key"),
+                    "state": args.get("cache_state") or name[len(prefix) :],
+                    "components": cache_key_components(args.get("components")),
+                }
+    return out
 
 
 # torch._inductor.metrics (module globals), torch._dynamo.utils.compilation_time_metrics,

@@ -95,3 +95,82 @@ def test_non_lazy_backward() -> None:
     with dynamo.non_lazy_backward():
         assert torch._functorch.config.force_non_lazy_backward_lowering is True
     assert torch._functorch.config.force_non_lazy_backward_lowering is False
+
+
+def _backend_recording(seen: list[dict[str, Any]]) -> Any:
+    """A backend that records what the adapter reads inside it, then runs the graph as is."""
+
+    def backend(gm: Any, example_inputs: Any) -> Any:
+        seen.append(
+            {
+                "compile_id": dynamo.current_compile_id(),
+                "compile_reason": dynamo.compile_reason(gm),
+                "recompile_reason": dynamo.recompile_reason(),
+                "symbolic": dynamo.symbolic_inputs(gm),
+            }
+        )
+        return gm.forward
+
+    return backend
+
+
+def test_compile_reason_of_a_graph_break() -> None:
+    """torch 2.13.0: dynamo sets ``compile_subgraph_reason`` (``GraphCompileReason``: ``reason``,
+    ``user_stack`` of ``traceback.FrameSummary``, ``graph_break``) on the GraphModule a backend gets."""
+    import inspect
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        y = x.relu()
+        torch._dynamo.graph_break()
+        return y + 1
+
+    break_line = inspect.getsourcelines(broken)[1] + 2
+    seen: list[dict[str, Any]] = []
+    torch.compile(broken, backend=_backend_recording(seen))(torch.randn(3))
+    first, rest = (s["compile_reason"] for s in seen)
+    assert first["graph_break"] is True and "graph_break" in first["reason"], first
+    assert "\n" not in first["reason"] and len(first["reason"]) <= dynamo.REASON_CHARS
+    assert first["frames"][-1] == {"file": __file__, "line": break_line, "function": "broken"}
+    assert rest == {
+        "graph_break": False,
+        "reason": "return_value",
+        "frames": [{"file": __file__, "line": break_line + 1, "function": rest["frames"][0]["function"]}],
+    }
+    assert dynamo.compile_reason(torch.nn.Module()) is None  # not from dynamo
+
+
+def test_recompile_reason_from_the_metrics_context() -> None:
+    """torch 2.13.0: ``convert_frame._compile`` puts ``recompile_reason`` (the first failed guard,
+    ``"<compile id>: <guard failure>"``) into ``get_metrics_context()`` before calling the backend."""
+
+    def shaped(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    seen: list[dict[str, Any]] = []
+    compiled = torch.compile(shaped, backend=_backend_recording(seen), dynamic=False)
+    compiled(torch.randn(4))
+    compiled(torch.randn(6))
+    first, second = seen
+    assert first["recompile_reason"] is None
+    frame = first["compile_id"].split("/")[0]
+    assert second["compile_id"] == f"{frame}/1"
+    assert second["recompile_reason"] == f"{frame}/0: tensor 'x' size mismatch at index 0. expected 4, actual 6"
+    assert dynamo.recompile_reason() is None  # outside a compile
+
+
+def test_symbolic_inputs_of_a_dynamic_graph() -> None:
+    """torch 2.13.0: a dynamic graph's placeholders carry ``meta["example_value"]``, a FakeTensor
+    whose sizes are SymInts, while the example inputs a backend gets are real tensors."""
+
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        return x.sum(0) * 3
+
+    seen: list[dict[str, Any]] = []
+    torch.compile(scaled, backend=_backend_recording(seen), dynamic=True)(torch.randn(5, 2))
+    torch.compile(lambda x: x + 1, backend=_backend_recording(seen), dynamic=False)(torch.randn(5, 2))
+    dynamic, static = (s["symbolic"] for s in seen)
+    ((index, traced),) = dynamic.items()
+    assert all(isinstance(d, torch.SymInt) for d in traced.shape)
+    assert str(traced.stride()[0]) == str(traced.shape[1])
+    assert static == {}
+    assert dynamo.symbolic_inputs(object()) == {}

@@ -154,3 +154,59 @@ def test_jsonable_turns_inductor_values_into_json() -> None:
     assert out == {"dtype": "torch.float32", "1": [2, [3]], "ok": [None, True, 1.5, "s"], "dev": "device(type='cpu')"}
     assert json.loads(json.dumps(out)) == out
     assert len(events.jsonable(type("Long", (), {"__repr__": lambda self: "r" * 2000})())) == 500
+
+
+def test_cache_keys_of_real_lookups(tmp_path: Any) -> None:
+    """torch 2.13.0: ``ChromiumEventLogger.log_instant_event`` gets ``fx_graph_cache_<state>`` and
+    ``autograd_cache_<state>`` instants whose metadata carry ``key``, ``cache_state`` and
+    ``components`` (``"[<hash>] <name>: <value>"``: ``FxGraphCachePickler.debug_lines``; AOTAutograd's
+    are computed only with DEBUG logging on). The capture sees them as ``ph == "i"`` events."""
+    import torch
+    from torch._inductor.utils import fresh_cache
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * 5
+
+    with fresh_cache(dir=str(tmp_path)):
+        with events.capture_chromium_events() as first:
+            torch.compile(fn, backend="inductor")(torch.randn(4))
+        torch._dynamo.reset()
+        with torch._functorch.config.patch(enable_autograd_cache=False), events.capture_chromium_events() as again:
+            torch.compile(fn, backend="inductor")(torch.randn(4))
+    names = [e["name"] for e in first if e["ph"] == "i"]
+    assert "autograd_cache_miss" in names and "fx_graph_cache_miss" in names, names
+    raw = next(e for e in first if e["name"] == "fx_graph_cache_miss")["args"]
+    assert all(line.startswith("[") and "] " in line for line in raw["components"])
+    keys = events.cache_keys(first)
+    fx, aot = keys["fx_graph"], keys["aot_autograd"]
+    assert fx["state"] == "miss" and fx["key"] == raw["key"]
+    assert {"gm", "example_inputs[0]", "fx_kwargs[is_inference]", "torch_version", "inductor_config"} <= set(
+        fx["components"]
+    )
+    assert aot["state"] == "miss" and aot["key"] and aot["components"] == {}
+    hit = events.cache_keys(again)
+    assert hit == {"fx_graph": {**fx, "state": "hit"}}
+
+
+def test_cache_key_components_fold_config_mappings() -> None:
+    """Names as written before the colon, values dropped; a config mapping folded into one entry."""
+    lines = [
+        "[aaa] gm: GraphModule()\n\ndef forward(self, x):\n    return (x,)",
+        "[bbb] example_inputs[0]: TensorMetadata(dtype=torch.float32)",
+        "[ccc] cache_key_tag: ",
+        "[c01] inductor_config[max_fusion_size]: 64",
+        "[c02] inductor_config[TYPE_CHECKING]: False",
+        "[ddd] fx_kwargs[is_backward]: False",
+        "not a debug line",
+    ]
+    out = events.cache_key_components(lines)
+    assert list(out) == ["gm", "example_inputs[0]", "cache_key_tag", "inductor_config", "fx_kwargs[is_backward]"]
+    assert out["gm"] == "aaa" and out["cache_key_tag"] == "ccc" and out["fx_kwargs[is_backward]"] == "ddd"
+    changed = events.cache_key_components([*lines[:3], "[c99] inductor_config[max_fusion_size]: 32", *lines[4:]])
+    assert len(out["inductor_config"]) == 32 and changed["inductor_config"] != out["inductor_config"]
+    assert {k: v for k, v in changed.items() if k != "inductor_config"} == {
+        k: v for k, v in out.items() if k != "inductor_config"
+    }
+    # A process's graphs mostly share the config: read again, the same run gives the same digest.
+    assert events.cache_key_components(list(lines)) == out
+    assert events.cache_key_components(None) == {} and events.cache_key_components([]) == {}
