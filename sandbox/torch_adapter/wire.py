@@ -132,6 +132,11 @@ class _Crossing:
 _FUNCTION_TYPES = (types.FunctionType, types.MethodType, functools.partial)
 
 
+def memory_format(name: str) -> torch.memory_format:
+    """``torch.<name>`` (``contiguous_format``, ``channels_last``, ...), as the worker rebuilds it."""
+    return getattr(torch, name)
+
+
 def _none() -> None:
     return None
 
@@ -147,6 +152,11 @@ def _make_pickler_class() -> type:
             reduced = super().reducer_override(obj)
             if reduced is not NotImplemented:
                 return reduced
+            if isinstance(obj, torch.memory_format):
+                # It pickles as the bare name "torch.contiguous_format", which pickle looks up in
+                # every loaded module; it can find the user's script there (``__mp_main__``), which
+                # the worker cannot import.
+                return (memory_format, (str(obj).rsplit(".", 1)[-1],))
             if isinstance(obj, FakeTensorMode):
                 # The describer clears fake_mode on a tensor's own description but not
                 # on its view base's; the unpickler puts the worker's mode back on both.

@@ -78,6 +78,21 @@ def test_pickler_carries_user_objects_by_name() -> None:
     assert back["mode"] is None
 
 
+def test_memory_format_crosses_by_its_torch_name() -> None:
+    """torch 2.13.0: a ``torch.memory_format`` has no ``__module__`` and reduces to the bare name
+    ``"torch.contiguous_format"``, which pickle resolves by searching every loaded module: in a
+    training script it found ``__mp_main__`` (the script, aliased by multiprocessing) first, and the
+    worker, whose main module is not the script, could not load the graph. The sandbox's pickler
+    names the format through torch itself."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx._graph_pickler import GraphPickler, Options
+
+    data = wire._pickler_class().dumps({"format": torch.channels_last}, Options())
+    assert b"torch.channels_last" not in data and b"memory_format" in data  # no search of sys.modules
+    assert GraphPickler.loads(data, FakeTensorMode())["format"] is torch.channels_last
+    assert wire.memory_format("contiguous_format") is torch.contiguous_format
+
+
 def test_custom_op_origin() -> None:
     """torch 2.13.0: ``torch._library.custom_ops.OPDEFS`` maps ``ns::name`` to a
     ``CustomOpDef`` whose ``_init_fn`` is the user's function; an op from
