@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
@@ -137,6 +138,16 @@ def link(page: str, **params: Any) -> str:
     """A relative URL of a page with query parameters, e.g. ``run?run=ID``."""
     query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
     return PAGE[page].url + (f"?{query}" if query else "")
+
+
+def href(target: Any) -> str:
+    """The URL of a :class:`dashboard.queries.causes.Link`: another page with its query parameters
+    (relative, as :func:`link` makes them), or a section of this page (``#anchor``)."""
+    url = ""
+    if target.page:
+        query = urlencode({k: v for k, v in target.params.items() if v is not None})
+        url = PAGE[target.page].url + (f"?{query}" if query else "")
+    return url + (f"#{target.anchor}" if target.anchor else "")
 
 
 def page_link(page: str, label: str, **params: Any) -> None:

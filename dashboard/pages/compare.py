@@ -1,12 +1,14 @@
-"""Compare: two runs, graph by graph and kernel by kernel, with a written verdict."""
+"""Compare: two runs: why B compiled differently from A first, then graph by graph and kernel by kernel."""
 
 import streamlit as st
 
 from dashboard import ui
+from dashboard.queries import causes as qc
 from dashboard.queries import compare as q
 from dashboard.queries.graph import code_language
 from dashboard.queries.run import cached_run
 from dashboard.queries.runs import cached_runs, previous_of
+from dashboard.queries.shared import escape_markdown
 
 src = ui.require_store()
 runs = cached_runs(src)
@@ -22,9 +24,26 @@ run_a = ui.pick_run(src, runs, "A (before)", "a", fallback=previous_of(runs, run
 if run_a == run_b:
     st.warning("A and B are the same run: pick two different runs.")
 d = q.cached_compare(src, run_a, run_b)
+found = qc.cached_compare_causes(src, run_a, run_b)
 
-st.subheader("Verdict")
-st.markdown("\n".join(f"- {line}" for line in q.verdict(d)))
+
+def show_cause(c: qc.Cause) -> None:
+    links = qc.compare_links(c, run_a, run_b, d.environment)
+    st.markdown(qc.markdown_line(c.text, [(link.label, ui.href(link)) for link in links]))
+
+
+st.subheader("Why B differs from A", anchor="why")
+if not found:
+    st.info(qc.NO_CAUSE)
+for c in found[: qc.SHOWN]:
+    show_cause(c)
+if len(found) > qc.SHOWN:
+    with st.expander(f"{len(found) - qc.SHOWN} more"):
+        for c in found[qc.SHOWN :]:
+            show_cause(c)
+
+with st.expander("What changed, in numbers", expanded=True):
+    st.markdown("\n".join(f"- {escape_markdown(line)}" for line in q.verdict(d)))
 
 cols = st.columns(4)
 ta, tb = d.a["compile_s"], d.b["compile_s"]
@@ -41,10 +60,15 @@ cols[1].metric("Kernels removed", k["removed"])
 cols[2].metric("Kernels changed", k["changed"])
 cols[3].metric("Kernels unchanged", k["unchanged"])
 
-env = q.environment_rows(d)
+env = qc.settings_rows(d, found)
 if not env.empty:
-    with st.expander(f"What differs between the runs ({len(env)})", expanded=True):
-        st.dataframe(env, hide_index=True)
+    st.subheader(f"What differs between the runs ({len(env)})", anchor=qc.DIFFERENCES)
+    st.caption("Highlighted: the settings a cause above names (its number in the last column).")
+    st.dataframe(
+        env.style.apply(ui.highlight("cause", "rgba(255, 196, 0, 0.2)"), axis=1),
+        hide_index=True,
+        column_config={"cause": st.column_config.TextColumn("cause", width="small")},
+    )
 
 st.subheader("Graphs")
 st.caption(
@@ -60,7 +84,7 @@ st.dataframe(
     column_order=[c for c in graphs.columns if c != "regression"],
 )
 
-st.subheader("Kernels")
+st.subheader("Kernels", anchor=qc.KERNELS)
 changes = q.kernel_change_rows(d)
 if changes.empty:
     st.success(f"No kernel changed: the same {k['unchanged']} kernels in both runs.")
@@ -83,10 +107,19 @@ else:
         )
         return f"{row['status']}: {name} ({row['graph']})"
 
+    asked = st.query_params.get("kernel")
+    if asked and asked != st.session_state.get("compare:kernel:asked"):  # a cause's link names a kernel
+        graph = st.query_params.get("kernel_graph")
+        picked = qc.kernel_row(
+            d, changes, asked, st.query_params.get("side", "B"), int(graph) if graph and graph.isdigit() else None
+        )
+        if picked is not None:
+            st.session_state["compare:kernel"] = picked
     if st.session_state.get("compare:kernel") not in options:  # another pair of runs: start at the top
         st.session_state.pop("compare:kernel", None)
     chosen = st.selectbox("Kernel", options, format_func=describe, key="compare:kernel")
     row = changes.iloc[chosen]
+    st.session_state["compare:kernel:asked"] = asked
     ka, kb = q.cached_kernel_pair(src, run_a, run_b, int(row["g"]), int(row["k"]))
     sa, sb = (ka or {}).get("source") or "", (kb or {}).get("source") or ""
     lang = code_language(kb or ka or {})
@@ -160,7 +193,7 @@ if not tuned.empty:
 
 c1, c2 = st.columns(2)
 with c1:
-    st.subheader("Stage time")
+    st.subheader("Stage time", anchor=qc.STAGES)
     st.caption("Own seconds per stage (less nested stages), all graphs. Red: a regression.")
     stages = q.stage_delta_rows(d)
     st.dataframe(

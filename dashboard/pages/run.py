@@ -1,11 +1,14 @@
-"""Run: one run at a glance: summary cards, the compile waterfall, every graph, failures."""
+"""Run: one run at a glance: summary cards, why it compiled like this, the compile waterfall, every
+graph, failures."""
 
 import altair as alt
 import streamlit as st
 
 from dashboard import ui
+from dashboard.queries import causes as qc
 from dashboard.queries import run as q
-from dashboard.queries.runs import cached_runs, previous_of, run_label
+from dashboard.queries.runs import cached_runs, previous_of, run_label, run_labels
+from dashboard.queries.shared import escape_markdown
 
 src = ui.require_store()
 runs = cached_runs(src)
@@ -36,6 +39,20 @@ previous = previous_of(runs, run_id)
 if previous:
     with links[1]:
         ui.page_link("Compare", "Compare with the previous run", a=previous, b=run_id)
+
+if reports:
+    st.subheader("Why it compiled like this")
+    earlier, found = qc.cached_run_causes(src, run_id)
+    st.caption(
+        "Largest first. Cache misses are judged against the earlier run of the same name, "
+        f"{escape_markdown(run_labels(runs)[earlier])}."
+        if earlier
+        else "Largest first. No earlier run of this name: a cache miss cannot be compared with an earlier hit."
+    )
+    if not found:
+        st.success(qc.NOTHING_TO_EXPLAIN)
+    for c in found:
+        st.markdown(qc.markdown_line(c.text, [(link.label, ui.href(link)) for link in qc.run_links(c, run_id)]))
 
 with st.expander("Environment"):
     st.dataframe(q.run_facts(run), hide_index=True)

@@ -7,6 +7,7 @@ its module returns, and calls each module's ``cached_*`` entry points with a ``S
 - ``run``: the Run page (summary cards, graphs, the compile timeline, failures);
 - ``graph``: the Graph page (stage tree, caches, metrics, kernels, Triton autotuning);
 - ``compare``: the Compare page (two runs, graph by graph and kernel by kernel, the verdict);
+- ``causes``: the causes the Compare and Run pages name first, linked to their evidence;
 - ``trends``: the Trends page (compile latency percentiles and cache hit ratio per run);
 - ``job``: the Job page (the ranks of one job side by side).
 

@@ -65,15 +65,15 @@ def graph_change_rows(d: RunDiff) -> pd.DataFrame:
                 "graph": change_label(gc),
                 "status": gc.status,
                 "outcome": (oa if oa == ob else f"{oa} \u2192 {ob}") if gc.status == "matched" else (ob or oa),
-                "A s": a.get("duration_s"),
-                "B s": b.get("duration_s"),
+                "A s": a.get("work_s"),  # compile work: waits for a worker apart
+                "B s": b.get("work_s"),
                 "delta s": gc.duration_delta_s,
-                "change": _pct(a.get("duration_s"), b.get("duration_s")) if gc.status == "matched" else None,
+                "change": _pct(a.get("work_s"), b.get("work_s")) if gc.status == "matched" else None,
                 "kernels +": counts["added"] if gc.kernels_compared else None,
                 "kernels -": counts["removed"] if gc.kernels_compared else None,
                 "kernels ~": counts["changed"] if gc.kernels_compared else None,
                 "kernels =": counts["unchanged"] if gc.kernels_compared else None,
-                "regression": gc.status == "matched" and is_regression(a.get("duration_s"), b.get("duration_s")),
+                "regression": gc.status == "matched" and is_regression(a.get("work_s"), b.get("work_s")),
             }
         )
     return pd.DataFrame(
@@ -414,7 +414,7 @@ def verdict(d: RunDiff) -> list[str]:
     matched = [gc for gc in d.graph_changes if gc.status == "matched" and gc.duration_delta_s is not None]
     if matched:
         gc = max(matched, key=lambda g: abs(g.duration_delta_s or 0.0))
-        a_s, b_s = gc.a["duration_s"], gc.b["duration_s"]
+        a_s, b_s = gc.a["work_s"], gc.b["work_s"]
         delta = b_s - a_s
         if abs(delta) >= REGRESSION_MIN_S and a_s:
             direction = "slower" if delta > 0 else "faster"
@@ -434,8 +434,8 @@ def verdict(d: RunDiff) -> list[str]:
                     because.append(words)
             out.append(sentence + (": " + "; ".join(because) if because else "") + ".")
     if matched and (d.graphs["added"] or d.graphs["removed"]):
-        ma = sum(gc.a["duration_s"] for gc in matched)
-        mb = sum(gc.b["duration_s"] for gc in matched)
+        ma = sum(gc.a["work_s"] for gc in matched)
+        mb = sum(gc.b["work_s"] for gc in matched)
         out.append(
             f"On the {len(matched)} graph{'s' if len(matched) != 1 else ''} both runs compiled: "
             f"{_change_words(ma, mb)}."

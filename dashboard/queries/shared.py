@@ -1,5 +1,5 @@
 """What every query module shares: the store, opened read-only; the :class:`Source` that keys
-every cached query; the cache; and two value formatters.
+every cached query; the cache; two value formatters; and markdown escaping.
 
 The pages call the cached entry points (``cached_*`` in each page's module) with a
 :class:`Source`: the store's location plus its :func:`fingerprint`, so a new run or report
@@ -17,6 +17,8 @@ The store is always opened read-only (``open_store(location, readonly=True)``: S
 from __future__ import annotations
 
 import datetime as dt
+import re
+import string
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -81,3 +83,14 @@ def value_text(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return f"{len(v)} values" if len(v) > 8 else str(list(v))
     return str(v)
+
+
+# Every ASCII punctuation character: CommonMark lets each be escaped with a backslash, which also
+# keeps Streamlit's own syntax (``:emoji:``, ``:red[...]``, ``$math$``) out of store text.
+_MARKDOWN = re.compile(f"([{re.escape(string.punctuation)}])")
+
+
+def escape_markdown(text: str) -> str:
+    """Store text for ``st.markdown``: on one line, every markdown character escaped, so it reads
+    as written and never becomes a link, a heading, a list or a colour."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))

@@ -63,7 +63,8 @@ class GraphChange:
     order: int
     a: dict[str, Any] | None = None  # a summary of the report in run A
     b: dict[str, Any] | None = None
-    duration_delta_s: float | None = None
+    duration_delta_s: float | None = None  # compile work, B - A (waits for a worker apart)
+    wait_delta_s: float | None = None
     kernels_compared: bool = True  # False when a side has no kernel inventory (cache hit, failure)
     kernels: list[KernelChange] = field(default_factory=list)
     stage_deltas: list[dict[str, Any]] = field(default_factory=list)
@@ -113,6 +114,8 @@ def _summary(r: CompileReport) -> dict[str, Any]:
         "compile_id": r.compile_id,
         "outcome": r.outcome,
         "duration_s": r.duration_s,
+        "work_s": r.work_s,  # compile work: the duration less the waits for a worker
+        "wait_s": r.wait_s,
         "worker_pid": r.worker_pid,
         "kernels": len(r.kernels),
         "failure": r.failure.kind if r.failure else None,
@@ -309,7 +312,8 @@ def _run_summary(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> di
         "torch": run.get("torch"),
         "device": run.get("device"),
         "graphs": len(reports),
-        "compile_s": sum(r.duration_s for r in reports),
+        "compile_s": sum(r.work_s for r in reports),  # compile work; waits for a worker apart
+        "wait_s": sum(r.wait_s for r in reports),
     }
 
 
@@ -364,7 +368,8 @@ def compare_runs(
             pending.append((change, _Pending([], [], list(rb.kernels) if change.kernels_compared else [])))
         else:
             change = new("matched", key, ra, rb)
-            change.duration_delta_s = rb.duration_s - ra.duration_s
+            change.duration_delta_s = rb.work_s - ra.work_s
+            change.wait_delta_s = rb.wait_s - ra.wait_s
             change.stage_deltas = stage_deltas(stage_totals([ra]), stage_totals([rb]))
             change.metric_deltas = metric_deltas(metric_totals([ra]), metric_totals([rb]))
             change.kernels_compared = _has_inventory(ra) and _has_inventory(rb)

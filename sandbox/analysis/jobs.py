@@ -57,7 +57,7 @@ class RankGraph:
     outcome: str
     cache: str  # e.g. "fx_graph miss, aot_autograd miss"
     graph_hash: str | None
-    duration_s: float
+    duration_s: float  # compile work, waits apart
     kernels: int
     kernel_changes: dict[str, int] | None = None  # against the reference rank; None: not comparable
     straggler: bool = False
@@ -94,11 +94,12 @@ class RankRun:
     pid: int | None
     started_at: float | None
     graphs: int
-    compile_s: float
+    compile_s: float  # compile work
     cache_hits: int
     failures: int
     restarts: int  # earlier runs of this rank in the job, left out
     straggler: bool = False
+    wait_s: float = 0.0  # waiting for a worker or a lock, kept apart from compile_s
 
 
 @dataclass
@@ -246,7 +247,7 @@ def analyse_job(
     graphs = []
     for key, by_rank in keyed.items():
         co_name, filename, line, kind, order = key
-        durations = {rank: r.duration_s for rank, r in by_rank.items()}
+        durations = {rank: r.work_s for rank, r in by_rank.items()}  # waits apart
         slow = stragglers(durations)
         rows = []
         for rank, r in sorted(by_rank.items()):
@@ -260,7 +261,7 @@ def analyse_job(
                     outcome=r.outcome,
                     cache=labels.verdict(r),
                     graph_hash=r.graph.get("hash"),
-                    duration_s=r.duration_s,
+                    duration_s=r.work_s,
                     kernels=len(r.kernels),
                     kernel_changes=changes,
                     straggler=rank in slow,
@@ -303,7 +304,7 @@ def analyse_job(
         graphs.append(g)
     graphs.sort(key=_first_index)
 
-    totals = {rank: sum(r.duration_s for r in reports[rank]) for rank in ranks}
+    totals = {rank: sum(r.work_s for r in reports[rank]) for rank in ranks}  # compile work, waits apart
     slow_ranks = stragglers(totals)
     rank_runs = [
         RankRun(
@@ -314,6 +315,7 @@ def analyse_job(
             started_at=run.get("started_at"),
             graphs=len(reports[rank]),
             compile_s=totals[rank],
+            wait_s=sum(r.wait_s for r in reports[rank]),
             cache_hits=sum(1 for r in reports[rank] if r.outcome == "cache_hit"),
             failures=sum(1 for r in reports[rank] if r.outcome == "failed"),
             restarts=restarts.get(rank, 0),
@@ -391,13 +393,13 @@ def compare_jobs(
             GraphAgainst(
                 *key,
                 status=status,
-                earlier_s=statistics.median(r.duration_s for r in a) if a else None,
-                now_s=statistics.median(r.duration_s for r in b) if b else None,
+                earlier_s=statistics.median(r.work_s for r in a) if a else None,
+                now_s=statistics.median(r.work_s for r in b) if b else None,
                 hash_changed=bool(a and b and hashes_a != hashes_b),
             )
         )
-    totals_then = [sum(r.duration_s for r in rs) for rs in then_reports.values()]
-    totals_now = [sum(r.duration_s for r in rs) for rs in reports.values()]
+    totals_then = [sum(r.work_s for r in rs) for rs in then_reports.values()]
+    totals_now = [sum(r.work_s for r in rs) for rs in reports.values()]
     return JobComparison(
         earlier=earlier_job,
         ranks=ranks,

@@ -4,6 +4,7 @@
     sandbox runs [--name N] [--tag T] [--since DATE] [--until DATE] [--limit N] [--json]
     sandbox show RUN [--json] [--sources]
     sandbox diff RUN_A RUN_B [--json]
+    sandbox explain RUN [--json]
     sandbox job [JOB] [--against EARLIER_JOB] [--all] [--json]
     sandbox spool [--upload]
     sandbox export-trace RUN -o FILE
@@ -29,8 +30,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from sandbox.analysis import jobs
+from sandbox.analysis import causes, jobs
 from sandbox.analysis.diff import RunDiff, compare_runs
+from sandbox.analysis.run_causes import explain_run
 from sandbox.cli import render
 from sandbox.record.report import CompileReport
 from sandbox.sinks.perfetto import chrome_trace
@@ -108,9 +110,34 @@ def load_run(store: Store, ref: str, with_sources: bool = False) -> tuple[dict[s
 
 
 def diff_runs(store: Store, ref_a: str, ref_b: str) -> RunDiff:
+    return diff_and_causes(store, ref_a, ref_b)[0]
+
+
+def diff_and_causes(store: Store, ref_a: str, ref_b: str) -> tuple[RunDiff, list[causes.Cause]]:
+    """Run A against run B: the comparison and its causes, ranked (the best explanation first)."""
     run_a, reports_a = load_run(store, ref_a)
     run_b, reports_b = load_run(store, ref_b)
-    return compare_runs(run_a, reports_a, run_b, reports_b, load_sources=store.kernel_sources)
+    d = compare_runs(run_a, reports_a, run_b, reports_b, load_sources=store.kernel_sources)
+    return d, causes.explain(run_a, reports_a, run_b, reports_b)
+
+
+def earlier_run(store: Store, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest run of the same name that started before ``run``; None for an unnamed run."""
+    if not run.get("name"):
+        return None
+    started = run.get("started_at") or 0.0
+    older = store.runs(name=run["name"], until=started)  # newest first
+    return next((r for r in older if r["run_id"] != run["run_id"] and (r.get("started_at") or 0.0) < started), None)
+
+
+def run_causes(
+    store: Store, ref: str
+) -> tuple[dict[str, Any], list[CompileReport], dict[str, Any] | None, list[causes.Cause]]:
+    """One run's causes, largest first, its cache misses judged against the newest earlier run of its name."""
+    run, reports = load_run(store, ref)
+    earlier = earlier_run(store, run)
+    before = store.reports(earlier["run_id"]) if earlier else []
+    return run, reports, earlier, explain_run(run, reports, earlier=before)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -143,11 +170,20 @@ def cmd_show(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_diff(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    d = diff_runs(store, args.run_a, args.run_b)
+    d, found = diff_and_causes(store, args.run_a, args.run_b)
     if args.json:
-        _dump(d.to_dict(), out)
+        _dump({**d.to_dict(), "verdict": [c.to_dict() for c in found]}, out)
     else:
-        out.write(render.diff(d) + "\n")
+        out.write(render.diff(d, found) + "\n")
+    return 0
+
+
+def cmd_explain(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    run, reports, earlier, found = run_causes(store, args.run)
+    if args.json:
+        _dump([c.to_dict() for c in found], out)
+    else:
+        out.write(render.explain(run, reports, earlier, found) + "\n")
     return 0
 
 
@@ -278,10 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="the run and its reports as JSON")
     p.add_argument("--sources", action="store_true", help="with --json: include kernel sources")
 
-    p = sub.add_parser("diff", parents=[common], help="compare two runs: graphs, kernels, stage times, metrics")
+    p = sub.add_parser(
+        "diff", parents=[common], help="compare two runs: why they differ, then graphs, kernels, stage times, metrics"
+    )
     p.add_argument("run_a", metavar="RUN_A")
     p.add_argument("run_b", metavar="RUN_B")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    p = sub.add_parser(
+        "explain", parents=[common], help="why one run compiled what it did: graph breaks, recompiles, cache misses"
+    )
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--json", action="store_true", help="the causes as a JSON list, largest first")
 
     p = sub.add_parser("job", parents=[common], help="one job's ranks side by side: rank divergence, stragglers")
     p.add_argument(
@@ -313,6 +357,7 @@ COMMANDS: dict[str, Callable[[Store, argparse.Namespace, TextIO], int]] = {
     "runs": cmd_runs,
     "show": cmd_show,
     "diff": cmd_diff,
+    "explain": cmd_explain,
     "job": cmd_job,
     "export-trace": cmd_export_trace,
     "gc": cmd_gc,

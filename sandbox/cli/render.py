@@ -201,6 +201,49 @@ def failure(r: CompileReport) -> list[str]:
     return lines
 
 
+# -- causes ---------------------------------------------------------------------------------
+
+# ``sandbox diff`` names this many causes; ``--json`` has them all.
+MAX_CAUSES = 5
+NO_CAUSE = "nothing explains a difference: the same graphs, caches, config and versions"
+NOTHING_TO_EXPLAIN = "nothing to explain: no graph break, recompile, FX graph cache miss or failure"
+
+
+def cause_lines(found: Sequence[Any], limit: int | None = None, more: str = "") -> list[str]:
+    """One numbered line per cause (a :class:`sandbox.analysis.causes.Cause`), at most ``limit``,
+    then how many were left out."""
+    shown = list(found if limit is None else found[:limit])
+    lines = [f"  {i}. {c.text}" for i, c in enumerate(shown, 1)]
+    if len(found) > len(shown):
+        lines.append(f"  ... and {len(found) - len(shown)} more{more}")
+    return lines
+
+
+def explain(
+    run: dict[str, Any], reports: Sequence[CompileReport], earlier: dict[str, Any] | None, found: Sequence[Any]
+) -> str:
+    """``sandbox explain``: one run's causes, largest first."""
+    name = f" {run['name']!r}" if run.get("name") else ""
+    total = sum(r.duration_s for r in reports)
+    out = [
+        f"run {short_id(run['run_id'])}{name}  {when(run.get('started_at'))}  ({len(reports)} graphs, {total:.2f} s)"
+    ]
+    if earlier is not None:
+        out.append(
+            f"  cache misses judged against the earlier run {short_id(earlier['run_id'])} "
+            f"({when(earlier.get('started_at'))})"
+        )
+    elif run.get("name"):
+        out.append(f"  no earlier run named {run['name']!r} to judge cache misses against")
+    out.append("")
+    if not found:
+        out.append(NOTHING_TO_EXPLAIN)
+        return "\n".join(out)
+    out.append("why it compiled like this, largest first:")
+    out.extend(cause_lines(found))
+    return "\n".join(out)
+
+
 # -- comparisons ----------------------------------------------------------------------------
 
 
@@ -216,9 +259,20 @@ def _pct(a: float, b: float) -> str:
     return f", {(b - a) / a:+.0%}" if a else ""
 
 
-def diff(d: Any, stages: int = 10, metrics: int = 15) -> str:
-    """``sandbox diff``: a :class:`sandbox.analysis.diff.RunDiff` for the terminal."""
+def diff(d: Any, found: Sequence[Any] | None = None, stages: int = 10, metrics: int = 15) -> str:
+    """``sandbox diff``: a :class:`sandbox.analysis.diff.RunDiff` for the terminal, its causes
+    (``found``: :class:`sandbox.analysis.causes.Cause`, ranked) first."""
     out = [_run_line("A", d.a), _run_line("B", d.b)]
+    if found is not None:
+        out.append("")
+        if found:
+            out.append("why:")
+            out.extend(cause_lines(found, MAX_CAUSES, " (sandbox diff --json lists them all)"))
+        else:
+            out.append(f"why: {NO_CAUSE}")
+        if d.environment:
+            out.append("")
+            out.append("what differs:")
     for key, (va, vb) in sorted(d.environment.items()):
         out.append(f"  {key}: {va!r} -> {vb!r}")
     g, k = d.graphs, d.kernels
@@ -229,6 +283,9 @@ def diff(d: Any, stages: int = 10, metrics: int = 15) -> str:
     )
     ta, tb = d.a["compile_s"], d.b["compile_s"]
     out.append(f"compile time: {ta:.2f} s -> {tb:.2f} s ({tb - ta:+.2f} s{_pct(ta, tb)})")
+    wa, wb = d.a.get("wait_s", 0.0), d.b.get("wait_s", 0.0)
+    if wa or wb:  # kept apart from compile work: a wait says how busy the workers were, not the compile
+        out.append(f"waiting for a worker: {wa:.2f} s -> {wb:.2f} s ({wb - wa:+.2f} s)")
 
     rows = []
     for gd in d.graph_changes:
@@ -248,15 +305,15 @@ def diff(d: Any, stages: int = 10, metrics: int = 15) -> str:
                 {"matched": " ", "added": "+", "removed": "-"}[gd.status],
                 shorten(change_label(gd), 48),
                 oc.replace("_", "-"),
-                seconds(ra.get("duration_s")),
-                seconds(rb.get("duration_s")),
+                seconds(ra.get("work_s", ra.get("duration_s"))),
+                seconds(rb.get("work_s", rb.get("duration_s"))),
                 signed(gd.duration_delta_s) if gd.status == "matched" else "-",
                 kern,
             ]
         )
     if rows:
         out.append("")
-        out.append(table(["", "graph", "outcome", "A s", "B s", "delta s", "kernels"], rows, right=(3, 4, 5)))
+        out.append(table(["", "graph", "outcome", "A work s", "B work s", "delta s", "kernels"], rows, right=(3, 4, 5)))
 
     changes = [(gd, kc) for gd in d.graph_changes for kc in gd.kernels if kc.status != "unchanged"]
     if changes:

@@ -19,6 +19,7 @@ from sandbox.torch_adapter import dynamo, remote_cache, triton
 from sandbox.torch_adapter import events as torch_events
 
 MAX_INPUTS = 64
+MAX_CALLS = 64  # distinct callables named in graph["calls"]
 
 
 def _dims(values: Any) -> list[Any]:
@@ -93,6 +94,26 @@ def recompile(compile_id: str | None, reason: str | None) -> dict[str, Any] | No
     return {"frame": int(frame), "count": int(count), "reason": reason}
 
 
+def graph_calls(gm: Any) -> dict[str, int]:
+    """What the user's code calls in the graph dynamo captured (``relu``, ``linear``, ``mul``,
+    ``sin``), counted: a comparison names the call that changed even where a cache served the
+    graph and there are no kernels to compare."""
+    calls: dict[str, int] = {}
+    try:
+        for node in gm.graph.nodes:
+            if node.op == "call_function":
+                name = getattr(node.target, "__name__", None) or str(node.target)
+            elif node.op == "call_method":
+                name = str(node.target)
+            else:
+                continue
+            if name in calls or len(calls) < MAX_CALLS:
+                calls[name] = calls.get(name, 0) + 1
+    except Exception:  # a nicety: never fail a compile for it
+        return {}
+    return dict(sorted(calls.items()))
+
+
 def dynamo_graph(gm: Any, example_inputs: Sequence[Any], compile_id: str | None) -> dict[str, Any]:
     """Everything a backend call records once for every report of its graph: the graph hash, the
     input signature, why dynamo ended the graph there, and the guard that failed on a recompile."""
@@ -103,6 +124,7 @@ def dynamo_graph(gm: Any, example_inputs: Sequence[Any], compile_id: str | None)
     graph_hash, inputs = graph_signature(code, example_inputs, dynamo.symbolic_inputs(gm))
     return {
         "hash": graph_hash,
+        "calls": graph_calls(gm),
         "inputs": inputs,
         "compile_reason": dynamo.compile_reason(gm),
         "recompile": recompile(compile_id, dynamo.recompile_reason()),
@@ -210,6 +232,8 @@ class ReportBuilder:
         r = self.report
         if captured.get("hash"):
             r.graph["hash"] = captured["hash"]
+        if captured.get("calls"):
+            r.graph["calls"] = dict(captured["calls"])
         r.inputs = list(captured.get("inputs") or [])
         r.compile_reason = captured.get("compile_reason")
         r.recompile = captured.get("recompile")

@@ -98,6 +98,16 @@ class CompileReport:
     cache_keys: dict[str, Any] = field(default_factory=dict)  # per cache (fx_graph, aot_autograd): key, components
 
     @property
+    def wait_s(self) -> float:
+        """Seconds the graph waited for a worker: recorded, but not compile work."""
+        return sum(s.duration_s for s in self.stages if s.name == "wait_for_worker" and s.origin == "parent")
+
+    @property
+    def work_s(self) -> float:
+        """Seconds of compile work: the duration less the waits, which totals and deltas keep apart."""
+        return max(self.duration_s - self.wait_s, 0.0)
+
+    @property
     def where(self) -> str:
         loc = f"{self.filename}:{self.line}" if self.filename else "unknown location"
         return f"{self.co_name or '?'} ({loc})"

@@ -367,11 +367,21 @@ def test_diff_shows_graphs_kernels_stages_and_metrics(
         and f"B  {runs['candidate'].run_id[:12]} 'candidate'" in out
     )
     assert "inductor_config.max_autotune: None -> True" in out
+    # the causes first, numbered, before every table:
+    why = out[out.index("\nwhy:\n") : out.index("graphs:")].splitlines()
+    # graphs only one run compiled (nothing else explains them), the failed graph, the mode, the longer wait
+    assert why[2] == "  1. B compiled 1 graph of forward at model.py:20 that A did not, +0.8 s"
+    assert why[3] == "  2. A compiled 1 graph of eval_step at train.py:30 that B did not, -0.8 s"
+    assert why[4].startswith("  3. B's forward graph of loss_fn at train.py:5 failed to compile (crash: worker 4242")
+    assert why[5] == "  4. B compiles with another mode, max_autotune=True (A: default)"
+    assert why[6].startswith("  5. B waited 2.5 s longer for a worker")
     assert "graphs:  3 matched, 1 added, 1 removed" in out
     # forward: gelu changed, relu renamed (changed), softmax added, addmm unchanged;
     # backward: sum removed, threshold unchanged; recompile: gelu added; eval_step: argmax removed.
     assert "kernels: 2 added, 2 removed, 2 changed, 2 unchanged" in out
-    assert "compile time: 4.00 s -> 6.50 s (+2.50 s, +62%)" in out
+    # compile work is the same (4 graphs of 0.8 s each side); the 2.5 s more wait is kept apart
+    assert "compile time: 3.20 s -> 3.20 s (+0.00 s, +0%)" in out
+    assert "waiting for a worker: 0.80 s -> 3.30 s (+2.50 s)" in out
     rows = out[out.index("  graph ") : out.index("kernel changes:")].splitlines()[2:-1]
     assert [r[:1] + re.split(r"\s{2,}", r[3:])[0] for r in rows] == [
         " forward (model.py:20) forward",
@@ -381,7 +391,7 @@ def test_diff_shows_graphs_kernels_stages_and_metrics(
         "-eval_step (train.py:30) inference",
     ]
     assert "isolated -> failed" in rows[2] and "n/a (no inventory)" in rows[2]
-    assert rows[0].split()[-6:] == ["1.00", "2.50", "+1.50", "+1", "-0", "~2"]
+    assert rows[0].split()[-6:] == ["0.80", "0.80", "+0.00", "+1", "-0", "~2"]  # work; B's longer wait apart
     assert "    ~ cpp_fused_gelu_0 (source " in out
     assert "    ~ cpp_fused_relu_1 -> cpp_fused_relu_add_2 (source " in out
     assert "    + cpp_fused_softmax_3 (cpp, " in out
@@ -416,6 +426,14 @@ def test_diff_json_parses(filled: tuple[Path, dict[str, Run]], capsys: pytest.Ca
     assert {g["status"] for g in d["graph_changes"]} == {"matched", "added", "removed"}
     wait = next(s for s in d["stage_deltas"] if s["stage"] == "wait_for_worker")
     assert wait["delta_s"] == pytest.approx(2.5) and wait["origin"] == "parent"
+    assert [v["cause"] for v in d["verdict"]] == [
+        "graph_change",
+        "graph_change",
+        "compile_failure",
+        "mode_change",
+        "environment",
+    ]
+    assert all({"cause", "text", "graphs", "seconds"} <= set(v) for v in d["verdict"])
 
 
 def test_diff_of_a_run_with_itself_is_all_unchanged(
@@ -426,6 +444,9 @@ def test_diff_of_a_run_with_itself_is_all_unchanged(
     assert d["graphs"] == {"matched": 4, "added": 0, "removed": 0}
     assert d["kernels"] == {"added": 0, "removed": 0, "changed": 0, "unchanged": 7}
     assert d["stage_deltas"] == [] and d["metric_deltas"] == [] and d["environment"] == {}
+    assert d["verdict"] == []
+    rc, out, _ = cli(capsys, "--store", str(filled[0]), "diff", "baseline", "baseline")
+    assert rc == 0 and "\nwhy: nothing explains a difference: the same graphs, caches, config and versions\n" in out
 
 
 def test_kernel_matching_by_name_then_similarity() -> None:

@@ -5,6 +5,7 @@ app on a store at a page, the others read what it rendered."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -49,3 +50,14 @@ def texts(at: AppTest) -> str:
     parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
     parts += [s.value for s in at.success] + [s.value for s in at.subheader]
     return "\n".join(parts)
+
+
+def plain(markdown: str) -> str:
+    """Markdown as it reads: the backslash escapes that keep store text from being markdown removed."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def numbers(at: AppTest) -> str:
+    """The Compare page's summary in numbers (``dashboard.queries.compare.verdict``), as it reads."""
+    [block] = [e for e in at.expander if e.label == "What changed, in numbers"]
+    return plain(block.markdown[0].value)

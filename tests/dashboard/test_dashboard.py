@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pytest
-from apptest_pages import check, frame, metrics, open_page, texts
+from apptest_pages import check, frame, metrics, numbers, open_page, plain, texts
 from dashboard_stores import ROOT, RealStore, make_gpu_store, make_real_store, store_files
 from streamlit.testing.v1 import AppTest
 
@@ -122,6 +122,7 @@ def test_run_page_cards_timeline_and_graphs(real: RealStore) -> None:
     ]
     assert set(bars["outcome"]) == {"isolated"} and set(bars["caches"]) == {"fx miss, aot miss"}
     assert "Failures (0)" in texts(at) and "No graph failed to compile." in texts(at)
+    assert "Why it compiled like this" in texts(at) and "2 graphs missed the FX graph cache" in texts(at)
     assert at.query_params["run"] == real.run_ids["baseline"]
 
 
@@ -203,7 +204,14 @@ def test_compare_page_real_runs(real: RealStore) -> None:
     m = metrics(at)
     assert m["Graphs matched"] == "2" and m["Graphs only in B / A"] == "2 / 0"
     assert int(m["Kernels changed"]) >= 2 and m["Kernels removed"] == "0" and int(m["Kernels added"]) > 0
-    verdict = at.markdown[0].value
+    # the causes first, largest first: the inplace model's graphs only B compiled, then cpp.simdlen
+    # (linked to its row of the settings); the numbers after
+    assert plain(at.markdown[0].value).startswith("- B compiled 2 graphs of forward at zoo.py:")
+    config = next(m.value for m in at.markdown if plain(m.value).startswith("- B compiles with another Inductor"))
+    assert plain(config).startswith("- B compiles with another Inductor config, cpp.simdlen=1 (A: default)")
+    assert "[setting inductor\\_config\\.cpp\\.simdlen](#differences)" in config
+    assert frame(at, "setting").set_index("setting").loc["inductor_config.cpp.simdlen", "cause"] == "2"
+    verdict = numbers(at)
     assert "inductor_config.cpp.simdlen None → 1" in verdict and f"{m['Kernels changed']} changed" in verdict
     graphs = frame(at, "kernels ~")
     assert list(graphs["status"]) == ["matched", "matched", "added", "added"]
@@ -225,7 +233,7 @@ def test_compare_page_real_runs(real: RealStore) -> None:
 def test_compare_page_defaults_to_the_newest_run_and_its_predecessor(real: RealStore) -> None:
     at = open_page(real.path, "compare")
     assert at.query_params["b"] == real.run_ids["rerun"] and at.query_params["a"] == real.run_ids["simd"]
-    assert "Kernels not compared for" in at.markdown[0].value
+    assert "Kernels not compared for" in numbers(at)
 
 
 def test_compare_page_gpu_launch_configs_and_regressions(gpu: tuple[Path, dict[str, str]]) -> None:
@@ -238,7 +246,7 @@ def test_compare_page_gpu_launch_configs_and_regressions(gpu: tuple[Path, dict[s
         "1",
         "2",
     )
-    verdict = at.markdown[0].value
+    verdict = numbers(at)
     assert (
         "backward graph #1 of forward (model.py:10) compiled 50% slower (+1.00 s): kernel compile +0.70 s; "
         "3 new triton kernels."
@@ -358,7 +366,7 @@ def test_pages_on_a_postgresql_store(real: RealStore, postgres: Any) -> None:
     at = open_page(url)
     assert list(frame(at, "cache_hit_ratio")["name"]) == ["rerun", "simd", "baseline"]
     at = open_page(url, "compare", a="baseline", b="simd")
-    assert "inductor_config.cpp.simdlen None → 1" in at.markdown[0].value
+    assert "inductor_config.cpp.simdlen None → 1" in numbers(at)
     assert {"replace"} <= set(frame(at, "line B")["op"])
     at = open_page(url, "graph", run="baseline", graph="0")
     assert at.code[0].language == "cpp" and 'extern "C"' in at.code[0].value

@@ -104,7 +104,7 @@ def test_run_page(chromium: Any, server: str, real: RealStore) -> None:
     page.wait_for_selector('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg')
     # the page's own link opens the comparison with the previous run
     page.get_by_text("Compare with the previous run").click()
-    page.wait_for_selector("text=Verdict", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_selector("text=Why B differs from A", timeout=LOAD_TIMEOUT_MS)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=LOAD_TIMEOUT_MS)
     assert f"a={real.run_ids['simd']}" in page.url and f"b={real.run_ids['rerun']}" in page.url
     assert page.locator('[data-testid="stException"]').count() == 0
@@ -129,8 +129,15 @@ def test_compare_page(chromium: Any, server: str, real: RealStore) -> None:
         "compare",
         '[data-testid="stDataFrame"]',
     )
-    verdict = page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
-    assert "inductor_config.cpp.simdlen None → 1" in verdict
+    # the cause first, as it reads (escaped store text shows no backslash), linked to its setting's row
+    causes = page.locator('[data-testid="stMarkdownContainer"] ul').first
+    assert causes.inner_text().startswith("B compiled 2 graphs of forward at zoo.py:")
+    config = page.locator('[data-testid="stMarkdownContainer"] li').filter(
+        has_text="B compiles with another Inductor config, cpp.simdlen=1 (A: default)"
+    )
+    assert config.get_by_role("link").first.get_attribute("href") == "#differences"
+    numbers = page.locator('[data-testid="stExpander"]').filter(has_text="What changed, in numbers").inner_text()
+    assert "inductor_config.cpp.simdlen None → 1" in numbers
     m = metric_values(page)
     assert m["Graphs matched"] == "2" and int(m["Kernels changed"]) >= 2
     page.get_by_role("tab", name="Unified diff").click()
@@ -186,10 +193,11 @@ def test_compare_page_gpu_store_kernel_table(chromium: Any, gpu_server: tuple[st
     page = load(
         chromium, f"{url}/compare?a={d.a['run_id']}&b={d.b['run_id']}", "compare-gpu", '[data-testid="stDataFrame"]'
     )
-    assert (
-        "inductor_config.max_autotune None → True"
-        in page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
-    )
+    # the cause first (the mode), then the comparison in numbers
+    cause = page.locator('[data-testid="stMarkdownContainer"] ul').first.inner_text()
+    assert cause.startswith("B compiles with another mode, ") and "max_autotune=True (A: default)" in cause
+    numbers = page.locator('[data-testid="stExpander"]').filter(has_text="What changed, in numbers").inner_text()
+    assert "inductor_config.max_autotune None → True" in numbers
     assert metric_values(page)["Kernels added"] == str(d.kernels["added"])
     # The kernel difference table: its grid's accessible cells (the visible rows and columns).
     table = (

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from apptest_pages import check, frame, metrics, open_page, texts
+from apptest_pages import check, frame, metrics, numbers, open_page, texts
 from dashboard_stores import ROOT, store_files
 
 from dashboard.queries import compare, graph, shared
@@ -182,7 +182,7 @@ def test_compare_page_shows_the_kernel_differences(gpu: Gpu) -> None:
     assert m["Kernels changed"] == str(sum(len(e.changed) for e in exp))
     assert m["Kernels unchanged"] == str(sum(len(e.unchanged) for e in exp))
     assert m["Graphs matched"] == "2" and m["Graphs only in B / A"] == "0 / 0"
-    verdict = at.markdown[0].value
+    verdict = numbers(at)
     assert "inductor_config.max_autotune None \u2192 True" in verdict
     assert (
         f"Kernels: {m['Kernels added']} added, {m['Kernels removed']} removed, {m['Kernels changed']} changed"
