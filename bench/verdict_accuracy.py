@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import re
 import subprocess
 import sys
@@ -35,21 +36,27 @@ def one_round(loaded: bool, spinners: int) -> tuple[dict[str, bool], float]:
         p.start()
     t = time.monotonic()
     try:
-        out = subprocess.run(
+        proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", TEST, "-k", "first_sentence"],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=1800,
-        ).stdout
+        )
     finally:
         for p in procs:
             p.terminate()
+    out = proc.stdout
     results = {}
     for status, case in re.findall(
         r"^(PASSED|FAILED|ERROR) \S+first_sentence_names_the_planted_cause\[(\w+)\]", out, re.M
     ):
         results[case] = status == "PASSED"
+    if not results or not all(results.values()):
+        # Keep pytest's own account of a failed round: the ratio alone does not say why.
+        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"verdict-accuracy-{'loaded' if loaded else 'idle'}.log"
+        log.write_text(out + proc.stderr)
+        print(f"  pytest output of this round: {log}", flush=True)
     return results, time.monotonic() - t
 
 
@@ -65,7 +72,7 @@ def main() -> int:
     for i in range(args.rounds):
         state = "loaded" if i % 2 else "idle"
         results, seconds = one_round(state == "loaded", args.spinners)
-        print(f"round {i + 1} ({state}, {seconds:.0f} s): {sum(results.values())} of {len(PAIRS)} named")
+        print(f"round {i + 1} ({state}, {seconds:.0f} s): {sum(results.values())} of {len(PAIRS)} named", flush=True)
         for case in PAIRS:
             if case in results:
                 named[(case, state)].append(results[case])
