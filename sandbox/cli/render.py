@@ -1,6 +1,9 @@
 """Terminal rendering of runs, reports and run comparisons: pure functions, text out.
 
-Nothing here reads a store or writes to a stream; ``sandbox/cli/main.py`` does both.
+Nothing here reads a store or writes to a stream; ``sandbox/cli/main.py`` does both. Store text is
+untrusted: each value is put on one line of printable text (:func:`sandbox.cli.safe_text.printable`:
+table cells, :func:`shorten`, :func:`text`) before it is laid out, and main's stream escapes any
+control character that is left.
 """
 
 from __future__ import annotations
@@ -12,19 +15,22 @@ from typing import Any
 
 from sandbox.analysis import labels
 from sandbox.analysis.jobs import STRAGGLER_FACTOR, STRAGGLER_MIN_S, others_median
+from sandbox.cli.safe_text import printable as text
 from sandbox.record.report import CompileReport
 from sandbox.record.stages import self_times
 
 # -- primitives ---------------------------------------------------------------------------
 
 
-def shorten(text: str, n: int = 60) -> str:
-    return text if len(text) <= n else text[: max(n - 3, 0)] + "..."
+def shorten(value: Any, n: int = 60) -> str:
+    """On one printable line, cut to ``n`` characters."""
+    s = text(value)
+    return s if len(s) <= n else s[: max(n - 3, 0)] + "..."
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
     """Columns two spaces apart, padded to the widest cell; ``right``: column indices to right-align."""
-    rows = [list(r) for r in rows]
+    rows = [[text(c) for c in r] for r in rows]
     right = set(right)
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
 
@@ -54,11 +60,11 @@ def signed(x: float | int | None, digits: int = 2) -> str:
 
 
 def short_id(run_id: str | None) -> str:
-    return (run_id or "-")[:12]
+    return text(run_id or "-")[:12]
 
 
 def code_label(report: CompileReport) -> str:
-    return labels.code(report.co_name, report.filename, report.line)
+    return text(labels.code(report.co_name, report.filename, report.line))
 
 
 # -- stages -------------------------------------------------------------------------------
@@ -91,9 +97,9 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> str:
                 "-" if ratio is None else f"{ratio:.0%}",
                 str(s.get("failures", 0)),
                 seconds(s.get("compile_s", 0.0), 1),
-                r.get("torch") or "-",
+                shorten(r.get("torch") or "-", 24),
                 shorten(r.get("device") or "-", 24),
-                r.get("hostname") or "-",
+                shorten(r.get("hostname") or "-", 24),
             ]
         )
     header = [
@@ -115,18 +121,19 @@ def runs_table(runs: Sequence[dict[str, Any]]) -> str:
 
 def run_header(run: dict[str, Any], reports: Sequence[CompileReport]) -> str:
     name = f"  {run['name']!r}" if run.get("name") else ""
-    tags = f"  tags: {', '.join(run['tags'])}" if run.get("tags") else ""
-    lines = [f"run {run['run_id']}{name}{tags}"]
+    tags = f"  tags: {text(', '.join(run['tags']))}" if run.get("tags") else ""
+    lines = [f"run {text(run['run_id'])}{name}{tags}"]
     lines.append(
-        f"  started {when(run.get('started_at'))} on {run.get('hostname') or '?'}, pid {run.get('pid') or '?'}"
+        f"  started {when(run.get('started_at'))} on {text(run.get('hostname') or '?')}, "
+        f"pid {text(run.get('pid') or '?')}"
     )
-    versions = ", ".join(f"{k} {run.get(k) or '-'}" for k in ("torch", "triton", "python", "cuda"))
-    lines.append(f"  {versions}; device {run.get('device') or '-'}")
+    versions = ", ".join(f"{k} {text(run.get(k) or '-')}" for k in ("torch", "triton", "python", "cuda"))
+    lines.append(f"  {versions}; device {text(run.get('device') or '-')}")
     extras = []
     if run.get("git_revision"):
-        extras.append(f"git {run['git_revision'][:12]}")
+        extras.append(f"git {text(run['git_revision'])[:12]}")
     if run.get("job") or run.get("rank") is not None:
-        extras.append(f"job {run.get('job') or '-'} rank {run.get('rank')}/{run.get('world_size')}")
+        extras.append(text(f"job {run.get('job') or '-'} rank {run.get('rank')}/{run.get('world_size')}"))
     if run.get("argv"):
         extras.append("argv " + shorten(" ".join(run["argv"]), 60))
     if extras:
@@ -171,7 +178,7 @@ def show(run: dict[str, Any], reports: Sequence[CompileReport]) -> str:
     out.append(table(header, rows, right=(0, 4, 5, 8)))
     notes = [r for r in reports if r.reason and r.outcome == "in_process"]
     for r in notes:
-        out.append(f"  #{r.graph_index} ran in-process: {r.reason}")
+        out.append(text(f"  #{r.graph_index} ran in-process: {r.reason}"))
     failed = [r for r in reports if r.failure is not None]
     if failed:
         out.append("")
@@ -192,7 +199,10 @@ def failure(r: CompileReport) -> list[str]:
         r.fallback or "", "raised"
     )
     lines = [
-        f"  #{r.graph_index} {labels.graph(r)} at {code_label(r)}: {f.kind}" + (f" ({', '.join(how)})" if how else "")
+        text(
+            f"  #{r.graph_index} {labels.graph(r)} at {code_label(r)}: {f.kind}"
+            + (f" ({', '.join(how)})" if how else "")
+        )
     ]
     message = (f.message or "").strip().splitlines()
     lines.append(f"      {shorten(message[0], 160) if message else '(no message)'}; {fallback}")
@@ -213,7 +223,7 @@ def cause_lines(found: Sequence[Any], limit: int | None = None, more: str = "") 
     """One numbered line per cause (a :class:`sandbox.analysis.causes.Cause`), at most ``limit``,
     then how many were left out."""
     shown = list(found if limit is None else found[:limit])
-    lines = [f"  {i}. {c.text}" for i, c in enumerate(shown, 1)]
+    lines = [f"  {i}. {text(c.text)}" for i, c in enumerate(shown, 1)]
     if len(found) > len(shown):
         lines.append(f"  ... and {len(found) - len(shown)} more{more}")
     return lines
@@ -250,7 +260,8 @@ def explain(
 def _run_line(label: str, side: dict[str, Any]) -> str:
     name = f" {side['name']!r}" if side.get("name") else ""
     return (
-        f"{label}  {short_id(side['run_id'])}{name}  {when(side.get('started_at'))}  torch {side.get('torch') or '-'}"
+        f"{label}  {short_id(side['run_id'])}{name}  {when(side.get('started_at'))}  "
+        f"torch {text(side.get('torch') or '-')}"
         f"  ({side['graphs']} graphs, {side['compile_s']:.2f} s)"
     )
 
@@ -274,7 +285,7 @@ def diff(d: Any, found: Sequence[Any] | None = None, stages: int = 10, metrics: 
             out.append("")
             out.append("what differs:")
     for key, (va, vb) in sorted(d.environment.items()):
-        out.append(f"  {key}: {va!r} -> {vb!r}")
+        out.append(f"  {text(key)}: {va!r} -> {vb!r}")
     g, k = d.graphs, d.kernels
     out.append("")
     out.append(f"graphs:  {g['matched']} matched, {g['added']} added, {g['removed']} removed")
@@ -352,7 +363,7 @@ def diff(d: Any, found: Sequence[Any] | None = None, stages: int = 10, metrics: 
 def change_label(gd: Any) -> str:
     """``forward (model.py:20) backward``; ``#1`` and up for later graphs of the same code."""
     where = f"{os.path.basename(gd.filename)}:{gd.line}" if gd.filename else "?"
-    return f"{gd.co_name or '?'} ({where}) {gd.graph_kind}" + (f" #{gd.order}" if gd.order else "")
+    return text(f"{gd.co_name or '?'} ({where}) {gd.graph_kind}" + (f" #{gd.order}" if gd.order else ""))
 
 
 def _num(x: float | int, sign: bool = False) -> str:
@@ -364,9 +375,9 @@ def _num(x: float | int, sign: bool = False) -> str:
 def kernel_change(kc: Any) -> str:
     mark = {"added": "+", "removed": "-", "changed": "~", "unchanged": "="}[kc.status]
     if kc.status == "added":
-        return f"{mark} {kc.name_b} ({kc.kind}, {kc.lines_b} lines)"
+        return text(f"{mark} {kc.name_b} ({kc.kind}, {kc.lines_b} lines)")
     if kc.status == "removed":
-        return f"{mark} {kc.name_a} ({kc.kind}, {kc.lines_a} lines)"
+        return text(f"{mark} {kc.name_a} ({kc.kind}, {kc.lines_a} lines)")
     name = kc.name_a if kc.name_a == kc.name_b else f"{kc.name_a} -> {kc.name_b}"
     what = []
     if kc.source_changed:
@@ -375,10 +386,11 @@ def kernel_change(kc: Any) -> str:
         what.append(f"lines {kc.lines_a} -> {kc.lines_b}")
     for field, (va, vb) in sorted(kc.fields.items()):
         what.append(f"{field} {va!r} -> {vb!r}")
-    return f"{mark} {name} ({'; '.join(what) or kc.kind})"
+    return text(f"{mark} {name} ({'; '.join(what) or kc.kind})")
 
 
 def gc(deleted: Sequence[str], left: int, location: str) -> str:
+    location = text(location)
     if not deleted:
         return f"nothing to delete; {left} runs in {location}"
     ids = ", ".join(short_id(r) for r in deleted[:5]) + (", ..." if len(deleted) > 5 else "")
@@ -389,7 +401,7 @@ def gc(deleted: Sequence[str], left: int, location: str) -> str:
 
 
 def _ranks(ranks: Sequence[int]) -> str:
-    return ", ".join(str(r) for r in ranks) or "-"
+    return text(", ".join(str(r) for r in ranks) or "-")
 
 
 def _finding_lines(g: Any) -> list[str]:
@@ -402,7 +414,8 @@ def _finding_lines(g: Any) -> list[str]:
         out.append(f"not compiled on ranks {_ranks(g.missing)}")
     if "cache" in g.findings:
         out.append(
-            "cache outcomes: " + "; ".join(f"{label} on ranks {_ranks(rs)}" for label, rs in g.cache_groups.items())
+            "cache outcomes: "
+            + "; ".join(f"{text(label)} on ranks {_ranks(rs)}" for label, rs in g.cache_groups.items())
         )
     if "kernels" in g.findings:
         ref = g.ranks[0].rank
@@ -430,7 +443,9 @@ def job(report: Any, all_graphs: bool = False) -> str:
     """``sandbox job``: a :class:`sandbox.analysis.jobs.JobReport` for the terminal."""
     hosts = sorted({r.hostname for r in report.runs if r.hostname})
     size = f"world size {report.world_size}" if report.world_size else "world size unknown"
-    out = [f"job {report.job}: {len(report.runs)} ranks ({size}) on {len(hosts)} host(s): {', '.join(hosts) or '-'}"]
+    out = [
+        text(f"job {report.job}: {len(report.runs)} ranks ({size}) on {len(hosts)} host(s): {', '.join(hosts) or '-'}")
+    ]
     if report.missing_ranks:
         out.append(f"  ranks with no run in the store: {_ranks(report.missing_ranks)}")
     rows = []
@@ -474,7 +489,7 @@ def job(report: Any, all_graphs: bool = False) -> str:
     )
     for g in report.graphs if all_graphs else divergent:
         out.append("")
-        out.append(f"{change_label(g)}: {', '.join(g.findings) or 'the same on every rank'}")
+        out.append(f"{change_label(g)}: {text(', '.join(g.findings) or 'the same on every rank')}")
         for line in _finding_lines(g):
             out.append(f"  {line}")
         rows = []
@@ -508,7 +523,8 @@ def job(report: Any, all_graphs: bool = False) -> str:
         out.append("")
         ta, tb = a.compile_s
         out.append(
-            f"against earlier job {a.earlier}: slowest rank {ta:.2f} s -> {tb:.2f} s ({tb - ta:+.2f} s{_pct(ta, tb)})"
+            f"against earlier job {text(a.earlier)}: "
+            f"slowest rank {ta:.2f} s -> {tb:.2f} s ({tb - ta:+.2f} s{_pct(ta, tb)})"
         )
         if a.only_earlier or a.only_now:
             out.append(f"  ranks only then: {_ranks(a.only_earlier)}; only now: {_ranks(a.only_now)}")
