@@ -515,6 +515,9 @@ def _environment(
 def _ranked(causes: list[Cause]) -> list[Cause]:
     def key(c: Cause) -> tuple:
         rank = CLASSES.get(c.cause, 2)
-        return (rank, rank < 2 and not c.graphs, -abs(c.seconds))  # a wait explains no graph, yet leads its class
+        # A recorded event (a wait) leads the environment class: "the machine or noise" is what is left
+        # unexplained, so it comes last however many seconds it holds.
+        residual = c.cause == "environment" and not c.evidence
+        return (rank, residual, rank < 2 and not c.graphs, -abs(c.seconds))
 
     return sorted(causes, key=key)

@@ -172,6 +172,17 @@ def test_only_the_machine_differs() -> None:
     assert any("the machine" in c.text for c in causes)
 
 
+def test_a_recorded_wait_leads_the_unexplained_rest() -> None:
+    # B waited 1 s for a worker, yet compiled 3 s faster overall (A ran on a busier machine): the wait,
+    # an event the report recorded, is named first; "the machine or noise" is what is left.
+    a, b = _run(), _run()
+    ra = [_report(a, 0, duration=4.0), _report(a, 1, kind="backward", duration=4.0)]
+    rb = [_report(b, 0, duration=2.5, wait=1.0), _report(b, 1, kind="backward", duration=2.5)]
+    causes = explain(a, ra, b, rb)
+    assert causes[0].text.startswith("B waited 1.0 s longer for a worker"), [c.text for c in causes]
+    assert "the machine" in causes[-1].text
+
+
 def test_the_same_runs_have_no_cause() -> None:
     a, b = _run(), _run()
     assert explain(a, [_report(a, 0)], b, [_report(b, 0)]) == []
