@@ -12,10 +12,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `streamlit run dashboard/app.py` puts dashboard/ on the path, not the repository.
-ROOT = str(Path(__file__).resolve().parent.parent)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# Streamlit runs this file as a script: make the pages' `dashboard.*` imports resolve. Installed,
+# the folder is the package `sandbox.dashboard`; in a checkout, `streamlit run dashboard/app.py`
+# puts dashboard/ on the path, not the repository.
+if Path(__file__).resolve().parent.parent.name == "sandbox":
+    import sandbox.dashboard
+
+    sys.modules.setdefault("dashboard", sandbox.dashboard)
+else:
+    ROOT = str(Path(__file__).resolve().parent.parent)
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
 
 import streamlit as st  # noqa: E402
 

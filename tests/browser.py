@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -126,3 +127,22 @@ def metric_values(page: Any) -> dict[str, str]:
     labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
     values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
     return {label.strip(): value.strip() for label, value in zip(labels, values)}
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                if len(addr) == 8:
+                    found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+                else:
+                    found.add(addr)
+    return found

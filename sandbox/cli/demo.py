@@ -15,9 +15,12 @@ Tracing is on: spans go to an OpenTelemetry collector when one is configured
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import torch
@@ -27,7 +30,7 @@ from sandbox import runtime, zoo
 from sandbox.analysis import labels
 from sandbox.cli.render import shorten, table
 from sandbox.options import Options
-from sandbox.store import StoreError, default_location, open_store
+from sandbox.store import StoreError, default_location, masked, open_store
 
 # The same comparison for every tensor of a zoo run (outputs, losses, gradients,
 # buffers): float32 within rtol 1e-4, atol 1e-5 - a little looser than
@@ -214,9 +217,24 @@ def _stored(opts: Options, run_id: str, expected: int, out: TextIO) -> None:
         out.write(
             f"warning: {expected - stored} of {expected} reports did not reach the store (see the warnings above)\n"
         )
-    prefix = "" if location == default_location() else f"SANDBOX_STORE={location} "
-    out.write(f"See it here with: {prefix}sandbox show {run_id[:12]}\n")
-    out.write(f"To see every compile in the dashboard, then: {prefix}streamlit run dashboard/app.py\n")
+    command = command_name()
+    store_arg = "" if location == default_location() else f" --store {shlex.quote(masked(location))}"
+    out.write(f"See it here with: {command}{store_arg} show {run_id[:12]}\n")
+    out.write(f"To see every compile in the dashboard, then: {command}{store_arg} dashboard\n")
+
+
+def command_name() -> str:
+    """``sandbox`` where that finds this installation, else the script's full path (a venv not activated).
+
+    The demo prints commands to paste: they must work in the user's shell as it is.
+    """
+    here = Path(sys.executable).parent / "sandbox"
+    found = shutil.which("sandbox")
+    if found and here.exists() and Path(found).resolve() == here.resolve():
+        return "sandbox"
+    if here.exists():
+        return shlex.quote(str(here))
+    return shlex.quote(sys.executable) + " -m sandbox.cli"
 
 
 def run_demo(

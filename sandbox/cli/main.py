@@ -9,6 +9,7 @@
     sandbox spool [--upload]
     sandbox export-trace RUN -o FILE
     sandbox gc [--keep N] [--older-than AGE]
+    sandbox dashboard [--port N] [--address ADDR]
 
 ``--store LOCATION`` (before or after the command) picks the store: a path or a
 ``postgresql://`` URL; the default is ``SANDBOX_STORE``, else the SQLite file in the
@@ -33,7 +34,7 @@ from typing import Any, TextIO
 from sandbox.analysis import causes, jobs
 from sandbox.analysis.diff import RunDiff, compare_runs
 from sandbox.analysis.run_causes import explain_run
-from sandbox.cli import render
+from sandbox.cli import render, safe_text
 from sandbox.record.report import CompileReport
 from sandbox.sinks.perfetto import chrome_trace
 from sandbox.store import Store, StoreError, default_location, masked, open_store, spool
@@ -98,6 +99,13 @@ def _non_negative(text: str) -> int:
         n = -1
     if n < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
+
+
+def _port(text: str) -> int:
+    n = _non_negative(text)
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
     return n
 
 
@@ -278,6 +286,15 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return run_demo(args.models, out=out, err=err, store=args.store)
 
 
+def cmd_dashboard(args: argparse.Namespace, out: TextIO) -> int:
+    from sandbox.cli.dashboard import DashboardError, run_dashboard  # looks for Streamlit: other commands don't
+
+    try:
+        return run_dashboard(args.store, args.port, args.address, out=out)
+    except DashboardError as e:
+        raise CommandError(str(e)) from e
+
+
 # -- parser and entry point ---------------------------------------------------------------------
 
 
@@ -350,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gc", parents=[common], help="delete old runs (and kernel sources no run uses)")
     p.add_argument("--keep", type=_non_negative, metavar="N", help="keep the N newest runs")
     p.add_argument("--older-than", metavar="AGE", help="delete runs older than AGE (90s, 30m, 12h, 7d, 2w)")
+
+    p = sub.add_parser("dashboard", parents=[common], help="open the dashboard on this store (127.0.0.1:8501)")
+    p.add_argument("--port", type=_port, metavar="N", help="the port to listen on (default 8501)")
+    p.add_argument(
+        "--address", default="127.0.0.1", metavar="ADDR", help="the address to listen on (default: loopback only)"
+    )
     return parser
 
 
@@ -384,7 +407,7 @@ def _database_error(e: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    out, err = sys.stdout, sys.stderr
+    out, err = safe_text.wrap(sys.stdout), safe_text.wrap(sys.stderr)  # store text is shown, never obeyed
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command
@@ -402,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_demo(args, out, err)
         if command == "spool":
             return cmd_spool(location, args, out, err)
+        if command == "dashboard":
+            return cmd_dashboard(args, out)
         store = _open(location, write=command == "gc")
         try:
             return COMMANDS[command](store, args, out)

@@ -737,8 +737,16 @@ def test_demo_stores_a_run_that_show_diff_and_export_read(
     saved = next(line for line in proc.stdout.splitlines() if line.startswith("run "))
     run_id = saved.split()[1].rstrip(":")
     assert saved == f"run {run_id}: 2 report(s) saved in {store}"
-    assert f"SANDBOX_STORE={store} sandbox show {run_id[:12]}" in proc.stdout
-    assert f"SANDBOX_STORE={store} streamlit run dashboard/app.py" in proc.stdout
+    # The commands the demo prints work when pasted into the user's shell as it is (no venv activated).
+    show = next(line for line in proc.stdout.splitlines() if line.startswith("See it here with: "))
+    assert show.endswith(f"--store {store} show {run_id[:12]}"), show
+    pasted = subprocess.run(
+        show.removeprefix("See it here with: "), shell=True, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert pasted.returncode == 0 and run_id in pasted.stdout, pasted.stdout + pasted.stderr
+    dashboard = next(line for line in proc.stdout.splitlines() if line.startswith("To see every compile"))
+    assert dashboard.endswith(f"--store {store} dashboard"), dashboard
+    assert dashboard.split(": ", 1)[1].split()[0] == show.split(": ", 1)[1].split()[0]  # the command that worked
 
     rc, out, _ = cli(capsys, "--store", str(store), "show", "latest", "--json")
     data = json.loads(out)

@@ -56,7 +56,7 @@ def test_demo_compiles_in_a_worker_then_hits_the_cache(tmp_path: Path) -> None:
         assert row[3].isdigit() and int(row[3]) != first.pid and float(row[4]) > 0, out
     assert "2 graphs from 1 models" in out and "2 isolated, 0 cache hits, 0 in-process, 0 failed" in out, out
     assert "all 1 models match eager" in out, out
-    assert "streamlit run dashboard/app.py" in out
+    assert re.search(r"To see every compile in the dashboard, then: \S*sandbox dashboard$", out, re.M), out
     assert re.search(r"1/1 mlp: matches eager, 2 graph\(s\)", first.stderr), first.stderr
 
     # Same cache directory, new process: both graphs come from the compile caches.

@@ -13,13 +13,22 @@ package (no browser download: Chromium is started from ``/usr/bin/chromium``, or
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import CHROMIUM, LOAD_TIMEOUT_MS, load, metric_values, missing, screenshot, serve, unavailable
+from browser import (
+    CHROMIUM,
+    LOAD_TIMEOUT_MS,
+    listening_addresses,
+    load,
+    metric_values,
+    missing,
+    screenshot,
+    serve,
+    unavailable,
+)
 from dashboard_stores import RealStore, make_real_store
 from support import IN_CI, ROOT
 
@@ -53,25 +62,6 @@ def chromium() -> Iterator[Any]:
         )
         yield browser
         browser.close()
-
-
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            addr, hex_port = local.split(":")
-            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                if len(addr) == 8:
-                    found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
-                else:
-                    found.add(addr)
-    return found
 
 
 @pytest.fixture(scope="module")
