@@ -22,7 +22,7 @@ import torch
 from sandbox import prestart, runtime
 from sandbox.isolation import deferred
 from sandbox.isolation.scheme import EagerFallback, IsolatedCompile, SandboxCompileError, UnpicklableGraphError
-from sandbox.options import Options
+from sandbox.options import OptionError, Options
 from sandbox.record.builder import ReportBuilder, dynamo_graph
 from sandbox.record.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
 from sandbox.torch_adapter import caches, dynamo, events, remote_cache, seam
@@ -77,7 +77,10 @@ def sandbox_backend(
     gm: Any, example_inputs: Sequence[Any], mode: str | None = None, options: dict | None = None
 ) -> Any:
     """The backend registered as ``"sandbox"``."""
-    opts = Options.resolve(mode, options)
+    try:
+        opts = Options.resolve(mode, options)
+    except OptionError as e:
+        dynamo.raise_to_user(e)  # as itself, not wrapped by dynamo: `except sandbox.OptionError` catches it
     rt = runtime.current()
     rt.join_frontend()  # sandbox.warmup()'s background imports, if still running
     rt.ensure_seam(_route)
@@ -223,6 +226,8 @@ def __getattr__(name: str) -> Any:
         if not runtime.in_worker() and prestart.wanted_at_compile():  # an invalid SANDBOX_PRESTART raises here
             try:
                 rt.get_pool(Options.resolve(), started_by="torch.compile")
+            except OptionError:
+                pass  # a bad SANDBOX_* value: reported once, as itself, when the backend first runs
             except Exception:
                 log.warning("sandbox: could not pre-start workers; they start on first compile", exc_info=True)
         return sandbox_backend

@@ -120,6 +120,9 @@ class _Spec:
     parse: Callable[[Any], Any]
     default: Any
     expects: str
+    # The Python types accepted through ``options=`` (None: any): ``{"workers": "2"}`` is a mistake
+    # there, while the environment only has strings and parses them.
+    types: tuple[type, ...] | None = None
 
 
 # Each option's environment variable, declared in the one registry (sandbox/env.py).
@@ -127,12 +130,12 @@ VARIABLE_OF = {v.option: v.name for v in VARIABLES.values() if v.option}
 
 
 SPECS: dict[str, _Spec] = {
-    "workers": _Spec(_positive_int, 1, "a whole number >= 1"),
-    "timeout_s": _Spec(_positive_float_or_none, 1800.0, "seconds > 0, or None for no limit"),
-    "memory_limit_mb": _Spec(_positive_int_or_none, None, "MiB > 0, or None for no limit"),
+    "workers": _Spec(_positive_int, 1, "a whole number >= 1", (int,)),
+    "timeout_s": _Spec(_positive_float_or_none, 1800.0, "seconds > 0, or None for no limit", (int, float, type(None))),
+    "memory_limit_mb": _Spec(_positive_int_or_none, None, "MiB > 0, or None for no limit", (int, type(None))),
     "on_failure": _Spec(_choice("eager", "in_process", "raise"), "eager", "one of 'eager', 'in_process', 'raise'"),
     "unpicklable": _Spec(_choice("in_process", "error"), "in_process", "one of 'in_process', 'error'"),
-    "trace": _Spec(_bool, False, "true or false (1/0, yes/no, on/off)"),
+    "trace": _Spec(_bool, False, "true or false (1/0, yes/no, on/off)", (bool,)),
     "store": _Spec(_store, None, "a file path, a postgresql:// URL, or False to disable"),
     "run_name": _Spec(_name, None, "a name for this run"),
     "tags": _Spec(_tags, (), "comma-separated tags, or a list of strings"),
@@ -140,6 +143,7 @@ SPECS: dict[str, _Spec] = {
         _port_or_none,
         None,
         "a TCP port 1-65535 (local rank N serves on port + N), or None/0 for no endpoint",
+        (int, type(None)),
     ),
     "metrics_addr": _Spec(
         _address,
@@ -148,7 +152,7 @@ SPECS: dict[str, _Spec] = {
     ),
     "pushgateway": _Spec(_name, None, "a Pushgateway address, host:port or http(s)://host:port"),
     "job": _Spec(_name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"),
-    "async": _Spec(_bool, False, "true or false (1/0, yes/no, on/off)"),
+    "async": _Spec(_bool, False, "true or false (1/0, yes/no, on/off)", (bool,)),
 }
 
 # Option names that are Python keywords: the field of ``Options`` that holds them.
@@ -186,7 +190,12 @@ class Options:
         for name, spec in SPECS.items():
             variable = VARIABLE_OF[name]
             if name in (options or {}):
-                values[name] = _parse(name, spec, options[name], f"option {name!r}")  # type: ignore[index]
+                value = options[name]  # type: ignore[index]
+                if spec.types is not None and not isinstance(value, spec.types):
+                    raise OptionError(
+                        f"option {name!r} has a bad value {value!r} ({type(value).__name__}): expected {spec.expects}"
+                    )
+                values[name] = _parse(name, spec, value, f"option {name!r}")
             elif variable in environ:
                 values[name] = _parse(name, spec, environ[variable], f"environment variable {variable}")
             else:

@@ -4,6 +4,11 @@ keys passed through."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from support import run_script
 
@@ -19,8 +24,10 @@ def _error(results: dict, case: str) -> str:
     res = results[case]
     assert res["raised"] is not None, f"{case}: no error"
     assert res["option_error"] is not None, f"{case}: no sandbox.OptionError in {res['raised']['chain']}"
-    # What the user sees (dynamo wraps backend errors) carries the same text.
-    assert res["option_error"] in res["raised"]["message"], res["raised"]["message"]
+    # The user's `except sandbox.OptionError` catches what the call raised: not a dynamo wrapper.
+    assert res["caught_as_option_error"], res["raised"]["chain"]
+    assert res["raised"]["message"] == res["option_error"]
+    assert "\n" not in res["option_error"].strip(), res["option_error"]  # one line: no dynamo hints appended
     return res["option_error"]
 
 
@@ -64,6 +71,40 @@ def test_bad_environment_value(option_errors, case: str, var: str, value: str, v
     assert var in msg and value in msg, msg
     for v in valid:
         assert v in msg, (v, msg)
+
+
+@pytest.mark.parametrize(
+    "case, key, value", [("workers_as_text", "'workers'", "'2'"), ("trace_as_text", "'trace'", "'yes'")]
+)
+def test_text_where_a_number_or_flag_belongs_is_refused(option_errors, case: str, key: str, value: str) -> None:
+    # In options= a string is a mistake (the environment, where everything is text, parses it).
+    msg = _error(option_errors, case)
+    assert key in msg and value in msg and "(str)" in msg, msg
+
+
+def test_an_uncaught_option_error_is_short(tmp_path: Path) -> None:
+    """What a user sees when nothing catches it: the message once, the user's own line, no torch traceback
+    beyond the one frame torch re-raises from, and no BackendCompilerFailed."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\n"
+        "f = torch.compile(lambda x: x * 2, backend='sandbox', options={'workerz': 2})\n"
+        "f(torch.randn(3))\n"
+    )
+    env_case = {"SANDBOX_TIMEOUT_S": "abc"}
+    for extra, needle in (({}, "unknown option 'workerz'"), (env_case, "SANDBOX_TIMEOUT_S has a bad value 'abc'")):
+        if extra:
+            script.write_text(
+                "import torch\nf = torch.compile(lambda x: x * 2, backend='sandbox')\nf(torch.randn(3))\n"
+            )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")} | extra
+        proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert sum(needle in line for line in lines) == 1, proc.stderr  # once
+        assert lines[-1].startswith("sandbox.options.OptionError: "), proc.stderr
+        assert "BackendCompilerFailed" not in proc.stderr and "Set TORCHDYNAMO_VERBOSE" not in proc.stderr, proc.stderr
+        assert len(lines) <= 7, proc.stderr  # Traceback, the user's line (2), torch's re-raise (3), the error
 
 
 def test_unknown_mode_lists_valid_modes(option_errors) -> None:

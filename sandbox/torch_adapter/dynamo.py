@@ -6,7 +6,8 @@ TracingContext, torch._dynamo.convert_frame.compile_lock;
 torch._functorch.config.force_non_lazy_backward_lowering; the GraphModule's
 ``compile_subgraph_reason`` (torch._dynamo.output_graph.GraphCompileReason), the metrics context's
 ``recompile_reason`` (torch._dynamo.utils.get_metrics_context, MetricsContext._metrics), the
-placeholders' ``meta["example_value"]``.
+placeholders' ``meta["example_value"]``; torch._dynamo.exc.ShortenTraceback (errors that reach the user
+as themselves).
 """
 
 from __future__ import annotations
@@ -188,3 +189,37 @@ def symbolic_inputs(gm: Any) -> dict[int, Any]:
     except Exception:  # a record of why is a nicety: never fail a compile for it
         log.debug("sandbox: no symbolic inputs", exc_info=True)
     return out
+
+
+_TO_USER: dict[type, type] = {}
+
+
+def _no_real_stack(self: BaseException) -> Any:
+    raise AttributeError("real_stack")
+
+
+def raise_to_user(error: BaseException) -> None:
+    """Raise ``error`` from a backend so that it reaches the user's ``torch.compile``'d call as itself.
+
+    Dynamo wraps whatever a backend raises in ``BackendCompilerFailed`` with its own frames, except a
+    ``ShortenTraceback``, which it re-raises with those frames cut. A subclass of both the error's
+    type and ShortenTraceback keeps ``except OptionError`` working and the traceback short.
+    """
+    from torch._dynamo.exc import ShortenTraceback
+
+    cls = type(error)
+    sub = _TO_USER.get(cls)
+    if sub is None:
+        sub = type(
+            cls.__name__, (cls, ShortenTraceback), {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        )
+        sub.__init__ = BaseException.__init__  # type: ignore[method-assign]
+        sub.remove_dynamo_frames = lambda self: self.with_traceback(None)  # type: ignore[attr-defined]
+        # Dynamo appends "from user code" and a TORCHDYNAMO_VERBOSE hint to errors that carry a
+        # ``real_stack``, which its tracing contexts attach on the way out: this one never has one.
+        sub.real_stack = property(_no_real_stack, lambda self, value: None)  # type: ignore[attr-defined]
+        sub.__str__ = lambda self: str(self.args[0]).rstrip("\n") if self.args else ""  # and a newline to args[0]
+        _TO_USER[cls] = sub
+    shown = sub(*error.args)
+    shown.first_useful_frame = None  # type: ignore[attr-defined]
+    raise shown from None

@@ -19,6 +19,8 @@ CASES = [
     ("bad_on_failure", {"options": {"on_failure": "ignore"}}, {}),
     ("bad_unpicklable", {"options": {"unpicklable": "maybe"}}, {}),
     ("bad_mode", {"mode": "fastest"}, {}),
+    ("workers_as_text", {"options": {"workers": "2"}}, {}),
+    ("trace_as_text", {"options": {"trace": "yes"}}, {}),
     ("env_bad_on_failure", {}, {"SANDBOX_ON_FAILURE": "explode"}),
     ("env_bad_workers", {}, {"SANDBOX_WORKERS": "two"}),
     ("env_bad_timeout", {}, {"SANDBOX_TIMEOUT_S": "soon"}),
@@ -40,6 +42,8 @@ for name, kwargs, env in CASES:
         option_errors = [c for c in common.chain(e) if isinstance(c, sandbox.OptionError)]
         results[name] = {
             "raised": common.exception_info(e),
+            # What `except sandbox.OptionError:` around the call catches: the error itself, not a wrapper.
+            "caught_as_option_error": isinstance(e, sandbox.OptionError),
             "option_error": str(option_errors[0]) if option_errors else None,
         }
     finally:

@@ -174,3 +174,26 @@ def test_symbolic_inputs_of_a_dynamic_graph() -> None:
     assert str(traced.stride()[0]) == str(traced.shape[1])
     assert static == {}
     assert dynamo.symbolic_inputs(object()) == {}
+
+
+def test_raise_to_user_passes_dynamo_as_itself() -> None:
+    """torch 2.13.0: dynamo re-raises a backend's ``torch._dynamo.exc.ShortenTraceback`` (instead of
+    wrapping it in ``BackendCompilerFailed``), with ``remove_dynamo_frames()``, and appends its hints
+    to errors that carry a ``real_stack``."""
+
+    class Refusal(ValueError):
+        pass
+
+    def backend(gm: Any, example_inputs: Any) -> Any:
+        dynamo.raise_to_user(Refusal("bad option 'x'"))
+
+    f = torch.compile(lambda t: t + 1, backend=backend)
+    try:
+        f(torch.ones(2))
+    except Refusal as e:
+        assert str(e) == "bad option 'x'" and type(e).__name__ == "Refusal"
+        assert not isinstance(e, torch._dynamo.exc.BackendCompilerFailed)
+    else:
+        raise AssertionError("the backend's error did not reach the caller")
+    finally:
+        torch._dynamo.reset()
