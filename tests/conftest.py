@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -37,6 +38,42 @@ from support import (
     missing,
     script_env,
 )
+
+# --- the user's own files: never touched ----------------------------------------------
+#
+# Set at import, before any test or fixture runs: the suite gets a home and a cache folder of its
+# own, and no SANDBOX_* setting of the developer's shell (their store, their collector) leaks in.
+# At the end, the developer's real default store and the demo's span file must be as they were.
+
+_REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch-compile-sandbox"
+_REAL_FILES = [_REAL_CACHE / name for name in ("runs.db", "runs.db-wal", "demo-spans.jsonl")]
+
+
+def _fingerprint(paths: list[Path]) -> dict[str, tuple[int, int] | None]:
+    out: dict[str, tuple[int, int] | None] = {}
+    for path in paths:
+        try:
+            st = path.stat()
+            out[str(path)] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            out[str(path)] = None
+    return out
+
+
+_REAL_BEFORE = _fingerprint(_REAL_FILES)
+SUITE_HOME = Path(tempfile.mkdtemp(prefix="sandbox-tests-home-"))
+os.environ["HOME"] = str(SUITE_HOME)
+os.environ["XDG_CACHE_HOME"] = str(SUITE_HOME / ".cache")
+for _name in [n for n in os.environ if n.startswith("SANDBOX_") and not n.startswith("SANDBOX_TEST_")]:
+    del os.environ[_name]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    changed = [p for p, v in _fingerprint(_REAL_FILES).items() if v != _REAL_BEFORE[p]]
+    if changed:
+        print(f"\nthe test suite wrote into the user's own files: {', '.join(changed)}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 # --- CI: never skip ------------------------------------------------------------------
 

@@ -1,0 +1,38 @@
+"""The suite never touches the developer's own run store or home (conftest.py gives it its own)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import conftest
+
+from sandbox.store import default_location
+
+
+def test_the_suite_has_a_home_of_its_own() -> None:
+    home = conftest.SUITE_HOME
+    assert Path(os.environ["HOME"]) == home and Path(os.environ["XDG_CACHE_HOME"]).is_relative_to(home)
+    assert Path(default_location()).is_relative_to(home)
+    assert not [n for n in os.environ if n.startswith("SANDBOX_") and not n.startswith("SANDBOX_TEST_")]
+
+
+def test_a_command_without_a_store_writes_into_the_suites_home() -> None:
+    # What the suite's commands and scripts inherit: the default store resolves inside the suite's home.
+    out = subprocess.run(
+        [sys.executable, "-c", "from sandbox.store import default_location; print(default_location())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert Path(out).is_relative_to(conftest.SUITE_HOME), out
+    assert str(conftest._REAL_CACHE) not in out
+
+
+def test_the_real_default_store_is_watched() -> None:
+    # The check at the end of the session compares these files with what they were before it started.
+    assert {Path(p).name for p in conftest._REAL_BEFORE} == {"runs.db", "runs.db-wal", "demo-spans.jsonl"}
+    assert all(not Path(p).is_relative_to(conftest.SUITE_HOME) for p in conftest._REAL_BEFORE)
