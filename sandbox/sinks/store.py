@@ -14,10 +14,22 @@ process that writes to this store, or ``sandbox spool --upload``.
 it, a SIGKILL loses nothing. Only when the spool itself cannot be written (say, a
 read-only cache directory) do reports stay in memory alone (``sandbox.reports()``),
 with one warning.
+
+Nothing here waits on the store for long. The writer's own waits are bounded by the store
+(``store/postgres.py``: connecting ``CONNECT_TIMEOUT_S``, each statement
+``WRITER_STATEMENT_TIMEOUT_S`` here). On top of that, ``flush()`` waits at most
+``FLUSH_WAIT_S`` for the writer: if the writer still holds reports then (it is waiting on a
+store that does not answer), flush spools copies of them itself and returns. At exit the
+writer gets ``EXIT_WAIT_S`` without progress (a batch committed or spooled) before the exiting
+thread spools what it still holds and lets the process end; the last try to reach the store
+is abandoned the same way. A report spooled twice, or spooled and committed, is harmless: an
+upload skips what the store has. A store that is down or silent costs one warning in all.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -29,13 +41,17 @@ from typing import Any
 from sandbox.record.report import CompileReport, Run
 from sandbox.sinks.base import Sink
 from sandbox.store import default_location, open_store
-from sandbox.store.location import masked
+from sandbox.store.location import masked, redact
 from sandbox.store.spool import Spool, SpoolError, spool_dir, upload
 
 log = logging.getLogger("sandbox")
 
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 15.0
+# The writer's statements are small inserts: a server that takes longer is in trouble.
+WRITER_STATEMENT_TIMEOUT_S = 5.0
+FLUSH_WAIT_S = 5.0  # flush() waits this long for the writer before spooling what it holds
+EXIT_WAIT_S = 2.0  # at exit, the writer may go this long without progress before the process ends
 
 
 class StoreSink(Sink):
@@ -58,6 +74,10 @@ class StoreSink(Sink):
         self._retry_at = 0.0
         self._backoff = RETRY_MIN_S
         self._warned: set[str] = set()
+        self._warn_lock = threading.Lock()
+        self._inflight: list[CompileReport] = []  # the batch the writer is handling (under _done)
+        self._finished = 0  # reports committed or spooled by the writer so far (under _done)
+        self._rescued: set[str] = set()  # digests of reports flush() or exit spooled for a stuck writer
         self._unsent = False  # reports of this process are in the spool, not yet uploaded
         self._reason = "cannot be written"  # why the last batch could not go to the store
         self.owner_pid = os.getpid()
@@ -73,9 +93,15 @@ class StoreSink(Sink):
 
     # -- the store ----------------------------------------------------------------------
     def _warn(self, key: str, message: str) -> None:
-        if key not in self._warned:
+        with self._warn_lock:  # the writer, flush() and exit may warn at once: each warning once
+            if key in self._warned:
+                return
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+    def _error(self, e: BaseException) -> str:
+        """An exception on one line, with no piece of the location's password."""
+        return redact(_one_line(e), self.resolved)
 
     def _connect(self, now: float | None = None) -> bool:
         """The store, opened (and the spool uploaded) if it answers; False while it does not."""
@@ -85,13 +111,13 @@ class StoreSink(Sink):
         if now < self._retry_at:
             return False
         try:
-            self.store = open_store(self.location)
+            self.store = open_store(self.location, statement_timeout_s=WRITER_STATEMENT_TIMEOUT_S)
             self.store.put_run(self.run)
         except Exception as e:  # noqa: BLE001 - the training job must go on
             self._disconnect()
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, RETRY_MAX_S)
-            self._reason = f"cannot be written ({_one_line(e)})"
+            self._reason = f"cannot be written ({self._error(e)})"
             log.debug("sandbox: store unavailable", exc_info=True)
             return False
         self._backoff = RETRY_MIN_S
@@ -110,7 +136,7 @@ class StoreSink(Sink):
             self._warn(
                 "upload",
                 f"sandbox: could not upload the spool {spool_dir(self.resolved)} into "
-                f"{masked(self.resolved)} ({_one_line(e)}); it stays for the next process or "
+                f"{masked(self.resolved)} ({self._error(e)}); it stays for the next process or "
                 f"`sandbox spool --upload`",
             )
         return True
@@ -132,7 +158,7 @@ class StoreSink(Sink):
                 log.debug("sandbox: store write failed", exc_info=True)
                 self._disconnect()
                 self._retry_at = time.monotonic()  # one immediate retry with the next batch
-                self._reason = f"failed while writing ({_one_line(e)})"
+                self._reason = f"failed while writing ({self._error(e)})"
         self._to_spool(batch)
 
     def _to_spool(self, batch: list[CompileReport]) -> None:
@@ -140,19 +166,57 @@ class StoreSink(Sink):
             self.spool.append(self.run.to_dict(), [r.to_dict() for r in batch])
             self.spooled += len(batch)
             self._unsent = True
-            self._warn(
-                "down",
-                f"sandbox: the run store {masked(self.resolved)} {self._reason}; reports are kept in the spool "
-                f"{spool_dir(self.resolved)} and uploaded when the store is back (by this process, the next one that "
-                f"writes to it, or `sandbox spool --upload`)",
-            )
+            self._warn_down()
         except SpoolError as e:
-            self._warn(
-                "spool",
-                f"sandbox: reports are not stored: the run store {masked(self.resolved)} "
-                f"{self._reason}, and {e}; they stay available in this process "
-                f"(sandbox.reports()). Set SANDBOX_STORE to a writable store, or store=False to silence this.",
-            )
+            self._warn_no_spool(e)
+
+    def _warn_down(self) -> None:
+        self._warn(
+            "down",
+            f"sandbox: the run store {masked(self.resolved)} {self._reason}; reports are kept in the spool "
+            f"{spool_dir(self.resolved)} and uploaded when the store is back (by this process, the next one that "
+            f"writes to it, or `sandbox spool --upload`)",
+        )
+
+    def _warn_no_spool(self, e: SpoolError) -> None:
+        self._warn(
+            "spool",
+            f"sandbox: reports are not stored: the run store {masked(self.resolved)} "
+            f"{self._reason}, and {e}; they stay available in this process "
+            f"(sandbox.reports()). Set SANDBOX_STORE to a writable store, or store=False to silence this.",
+        )
+
+    def _held(self) -> list[tuple[str, dict[str, Any]]]:
+        """What the writer holds (its batch, then the queue) and no rescue spooled yet, each
+        with its digest: a report published again with more in it is new."""
+        with self._done:
+            held = list(self._inflight)
+        with self._queue.mutex:
+            held += [r for r in self._queue.queue if r is not None]
+        out = []
+        for report in held:
+            d = report.to_dict()
+            digest = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+            if digest not in self._rescued:
+                out.append((digest, d))
+        return out
+
+    def _rescue(self, waited_s: float) -> bool:
+        """The writer is stuck on the store: spool copies of what it holds, from this thread.
+        True once everything published so far is on disk."""
+        held = self._held()
+        if not held:
+            return True
+        self._reason = f"did not answer within {waited_s:g} s"
+        try:
+            self.spool.append(self.run.to_dict(), [d for _, d in held])
+        except SpoolError as e:
+            self._warn_no_spool(e)
+            return False
+        self._rescued.update(digest for digest, _ in held)
+        self._unsent = True
+        self._warn_down()
+        return True
 
     # -- the writer thread ---------------------------------------------------------------
     def _waiting(self) -> bool:
@@ -172,6 +236,12 @@ class StoreSink(Sink):
                     log.debug("sandbox: retrying the store failed", exc_info=True)
                 continue
             if item is None:
+                if self._unsent:
+                    self._retry_at = 0.0  # one last try, whatever the back-off says
+                    try:
+                        self._connect()
+                    except Exception:  # noqa: BLE001
+                        log.debug("sandbox: the last try of the store failed", exc_info=True)
                 return
             batch = [item]
             while True:
@@ -183,6 +253,8 @@ class StoreSink(Sink):
                     self._queue.put(None)
                     break
                 batch.append(nxt)
+            with self._done:
+                self._inflight = batch
             try:
                 self._write(batch)
             except Exception:  # noqa: BLE001 - never let the writer thread die
@@ -190,6 +262,10 @@ class StoreSink(Sink):
             finally:
                 with self._done:
                     self._pending -= len(batch)
+                    self._finished += len(batch)
+                    self._inflight = []
+                    if self._pending <= 0:
+                        self._rescued.clear()  # the writer caught up: nothing it holds was rescued
                     self._done.notify_all()
 
     def update(self, report: CompileReport) -> None:
@@ -197,24 +273,50 @@ class StoreSink(Sink):
         self.consume(report)
 
     def flush(self, timeout_s: float | None = 30.0) -> bool:
-        """Block until every report published so far is committed or spooled."""
+        """Block until every report published so far is committed or spooled. While the writer
+        makes progress this waits up to ``timeout_s`` (False when it passes); once the writer has
+        gone ``FLUSH_WAIT_S`` without any (it waits on a store that does not answer), what it
+        holds is spooled from here instead."""
         if os.getpid() != self.owner_pid:
             return True
-        with self._done:
-            return self._done.wait_for(lambda: self._pending <= 0, timeout_s)
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with self._done:
+                if self._pending <= 0:
+                    return True
+                finished = self._finished
+            if self._rescued and not self._held():
+                return True  # the writer is still stuck, and all it holds was spooled already
+            chunk = FLUSH_WAIT_S if end is None else min(FLUSH_WAIT_S, end - time.monotonic())
+            with self._done:
+                if chunk > 0 and self._done.wait_for(lambda: self._pending <= 0, chunk):
+                    return True
+                progressed = self._finished != finished
+            if not progressed and chunk >= FLUSH_WAIT_S:
+                return self._rescue(FLUSH_WAIT_S)
+            if end is not None and time.monotonic() >= end:
+                return False
 
     def shutdown(self) -> None:
+        """At exit: the writer commits or spools what is queued and tries the store once more
+        while it makes progress; ``EXIT_WAIT_S`` without any, and what it still holds is
+        spooled from here and the process may end (the writer is a daemon thread)."""
         if os.getpid() != self.owner_pid:
             return  # never wait on (or tear down) the parent's writer from a forked child
-        self.flush(timeout_s=30.0)
         self._queue.put(None)
-        self._thread.join(timeout=5)
-        if self._unsent:
-            self._retry_at = 0.0  # one last try, whatever the back-off says
-            try:
-                self._connect()
-            except Exception:  # noqa: BLE001
-                pass
+        while True:
+            with self._done:
+                finished = self._finished
+            self._thread.join(timeout=EXIT_WAIT_S)
+            if not self._thread.is_alive():
+                break
+            with self._done:
+                if self._finished == finished:
+                    break  # no progress: stuck on the store
+        if self._thread.is_alive():
+            # The writer still uses the spool and the connection: they end with the process.
+            self._rescue(EXIT_WAIT_S)
+            return
         self.spool.close()
         self._disconnect()
 
