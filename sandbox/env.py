@@ -86,6 +86,12 @@ _DECLARED = (
     ),
     Variable("SANDBOX_OTLP_TIMEOUT_S", SETTING, "5", "seconds one OTLP span export may take, retries included"),
     Variable(
+        "SANDBOX_OTLP_EXIT_S",
+        SETTING,
+        "1",
+        "seconds the process exit may wait to deliver the last spans (a collector that is down costs no more)",
+    ),
+    Variable(
         "SANDBOX_WARMUP_IMPORTS",
         SETTING,
         "",

@@ -15,8 +15,8 @@ import logging
 import os
 import random
 import socket
+import threading
 import uuid
-import warnings
 from typing import Any
 
 from sandbox.env import VARIABLES
@@ -36,6 +36,32 @@ def _timeout_s() -> float:
         return max(float(env_get("SANDBOX_OTLP_TIMEOUT_S")), 0.1)
     except ValueError:
         return float(VARIABLES["SANDBOX_OTLP_TIMEOUT_S"].default)
+
+
+def _exit_s() -> float:
+    """SANDBOX_OTLP_EXIT_S: how long the exit may wait for the last spans to go out."""
+    try:
+        return max(float(env_get("SANDBOX_OTLP_EXIT_S")), 0.0)
+    except ValueError:
+        return float(VARIABLES["SANDBOX_OTLP_EXIT_S"].default)
+
+
+# Set while the sandbox's own exporter runs in this thread: the OTLP exporter's log lines (one per
+# retry) are then dropped, since the sandbox says it once, in its own words.
+_exporting = threading.local()
+
+
+class _OwnExportOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_exporting, "active", False)
+
+
+def _quiet(exporter: Any) -> None:
+    """Drop the exporter's own retry and failure lines while the sandbox exports (not the application's)."""
+    for cls in type(exporter).__mro__:
+        logger = logging.getLogger(cls.__module__)
+        if not any(isinstance(f, _OwnExportOnly) for f in logger.filters):
+            logger.addFilter(_OwnExportOnly())
 
 
 def _ns(t: float) -> int:
@@ -86,35 +112,45 @@ class _GuardedExporter:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.warned = False
+        self._lock = threading.Lock()
+        _quiet(inner)
 
-    def _warn(self, why: str) -> None:
-        if not self.warned:
+    def warn(self, why: str) -> None:
+        """One line, once per process: a logging warning (Python prints it as a bare line when the
+        application configured no logging, and in the application's format when it did)."""
+        with self._lock:
+            if self.warned:
+                return
             self.warned = True
-            warnings.warn(
-                f"sandbox: could not export compile spans over OTLP ({why}); compiles and reports are "
-                f"unaffected. Check OTEL_EXPORTER_OTLP_ENDPOINT or turn tracing off (SANDBOX_TRACE=0).",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        log.debug("sandbox: span export failed: %s", why)
+        log.warning(
+            "sandbox: could not export compile spans over OTLP (%s); compiles and reports are unaffected. "
+            "Check OTEL_EXPORTER_OTLP_ENDPOINT or turn tracing off (SANDBOX_TRACE=0).",
+            why,
+        )
 
     def export(self, spans: Any) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult  # optional dependency: tracing only
 
+        _exporting.active = True
         try:
             result = self.inner.export(spans)
         except Exception as e:  # noqa: BLE001
-            self._warn(f"{type(e).__name__}: {e}")
+            self.warn(f"{type(e).__name__}: {e}")
             return SpanExportResult.FAILURE
+        finally:
+            _exporting.active = False
         if result != SpanExportResult.SUCCESS:
-            self._warn(f"the collector did not accept them ({result.name})")
+            self.warn(f"the collector did not accept them ({result.name})")
         return result
 
     def shutdown(self) -> None:
+        _exporting.active = True
         try:
             self.inner.shutdown()
         except Exception:
             pass
+        finally:
+            _exporting.active = False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         try:
@@ -200,11 +236,12 @@ class OtelSink(Sink):
             from opentelemetry.sdk.trace.export import BatchSpanProcessor  # optional dependency: tracing only
 
             resource = Resource.create(resource_attributes(run))
-            provider = TracerProvider(resource=resource)
+            # Not shut down by the SDK's own exit hook, which waits out every retry to a dead collector:
+            # shutdown() below bounds the exit by SANDBOX_OTLP_EXIT_S.
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             timeout_ms = int(_timeout_s() * 1000)
-            provider.add_span_processor(
-                BatchSpanProcessor(_GuardedExporter(_exporter_from_env()), export_timeout_millis=timeout_ms)
-            )
+            self._exporter = _GuardedExporter(_exporter_from_env())
+            provider.add_span_processor(BatchSpanProcessor(self._exporter, export_timeout_millis=timeout_ms))
             self._own = provider
         self.provider = provider
         self.tracer = trace.get_tracer("sandbox", tracer_provider=provider)
@@ -287,9 +324,19 @@ class OtelSink(Sink):
             return False
 
     def shutdown(self) -> None:
+        """Deliver what is left within SANDBOX_OTLP_EXIT_S, then let the process go: an export still
+        retrying is left to its daemon thread, and said once."""
         if self._own is not None:
             own, self._own = self._own, None
-            try:
-                own.shutdown()
-            except Exception:
-                pass
+
+            def close() -> None:
+                try:
+                    own.shutdown()
+                except Exception:  # noqa: BLE001 - telemetry never breaks the job
+                    pass
+
+            closing = threading.Thread(target=close, name="sandbox-otel-shutdown", daemon=True)
+            closing.start()
+            closing.join(_exit_s())
+            if closing.is_alive():
+                self._exporter.warn(f"the last spans were not delivered within {_exit_s():g} s of exit")
