@@ -7,15 +7,19 @@ Plain dataclasses of JSON values. Producers fill them; sinks only read them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 # outcome
 ISOLATED = "isolated"  # compiled in a worker
@@ -119,12 +123,21 @@ class CompileReport:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CompileReport:
-        d = dict(d)
-        d["stages"] = [Stage(**s) for s in d.get("stages", [])]
+    def from_dict(cls, d: dict[str, Any], unknown: list[str] | None = None) -> CompileReport:
+        """A stored report. Fields this version does not know (a newer version wrote them) are
+        left out, in the report and in its stages and failure: their names go to ``unknown`` when
+        given (the caller says it once, :func:`warn_unknown`), else one warning says so."""
+        found: list[str] = [] if unknown is None else unknown
+        values = _known(cls, d, "", found)
+        values["stages"] = [Stage(**_known(Stage, s, "stages[].", found)) for s in d.get("stages") or []]
         if d.get("failure"):
-            d["failure"] = Failure(**d["failure"])
-        return cls(**d)
+            values["failure"] = Failure(**_known(Failure, d["failure"], "failure.", found))
+        version = d.get("schema_version")
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            found.append(f"schema_version {version}")
+        if unknown is None:
+            warn_unknown(found)
+        return cls(**values)
 
 
 @dataclass
@@ -158,5 +171,49 @@ class Run:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Run:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """A stored run; fields this version does not know are left out, with one warning per field."""
+        unknown: list[str] = []
+        values = _known(cls, d, "run.", unknown)
+        warn_unknown(unknown)
+        return cls(**values)
+
+
+# -- reading what a newer version wrote -------------------------------------------------------
+
+_FIELDS: dict[type, frozenset[str]] = {}
+_warned = False
+_warned_lock = threading.Lock()
+
+
+def _known(cls: type, d: dict[str, Any], where: str, unknown: list[str]) -> dict[str, Any]:
+    """``d``'s entries that are fields of ``cls``; the others' names (prefixed) go to ``unknown``."""
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))
+    out = {}
+    for k, v in d.items():
+        if k in names:
+            out[k] = v
+        else:
+            name = "".join(c if c.isprintable() else "?" for c in where + str(k))  # read from a file: one safe line
+            unknown.append(name if len(name) <= 60 else name[:57] + "...")
+    return out
+
+
+def warn_unknown(unknown: list[str]) -> None:
+    """Say once per process that stored records hold what a newer version wrote (``unknown``: the
+    fields left out, and ``schema_version N`` for a report of a newer schema)."""
+    global _warned
+    if not unknown:
+        return
+    with _warned_lock:
+        if _warned:
+            return
+        _warned = True
+    names = sorted(set(unknown))
+    log.warning(
+        "the store holds report fields this version of the sandbox (schema %s) does not know (%s): a newer version "
+        "wrote them; they are left out here. Upgrade the sandbox to see them.",
+        SCHEMA_VERSION,
+        ", ".join(names[:10]) + (f", and {len(names) - 10} more" if len(names) > 10 else ""),
+    )

@@ -1,20 +1,44 @@
 """What every store does, over a DB-API connection; SQLite and PostgreSQL differ only
-in how they connect, their placeholders and their upserts."""
+in how they connect, their placeholders and their upserts.
+
+Whose database it is comes first: before anything is written, :meth:`Store.admit` decides
+from what the database holds (``sandbox/store/schema.py``) whether it is a run store,
+an empty database to create one in, or another program's, which is refused by name.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sandbox.record.report import CompileReport, Run
-from sandbox.store.schema import MIGRATIONS, SCHEMA_VERSION
+from sandbox.record.report import CompileReport, Run, warn_unknown
+from sandbox.store.schema import APPLICATION, MIGRATIONS, OLDEST_READER, OLDEST_WRITER, SCHEMA_VERSION, V1_TABLES
+
+log = logging.getLogger(__name__)
+
+# The escape character of every LIKE pattern built from user text (``LIKE ? ESCAPE '!'``).
+LIKE_ESCAPE = "!"
 
 
 class StoreError(RuntimeError):
     """A store that cannot be used; the message names it and says what to do."""
+
+
+def like_literal(text: str) -> str:
+    """``text`` as a LIKE pattern that matches only itself: ``%`` and ``_`` are no wildcards."""
+    for c in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(c, LIKE_ESCAPE + c)
+    return text
+
+
+def _printable(name: Any, limit: int = 40) -> str:
+    """A name read from someone else's database, safe to put in one line of a message."""
+    text = "".join(c if c.isprintable() else "?" for c in str(name))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _strip_sources(report: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -66,14 +90,110 @@ class Store:
                 return 0
             return int(row[0]) if row else 0
 
-    def migrate(self) -> None:
-        version = self.schema_version()
+    # -- whose database -------------------------------------------------------------------
+    def _tables(self) -> dict[str, frozenset[str]]:
+        """The database's tables and views (in the schema in use) and their columns, lower case.
+        This one is information_schema's (PostgreSQL); SQLite reads its own catalogue."""
+        with self._lock:
+            cur = self.conn.cursor()
+            self._execute(cur, "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+            tables: dict[str, set[str]] = {str(t).lower(): set() for (t,) in cur.fetchall()}
+            self._execute(
+                cur,
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()",
+            )
+            for table, column in cur.fetchall():
+                tables.setdefault(str(table).lower(), set()).add(str(column).lower())
+            self._end_read()
+        return {t: frozenset(c) for t, c in tables.items()}
+
+    def _meta(self) -> dict[str, str]:
+        """The ``meta`` rows; {} when they cannot be read as ours (another program's table)."""
+        with self._lock:
+            cur = self.conn.cursor()
+            try:
+                self._execute(cur, "SELECT key, value FROM meta")
+                rows = cur.fetchall()
+            except Exception:  # noqa: BLE001 - a meta table of another shape: not ours, said below
+                self.conn.rollback()
+                return {}
+            self._end_read()
+        return {str(k): str(v) for k, v in rows if k is not None and v is not None}
+
+    def admit(self) -> dict[str, str] | None:
+        """Decide, reading only, whether this database may be used: None for an empty one (ours
+        to create), else its ``meta``. Another program's database, or a store this version may
+        not read (or, opened to write, not write), raises ``StoreError`` naming it."""
+        tables = self._tables()
+        if not tables:
+            return None
+        meta = self._meta() if tables.get("meta") == V1_TABLES["meta"] else {}
+        key, ours = APPLICATION
+        if meta.get(key) != ours and not (key not in meta and tables == V1_TABLES and "schema_version" in meta):
+            raise StoreError(self._foreign(tables, meta))
+        try:
+            version = int(meta["schema_version"])
+        except (KeyError, ValueError):
+            raise StoreError(
+                f"store {self.url} has no readable schema version ({_printable(meta.get('schema_version'))!r}); "
+                "it was left untouched. Point SANDBOX_STORE (or --store) at another location."
+            ) from None
         if version > SCHEMA_VERSION:
+            self._admit_newer(version, meta)
+        return meta
+
+    def _foreign(self, tables: dict[str, frozenset[str]], meta: dict[str, str]) -> str:
+        key = APPLICATION[0]
+        if meta.get(key):
+            what = f"a database of another application ({_printable(meta[key])!r})"
+        else:
+            names = ", ".join(_printable(t) for t in sorted(tables)[:6]) + (", ..." if len(tables) > 6 else "")
+            what = f"a database of something else (tables: {names})"
+        return (
+            f"{self.url} is {what}, not a run store; it was left untouched. Point SANDBOX_STORE (or --store) "
+            "at another location."
+        )
+
+    def _admit_newer(self, version: int, meta: dict[str, str]) -> None:
+        """A store of a newer version: read when it says this version may read it (its changes
+        only add), written when it says this version's writes keep it whole; else refused."""
+
+        def oldest(key: str) -> int:
+            try:
+                return int(meta.get(key, version))
+            except ValueError:
+                return version
+
+        if oldest(OLDEST_READER) > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.url} was written by a newer version of the sandbox (schema {version}, this "
                 f"one reads up to {SCHEMA_VERSION}); upgrade the package, or point SANDBOX_STORE elsewhere"
             )
-        if version == SCHEMA_VERSION:
+        if not self.readonly and oldest(OLDEST_WRITER) > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.url} was written by a newer version of the sandbox (schema {version}); this one "
+                f"(schema {SCHEMA_VERSION}) may read it but not write it: upgrade the package, or point "
+                "SANDBOX_STORE elsewhere"
+            )
+        _warn_once(
+            ("store", self.url, version),
+            "store %s has schema %s, written by a newer version of the sandbox (this one: %s); its changes only add, "
+            "so this version %s what it knows. Upgrade the package to see the rest.",
+            self.url,
+            version,
+            SCHEMA_VERSION,
+            "reads" if self.readonly else "reads and writes",
+        )
+
+    def migrate(self) -> None:
+        meta = self.admit()  # reads only: nothing is written into a database that is not ours
+        version = int(meta["schema_version"]) if meta else 0
+        if version >= SCHEMA_VERSION:
+            if not self.readonly and meta is not None and APPLICATION[0] not in meta:
+                with self._lock:  # a store made before the marker: mark it, as a new one is
+                    cur = self.conn.cursor()
+                    self._execute(cur, self._insert_ignore("meta", ["key", "value"]), APPLICATION)
+                    self.conn.commit()
             return
         if self.readonly:
             raise StoreError(f"store {self.url} has no run data yet (schema {version}); make a run first: sandbox demo")
@@ -82,9 +202,9 @@ class Store:
             for v in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[v]:
                     cur.execute(statement)
-            cur.execute(
-                self._sql(self._upsert("meta", "key", ["key", "value"])), ("schema_version", str(SCHEMA_VERSION))
-            )
+            upsert = self._sql(self._upsert("meta", "key", ["key", "value"]))
+            cur.execute(upsert, ("schema_version", str(SCHEMA_VERSION)))
+            cur.execute(upsert, APPLICATION)
             self.conn.commit()
 
     # -- writes --------------------------------------------------------------------------
@@ -178,8 +298,8 @@ class Store:
             where.append("r.name = ?")
             params.append(name)
         if tag:
-            where.append("r.tags LIKE ?")
-            params.append(f'%"{tag}"%')
+            where.append(f"r.tags LIKE ? ESCAPE '{LIKE_ESCAPE}'")
+            params.append(f"%{like_literal(json.dumps(tag))}%")
         if since is not None:
             where.append("r.started_at >= ?")
             params.append(since)
@@ -225,7 +345,10 @@ class Store:
         else:
             rows = self._query("SELECT data FROM runs WHERE run_id = ?", (ref,))
             if not rows:
-                rows = self._query("SELECT data FROM runs WHERE run_id LIKE ? ORDER BY started_at DESC", (ref + "%",))
+                rows = self._query(
+                    f"SELECT data FROM runs WHERE run_id LIKE ? ESCAPE '{LIKE_ESCAPE}' ORDER BY started_at DESC",
+                    (like_literal(ref) + "%",),
+                )
                 if len(rows) > 1:
                     ids = ", ".join(json.loads(r[0])["run_id"][:12] for r in rows[:5])
                     raise StoreError(
@@ -238,8 +361,11 @@ class Store:
         return json.loads(rows[0][0])
 
     def reports(self, run_id: str, with_sources: bool = False) -> list[CompileReport]:
+        """The run's reports; fields this version does not know are left out (with one warning)."""
         rows = self._query("SELECT data FROM reports WHERE run_id = ? ORDER BY graph_index, started_at", (run_id,))
-        reports = [CompileReport.from_dict(json.loads(r[0])) for r in rows]
+        unknown: list[str] = []
+        reports = [CompileReport.from_dict(json.loads(r[0]), unknown) for r in rows]
+        warn_unknown(unknown)
         if with_sources:
             hashes = sorted({k["source_hash"] for r in reports for k in r.kernels if k.get("source_hash")})
             sources = self.kernel_sources(hashes)
@@ -265,15 +391,18 @@ class Store:
 
     # -- maintenance ----------------------------------------------------------------------
     def gc(self, keep: int | None = None, older_than_s: float | None = None) -> list[str]:
-        """Delete runs beyond the ``keep`` newest and/or older than ``older_than_s``;
-        then kernel sources no report refers to. Returns the deleted run ids."""
-        doomed: set[str] = set()
-        if keep is not None:
-            rows = self._query("SELECT run_id FROM runs ORDER BY started_at DESC")
-            doomed.update(r[0] for r in rows[keep:])
-        if older_than_s is not None:
-            rows = self._query("SELECT run_id FROM runs WHERE started_at < ?", (time.time() - older_than_s,))
-            doomed.update(r[0] for r in rows)
+        """Delete runs, then kernel sources no report refers to; returns the deleted run ids.
+
+        ``keep`` alone: every run but the ``keep`` newest. ``older_than_s`` alone: every run that
+        started longer ago. Both: the runs older than that, except the ``keep`` newest, which are
+        never deleted, whatever their age (``keep`` is a floor, not a second rule)."""
+        rows = [r[0] for r in self._query("SELECT run_id FROM runs ORDER BY started_at DESC, run_id")]
+        kept = set(rows[:keep]) if keep is not None else set()
+        if older_than_s is None:
+            doomed = set(rows) - kept if keep is not None else set()
+        else:
+            old = self._query("SELECT run_id FROM runs WHERE started_at < ?", (time.time() - older_than_s,))
+            doomed = {r[0] for r in old} - kept
         if not doomed:
             return []
         with self._lock:
@@ -306,3 +435,15 @@ class Store:
                     self.conn.close()
                 finally:
                     self.conn = None
+
+
+_warned: set[Any] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(key: Any, message: str, *args: Any) -> None:
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning(message, *args)

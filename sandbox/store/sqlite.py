@@ -1,18 +1,36 @@
 """The embedded default store: one SQLite file in WAL mode.
 
 Several processes may write at once (WAL, a busy timeout, short transactions).
-Read-only opening uses SQLite's own read-only URI mode, so nothing is written,
-not even a journal, and a corrupt or foreign file is reported, never replaced.
+A new store is private (mode 0600, and SQLite gives its ``-wal`` and ``-shm`` files
+the mode of the store; a folder it creates is 0700): it holds argv, working
+directories and generated code.
+
+Nothing is written before :meth:`Store.admit` has read the file, on a connection
+that cannot write, and found a run store (or an empty database) in it: a corrupt
+file or another program's database is reported, never replaced or converted.
+
+Reading writes nothing, not even a ``-wal`` or ``-shm`` file, and works from a folder
+the reader cannot write: SQLite's read-only mode (``mode=ro``) when a writer's
+``-wal`` file is there (SQLite reads it, and its ``-shm``, without writing them),
+else ``immutable=1`` (a read-only ``mode=ro`` connection to a WAL store would
+create both files, or fail in a read-only folder). An immutable connection assumes
+the file does not change: before and after each read the store checks that no
+writer came meanwhile (a ``-wal`` file, a changed file), and reads again on a
+fresh connection if one did, so a long-lived reader (the dashboard) sees new runs.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import sqlite3
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from sandbox.store.base import Store, StoreError
+
+_READ_ATTEMPTS = 5
 
 
 class SQLiteStore(Store):
@@ -23,23 +41,29 @@ class SQLiteStore(Store):
         self.path = os.path.abspath(os.path.expanduser(path))
         self.url = self.path
         self.readonly = readonly
+        self._immutable = False  # the read connection assumes an unchanging file: checked at each read
+        self._signature: tuple[int, ...] | None = None
         try:
             if readonly:
                 if not os.path.exists(self.path):
                     raise StoreError(
                         f"no store at {self.path}: make a first run with `sandbox demo`, or set SANDBOX_STORE"
                     )
-                self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-                self._refuse_foreign()
+                self._connect_readonly()
             else:
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                directory = os.path.dirname(self.path)
+                if not os.path.isdir(directory):
+                    os.makedirs(directory, mode=0o700, exist_ok=True)
                 self._prepare_file()
+                # Whose file it is, decided on a connection that cannot write, before any write.
+                self._connect_readonly()
+                self.admit()
+                self.close()
                 self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-                self._refuse_foreign()
+                self._immutable = False
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA busy_timeout=30000")
-            self.conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+                self.conn.execute("PRAGMA busy_timeout=30000")
         except sqlite3.DatabaseError as e:
             self.close()
             raise StoreError(
@@ -47,7 +71,11 @@ class SQLiteStore(Store):
                 f"Move it aside or point SANDBOX_STORE at another file."
             ) from e
         except OSError as e:
+            self.close()
             raise StoreError(f"cannot create store {self.path}: {e}; set SANDBOX_STORE to a writable path") from e
+        except StoreError:
+            self.close()  # a refused store keeps no connection open
+            raise
         try:
             self.migrate()
         except sqlite3.OperationalError as e:
@@ -55,10 +83,76 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"store {self.path} cannot be written ({e}); check its permissions, or open it read-only"
             ) from e
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise StoreError(
+                f"store {self.path} is not a readable SQLite database ({e}); it was left untouched. "
+                f"Move it aside or point SANDBOX_STORE at another file."
+            ) from e
         except StoreError:
-            self.close()  # a refused store keeps no connection (nor WAL files) open
+            self.close()
             raise
 
+    # -- reading without writing ----------------------------------------------------------
+    def _connect_readonly(self) -> None:
+        """A connection that writes nothing: ``mode=ro`` beside a writer's WAL, else immutable."""
+        uri = pathlib.Path(self.path).as_uri() + "?mode=ro"
+        self._immutable = self._wal_mode() and not os.path.exists(self.path + "-wal")
+        if self._immutable:
+            self._signature = self._stat()
+            uri += "&immutable=1"
+        self.conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        self.conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()  # a corrupt file fails here
+
+    def _wal_mode(self) -> bool:
+        """The file's header says WAL (read and write versions 2, bytes 18 and 19)."""
+        try:
+            with open(self.path, "rb") as f:
+                header = f.read(20)
+        except OSError:
+            return False
+        return len(header) == 20 and header[:16] == b"SQLite format 3\x00" and header[18:20] == b"\x02\x02"
+
+    def _stat(self) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _changed(self) -> bool:
+        """A writer came since the immutable connection opened: its WAL, or a changed file."""
+        return os.path.exists(self.path + "-wal") or self._stat() != self._signature
+
+    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple]:
+        if not self._immutable:
+            return super()._query(statement, params)
+        with self._lock:
+            for _ in range(_READ_ATTEMPTS):
+                if self._changed():
+                    self._reconnect()
+                    if not self._immutable:
+                        return super()._query(statement, params)
+                try:
+                    rows = super()._query(statement, params)
+                except sqlite3.DatabaseError:
+                    if not self._changed():
+                        raise
+                    continue  # a checkpoint moved pages under the read: read again
+                if not self._changed():
+                    return rows
+        raise StoreError(f"store {self.path} kept changing while it was read; try again")
+
+    def _reconnect(self) -> None:
+        self.close()
+        try:
+            self._connect_readonly()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise StoreError(f"store {self.path} could not be read again after a writer changed it ({e})") from e
+
+    # -- creating -------------------------------------------------------------------------
     def _prepare_file(self) -> None:
         """Refuse what must not be written; create a missing store atomically."""
         directory = os.path.dirname(self.path)
@@ -82,9 +176,11 @@ class SQLiteStore(Store):
 
     def _create(self) -> None:
         """Build a new store under a temporary name, then link it into place: other
-        processes see a complete store or none, never an empty file (refused above)."""
+        processes see a complete store or none, never an empty file (refused above).
+        The file is made 0600 before SQLite opens it; its WAL files take its mode."""
         tmp = f"{self.path}.{os.getpid()}-{threading.get_ident()}.new"
         try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self.conn = sqlite3.connect(tmp, timeout=30, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.migrate()
@@ -102,15 +198,22 @@ class SQLiteStore(Store):
                 if os.path.exists(leftover):
                     os.unlink(leftover)
 
-    def _refuse_foreign(self) -> None:
-        """A SQLite database of something else is never converted or written into."""
-        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and "meta" not in tables:
-            self.close()
-            raise StoreError(
-                f"{self.path} is a SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
-                f"not a run store; it was left untouched. Point SANDBOX_STORE at another file."
-            )
+    # -- the catalogue and the dialect ------------------------------------------------------
+    def _tables(self) -> dict[str, frozenset[str]]:
+        with self._lock:
+            names = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite!_%' "
+                    "ESCAPE '!'"
+                )
+            ]
+            return {
+                str(n).lower(): frozenset(
+                    str(c[0]).lower() for c in self.conn.execute("SELECT name FROM pragma_table_info(?)", (n,))
+                )
+                for n in names
+            }
 
     def _insert_ignore(self, table: str, columns: Sequence[str]) -> str:
         return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
