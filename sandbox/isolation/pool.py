@@ -98,7 +98,8 @@ class WorkerProcess:
         lifeline_r, self.lifeline_w = os.pipe()
         self.log_path = os.path.join(log_dir, f"worker-{index}-{time.time_ns()}.log")
         self.spawned_at = time.time()
-        with open(self.log_path, "wb") as log:
+        # Private, like its folder: a worker's log holds the user's code paths and tracebacks.
+        with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -112,6 +113,8 @@ class WorkerProcess:
                     str(lifeline_r),
                     "--parent-pid",
                     str(os.getpid()),
+                    "--log-path",
+                    self.log_path,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -178,6 +181,13 @@ class WorkerProcess:
             pass
         wait_gone(tree)
         self.close()
+
+    def remove_log(self) -> None:
+        """Once the worker is gone and what its log said is in the report (``log_tail``)."""
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
 
     def close(self) -> None:
         for fd in self.fds():
@@ -264,6 +274,8 @@ class Pool:
         self.env = dict(os.environ if env is None else env)
         for name in WORKER_ENV_DROPPED:
             self.env.pop(name, None)
+        # The workers' logs: a private folder (mkdtemp: 0700) under $TMPDIR, removed at shutdown; a
+        # retired worker's log goes at once, and workers whose parent died remove theirs (worker.py).
         self.log_dir = tempfile.mkdtemp(prefix="sandbox-workers-")
         self._idle: queue.Queue[WorkerProcess] = queue.Queue()
         self._lock = threading.Lock()
@@ -291,6 +303,7 @@ class Pool:
 
     def _retire(self, w: WorkerProcess, replace: bool) -> None:
         w.kill()
+        w.remove_log()  # its failure, log tail included, was built before it was retired
         with self._lock:
             if w in self._workers:
                 self._workers.remove(w)

@@ -26,7 +26,7 @@ from sandbox.isolation.pool import kill_descendants, wait_gone
 from sandbox.isolation.sizing import gpu_machine
 
 
-def _watch_parent(lifeline_fd: int, parent_pid: int) -> None:
+def _watch_parent(lifeline_fd: int, parent_pid: int, log_path: str | None = None) -> None:
     """Exit the moment the parent is gone: its end of the lifeline closes when it
     dies, even by SIGKILL; the parent-pid check covers re-parenting as well."""
     while True:
@@ -37,9 +37,22 @@ def _watch_parent(lifeline_fd: int, parent_pid: int) -> None:
             except OSError:
                 data = b""
             if not data:
+                _remove_log(log_path)
                 os._exit(0)
         if os.getppid() != parent_pid:
+            _remove_log(log_path)
             os._exit(0)
+
+
+def _remove_log(log_path: str | None) -> None:
+    """The parent died without cleaning up (SIGKILL): nobody reads this worker's log any more.
+    Remove it, and its folder with the last worker's log (rmdir fails while another is there)."""
+    if log_path:
+        try:
+            os.unlink(log_path)
+            os.rmdir(os.path.dirname(log_path))
+        except OSError:
+            pass
 
 
 def _rss_bytes() -> int:
@@ -118,15 +131,16 @@ class Worker:
             },
         )
 
-    def serve(self) -> None:
+    def serve(self) -> bool:
+        """Compile jobs until told to exit (True) or the job pipe closes (False)."""
         while True:
             try:
                 msg = protocol.recv(self.in_fd)
             except protocol.ChannelClosed:
-                return
+                return False
             op = msg.get("op")
             if op == "exit":
-                return
+                return True
             if op == "compile":
                 reply = self.compile(msg)
                 protocol.send(self.out_fd, reply)
@@ -257,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-fd", type=int, required=True)
     parser.add_argument("--lifeline-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--log-path", default=None, help="this worker's log (its stdout), removed if orphaned")
     args = parser.parse_args(argv)
     if os.getppid() != args.parent_pid:
+        _remove_log(args.log_path)
         return 0
     os.environ["SANDBOX_IN_WORKER"] = "1"
     faulthandler.enable()  # a crash leaves its Python stack in the worker's log
-    threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(args.lifeline_fd, args.parent_pid, args.log_path), daemon=True).start()
     worker = Worker(args.in_fd, args.out_fd)
     driver = _DriverInit.start()
     # Warm up on a thread of the idle scheduling class (CPU machines): it uses only CPU
@@ -273,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     warm.start()
     warm.join()
     worker.ready(started)
-    worker.serve()
+    if not worker.serve():  # the job pipe closed: the parent is gone (it closes it only after killing us)
+        _remove_log(args.log_path)
     _leave()
     return 0
 
