@@ -144,6 +144,22 @@ class SQLiteStore(Store):
                     return rows
         raise StoreError(f"store {self.path} kept changing while it was read; try again")
 
+    def admit(self) -> dict[str, str] | None:
+        """As every store decides, on an immutable connection read again if a writer came meanwhile
+        (a torn read must not make a store look foreign or corrupt)."""
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                meta = super().admit()
+            except (sqlite3.DatabaseError, StoreError):
+                if not (self._immutable and self._changed()):
+                    raise
+                self._reconnect()
+                continue
+            if not (self._immutable and self._changed()):
+                return meta
+            self._reconnect()
+        raise StoreError(f"store {self.path} kept changing while it was read; try again")
+
     def _reconnect(self) -> None:
         self.close()
         try:

@@ -319,6 +319,45 @@ def test_a_torch_compile_training_script_never_writes_a_foreign_database(tmp_pat
     assert sha(path) == before and beside(path) == ["app.db"]
 
 
+@pytest.mark.parametrize(
+    "tables",
+    [
+        ["CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)", "CREATE TABLE invoices (id INTEGER)"],
+        ["CREATE TABLE meta (id INTEGER PRIMARY KEY, payload BYTEA)"],
+        ["CREATE TABLE runs (id INTEGER PRIMARY KEY, command TEXT)"],
+    ],
+    ids=["meta-beside-its-tables", "meta-of-another-shape", "runs-of-another-shape"],
+)
+def test_a_foreign_postgresql_schema_is_never_written(postgres: Any, tmp_path: Path, tables: list[str]) -> None:
+    import psycopg
+
+    url = postgres.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in tables:
+            conn.execute(statement)
+
+    def catalogue() -> list[tuple[str, str]]:
+        with psycopg.connect(url) as conn:
+            return conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() ORDER BY 1, 2"
+            ).fetchall()
+
+    before = catalogue()
+    secret = url.replace("postgres@", "postgres:hunter2@")  # trust auth: the password is not checked
+    for args in (["spool", "--upload"], ["runs"], ["gc", "--keep", "1"]):
+        proc = sandbox_cli(tmp_path, *args, "--store", secret)
+        assert proc.returncode == 1, (args, proc.stdout + proc.stderr)
+        assert "not a run store" in proc.stderr and "postgres:***@" in proc.stderr, proc.stderr
+        assert "hunter2" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITER], env=cli_env(tmp_path, SANDBOX_STORE=secret), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not a run store" in proc.stdout and "hunter2" not in proc.stdout + proc.stderr
+    assert catalogue() == before
+
+
 def test_a_store_made_before_the_marker_is_still_ours(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     old = make_run("before-the-marker")
