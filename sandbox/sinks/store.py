@@ -17,13 +17,13 @@ with one warning.
 
 Nothing here waits on the store for long. The writer's own waits are bounded by the store
 (``store/postgres.py``: connecting ``CONNECT_TIMEOUT_S``, each statement
-``WRITER_STATEMENT_TIMEOUT_S`` here). On top of that, ``flush()`` waits at most
-``FLUSH_WAIT_S`` for the writer: if the writer still holds reports then (it is waiting on a
-store that does not answer), flush spools copies of them itself and returns. At exit the
-writer gets ``EXIT_WAIT_S`` without progress (a batch committed or spooled) before the exiting
-thread spools what it still holds and lets the process end; the last try to reach the store
-is abandoned the same way. A report spooled twice, or spooled and committed, is harmless: an
-upload skips what the store has. A store that is down or silent costs one warning in all.
+``WRITER_STATEMENT_TIMEOUT_S`` here). ``flush()`` waits for the writer while it commits
+reports; once it has gone ``FLUSH_WAIT_S`` without committing any (it waits on a store that
+does not answer), flush spools copies of what it holds from the calling thread and returns.
+At exit the writer gets ``EXIT_WAIT_S`` without a commit, then the exiting thread spools what
+it still holds and lets the process end; the last try to reach the store is abandoned the
+same way. A report spooled twice, or spooled and committed, is harmless: an upload skips what
+the store has. A store that is down or silent costs one warning in all.
 """
 
 from __future__ import annotations
@@ -76,7 +76,6 @@ class StoreSink(Sink):
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
         self._inflight: list[CompileReport] = []  # the batch the writer is handling (under _done)
-        self._finished = 0  # reports committed or spooled by the writer so far (under _done)
         self._rescued: set[str] = set()  # digests of reports flush() or exit spooled for a stuck writer
         self._unsent = False  # reports of this process are in the spool, not yet uploaded
         self._reason = "cannot be written"  # why the last batch could not go to the store
@@ -262,7 +261,6 @@ class StoreSink(Sink):
             finally:
                 with self._done:
                     self._pending -= len(batch)
-                    self._finished += len(batch)
                     self._inflight = []
                     if self._pending <= 0:
                         self._rescued.clear()  # the writer caught up: nothing it holds was rescued
@@ -274,9 +272,9 @@ class StoreSink(Sink):
 
     def flush(self, timeout_s: float | None = 30.0) -> bool:
         """Block until every report published so far is committed or spooled. While the writer
-        makes progress this waits up to ``timeout_s`` (False when it passes); once the writer has
-        gone ``FLUSH_WAIT_S`` without any (it waits on a store that does not answer), what it
-        holds is spooled from here instead."""
+        commits reports this waits up to ``timeout_s`` (False when it passes); once it has gone
+        ``FLUSH_WAIT_S`` without committing any (it waits on a store that does not answer), what
+        it holds is spooled from here instead."""
         if os.getpid() != self.owner_pid:
             return True
         end = None if timeout_s is None else time.monotonic() + timeout_s
@@ -284,35 +282,31 @@ class StoreSink(Sink):
             with self._done:
                 if self._pending <= 0:
                     return True
-                finished = self._finished
+                written = self.written
             if self._rescued and not self._held():
                 return True  # the writer is still stuck, and all it holds was spooled already
             chunk = FLUSH_WAIT_S if end is None else min(FLUSH_WAIT_S, end - time.monotonic())
             with self._done:
                 if chunk > 0 and self._done.wait_for(lambda: self._pending <= 0, chunk):
                     return True
-                progressed = self._finished != finished
+                progressed = self.written != written
             if not progressed and chunk >= FLUSH_WAIT_S:
                 return self._rescue(FLUSH_WAIT_S)
             if end is not None and time.monotonic() >= end:
                 return False
 
     def shutdown(self) -> None:
-        """At exit: the writer commits or spools what is queued and tries the store once more
-        while it makes progress; ``EXIT_WAIT_S`` without any, and what it still holds is
-        spooled from here and the process may end (the writer is a daemon thread)."""
+        """At exit: the writer commits or spools what is queued and tries the store once more,
+        for as long as it commits reports; ``EXIT_WAIT_S`` without committing any, and what it
+        still holds is spooled from here and the process may end (the writer is a daemon thread)."""
         if os.getpid() != self.owner_pid:
             return  # never wait on (or tear down) the parent's writer from a forked child
         self._queue.put(None)
         while True:
-            with self._done:
-                finished = self._finished
+            written = self.written
             self._thread.join(timeout=EXIT_WAIT_S)
-            if not self._thread.is_alive():
-                break
-            with self._done:
-                if self._finished == finished:
-                    break  # no progress: stuck on the store
+            if not self._thread.is_alive() or self.written == written:
+                break  # done, or no report committed for EXIT_WAIT_S: stuck on the store
         if self._thread.is_alive():
             # The writer still uses the spool and the connection: they end with the process.
             self._rescue(EXIT_WAIT_S)

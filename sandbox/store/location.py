@@ -27,9 +27,12 @@ _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.\-]+):")
 # A libpq keyword string starts with ``keyword=``; no file path the sandbox makes does.
 _KEYWORD_START = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
 # A keyword whose value is a secret (password, sslpassword), its ``=``, then its value: quoted
-# (backslash escapes, maybe unterminated) or up to the next blank, as libpq reads it.
+# (backslash escapes, maybe unterminated), or unquoted up to the next ``keyword=``: libpq ends
+# it at the first blank and then fails on the rest, which the user meant as the password too.
 _KEYWORD_SECRET = re.compile(
-    r"(?i)(?<![A-Za-z0-9_?&])([A-Za-z_]*password\s*=\s*)('(?:\\[\s\S]|[^'\\])*(?:'|\\?$)|(?:\\[\s\S]|[^\s\\])*\\?)"
+    r"(?i)(?<![A-Za-z0-9_?&])([A-Za-z_]*password\s*=\s*)"
+    r"('(?:\\[\s\S]|[^'\\])*(?:'|\\?$)"
+    r"|(?:\\[\s\S]|[^\s\\])*\\?(?:\s+(?![A-Za-z_][A-Za-z0-9_]*\s*=)(?:\\[\s\S]|[^\s\\])+\\?)*)"
 )
 # A URL query parameter: its key (maybe percent-encoded) and value (up to the next ``&``).
 _QUERY_PARAM = re.compile(r"([?&])([^=&?]*)=([^&]*)")
@@ -119,10 +122,15 @@ def secrets(location: str) -> list[str]:
         found.append(value)
         inner = value[1:-1] if value.startswith("'") and value.endswith("'") and len(value) > 1 else value
         found.append(re.sub(r"\\(.)", r"\1", inner.lstrip("'"), flags=re.S))
+        if not value.startswith("'"):
+            found += value.split()  # what libpq took, and what it choked on
     return sorted({s for s in found if s and s != MASK}, key=len, reverse=True)
 
 
-WITHHELD = "the driver's message is not shown: it quotes part of the location's password"
+WITHHELD = (
+    "the driver's message is not shown because it quotes part of the password (in a URL, write @ / ? "
+    "in a password as %40 %2F %3F; in a keyword string, quote a password with blanks: password='...')"
+)
 
 
 def redact(message: str, location: str) -> str:

@@ -325,12 +325,14 @@ def waiting(location: str, root: str | None = None) -> bool:
 
 
 def upload_location(location: str, root: str | None = None) -> Upload:
-    """``sandbox spool --upload``: open the store and upload, only when something waits for it,
-    so a mistyped location creates no store (nor its folder)."""
-    if not waiting(location, root):
-        return Upload()
-    from sandbox.store import open_store  # the package imports this module's users, not this module
+    """``sandbox spool --upload``: upload what waits for ``location``. With nothing waiting the
+    store is only opened read-only: it is checked (a foreign or missing one is refused) and
+    nothing is created, so a mistyped location makes no store (nor its folder)."""
+    from sandbox.store import open_store  # the package's entry point; it does not import this module
 
+    if not waiting(location, root):
+        open_store(location, readonly=True).close()
+        return Upload()
     store = open_store(location)
     try:
         return upload(store, location, root)

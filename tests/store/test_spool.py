@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -368,3 +370,150 @@ def test_a_line_the_store_cannot_take_is_corrupt_too(tmp_path: Path) -> None:
         assert [r.report_id for r in store.reports(run.run_id)] == [good.report_id]
     finally:
         store.close()
+
+
+# --- trust: private files, this user's regular files only, nothing replaced ----------------------
+
+
+def spool_with(location: str, root: str, reports: list[CompileReport], run: Run) -> Path:
+    """A closed spool file holding ``run`` and ``reports``, as a writer that exited leaves it."""
+    writer = spool_module.Spool(location, root)
+    writer.append(run.to_dict(), [r.to_dict() for r in reports])
+    path = Path(writer.path)
+    writer.close()
+    return path
+
+
+def test_spool_folders_and_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    location = "postgresql://team:s3cret@db/runs?password=s3cret"
+    root = tmp_path / "spool"
+    run = Run()
+    old = os.umask(0)
+    try:
+        path = spool_with(
+            location,
+            str(root),
+            [CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated")],
+            run,
+        )
+    finally:
+        os.umask(old)
+    label = path.parent / "location.txt"
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (root, path.parent, path, label)}
+    assert modes == {root: 0o700, path.parent: 0o700, path: 0o600, label: 0o600}, modes
+    assert label.read_text() == "postgresql://team:***@db/runs?password=***\n"
+    assert "s3cret" not in path.parent.name  # nor its hash: the folder is named after the masked location
+    assert path.parent.name == spool_module.spool_dir("postgresql://team:other@db/runs?password=x", str(root))[-16:]
+
+    # A folder an earlier version left open to others is closed before it is written again.
+    path.parent.chmod(0o755)
+    spool_with(
+        location,
+        str(root),
+        [CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated")],
+        run,
+    )
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_only_regular_files_of_this_user_are_listed_or_uploaded(tmp_path: Path) -> None:
+    location = str(tmp_path / "runs.db")
+    root = str(tmp_path / "spool")
+    run = Run()
+    mine = spool_with(
+        location,
+        root,
+        [CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated")],
+        run,
+    )
+    folder = mine.parent
+    # Spool lines planted outside the spool, linked in; a FIFO that would block a reader.
+    planted_run = Run()
+    planted = spool_with(
+        str(tmp_path / "elsewhere.db"),
+        str(tmp_path / "other-spool"),
+        [CompileReport(run_id=planted_run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated")],
+        planted_run,
+    )
+    (folder / "link.jsonl").symlink_to(planted)
+    os.mkfifo(folder / "fifo.jsonl")
+    foreign = None
+    if os.geteuid() == 0:  # only root can give a file to another user; elsewhere this part is not run
+        stranger_run = Run()
+        foreign = folder / "stranger.jsonl"
+        shutil.copy(spool_with(location, str(tmp_path / "s2"), [], stranger_run), foreign)
+        os.chown(foreign, 65534, 65534)
+
+    assert [Path(p["path"]) for p in spool_module.pending(location, root)] == [mine]
+    store = open_store(location)
+    try:
+        done = spool_module.upload(store, location, root)
+        assert (done.files, done.runs, done.reports) == (1, 1, 1)
+        assert [r["run_id"] for r in store.runs()] == [run.run_id]  # nothing planted got in
+    finally:
+        store.close()
+    assert (folder / "link.jsonl").is_symlink() and planted.exists() and (folder / "fifo.jsonl").exists()
+    assert foreign is None or foreign.exists()
+
+
+def test_an_upload_never_replaces_what_the_store_has(tmp_path: Path) -> None:
+    """A spool file is older than the store, or someone else's idea of it: a run or report whose
+    id the store has is skipped, whatever the file says."""
+    location = str(tmp_path / "runs.db")
+    root = str(tmp_path / "spool")
+    run = Run(name="real")
+    stored = CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated", duration_s=1)
+    store = open_store(location)
+    try:
+        store.put_run(run)
+        store.put_reports([stored])
+        changed = CompileReport.from_dict(dict(stored.to_dict(), outcome="failed", duration_s=99.0))
+        fresh = CompileReport(run_id=run.run_id, compile_id="1/0", graph_kind="forward", outcome="isolated")
+        spool_with(location, root, [changed, fresh], Run.from_dict(dict(run.to_dict(), name="forged")))
+        done = spool_module.upload(store, location, root)
+        assert (done.files, done.runs, done.reports, done.skipped) == (1, 0, 1, 2)
+        kept = {r.report_id: r for r in store.reports(run.run_id)}
+        assert kept[stored.report_id].outcome == "isolated" and kept[stored.report_id].duration_s == 1
+        assert fresh.report_id in kept and store.get_run(run.run_id)["name"] == "real"
+    finally:
+        store.close()
+
+
+def test_uploading_for_a_mistyped_location_creates_nothing(tmp_path: Path) -> None:
+    root = str(tmp_path / "spool")
+    typo = tmp_path / "typo" / "runs.db"
+    with pytest.raises(StoreError, match="no store at"):
+        spool_module.upload_location(str(typo), root)
+    assert not typo.parent.exists()
+    # With reports waiting for it, the location is the writer's own: the store is made.
+    run = Run()
+    spool_with(
+        str(typo),
+        root,
+        [CompileReport(run_id=run.run_id, compile_id="0/0", graph_kind="forward", outcome="isolated")],
+        run,
+    )
+    done = spool_module.upload_location(str(typo), root)
+    assert (done.files, done.reports) == (1, 1) and typo.exists()
+
+
+def test_a_spool_folder_not_this_users_own_is_never_written(tmp_path: Path) -> None:
+    """A link planted where the folder goes (to somewhere others read), or, as root, a folder
+    given to another user: the writer refuses it (the job goes on: the store sink warns)."""
+    location = str(tmp_path / "runs.db")
+    root = tmp_path / "spool"
+    folder = Path(spool_module.spool_dir(location, str(root)))
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder.symlink_to(elsewhere)
+    with pytest.raises(spool_module.SpoolError, match="not a directory of this user"):
+        spool_with(location, str(root), [], Run())
+    assert list(elsewhere.iterdir()) == []
+    if os.geteuid() == 0:  # only root can give a folder to another user; elsewhere this part is not run
+        folder.unlink()
+        folder.mkdir()
+        os.chown(folder, 65534, 65534)
+        with pytest.raises(spool_module.SpoolError, match="not a directory of this user"):
+            spool_with(location, str(root), [], Run())
+        assert list(folder.iterdir()) == []
