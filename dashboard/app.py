@@ -1,10 +1,16 @@
 """The compile sandbox's dashboard: ``streamlit run dashboard/app.py``.
 
-Reads a run store (``SANDBOX_STORE``, else the sandbox's default file, else the one
-typed in the sidebar) read-only, and shows its runs, one run's compiles, one graph's
-stages and kernels, two runs compared kernel by kernel, trends across runs, and the
-ranks of one job side by side (rank divergence, stragglers, an earlier job beside it).
-Pages are in ``dashboard/pages/``; their queries in ``dashboard/queries/``, a module per page.
+Reads one run store (``SANDBOX_STORE``, else the sandbox's default file) read-only, and shows
+its runs, one run's compiles, one graph's stages and kernels, two runs compared kernel by kernel,
+trends across runs, and the ranks of one job side by side (rank divergence, stragglers, an
+earlier job beside it). Pages are in ``dashboard/pages/``; their queries in ``dashboard/queries/``,
+a module per page.
+
+The store is fixed when the dashboard starts: a visitor cannot point it at another file or host.
+``streamlit run dashboard/app.py -- --allow-store-picker`` adds a box in the sidebar to type
+another store's location (``dashboard.ui.PICKER_FLAG``). Everything read from the store is shown
+as text, never as markdown or HTML (``dashboard.ui.text``), and a page loads nothing from outside
+its own server (the favicon is an emoji: a material icon's favicon comes from fonts.gstatic.com).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard import ui  # noqa: E402
 
-st.set_page_config(page_title="Compile sandbox", page_icon=":material/memory:", layout="wide")
+st.set_page_config(page_title="Compile sandbox", page_icon="📦", layout="wide")
 navigation = st.navigation(
     [st.Page(p.path, title=p.title, url_path=p.url, icon=p.icon, default=(i == 0)) for i, p in enumerate(ui.PAGES)]
 )

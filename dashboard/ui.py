@@ -1,10 +1,27 @@
-"""What every page shares: the pages' list, the store picker, the empty state, run pickers.
+"""What every page shares: the pages' list, the store, the empty state, run pickers, store text.
 
 Rendering only; the data comes from ``dashboard/queries/`` (``shared`` and ``runs``).
+
+**Store text is shown, never obeyed.** Run names, code locations, kernel names, failure messages
+and every other string in a store were written by whoever wrote that store. Streamlit renders
+markdown (and its own ``:emoji:``, ``:red[...]`` and ``$math$``) in ``st.markdown``, titles,
+captions, alerts, expander and metric labels, metric values and tooltips: a run name of
+``![x](http://host/)`` would make every visitor's browser fetch it. Pages pass store text through
+:func:`text` wherever Streamlit reads markdown, or show it in ``st.code``, ``st.text`` or a
+dataframe, which show text as text.
+
+**The store is fixed.** The dashboard reads the store it was started on (``sandbox dashboard
+--store``, ``SANDBOX_STORE``, else the default file), shown masked (no password) and not
+changeable from the page, so a visitor cannot point the server at other files or hosts. Started
+with ``streamlit run dashboard/app.py -- --allow-store-picker``, the sidebar offers a box to type
+another store's location (for a dashboard only its own user can reach).
 """
 
 from __future__ import annotations
 
+import re
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +32,13 @@ import streamlit as st
 
 from dashboard.queries import shared
 from dashboard.queries.runs import cached_resolve, run_labels
-from sandbox.store import StoreError
+from dashboard.queries.shared import escape_markdown
+from sandbox.store import StoreError, masked
 
 STORE_KEY = "store_location"
+# The script argument (``streamlit run dashboard/app.py -- --allow-store-picker``) that lets a
+# visitor type another store's location into the sidebar.
+PICKER_FLAG = "--allow-store-picker"
 
 
 @dataclass(frozen=True)
@@ -46,32 +67,85 @@ SANDBOX_STORE={location} SANDBOX_RUN_NAME=baseline python train.py   # with torc
 """
 
 
+# -- store text ---------------------------------------------------------------------------------
+
+
+# Streamlit's markdown turns a bare ``http://``, ``www.`` or ``name@host.domain`` in any text into a
+# link after parsing (GFM's autolink literals: backslash escapes do not stop it). An invisible word
+# joiner after the scheme, ``www`` or ``@`` leaves the text as it reads but no longer a link.
+_AUTOLINK = re.compile(r"(?i)(https?)(?=:)|(www)(?=\.)|(@)")
+_JOINER = "\u2060"
+
+
+def plain(value: Any) -> str:
+    """Store text on one line, for markdown once escaped (:func:`text`, or a function of
+    ``dashboard.queries`` that escapes): every control or format character (a bidi override, a
+    zero-width space) as its visible escape (``\\u202e``), so it cannot reorder or hide what is
+    shown, and no bare URL or e-mail address that a renderer would make a link."""
+    s = " ".join(str(value).split())
+    if not s.isprintable():
+        s = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+    return _AUTOLINK.sub(lambda m: m.group(0) + _JOINER, s)
+
+
+def text(value: Any) -> str:
+    """Store text for whatever Streamlit renders as markdown (``st.markdown``, titles, captions,
+    alerts, labels, metric values, tooltips): :func:`plain`, then every markdown character escaped,
+    so it reads as written and never becomes a link, an image, HTML, a heading, code, math, an
+    emoji or a colour."""
+    return escape_markdown(plain(value))
+
+
+# -- the store --------------------------------------------------------------------------------------
+
+
+def picker_allowed(argv: Sequence[str] | None = None) -> bool:
+    """Whether the dashboard was started with :data:`PICKER_FLAG` (its script arguments)."""
+    return PICKER_FLAG in (sys.argv[1:] if argv is None else argv)
+
+
 def sidebar_store() -> str:
-    """The store picker: ``SANDBOX_STORE`` or the default file, or whatever is typed here."""
+    """The store the pages read, in the sidebar: the one the dashboard was started on, shown masked;
+    with :data:`PICKER_FLAG`, a box to type another (it starts with the masked location, which
+    stands for the started-on store)."""
+    configured = shared.initial_location()
+    if not picker_allowed():
+        st.sidebar.caption("Run store (read-only)")
+        st.sidebar.text(masked(configured))
+        return configured
     if STORE_KEY not in st.session_state:
-        st.session_state[STORE_KEY] = shared.initial_location()
-    location = st.sidebar.text_input(
+        st.session_state[STORE_KEY] = masked(configured)
+    st.sidebar.text_input(
         "Run store",
         key=STORE_KEY,
         help="A SQLite file or a postgresql:// URL. Default: $SANDBOX_STORE, else the sandbox's default file. "
         "Always opened read-only.",
-    ).strip()
-    return location
+    )
+    return location()
 
 
 def location() -> str:
-    return str(st.session_state.get(STORE_KEY) or shared.initial_location()).strip()
+    """The store the pages read: the started-on one, or (with :data:`PICKER_FLAG`) the one typed."""
+    configured = shared.initial_location()
+    if not picker_allowed():
+        return configured
+    typed = str(st.session_state.get(STORE_KEY) or "").strip()
+    return configured if not typed or typed == masked(configured) else typed
 
 
 def empty_state(where: str, problem: str | None = None) -> None:
+    shown = masked(where)
     st.title("No runs yet")
     if problem:
-        st.warning(problem)
+        st.warning(text(problem.replace(where, shown)))
     else:
-        st.info(f"The store {where} has no runs yet.")
+        st.info(f"The store {text(shown)} has no runs yet.")
     st.markdown("Make a first run, then reload this page:")
-    st.code(FIRST_RUN.format(location=where), language="bash")
-    st.caption("Or pick another store in the sidebar.")
+    st.code(FIRST_RUN.format(location=shlex.quote(shown)), language="bash")
+    if picker_allowed():
+        st.caption("Or pick another store in the sidebar.")
+    else:
+        st.caption("Or start the dashboard on another store: `SANDBOX_STORE=LOCATION streamlit run dashboard/app.py`")
 
 
 def require_store() -> shared.Source:
@@ -136,7 +210,7 @@ def pick_run(
 
 def link(page: str, **params: Any) -> str:
     """A relative URL of a page with query parameters, e.g. ``run?run=ID``."""
-    query = "&".join(f"{k}={v}" for k, v in params.items() if v is not None)
+    query = urlencode({k: v for k, v in params.items() if v is not None})
     return PAGE[page].url + (f"?{query}" if query else "")
 
 

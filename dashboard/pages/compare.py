@@ -8,7 +8,6 @@ from dashboard.queries import compare as q
 from dashboard.queries.graph import code_language
 from dashboard.queries.run import cached_run
 from dashboard.queries.runs import cached_runs, previous_of
-from dashboard.queries.shared import escape_markdown
 
 src = ui.require_store()
 runs = cached_runs(src)
@@ -29,7 +28,7 @@ found = qc.cached_compare_causes(src, run_a, run_b)
 
 def show_cause(c: qc.Cause) -> None:
     links = qc.compare_links(c, run_a, run_b, d.environment)
-    st.markdown(qc.markdown_line(c.text, [(link.label, ui.href(link)) for link in links]))
+    st.markdown(qc.markdown_line(ui.plain(c.text), [(ui.plain(link.label), ui.href(link)) for link in links]))
 
 
 st.subheader("Why B differs from A", anchor="why")
@@ -43,7 +42,7 @@ if len(found) > qc.SHOWN:
             show_cause(c)
 
 with st.expander("What changed, in numbers", expanded=True):
-    st.markdown("\n".join(f"- {escape_markdown(line)}" for line in q.verdict(d)))
+    st.markdown("\n".join(f"- {ui.text(line)}" for line in q.verdict(d)))
 
 cols = st.columns(4)
 ta, tb = d.a["compile_s"], d.b["compile_s"]

@@ -33,21 +33,24 @@ index = ui.pick(
 )
 report = q.find_report(reports, index)
 
-header.title(f"{report.graph_kind.capitalize()} graph {report.compile_id or '?'}")
-header.caption(f"{labels.code(report.co_name, report.filename, report.line)} · run {run_label(run)}")
+header.title(f"{ui.text(str(report.graph_kind).capitalize())} graph {ui.text(report.compile_id or '?')}")
+header.caption(f"{ui.text(labels.code(report.co_name, report.filename, report.line))} · run {ui.text(run_label(run))}")
 ui.page_link("Run", "Back to the run", run=run_id)
 
 cols = st.columns(5)
 cols[0].metric("Compile time", ui.seconds(report.duration_s))
-cols[1].metric("Outcome", labels.outcome(report))
-cols[2].metric("Worker", report.worker_pid or "-", help=labels.isolation(report))
+cols[1].metric("Outcome", ui.text(labels.outcome(report)))
+cols[2].metric("Worker", ui.text(report.worker_pid or "-"), help=ui.text(labels.isolation(report)))
 cols[3].metric("Kernels", len(report.kernels))
-cols[4].metric("Graph nodes", report.graph.get("nodes", "-"))
-st.caption(f"Where it compiled: {labels.isolation(report)} · caches: {labels.caches(report, async_compile=True)}")
+cols[4].metric("Graph nodes", ui.text(report.graph.get("nodes", "-")))
+st.caption(
+    f"Where it compiled: {ui.text(labels.isolation(report))} · "
+    f"caches: {ui.text(labels.caches(report, async_compile=True))}"
+)
 if report.failure is not None:
-    st.error(f"**{report.failure.kind}**: {report.failure.message}")
+    st.error(f"**{ui.text(report.failure.kind)}**: {ui.text(report.failure.message)}")
 elif report.reason:
-    st.info(report.reason)
+    st.info(ui.text(report.reason))
 
 st.subheader("Stages")
 tree = q.stage_tree(report)
@@ -151,11 +154,13 @@ if with_code:
         st.session_state.pop("graph:kernel", None)
     chosen = st.selectbox("Generated code of", names, key="graph:kernel")
     kernel = with_code[names.index(chosen)]
-    st.caption(f"{kernel.get('kind')} kernel · {kernel.get('lines')} lines · sha256 {kernel.get('source_hash')}")
+    st.caption(
+        ui.text(f"{kernel.get('kind')} kernel · {kernel.get('lines')} lines · sha256 {kernel.get('source_hash')}")
+    )
     if kernel.get("triton"):
         st.markdown(
-            f"**Autotune candidates of {kernel['name']}** "
-            f"(autotune cache: {kernel['triton'].get('autotune_cache') or '-'})"
+            f"**Autotune candidates of {ui.text(kernel['name'])}** "
+            f"(autotune cache: {ui.text(kernel['triton'].get('autotune_cache') or '-')})"
         )
         st.dataframe(
             q.autotune_timing_rows(kernel),

@@ -40,17 +40,19 @@ cards = q.job_cards(report)
 cols = st.columns(5)
 cols[0].metric(
     "Ranks",
-    f"{cards['ranks']} of {cards['world_size'] or '?'}",
+    f"{cards['ranks']} of {ui.text(cards['world_size'] or '?')}",
     help="ranks with a run in this store, of the job's world size",
 )
 cols[1].metric("Graphs that diverge", f"{cards['divergent']} of {cards['graphs']}")
 cols[2].metric(
     "Stragglers",
-    ", ".join(f"rank {r}" for r in cards["stragglers"]) or "none",
+    ui.text(", ".join(f"rank {r}" for r in cards["stragglers"]) or "none"),
     help=f"a rank that took more than {STRAGGLER_FACTOR:g}x the median of the other ranks, "
     f"and at least {STRAGGLER_MIN_S:g} s more (per graph, or in total)",
 )
-cols[3].metric("Slowest rank", f"rank {cards['slowest_rank']}", help="the rank with the most compile time in total")
+cols[3].metric(
+    "Slowest rank", f"rank {ui.text(cards['slowest_rank'])}", help="the rank with the most compile time in total"
+)
 cols[4].metric(
     "Its compile time",
     ui.seconds(cards["slowest_s"]),
@@ -59,7 +61,7 @@ cols[4].metric(
 )
 
 st.subheader("Verdict")
-st.markdown("\n".join(f"- {line}" for line in q.job_verdict(report)))
+st.markdown("\n".join(f"- {ui.text(line)}" for line in q.job_verdict(report)))
 
 st.subheader("Ranks")
 ranks = q.job_rank_rows(report)
@@ -130,7 +132,7 @@ st.dataframe(
 )
 
 if report.against is not None:
-    st.subheader(f"Against {report.against.earlier}")
+    st.subheader(f"Against {ui.text(report.against.earlier)}")
     st.caption("Rank r then against rank r now: graphs matched by code location, kernels by name then source.")
     st.dataframe(
         q.job_against_rows(report).style.format({"then s": "{:.2f}", "now s": "{:.2f}", "delta s": "{:+.2f}"}),
@@ -144,6 +146,5 @@ if report.against is not None:
         hide_index=True,
     )
     if report.against.only_earlier or report.against.only_now:
-        st.caption(
-            f"Ranks only then: {report.against.only_earlier or 'none'}; only now: {report.against.only_now or 'none'}"
-        )
+        then, now = report.against.only_earlier or "none", report.against.only_now or "none"
+        st.caption(ui.text(f"Ranks only then: {then}; only now: {now}"))

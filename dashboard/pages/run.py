@@ -8,7 +8,6 @@ from dashboard import ui
 from dashboard.queries import causes as qc
 from dashboard.queries import run as q
 from dashboard.queries.runs import cached_runs, previous_of, run_label, run_labels
-from dashboard.queries.shared import escape_markdown
 
 src = ui.require_store()
 runs = cached_runs(src)
@@ -17,11 +16,11 @@ run_id = ui.pick_run(src, runs, "Run", "run")
 run, reports = q.cached_run(src, run_id)
 cards = q.run_cards(run, reports)
 
-header.title(f"Run {run.get('name') or run_id[:12]}")
+header.title(f"Run {ui.text(run.get('name') or run_id[:12])}")
 header.caption(
-    run_label(run)
-    + (f" · tags: {', '.join(run['tags'])}" if run.get("tags") else "")
-    + f" · {run.get('device') or '?'} · torch {run.get('torch') or '?'}"
+    ui.text(run_label(run))
+    + (f" · tags: {ui.text(', '.join(run['tags']))}" if run.get("tags") else "")
+    + f" · {ui.text(run.get('device') or '?')} · torch {ui.text(run.get('torch') or '?')}"
 )
 
 cols = st.columns(6)
@@ -45,14 +44,15 @@ if reports:
     earlier, found = qc.cached_run_causes(src, run_id)
     st.caption(
         "Largest first. Cache misses are judged against the earlier run of the same name, "
-        f"{escape_markdown(run_labels(runs)[earlier])}."
+        f"{ui.text(run_labels(runs)[earlier])}."
         if earlier
         else "Largest first. No earlier run of this name: a cache miss cannot be compared with an earlier hit."
     )
     if not found:
         st.success(qc.NOTHING_TO_EXPLAIN)
     for c in found:
-        st.markdown(qc.markdown_line(c.text, [(link.label, ui.href(link)) for link in qc.run_links(c, run_id)]))
+        links = [(ui.plain(link.label), ui.href(link)) for link in qc.run_links(c, run_id)]
+        st.markdown(qc.markdown_line(ui.plain(c.text), links))
 
 with st.expander("Environment"):
     st.dataframe(q.run_facts(run), hide_index=True)
@@ -122,12 +122,13 @@ for f in fails:
         )
         if x
     )
+    first = (f["message"].splitlines() or [""])[0]
     st.error(
-        f"**{f['graph']}** at {f['code']}: **{f['kind']}**{f' ({how})' if how else ''}: "
-        f"{f['message'].splitlines()[0]} ({f['fallback']})"
+        f"**{ui.text(f['graph'])}** at {ui.text(f['code'])}: **{ui.text(f['kind'])}**"
+        f"{f' ({ui.text(how)})' if how else ''}: {ui.text(first)} ({ui.text(f['fallback'])})"
     )
     if f["log_tail"] or f["traceback"] or "\n" in f["message"]:
-        with st.expander(f"Details of {f['graph']}"):
+        with st.expander(f"Details of {ui.text(f['graph'])}"):
             if "\n" in f["message"]:
                 st.code(f["message"], language="text")
             if f["traceback"]:
