@@ -9,7 +9,8 @@ the TCP connection and never answers) costs a known time, never a hung process:
   ``STATEMENT_TIMEOUT_S``; the training process's writer passes a shorter one) unless the
   location's ``options`` or ``PGOPTIONS`` set one; and on the client, that bound plus
   ``NO_ANSWER_GRACE_S`` for each wait on the server, after which the connection is closed:
-  a server that stopped answering cannot cancel its own statement.
+  a server that stopped answering cannot cancel its own statement. A user who sets
+  ``statement_timeout=0`` (no limit) gets no client bound either.
 """
 
 from __future__ import annotations
@@ -34,12 +35,11 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
 
 def _user_statement_timeout(options: str) -> float | None:
     """Seconds of a ``-c statement_timeout=...`` the user gave (milliseconds without a unit, as
-    PostgreSQL reads it); 0 (no limit) or none given: None."""
+    PostgreSQL reads it; 0 is no limit); None when none is given or it cannot be read."""
     m = _USER_STATEMENT_TIMEOUT.search(options)
     if not m:
         return None
-    seconds = float(m.group(1)) * _UNIT_S[(m.group(2) or "ms").lower()]
-    return seconds or None
+    return float(m.group(1)) * _UNIT_S[(m.group(2) or "ms").lower()]
 
 
 def _connection_class() -> Any:
@@ -52,7 +52,8 @@ def _connection_class() -> Any:
     default_interval = parameters["interval"].default
 
     class BoundedConnection(psycopg.Connection):  # type: ignore[misc, type-arg]
-        answer_within_s: float = STATEMENT_TIMEOUT_S + NO_ANSWER_GRACE_S
+        # None: the user turned the statement timeout off, and waits as long as the server takes.
+        answer_within_s: float | None = STATEMENT_TIMEOUT_S + NO_ANSWER_GRACE_S
 
         def wait(self, gen: Any, interval: float = default_interval, timeout: float | None = None) -> Any:
             bound = self.answer_within_s if timeout is None else timeout
@@ -60,7 +61,7 @@ def _connection_class() -> Any:
             try:
                 return super().wait(gen, interval=interval, timeout=bound)
             except psycopg.OperationalError:
-                if timeout is None and time.monotonic() - t0 >= bound:
+                if timeout is None and bound is not None and time.monotonic() - t0 >= bound:
                     # The connection is mid-statement in an unknown state: close it, so nothing
                     # else (a rollback, an unlock) waits on the silent server again.
                     self.close()
@@ -91,15 +92,16 @@ class PostgresStore(Store):
             if params.get("connect_timeout") is None and not os.environ.get("PGCONNECT_TIMEOUT"):
                 kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
             options = str(params.get("options") or os.environ.get("PGOPTIONS") or "")
-            statement_s = _user_statement_timeout(options)
-            if statement_s is None and "statement_timeout" not in options:
+            statement_s = _user_statement_timeout(options)  # the user's own wins, 0 (no limit) included
+            if "statement_timeout" not in options:
                 statement_s = statement_timeout_s or STATEMENT_TIMEOUT_S
                 # Merged into the user's options (a keyword argument replaces them whole).
                 kwargs["options"] = f"{options} -c statement_timeout={int(statement_s * 1000)}".strip()
+            elif statement_s is None:
+                statement_s = statement_timeout_s or STATEMENT_TIMEOUT_S  # one we cannot read: bound by ours
             self.conn = connection.connect(location, **kwargs)
             if hasattr(self.conn, "answer_within_s"):
-                statement_s = statement_s or statement_timeout_s or STATEMENT_TIMEOUT_S
-                self.conn.answer_within_s = statement_s + NO_ANSWER_GRACE_S
+                self.conn.answer_within_s = statement_s + NO_ANSWER_GRACE_S if statement_s else None
             if readonly:
                 self.conn.read_only = True
         except psycopg.Error as e:

@@ -287,3 +287,20 @@ def test_a_hung_server_costs_flush_and_exit_a_bounded_wait_and_loses_nothing(
     finally:
         store.close()
     assert stored == {first.report_id} | {r.report_id for r in late}
+
+
+def test_statement_timeouts_on_the_server_and_the_users_own_wins(postgres: PostgresServer) -> None:
+    url = postgres.new_database()
+    cases = [
+        (url, None, "1min", pg.STATEMENT_TIMEOUT_S + pg.NO_ANSWER_GRACE_S),  # the CLI and the dashboard
+        (url, store_sink.WRITER_STATEMENT_TIMEOUT_S, "5s", 5 + pg.NO_ANSWER_GRACE_S),  # the training process
+        (url + "?options=-c%20statement_timeout%3D1500", 5.0, "1500ms", 1.5 + pg.NO_ANSWER_GRACE_S),
+        (url + "?options=-c%20statement_timeout%3D0", 5.0, "0", None),  # no limit, as the user asked
+    ]
+    for location, statement_s, shown, client_s in cases:
+        store = open_store(location, statement_timeout_s=statement_s)
+        try:
+            assert store._query("SHOW statement_timeout") == [(shown,)], location
+            assert store.conn.answer_within_s == client_s, location
+        finally:
+            store.close()
