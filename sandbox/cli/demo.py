@@ -30,7 +30,7 @@ from sandbox import runtime, zoo
 from sandbox.analysis import labels
 from sandbox.cli.render import shorten, table
 from sandbox.options import Options
-from sandbox.store import StoreError, default_location, masked, open_store
+from sandbox.store import StoreError, default_location, is_postgresql, masked, open_store
 
 # The same comparison for every tensor of a zoo run (outputs, losses, gradients,
 # buffers): float32 within rtol 1e-4, atol 1e-5 - a little looser than
@@ -181,8 +181,8 @@ def _span_file(opts: Options) -> str | None:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor  # optional dependency
     except ImportError:
         return None
-    location = opts.store if opts.store not in (None, "off") and "://" not in str(opts.store) else default_location()
-    folder = os.path.dirname(os.path.abspath(location)) if "://" not in location else os.getcwd()
+    location = opts.store if opts.store not in (None, "off") and not is_postgresql(opts.store) else default_location()
+    folder = os.path.dirname(os.path.abspath(location)) if not is_postgresql(location) else os.getcwd()
     path = os.path.join(folder, "demo-spans.jsonl")
     os.makedirs(folder, exist_ok=True)
     stream = open(path, "w")  # noqa: SIM115 - lives as long as the demo

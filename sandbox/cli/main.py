@@ -260,14 +260,10 @@ def cmd_spool(location: str, args: argparse.Namespace, out: TextIO, err: TextIO)
         if waiting:
             out.write("sandbox spool --upload sends them once the store is reachable\n")
         return 0
-    store = open_store(location)
-    try:
-        done = spool.upload(store, location)
-    finally:
-        store.close()
+    done = spool.upload_location(location)  # nothing waiting: the store is only checked, never created
     out.write(
         f"uploaded {done.reports} report(s) and {done.runs} run(s) from {done.files + len(done.corrupt)} spool "
-        f"file(s) into {store.url}"
+        f"file(s) into {masked(location)}"
         + (
             f"; {done.busy} file(s) are still being written by running processes, which upload them themselves"
             if done.busy
