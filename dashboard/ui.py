@@ -77,15 +77,21 @@ _AUTOLINK = re.compile(r"(?i)(https?)(?=:)|(www)(?=\.)|(@)")
 _JOINER = "\u2060"
 
 
-def plain(value: Any) -> str:
-    """Store text on one line, for markdown once escaped (:func:`text`, or a function of
-    ``dashboard.queries`` that escapes): every control or format character (a bidi override, a
-    zero-width space) as its visible escape (``\\u202e``), so it cannot reorder or hide what is
-    shown, and no bare URL or e-mail address that a renderer would make a link."""
+def visible(value: Any) -> str:
+    """Store text on one line, every control or format character (a bidi override, a zero-width
+    space) as its visible escape (``\\u202e``), so it cannot reorder or hide what is shown: for
+    what Streamlit shows as plain text (a picker's options)."""
     s = " ".join(str(value).split())
-    if not s.isprintable():
-        s = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
-    return _AUTOLINK.sub(lambda m: m.group(0) + _JOINER, s)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+
+
+def plain(value: Any) -> str:
+    """:func:`visible`, with no bare URL or e-mail address that a markdown renderer would make a
+    link: for markdown once escaped (:func:`text`, or a function of ``dashboard.queries`` that
+    escapes)."""
+    return _AUTOLINK.sub(lambda m: m.group(0) + _JOINER, visible(value))
 
 
 def text(value: Any) -> str:
@@ -186,7 +192,7 @@ def pick(
     if current not in options:
         current = fallback if fallback in options else options[0]
     st.session_state[key] = current
-    chosen = (container or st).selectbox(label, options, key=key, format_func=fmt)
+    chosen = (container or st).selectbox(label, options, key=key, format_func=lambda x: visible(fmt(x)))
     st.query_params[param] = str(chosen)
     st.session_state[key + ":asked"] = str(chosen)
     return chosen

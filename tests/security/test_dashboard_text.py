@@ -311,6 +311,14 @@ def test_a_page_view_makes_no_outside_request(chromium: Any, server: str, hostil
                 '[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=LOAD_TIMEOUT_MS
             )
             page.wait_for_timeout(1500)  # images, charts and grids load after the script ends
+            boxes = page.locator('[data-testid="stSelectbox"] input')
+            if boxes.count():  # a picker's options (run names, graphs, jobs) render when it opens
+                boxes.first.click()
+                boxes.first.press("ArrowDown")
+                page.wait_for_selector('[role="option"]', timeout=LOAD_TIMEOUT_MS)
+                options = page.locator('[role="option"]').all_inner_texts()
+                assert options and all(o.isprintable() for o in options), f"{name}: {options}"
+                page.wait_for_timeout(500)
             screenshot(page, f"hostile-{name}")
             assert page.locator('[data-testid="stException"]').count() == 0, name
             assert not outside, f"{name}: requests to other hosts: {sorted(set(outside))}"
