@@ -44,15 +44,22 @@ def _watch_parent(lifeline_fd: int, parent_pid: int, log_path: str | None = None
             os._exit(0)
 
 
+_remove_lock = threading.Lock()
+
+
 def _remove_log(log_path: str | None) -> None:
     """The parent died without cleaning up (SIGKILL): nobody reads this worker's log any more.
-    Remove it, and its folder with the last worker's log (rmdir fails while another is there)."""
-    if log_path:
-        try:
-            os.unlink(log_path)
-            os.rmdir(os.path.dirname(log_path))
-        except OSError:
-            pass
+    Remove it, and its folder with the last worker's log (rmdir fails while another is there).
+    Under a lock: the lifeline's thread and the job loop may both get here, and whichever exits
+    first must not cut the other's removal short between the two steps."""
+    if not log_path:
+        return
+    with _remove_lock:
+        for remove, path in ((os.unlink, log_path), (os.rmdir, os.path.dirname(log_path))):
+            try:
+                remove(path)
+            except OSError:
+                pass
 
 
 def _rss_bytes() -> int:
