@@ -64,7 +64,9 @@ _REAL_BEFORE = _fingerprint(_REAL_FILES)
 SUITE_HOME = Path(tempfile.mkdtemp(prefix="sandbox-tests-home-"))
 os.environ["HOME"] = str(SUITE_HOME)
 os.environ["XDG_CACHE_HOME"] = str(SUITE_HOME / ".cache")
-for _name in [n for n in os.environ if n.startswith("SANDBOX_") and not n.startswith("SANDBOX_TEST_")]:
+# Settings of the test machinery itself stay (each declared in sandbox/env.py).
+_TEST_SETTINGS = {"SANDBOX_TEST_CHROMIUM"}
+for _name in [n for n in os.environ if n.startswith("SANDBOX_") and n not in _TEST_SETTINGS]:
     del os.environ[_name]
 
 

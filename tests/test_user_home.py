@@ -16,7 +16,7 @@ def test_the_suite_has_a_home_of_its_own() -> None:
     home = conftest.SUITE_HOME
     assert Path(os.environ["HOME"]) == home and Path(os.environ["XDG_CACHE_HOME"]).is_relative_to(home)
     assert Path(default_location()).is_relative_to(home)
-    assert not [n for n in os.environ if n.startswith("SANDBOX_") and not n.startswith("SANDBOX_TEST_")]
+    assert not [n for n in os.environ if n.startswith("SANDBOX_") and n not in conftest._TEST_SETTINGS]
 
 
 def test_a_command_without_a_store_writes_into_the_suites_home() -> None:

@@ -82,7 +82,7 @@ class PostgresStore(Store):
         self.readonly = readonly
         try:
             import psycopg  # optional dependency: only for a PostgreSQL store
-            from psycopg.conninfo import conninfo_to_dict
+            from psycopg.conninfo import conninfo_to_dict  # the same optional dependency
         except ImportError as e:
             raise StoreError(f"store {self.url} needs the PostgreSQL driver: pip install 'psycopg[binary]'") from e
         connection = _connection_class()

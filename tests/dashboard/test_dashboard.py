@@ -137,7 +137,7 @@ def test_run_page_failures_and_cache_hits(real: RealStore) -> None:
     assert list(bars[bars["graph"] == "#0 forward 0/0"]["stage"]) == ["cache hit"]
     [err] = at.error
     assert "**error**" in err.value and "injected compile error" in err.value and "ran eagerly instead" in err.value
-    assert "fails_in_worker (make_run.py:" in err.value
+    assert "fails_in_worker (make_run.py:" in plain(err.value)
     assert at.query_params["run"] == real.run_ids["rerun"]  # the URL names the run it resolved
 
 
@@ -158,10 +158,10 @@ def test_graph_page_stages_caches_metrics_kernels_and_code(real: RealStore) -> N
     store.close()
     report = reports[1]
     at = open_page(real.path, "graph", run=real.run_ids["baseline"], graph="1")
-    assert at.title[0].value == "Backward graph 0/0"
+    assert plain(at.title[0].value) == "Backward graph 0/0"
     m = metrics(at)
     assert m["Outcome"] == "isolated" and m["Worker"] == str(report.worker_pid)
-    assert f"Where it compiled: worker {report.worker_pid} · caches: fx miss, aot miss" in texts(at)
+    assert f"Where it compiled: worker {report.worker_pid} · caches: fx miss, aot miss" in plain(texts(at))
     assert m["Kernels"] == str(len(report.kernels)) and m["Compile time"] == f"{report.duration_s:.2f} s"
     tree = frame(at, "own s")
     assert tree["name"][0] == "inductor_compile" and len(tree) == len(report.stages)
@@ -192,7 +192,7 @@ def test_graph_page_of_a_cache_hit(real: RealStore) -> None:
 
 def test_graph_page_of_a_failure(real: RealStore) -> None:
     at = open_page(real.path, "graph", run=real.run_ids["rerun"], graph="2")
-    assert metrics(at)["Outcome"] == "failed (error)"
+    assert plain(metrics(at)["Outcome"]) == "failed (error)"
     assert "injected compile error" in at.error[0].value
 
 
@@ -314,7 +314,10 @@ def test_empty_store_shows_how_to_make_a_first_run(tmp_path: Path) -> None:
     assert store_files(path) == before
 
 
-def test_store_chosen_in_the_sidebar(real: RealStore, gpu: tuple[Path, dict[str, str]]) -> None:
+def test_store_chosen_in_the_sidebar(
+    real: RealStore, gpu: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["dashboard/app.py", "--allow-store-picker"])  # the picker is opt-in
     at = open_page(real.path)
     assert at.sidebar.text_input[0].value == str(real.path)
     at.sidebar.text_input[0].input(str(gpu[0])).run()
