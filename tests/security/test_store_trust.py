@@ -503,7 +503,8 @@ def newer_schema(path: Path, version: int, oldest_reader: int | None, oldest_wri
 
 
 def test_a_newer_store_that_only_adds_is_read(tmp_path: Path) -> None:
-    path = tmp_path / "runs.db"
+    path = tmp_path / "store" / "runs.db"
+    path.parent.mkdir()
     run = make_run("kept")
     fill(path, [run])
     newer_schema(path, version=2, oldest_reader=1)
@@ -513,11 +514,23 @@ def test_a_newer_store_that_only_adds_is_read(tmp_path: Path) -> None:
         assert proc.returncode == 0, (args, proc.stderr)
         assert "kept" in proc.stdout or run.run_id[:8] in proc.stdout
         assert "schema 2" in proc.stderr and "newer version" in proc.stderr, proc.stderr
-    # Writing is refused: it does not say this version's writes keep it whole.
-    for args in (["gc", "--keep", "0"], ["spool", "--upload"]):
-        proc = sandbox_cli(tmp_path, *args, "--store", str(path))
-        assert proc.returncode == 1, (args, proc.stdout + proc.stderr)
-        assert str(path) in proc.stderr and "may read it but not write it" in proc.stderr, proc.stderr
+    # Writing is refused: it does not say this version's writes keep it whole. A training process
+    # keeps its reports in the spool, and uploading them is refused too.
+    proc = sandbox_cli(tmp_path, "gc", "--keep", "0", "--store", str(path))
+    assert proc.returncode == 1 and "may read it but not write it" in proc.stderr, proc.stdout + proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITER],
+        env=cli_env(tmp_path, SANDBOX_STORE=str(path)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "may read it but not write it" in proc.stdout, proc.stdout
+    assert list((tmp_path / "spool").rglob("*.jsonl"))
+    proc = sandbox_cli(tmp_path, "spool", "--upload", "--store", str(path))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert str(path) in proc.stderr and "may read it but not write it" in proc.stderr, proc.stderr
     assert sha(path) == before and beside(path) == ["runs.db"]
 
 
