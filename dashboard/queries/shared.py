@@ -10,8 +10,8 @@ value through pickle, and the dashboard never unpickles anything (``tests/dashbo
 checks that no page calls ``pickle.loads``). Cached values are shared between sessions:
 callers must not mutate them (every query returns new frames).
 
-The store is always opened read-only (``open_store(location, readonly=True)``: SQLite's
-``mode=ro``), and it holds JSON and text only.
+The store is always opened read-only (``open_store(location, readonly=True)``: ``mode=ro``
+beside a writer's WAL, else ``immutable=1``; nothing is written), and it holds JSON and text only.
 """
 
 from __future__ import annotations
