@@ -361,8 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="the trace file to write (JSON)")
 
     p = sub.add_parser("gc", parents=[common], help="delete old runs (and kernel sources no run uses)")
-    p.add_argument("--keep", type=_non_negative, metavar="N", help="keep the N newest runs, always (with --older-than: whatever their age)"
-    p.add_argument("--older-than", metavar="AGE", help="delete runs older than AGE (90s, 30m, 12h, 7d, 2w; never the --keep N newest)"
+    p.add_argument(
+        "--keep",
+        type=_non_negative,
+        metavar="N",
+        help="keep the N newest runs, always (with --older-than: whatever their age)",
+    )
+    p.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="delete runs older than AGE (90s, 30m, 12h, 7d, 2w; never the --keep N newest)",
+    )
 
     p = sub.add_parser("dashboard", parents=[common], help="open the dashboard on this store (127.0.0.1:8501)")
     p.add_argument("--port", type=_port, metavar="N", help="the port to listen on (default 8501)")
