@@ -249,3 +249,13 @@ class RedisServer:
         import redis
 
         return redis.Redis.from_url(self.url)
+
+
+def as_user(user: int | None, command: list[str]) -> list[str]:
+    """``command`` run as ``user`` (its uid and gid, no other groups) through util-linux's setpriv;
+    as is for None."""
+    if user is None:
+        return command
+    if not shutil.which("setpriv"):
+        missing("setpriv (util-linux) is needed to read a store as another user: apt-get install util-linux")
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]

@@ -33,6 +33,66 @@ from sandbox.store.base import Store, StoreError
 _READ_ATTEMPTS = 5
 
 
+# File systems that hold no user files: a store path there is a typo, whatever os.access says (root
+# may "write" /proc, and creating a file there still fails).
+_VIRTUAL_FS = frozenset(
+    {
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "cgroup",
+        "cgroup2",
+        "debugfs",
+        "securityfs",
+        "tracefs",
+        "configfs",
+        "pstore",
+        "bpf",
+        "mqueue",
+        "hugetlbfs",
+        "fusectl",
+        "binfmt_misc",
+        "autofs",
+    }
+)
+
+
+def _file_system(path: str) -> str | None:
+    """The type of the file system ``path`` lives on, from /proc/self/mounts (None where unknown)."""
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1:3] for line in f if len(line.split()) > 2]
+    except OSError:
+        return None
+    best, kind = "", None
+    for point, fs in mounts:
+        point = point.replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fs
+    return kind
+
+
+def folder_problem(path: str) -> str | None:
+    """Why the folder of ``path`` cannot hold a store, in words; None when it can (or may be created)."""
+    folder = os.path.dirname(path)
+    existing = folder
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    fs = _file_system(existing or "/")
+    if fs in _VIRTUAL_FS:
+        return f"{existing} is on a virtual file system ({fs}) that holds no files"
+    if existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"its folder {folder} does not exist and {existing} is not writable by this user"
+        return None
+    if not os.path.isdir(folder):
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable by this user"
+    return None
+
+
 class SQLiteStore(Store):
     placeholder = "?"
 
@@ -44,15 +104,18 @@ class SQLiteStore(Store):
         self._immutable = False  # the read connection assumes an unchanging file: checked at each read
         self._signature: tuple[int, ...] | None = None
         try:
+            if os.path.isdir(self.path):
+                raise StoreError(
+                    f"store {self.path} is a directory, not a store file: point --store or SANDBOX_STORE at a file, "
+                    f"e.g. {os.path.join(self.path, 'runs.db')}"
+                )
             if readonly:
                 if not os.path.exists(self.path):
-                    raise StoreError(
-                        f"no store at {self.path}: make a first run with `sandbox demo`, or set SANDBOX_STORE"
-                    )
+                    raise StoreError(self._missing())
                 self._connect_readonly()
             else:
                 directory = os.path.dirname(self.path)
-                if not os.path.isdir(directory):
+                if not os.path.isdir(directory) and not folder_problem(self.path):
                     os.makedirs(directory, mode=0o700, exist_ok=True)
                 self._prepare_file()
                 # Whose file it is, decided on a connection that cannot write, before any write.
@@ -72,7 +135,8 @@ class SQLiteStore(Store):
             ) from e
         except OSError as e:
             self.close()
-            raise StoreError(f"cannot create store {self.path}: {e}; set SANDBOX_STORE to a writable path") from e
+            why = folder_problem(self.path) or e.strerror or str(e)
+            raise StoreError(f"cannot create store {self.path}: {why}; set SANDBOX_STORE to a writable path") from e
         except StoreError:
             self.close()  # a refused store keeps no connection open
             raise
@@ -169,13 +233,26 @@ class SQLiteStore(Store):
             raise StoreError(f"store {self.path} could not be read again after a writer changed it ({e})") from e
 
     # -- creating -------------------------------------------------------------------------
+    def _missing(self) -> str:
+        """What to tell a reader of a store that is not there: make one only where one can be made."""
+        problem = folder_problem(self.path)
+        if problem:
+            return f"no store at {self.path}: {problem}; check the path (--store or SANDBOX_STORE)"
+        if not os.path.isdir(os.path.dirname(self.path)):
+            return (
+                f"no store at {self.path}: its folder {os.path.dirname(self.path)} does not exist; check the path, "
+                "or make a first run there with `sandbox demo`"
+            )
+        return f"no store at {self.path}: make a first run with `sandbox demo`, or set SANDBOX_STORE"
+
     def _prepare_file(self) -> None:
         """Refuse what must not be written; create a missing store atomically."""
         directory = os.path.dirname(self.path)
-        if not os.access(directory, os.W_OK):
+        problem = folder_problem(self.path)
+        if problem or not os.access(directory, os.W_OK):
             raise StoreError(
-                f"cannot write store {self.path}: directory {directory} is read-only; set SANDBOX_STORE to a "
-                "writable path"
+                f"cannot write store {self.path}: {problem or f'its folder {directory} is read-only'}; "
+                "set SANDBOX_STORE to a writable path"
             )
         if not os.path.exists(self.path):
             self._create()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, missing, script_env
+from support import ROOT, as_user, script_env
 
 from sandbox.record.report import CompileReport, Failure, Run, Stage
 from sandbox.store import open_store
@@ -54,16 +54,6 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(XDG_CACHE_HOME=str(tmp_path / "xdg"), SANDBOX_SPOOL=str(tmp_path / "spool"))
     env.update(extra)
     return env
-
-
-def as_user(user: int | None, command: list[str]) -> list[str]:
-    """``command`` run as ``user`` (its uid and gid, no other groups) through util-linux's setpriv;
-    as is for None."""
-    if user is None:
-        return command
-    if not shutil.which("setpriv"):
-        missing("setpriv (util-linux) is needed to read a store as another user: apt-get install util-linux")
-    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
 
 
 def sandbox_cli(tmp_path: Path, *args: str, user: int | None = None, **env: str) -> subprocess.CompletedProcess:
