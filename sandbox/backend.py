@@ -121,7 +121,7 @@ def sandbox_backend(
             builder.remote_events = pending  # the AOTAutograd remote lookup, made for this forward
             builder.lookup_events = lookup_events  # ... and its local lookup's key (captured around compile_fx)
         builder.dynamo_graph(captured)
-        scheme = IsolatedCompile(opts, builder, rt.get_pool, rt.cache_clock, rt.parent_warm_up)
+        scheme = IsolatedCompile(opts, builder, rt.get_pool, rt.cache_clock, rt.parent_warm_up, rt.leases())
         if background == deferred.ASYNC or (background and kind != "inference"):
             scheme.defer = functools.partial(deferred.DeferredGraph, how=background, pair=pair, publish=rt.publish)
         token = _active.set(scheme)

@@ -76,6 +76,13 @@ _DECLARED = (
         "SANDBOX_JOB", OPTION, "", "a job id shared by every rank (default: torchrun's TORCHELASTIC_RUN_ID)", "job"
     ),
     Variable("SANDBOX_ASYNC", OPTION, "", "run new graphs eagerly until their compile is done", "async"),
+    Variable(
+        "SANDBOX_SERVICE",
+        OPTION,
+        "",
+        "share one compile service per host: auto (when torchrun runs several ranks here), on or off",
+        "service",
+    ),
     # Settings: for users, environment only.
     Variable("SANDBOX_PRESTART", SETTING, "auto", "when the workers start: auto, import, compile or off"),
     Variable(
@@ -121,6 +128,30 @@ _DECLARED = (
         SETTING,
         "1",
         "0: a GPU worker leaves cuInit to torch instead of calling it at once",
+    ),
+    Variable(
+        "SANDBOX_SERVICE_GRACE_S",
+        SETTING,
+        "10",
+        "seconds a compile service stays up after its last client left",
+    ),
+    Variable(
+        "SANDBOX_SERVICE_DIR",
+        SETTING,
+        "",
+        "the private folder of the compile services' sockets (default: $XDG_RUNTIME_DIR or the temp folder)",
+    ),
+    Variable(
+        "SANDBOX_LEASE",
+        SETTING,
+        "auto",
+        "one compile per graph across hosts through Inductor's Redis: auto (with its FX graph remote cache), on or off",
+    ),
+    Variable(
+        "SANDBOX_LEASE_S",
+        SETTING,
+        "30",
+        "seconds a graph's compile lease lives without renewal: how soon another host takes over from a dead holder",
     ),
     # Internal: set by the sandbox for its own processes, or knobs for benches and tests.
     Variable("SANDBOX_IN_WORKER", INTERNAL, "", "1 in a worker process: the sandbox's runtime stays off there"),

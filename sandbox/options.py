@@ -153,6 +153,7 @@ SPECS: dict[str, _Spec] = {
     "pushgateway": _Spec(_name, None, "a Pushgateway address, host:port or http(s)://host:port"),
     "job": _Spec(_name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"),
     "async": _Spec(_bool, False, "true or false (1/0, yes/no, on/off)", (bool,)),
+    "service": _Spec(_choice("auto", "on", "off"), "auto", "one of 'auto', 'on', 'off'"),
 }
 
 # Option names that are Python keywords: the field of ``Options`` that holds them.
@@ -175,6 +176,7 @@ class Options:
     pushgateway: str | None = None
     job: str | None = None  # groups the ranks' runs; None: TORCHELASTIC_RUN_ID when torchrun set it
     async_: bool = False  # option "async": run new graphs eagerly until their compile is done
+    service: str = "auto"  # one compile service per host: auto (several torchrun ranks here) | on | off
     mode: str | None = None
     inductor: Mapping[str, Any] = field(default_factory=dict)
 

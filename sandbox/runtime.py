@@ -13,6 +13,7 @@ from __future__ import annotations
 import _imp
 import atexit
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandbox import env
-from sandbox.isolation import pool, sizing
+from sandbox.isolation import pool, service_client, single_flight, sizing
 from sandbox.isolation.parent_warmup import ParentWarmUp
 from sandbox.options import Options
 from sandbox.record.environment import describe_run
@@ -42,11 +43,13 @@ def in_worker() -> bool:
     return env.get("SANDBOX_IN_WORKER") == "1"
 
 
-def worker_env(options: Options, workers: int) -> dict[str, str]:
-    """The environment a worker starts with, from this process's and the resolved options."""
+def worker_env(options: Options, workers: int, shared: bool = False) -> dict[str, str]:
+    """The environment a worker starts with, from this process's and the resolved options;
+    ``shared``: the host's compile service's, which sizes its workers itself."""
     out = dict(os.environ)
-    # Ranks on this host x workers x Inductor compile threads <= cores (isolation/sizing.py).
-    out.update(sizing.worker_env(workers, out))
+    if not shared:
+        # Ranks on this host x workers x Inductor compile threads <= cores (isolation/sizing.py).
+        out.update(sizing.worker_env(workers, out))
     # Async mode: the training process runs its steps eagerly meanwhile and would starve
     # an idle-class warm-up; the worker warms up at normal priority instead.
     if options.async_:
@@ -83,6 +86,7 @@ class Runtime:
         self._last_pool: pool.Pool | None = None
         self.cache_clock = caches.CacheClock()
         self.parent_warm_up = ParentWarmUp()
+        self._leases: single_flight.Leases | None = None
 
     # -- the run and its reports ---------------------------------------------------------------
     def run(self, options: Options | None = None) -> Run:
@@ -240,20 +244,47 @@ class Runtime:
         graph) or grown to ``size`` workers (default: the options') if need be."""
         size = size or options.workers
         p = pool.current_pool()
-        if p is None or p.closed or p.size < size:
+        share = service_client.wanted(options.service)
+        if p is None or p.closed or p.size < size or (share and isinstance(p, pool.Pool)):
             with self._lock:
                 p = pool.current_pool()
+                if share and isinstance(p, pool.Pool) and not p.closed:
+                    # Started before these options asked for the host's service (at import torch):
+                    # its workers go, the service takes over.
+                    p.shutdown()
                 if p is None or p.closed:
-                    p = pool.Pool(size, worker_env(options, size), started_by=started_by)
+                    if share:
+                        # The host's ranks share one compile service; this process's own pool
+                        # is the fallback, started only if the service cannot be used.
+                        own = functools.partial(self._own_pool, options, started_by="fallback from the service")
+                        env = worker_env(options, size, shared=True)
+                        p = service_client.ServicePool(size, env, own, started_by, sizing.ranks_on_host())
+                    else:
+                        p = self._own_pool(options, size, started_by)
                     pool.adopt(p)
                 elif p.size < size:
-                    p.env = worker_env(options, size)  # workers started from now on get the smaller share
+                    if isinstance(p, pool.Pool):
+                        p.env = worker_env(options, size)  # workers started from now on get the smaller share
+                        p.compile_threads = sizing.job_threads(size)  # ... and those running now, at their next job
                     p.resize(size)
-        if options.async_ and "SANDBOX_WORKER_WARMUP" not in p.env:
+        if isinstance(p, pool.Pool) and options.async_ and "SANDBOX_WORKER_WARMUP" not in p.env:
             # Started before these options were known (at import torch): workers that replace
             # these warm up at normal priority, as async mode wants.
             p.env = worker_env(options, p.size)
         return p
+
+    @staticmethod
+    def _own_pool(options: Options, size: int, started_by: str) -> pool.Pool:
+        p = pool.Pool(size, worker_env(options, size), started_by=started_by)
+        p.compile_threads = sizing.job_threads(size)
+        return p
+
+    def leases(self) -> single_flight.Leases:
+        """One compile per graph across hosts (Inductor's Redis), used where a graph asks for it."""
+        with self._lock:
+            if self._leases is None:
+                self._leases = single_flight.Leases(service_client.identity())
+            return self._leases
 
     def pool_stats(self) -> PoolStats:
         """Worker restarts over this process's life and the compiles in flight now."""
@@ -271,6 +302,7 @@ class Runtime:
         with self._lock:
             if not self._seam:
                 caches.register_cache_clock(self.cache_clock)
+                caches.install_fx_key_tap()  # a cache-miss graph's key: the key its compile is shared by
                 self._seam = True
 
     # -- this process's own share of Inductor's imports ----------------------------------------

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from sandbox.isolation import single_flight
 from sandbox.isolation.pool import WorkerFailure
 from sandbox.isolation.scheme import SandboxCompileError, describe_failure
 from sandbox.record.report import ISOLATED, Failure
@@ -169,6 +170,11 @@ class DeferredGraph:
                 log.debug("sandbox: ISA probe failed", exc_info=True)
         except WorkerFailure as wf:
             self._error = wf
+            scheme = self._scheme
+            info = single_flight.describe(
+                scheme.flight, getattr(wf, "single_flight", None), scheme.broken, scheme.who()
+            )
+            scheme.builder.single_flight(info)
         except BaseException as e:  # noqa: BLE001 - anything else fails this graph only
             self._error = WorkerFailure("error", f"{type(e).__name__}: {e}")
         report = self._scheme.builder.report

@@ -286,6 +286,9 @@ class Pool:
         self.owner_pid = os.getpid()
         self._in_flight: dict[int, float] = {}  # job number -> when it was handed to run() (unix s)
         self._job_seq = 0
+        # Each worker's share of the host's cores now, sent with every job: a worker started
+        # with a larger share (before the pool grew) shrinks its compile pool. None: the user's own.
+        self.compile_threads: int | None = None
         for _ in range(size):
             self._spawn()
 
@@ -478,6 +481,8 @@ class Pool:
                 self._await_ready(w, None if timeout_s is None else time.time() + max(timeout_s, START_LIMIT_S))
             waited = time.time() - t0
             sent_at = time.time()
+            if self.compile_threads:
+                job = {**job, "compile_threads": self.compile_threads}
             try:
                 protocol.send(w.job_w, job)
             except OSError as e:

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.isolation import torch_tools
+from sandbox.isolation import single_flight, torch_tools
 from sandbox.isolation.parent_warmup import ParentWarmUp
 from sandbox.isolation.pool import Pool, WorkerFailure
 from sandbox.options import Options
 from sandbox.record.builder import ReportBuilder
 from sandbox.record.report import IN_PROCESS, ISOLATED, Failure
-from sandbox.torch_adapter import caches, dynamo, events, seam, wire
+from sandbox.torch_adapter import caches, dynamo, events, ranks, remote_cache, seam, wire
 
 log = logging.getLogger("sandbox")
 
@@ -86,8 +88,12 @@ class IsolatedCompile:
         get_pool: Callable[[Options], Pool],
         cache_clock: caches.CacheClock,
         warm_parent: ParentWarmUp | None = None,
+        leases: Any = None,
     ) -> None:
         self.warm_parent = warm_parent  # a ParentWarmUp: start(cpu=, gpu=) and join()
+        self.leases = leases  # single_flight.Leases: one compile per graph across hosts, when on
+        self.broken: str | None = None  # why the host's compile service was not used for this graph
+        self.flight: dict[str, Any] = {}  # the job's "flight": its FX graph cache key, or why it has none
         self.devices: tuple[bool, bool] = (True, False)  # the graph's inputs: (on the CPU, on a GPU)
         self.options = options
         self.builder = builder
@@ -105,6 +111,7 @@ class IsolatedCompile:
         self.devices = _input_devices(example_inputs)
         b = self.builder
         b.graph_size(gm, example_inputs)
+        flight = self.flight = self._flight(gm, example_inputs)
         t = time.time()
         try:
             payload = wire.serialize_graph(gm, example_inputs, inputs_to_check, graph_kwargs)
@@ -135,6 +142,7 @@ class IsolatedCompile:
             "chromium_id": events.chromium_logger_id(),
             "sys_path": [p for p in sys.path if p],
             "torch_tools": torch_tools.request(),
+            "flight": flight,
         }
         if self.defer is not None:
             # Async mode (or forward and backward side by side): the worker compiles while
@@ -148,6 +156,7 @@ class IsolatedCompile:
                 result = self.run_job(job, regions.sent)
         except WorkerFailure as wf:
             b.stage("wait_for_worker", t_pool, time.time())
+            b.single_flight(single_flight.describe(flight, getattr(wf, "single_flight", None), self.broken, self.who()))
             torch_tools.replay(wf.torch_tools, b.report.compile_id)
             return self._on_failure(wf.failure, gm, example_inputs, inputs_to_check, graph_kwargs, region)
         return self.complete(result, payload, region)
@@ -158,18 +167,49 @@ class IsolatedCompile:
         if warm_parent and self.warm_parent is not None:
             cpu, gpu = self.devices
             self.warm_parent.start(cpu=cpu, gpu=gpu)
-        return pool.run(job, self.options.timeout_s, self.options.memory_limit_mb, on_sent=on_sent)
+        self.broken = getattr(pool, "broken", None)  # a compile service this process could not use
+
+        def run() -> Any:
+            return pool.run(job, self.options.timeout_s, self.options.memory_limit_mb, on_sent=on_sent)
+
+        flight = job.get("flight") or {}
+        if self.leases is not None and flight.get("key") and flight.get("lease"):
+            return self.leases.run(flight["key"], run, self.options.timeout_s)
+        return run()
+
+    def who(self) -> dict[str, Any]:
+        """This process, as a report names the process that compiled a graph."""
+        r = self.builder.report
+        return {"pid": os.getpid(), "rank": r.rank, "local_rank": r.local_rank, "host": socket.gethostname()}
+
+    def _flight(self, gm: Any, example_inputs: Any) -> dict[str, Any]:
+        """What sharing this graph's compile needs: its FX graph cache key (taken here, on the
+        thread Inductor computed it on), whether the cross-host lease is on for it, and what
+        may make it differ by rank."""
+        key, why_not = caches.take_fx_key(gm)
+        flight: dict[str, Any] = {"key": key, "why_not": why_not}
+        flight["lease"] = self.leases is not None and single_flight.wanted(remote_cache.fx_graph_remote_cache_on())
+        if (self.builder.report.world_size or 1) > 1:
+            flight["rank_specific"] = ranks.rank_dependence(gm, example_inputs)
+        return flight
 
     def complete(self, result: Any, payload: Any, region: str | None) -> Any:
         """The worker's reply into the report, its compiled graph loaded in this process."""
         b = self.builder
         reply = result.reply
-        b.stage("wait_for_worker", result.sent_at - result.waited_s, result.sent_at)
-        b.stage("send", result.sent_at, reply["received"])
-        b.stage("compile_in_worker", reply["compile_start"], reply["compile_end"], origin="worker")
-        b.worker_events(reply.get("events", []), parent="compile_in_worker")
+        info = reply.get("single_flight")
+        b.single_flight(single_flight.describe(self.flight, info, self.broken, self.who()))
+        if (info or {}).get("role") == "waited":
+            # Another process's compile served this graph: the whole time was a wait; its
+            # worker's stages belong to that process's report.
+            b.stage("wait_for_worker", result.sent_at - result.waited_s, result.received_at)
+        else:
+            b.stage("wait_for_worker", result.sent_at - result.waited_s, result.sent_at)
+            b.stage("send", result.sent_at, reply["received"])
+            b.stage("compile_in_worker", reply["compile_start"], reply["compile_end"], origin="worker")
+            b.worker_events(reply.get("events", []), parent="compile_in_worker")
+            b.stage("transfer", reply["compile_end"], result.received_at)
         b.worker_reply(reply)
-        b.stage("transfer", reply["compile_end"], result.received_at)
         t = time.time()
         if self.warm_parent is not None:
             self.warm_parent.join()  # a GPU graph's imports, started while the worker compiled

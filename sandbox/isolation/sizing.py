@@ -1,12 +1,15 @@
 """How many CPU threads a rank's workers may use, so that a host running several ranks is
 not oversubscribed.
 
-The rule: ranks on this host x workers per rank x Inductor compile threads per worker
-<= the cores this process may run on. ``LOCAL_WORLD_SIZE`` (set by torchrun) says how many
-ranks share the host; the cores are this process's CPU affinity (what ``taskset``, a
-cgroup cpuset or a container's CPU list allow), not the machine's count. Each worker gets
-``TORCHINDUCTOR_COMPILE_THREADS`` = cores // (ranks x workers), at least 1, unless the
-environment sets it already. Imports no torch.
+The rule: workers on this host x Inductor compile threads per worker <= the cores this
+process may run on. Each rank with its own workers: ranks on this host x workers per rank; a
+compile service shared by the host's ranks (``service.py``): the service's workers.
+``LOCAL_WORLD_SIZE`` (set by torchrun) says how many ranks share the host; the cores are this
+process's CPU affinity (what ``taskset``, a cgroup cpuset or a container's CPU list allow), not
+the machine's count. Each worker gets ``TORCHINDUCTOR_COMPILE_THREADS`` = cores // workers on
+the host, at least 1, unless the environment sets it already; every job carries the share too
+(``job_threads``), so a worker started before its pool grew shrinks its compile pool. Imports
+no torch.
 """
 
 from __future__ import annotations
@@ -76,3 +79,28 @@ def worker_env(workers: int, env: Mapping[str, str] | None = None, cores: int | 
     if env.get(COMPILE_THREADS_ENV, "").strip():
         return {}
     return {COMPILE_THREADS_ENV: str(compile_threads(workers, ranks, cores))}
+
+
+def user_threads(env: Mapping[str, str] | None = None) -> bool:
+    """The user chose Inductor's compile threads (``TORCHINDUCTOR_COMPILE_THREADS``): the rule stays out."""
+    env = os.environ if env is None else env
+    return bool(env.get(COMPILE_THREADS_ENV, "").strip())
+
+
+def job_threads(
+    workers: int, env: Mapping[str, str] | None = None, cores: int | None = None, shared: bool = False
+) -> int | None:
+    """The share each job tells its worker: cores // (ranks x workers), or cores // workers for a
+    pool the host's ranks share (``shared``); None where the user chose the threads."""
+    env = os.environ if env is None else env
+    if user_threads(env):
+        return None
+    cores = usable_cores() if cores is None else cores
+    return compile_threads(workers, 1 if shared else ranks_on_host(env), cores)
+
+
+def service_worker_env(workers: int, env: Mapping[str, str] | None = None, cores: int | None = None) -> dict[str, str]:
+    """What the rule adds to the environment of a shared pool's worker: the host's cores
+    split between the service's workers only."""
+    threads = job_threads(workers, env, cores, shared=True)
+    return {} if threads is None else {COMPILE_THREADS_ENV: str(threads)}

@@ -173,6 +173,15 @@ class Worker:
             file=sys.stderr,
             flush=True,
         )
+        if msg.get("compile_threads"):
+            # This worker's share of the host's cores now (the pool may have grown since it
+            # started): before the compile pool is used, which restarts at the new size.
+            if triton.set_compile_threads(msg["compile_threads"]):
+                print(
+                    f"[sandbox worker {os.getpid()}] compile pool restarted with {msg['compile_threads']} threads",
+                    file=sys.stderr,
+                    flush=True,
+                )
         gpu_phases: dict[str, float] = {}
         if self.gpu and not self.gpu_warm:  # CUDA, Triton and the compile pool at the first job (_gpu_warm_up_at)
             t = time.time()

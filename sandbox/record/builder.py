@@ -217,6 +217,11 @@ class ReportBuilder:
         self.report.worker_chromium_id = reply.get("chromium_id")
         self.worker_triton = (reply.get("triton_kernels") or {}, reply.get("autotune_choices") or [])
 
+    def single_flight(self, info: dict[str, Any] | None) -> None:
+        """Who compiled this graph for whom (the compile service's or the lease's answer)."""
+        if info is not None:
+            self.report.single_flight = info
+
     # -- filled by the backend -------------------------------------------------------------
     def compiled(self, output: Any) -> None:
         self.report.kernels = kernels.inventory(getattr(output, "source_code", None))

@@ -100,6 +100,9 @@ class CompileReport:
     recompile: dict[str, Any] | None = None  # the frame compiled before: frame, count, reason (the guard that failed)
     inputs: list[dict[str, Any]] = field(default_factory=list)  # each input: shape, stride, dtype, device, dynamic
     cache_keys: dict[str, Any] = field(default_factory=dict)  # per cache (fx_graph, aot_autograd): key, components
+    # Shared compiles (one per graph for the ranks of a host, or across hosts): who compiled the
+    # graph for whom; None where no sharing was in play (docs/REPORT.md).
+    single_flight: dict[str, Any] | None = None
 
     @property
     def wait_s(self) -> float:

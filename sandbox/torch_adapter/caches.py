@@ -3,7 +3,8 @@
 Private symbols touched here: torch._inductor.utils: clear_on_fresh_cache, clear_caches;
 torch._inductor.codecache.FxGraphCache._save_graph (a staticmethod, looked up on the class by
 _compile_fx_inner), ._get_shape_env, ._filter_backed_symints; torch._guards.TracingContext.try_get /
-torch._guards.tracing (the deferred save). The same on torch 2.11.
+torch._guards.tracing (the deferred save); FxGraphCache.prepare_key (the key a cache-miss
+graph is compiled under, for single-flight). The same on torch 2.11.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import Any
 
 import torch
@@ -100,3 +102,49 @@ def deferred_cache_save_installed() -> bool:
 
     current = FxGraphCache.__dict__["_save_graph"]
     return bool(getattr(getattr(current, "__func__", current), "_sandbox_deferred", False))
+
+
+# --- the FX graph cache key of the graph about to compile (single-flight) --------------
+# torch._inductor.codecache.FxGraphCache.prepare_key (a staticmethod, looked up on the class
+# by _compile_fx_inner, which calls it right before a cache-miss graph reaches
+# fx_codegen_and_compile, with the same GraphModule). The same on torch 2.11.
+
+_last_key = threading.local()
+
+
+def install_fx_key_tap() -> None:
+    """Replace ``FxGraphCache.prepare_key`` once, so that the key (or the reason the cache is
+    bypassed) of the graph this thread is compiling can be taken by :func:`take_fx_key`."""
+    from torch._inductor.codecache import FxGraphCache
+
+    with _patch_lock:
+        current = FxGraphCache.__dict__["prepare_key"]
+        original = current.__func__ if isinstance(current, staticmethod) else current
+        if getattr(original, "_sandbox_key_tap", False):
+            return
+
+        def prepare_key(gm: Any, *args: Any, **kwargs: Any) -> Any:
+            key_info, cache_info = original(gm, *args, **kwargs)
+            key = key_info[0] if key_info else None
+            bypass = (cache_info or {}).get("cache_bypass_reason")
+            try:
+                _last_key.value = (weakref.ref(gm), key, bypass)
+            except TypeError:  # a graph that cannot be referenced weakly: no key is known for it
+                _last_key.value = None
+            return key_info, cache_info
+
+        prepare_key._sandbox_key_tap = True  # type: ignore[attr-defined]
+        FxGraphCache.prepare_key = staticmethod(prepare_key)  # type: ignore[method-assign]
+
+
+def take_fx_key(gm: Any) -> tuple[str | None, str | None]:
+    """(the FX graph cache key ``gm`` is compiled under, None) or (None, why there is none):
+    the cache is bypassed for the graph, or off."""
+    last = getattr(_last_key, "value", None)
+    _last_key.value = None
+    if last is None or last[0]() is not gm:
+        return None, "the FX graph cache is off for this graph"
+    _, key, bypass = last
+    if key is None:
+        return None, f"the FX graph cache bypasses this graph: {bypass or 'no key'}"
+    return key, None

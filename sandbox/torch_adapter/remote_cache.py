@@ -133,3 +133,11 @@ def remote_caches_missing() -> dict[str, str]:
         return {}
     on = {"fx_graph": config.fx_graph_remote_cache, "aot_autograd": functorch_config.enable_remote_autograd_cache}
     return {cache: "the redis package is not installed: pip install redis" for cache, enabled in on.items() if enabled}
+
+
+def fx_graph_remote_cache_on() -> bool:
+    """Whether Inductor's FX graph remote cache is on for the compile in progress (its config,
+    patches included)."""
+    from torch._inductor import config
+
+    return bool(config.fx_graph_remote_cache)

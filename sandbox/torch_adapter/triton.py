@@ -259,3 +259,26 @@ def launch_compile_pool() -> bool:
         return bool(AsyncCompile.use_process_pool())
     except Exception:  # noqa: BLE001 - Inductor then compiles kernels in this process
         return False
+
+
+def set_compile_threads(threads: int) -> bool:
+    """Give Inductor ``threads`` compile threads from now on (``config.compile_threads``, read
+    when its compile pool starts). A pool already started with another size is shut down, so
+    that the next kernel starts one of the new size: a host's workers share its cores, and a
+    worker whose share shrank (the pool of workers grew) must not keep its larger pool. True
+    when a started pool was shut down. torch._inductor.config.compile_threads,
+    torch._inductor.async_compile.AsyncCompile.process_pool / .pool (functools.lru_cache'd),
+    shutdown_compile_workers; the same on torch 2.11."""
+    from torch._inductor import async_compile, config
+
+    threads = max(1, int(threads))
+    if config.compile_threads == threads:
+        return False
+    config.compile_threads = threads
+    started = async_compile.AsyncCompile.process_pool.cache_info().currsize > 0
+    if started:
+        async_compile.shutdown_compile_workers()
+    if async_compile.AsyncCompile.pool.cache_info().currsize > 0:
+        async_compile.AsyncCompile.pool().shutdown(wait=False)
+        async_compile.AsyncCompile.pool.cache_clear()
+    return started

@@ -70,3 +70,33 @@ def test_install_deferred_cache_save() -> None:
     assert hasattr(stand_in, "guards_expr") and len(stand_in.saves) == 1
     with pytest.raises(AssertionError, match="NYI"):  # the original refuses anything but a CompiledFxGraph
         stand_in.saves[0](object())
+
+
+def test_fx_key_tap_gives_the_key_of_the_graph_about_to_compile() -> None:
+    """torch 2.13.0 (the same on 2.11): ``FxGraphCache.prepare_key(gm, example_inputs, fx_kwargs,
+    inputs_to_check, remote)`` is a staticmethod looked up on the class by ``_compile_fx_inner``
+    and returns ``((key, debug_lines), cache_info)``, or ``(None, {"cache_bypass_reason": ...})``
+    (e.g. outside a trace: no ShapeEnv). The tap hands the key to the same thread for the same
+    GraphModule only, once."""
+    from torch._inductor.codecache import FxGraphCache
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    caches.install_fx_key_tap()
+    caches.install_fx_key_tap()  # once
+    assert getattr(FxGraphCache.__dict__["prepare_key"].__func__, "_sandbox_key_tap", False)
+
+    gm = torch.fx.symbolic_trace(lambda x: torch.sin(x) + 1)
+    context = torch._guards.TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
+    with torch._guards.tracing(context):
+        key_info, _ = FxGraphCache.prepare_key(gm, [torch.randn(4)], {}, [], False)
+        assert key_info is not None
+        other = torch.fx.symbolic_trace(lambda x: x)
+        assert caches.take_fx_key(other) == (None, "the FX graph cache is off for this graph")  # not its key
+        key_info, _ = FxGraphCache.prepare_key(gm, [torch.randn(4)], {}, [], False)
+    assert caches.take_fx_key(gm) == (key_info[0], None)
+    assert caches.take_fx_key(gm)[0] is None  # taken once
+
+    key_info, info = FxGraphCache.prepare_key(gm, [torch.randn(4)], {}, [], False)  # no trace: bypassed
+    assert key_info is None
+    assert caches.take_fx_key(gm) == (None, f"the FX graph cache bypasses this graph: {info['cache_bypass_reason']}")

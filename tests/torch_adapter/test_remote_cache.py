@@ -94,3 +94,14 @@ def test_remote_caches_missing(monkeypatch: pytest.MonkeyPatch) -> None:
             inductor_remote_cache.create_cache("fx-graph-v1", False, "FbRemoteFxGraphCache", "RemoteFxGraphCache")
             is None
         )
+
+
+def test_fx_graph_remote_cache_on() -> None:
+    """torch 2.13.0: ``torch._inductor.config.fx_graph_remote_cache`` (None by default, off)
+    decides whether a graph's compile takes a lease across hosts (SANDBOX_LEASE=auto)."""
+    from torch._inductor import config
+
+    with config.patch(fx_graph_remote_cache=None):
+        assert remote_cache.fx_graph_remote_cache_on() is False
+    with config.patch(fx_graph_remote_cache=True):
+        assert remote_cache.fx_graph_remote_cache_on() is True

@@ -178,3 +178,24 @@ def test_use_inductor_ptxas_follows_inductor_and_keeps_a_user_setting(monkeypatc
     shipped = pathlib.Path(tasks.__file__).absolute().parents[1] / "bin" / "ptxas"
     assert triton.use_inductor_ptxas() == (str(shipped) if shipped.exists() else None)
     _set_triton_ptxas_path.cache_clear()
+
+
+def test_set_compile_threads_shrinks_a_started_pool() -> None:
+    """torch 2.13.0: ``torch._inductor.config.compile_threads`` sizes the compile pool when it
+    starts; ``AsyncCompile.process_pool`` / ``AsyncCompile.pool`` are ``functools.lru_cache``'d
+    and ``shutdown_compile_workers`` ends a started one. A worker whose share of the cores
+    changed gets a pool of the new size at its next kernel."""
+    from torch._inductor import async_compile, config
+
+    saved = config.compile_threads
+    try:
+        config.compile_threads = 2
+        assert triton.set_compile_threads(2) is False  # unchanged: nothing to do
+        async_compile.AsyncCompile.pool()  # the thread pool of 2, started
+        assert async_compile.AsyncCompile.pool.cache_info().currsize == 1
+        assert triton.set_compile_threads(3) is False  # no process pool was started
+        assert config.compile_threads == 3 and async_compile.AsyncCompile.pool.cache_info().currsize == 0
+        assert async_compile.AsyncCompile.pool()._max_workers == 3
+    finally:
+        triton.set_compile_threads(saved or 1)
+        config.compile_threads = saved
