@@ -146,7 +146,9 @@ def _browse(url: str, port: int) -> None:
             page.goto(url, wait_until="domcontentloaded", timeout=LOAD_TIMEOUT_MS)
             done = '[data-testid="stApp"][data-test-script-state="notRunning"]'
             page.wait_for_selector(done, timeout=LOAD_TIMEOUT_MS)
-            page.get_by_text("mlp").first.wait_for(timeout=LOAD_TIMEOUT_MS)  # the demo's run, from the default store
+            page.wait_for_selector('[data-testid="stDataFrame"]', timeout=LOAD_TIMEOUT_MS)
+            # The demo's one run, read from the default store (the table itself is drawn on a canvas).
+            assert "1 of 1 runs" in page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
             page.wait_for_timeout(1000)
             assert page.get_by_text("Deploy", exact=True).count() == 0
             outside = [u for u in hosts if not u.startswith((f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"))]
