@@ -19,7 +19,9 @@ if len(runs) < 2:
 left, right = st.columns(2)
 newest = str(runs.iloc[0]["run_id"])
 run_b = ui.pick_run(src, runs, "B (after)", "b", fallback=newest, container=right)
-run_a = ui.pick_run(src, runs, "A (before)", "a", fallback=previous_of(runs, run_b), container=left)
+run_a = ui.pick_run(src, runs, "A (before)", "a", fallback=previous_of(runs, run_b) if run_b else None, container=left)
+if run_a is None or run_b is None:  # a link to no run of this store: its warning and the pickers, nothing else
+    st.stop()
 if run_a == run_b:
     st.warning("A and B are the same run: pick two different runs.")
 d = q.cached_compare(src, run_a, run_b)
@@ -63,10 +65,12 @@ env = qc.settings_rows(d, found)
 if not env.empty:
     st.subheader(f"What differs between the runs ({len(env)})", anchor=qc.DIFFERENCES)
     st.caption("Highlighted: the settings a cause above names (its number in the last column).")
-    st.dataframe(
+    ui.table(
         env.style.apply(ui.highlight("cause", "rgba(255, 196, 0, 0.2)"), axis=1),
-        hide_index=True,
-        column_config={"cause": st.column_config.TextColumn("cause", width="small")},
+        column_config={
+            "setting": ui.name_column(env["setting"]),
+            "cause": st.column_config.TextColumn("cause", width="small"),
+        },
     )
 
 st.subheader("Graphs")
@@ -75,25 +79,52 @@ st.caption(
     f"{q.REGRESSION_PCT:.0%} (and {q.REGRESSION_MIN_S:.2f} s) slower in B."
 )
 graphs = q.graph_change_rows(d)
-st.dataframe(
+ui.table(
     graphs.style.apply(ui.highlight("regression"), axis=1).format(
-        {"A s": "{:.2f}", "B s": "{:.2f}", "delta s": "{:+.2f}", "change": "{:+.0%}"}, na_rep=""
+        {"A s": "{:.2f}", "B s": "{:.2f}", "delta s": "{:+.2f}", "change": q.change_text}, na_rep=""
     ),
-    hide_index=True,
     column_order=[c for c in graphs.columns if c != "regression"],
+    column_config={"graph": ui.name_column(graphs["graph"])},
 )
 
 st.subheader("Kernels", anchor=qc.KERNELS)
 changes = q.kernel_change_rows(d)
+asked = st.query_params.get("kernel")  # a cause's link names a kernel
+if asked and asked != st.session_state.get("compare:kernel:asked"):
+    graph = st.query_params.get("kernel_graph")
+    picked = (
+        None
+        if changes.empty
+        else qc.kernel_row(
+            d, changes, asked, st.query_params.get("side", "B"), int(graph) if graph and graph.isdigit() else None
+        )
+    )
+    st.session_state["compare:kernel"] = picked
+    st.session_state["compare:kernel:missing"] = None if picked is not None else (asked, run_a, run_b)
+missing = st.session_state.get("compare:kernel:missing")
+if missing is not None and (missing != (asked, run_a, run_b) or st.session_state.get("compare:kernel") is not None):
+    missing = st.session_state["compare:kernel:missing"] = None  # other runs picked since, or a kernel
+if missing is not None:
+    st.warning(
+        f"No changed kernel {ui.asked_text(asked)} between these two runs."
+        + ("" if changes.empty else " Pick one below.")
+    )
+st.session_state["compare:kernel:asked"] = asked
+row = None
 if changes.empty:
-    st.success(f"No kernel changed: the same {k['unchanged']} kernels in both runs.")
+    said, level = q.no_kernel_change(d)
+    {"success": st.success, "info": st.info, "warning": st.warning}[level](ui.text(said))
 else:
     st.caption("Matched by name within each graph pair, then by source similarity.")
-    st.dataframe(
+    ui.table(
         changes,
-        hide_index=True,
         column_order=[c for c in changes.columns if c not in ("g", "k")],
-        column_config={"similarity": st.column_config.NumberColumn(format="percent")},
+        column_config={
+            "graph": ui.name_column(changes["graph"]),
+            "kernel A": ui.name_column(changes["kernel A"]),
+            "kernel B": ui.name_column(changes["kernel B"]),
+            "similarity": st.column_config.NumberColumn(format="percent"),
+        },
     )
     options = list(range(len(changes)))
 
@@ -106,30 +137,21 @@ else:
         )
         return f"{row['status']}: {name} ({row['graph']})"
 
-    asked = st.query_params.get("kernel")
-    if asked and asked != st.session_state.get("compare:kernel:asked"):  # a cause's link names a kernel
-        graph = st.query_params.get("kernel_graph")
-        picked = qc.kernel_row(
-            d, changes, asked, st.query_params.get("side", "B"), int(graph) if graph and graph.isdigit() else None
-        )
-        if picked is not None:
-            st.session_state["compare:kernel"] = picked
-    if st.session_state.get("compare:kernel") not in options:  # another pair of runs: start at the top
+    if missing is None and st.session_state.get("compare:kernel") not in options:  # another pair: the top
         st.session_state.pop("compare:kernel", None)
-    chosen = st.selectbox("Kernel", options, format_func=describe, key="compare:kernel")
-    row = changes.iloc[chosen]
-    st.session_state["compare:kernel:asked"] = asked
+    chosen = st.selectbox("Kernel", options, format_func=describe, key="compare:kernel", placeholder="Choose one")
+    row = changes.iloc[chosen] if chosen is not None else None  # None: a link to no kernel, none picked yet
+if row is not None:
     ka, kb = q.cached_kernel_pair(src, run_a, run_b, int(row["g"]), int(row["k"]))
     sa, sb = (ka or {}).get("source") or "", (kb or {}).get("source") or ""
     lang = code_language(kb or ka or {})
     launch = q.launch_rows(ka, kb)
     if not launch.empty:
         st.markdown("**Launch configuration, registers, spills, shared memory**")
-        st.dataframe(
+        ui.table(
             launch.style.apply(ui.highlight("changed", "rgba(255, 196, 0, 0.2)"), axis=1).format(
                 {"delta": "{:+g}"}, na_rep=""
             ),
-            hide_index=True,
             column_order=["launcher", "field", "A", "B", "delta"],
         )
     elif ka is not None and kb is not None:
@@ -137,9 +159,8 @@ else:
     tuning = q.triton_detail_rows(ka, kb)
     if not tuning.empty:
         st.markdown("**Triton autotuning**")
-        st.dataframe(
+        ui.table(
             tuning.style.apply(ui.highlight("changed", "rgba(255, 196, 0, 0.2)"), axis=1),
-            hide_index=True,
             column_order=["field", "A", "B"],
         )
     if sa and sb and sa != sb:
@@ -151,11 +172,10 @@ else:
                 "delete": "rgba(255, 75, 75, 0.18)",
                 "insert": "rgba(33, 195, 84, 0.18)",
             }
-            st.dataframe(
+            ui.table(
                 rows.style.apply(
                     lambda r: [f"background-color: {colors[r['op']]}" if r["op"] in colors else ""] * len(r), axis=1
                 ).format(na_rep=""),
-                hide_index=True,
                 column_order=["line A", "A", "line B", "B"],
                 height=min(36 + 35 * len(rows), 700),
                 column_config={
@@ -181,10 +201,10 @@ if not tuned.empty:
         "Each op max-autotune tuned, matched by graph, op and input shapes: the candidate chosen in A and "
         "in B, with its benchmark time."
     )
-    st.dataframe(
+    ui.table(
         tuned,
-        hide_index=True,
         column_config={
+            "graph": ui.name_column(tuned["graph"]),
             "A ms": st.column_config.NumberColumn(format="%.4f"),
             "B ms": st.column_config.NumberColumn(format="%.4f"),
         },
@@ -195,19 +215,18 @@ with c1:
     st.subheader("Stage time", anchor=qc.STAGES)
     st.caption("Own seconds per stage (less nested stages), all graphs. Red: a regression.")
     stages = q.stage_delta_rows(d)
-    st.dataframe(
+    ui.table(
         stages.style.apply(ui.highlight("regression"), axis=1).format(
-            {"A s": "{:.3f}", "B s": "{:.3f}", "delta s": "{:+.3f}", "change": "{:+.0%}"}, na_rep=""
+            {"A s": "{:.3f}", "B s": "{:.3f}", "delta s": "{:+.3f}", "change": q.change_text}, na_rep=""
         ),
-        hide_index=True,
         column_order=["stage", "A s", "B s", "delta s", "change"],
+        column_config={"stage": ui.name_column(stages["stage"])},
     )
 with c2:
     st.subheader("Metrics")
     st.caption("Inductor metrics, graph sizes, counters and kernel counts, all graphs.")
-    st.dataframe(
-        q.metric_delta_rows(d).style.format(
-            {"A": "{:g}", "B": "{:g}", "delta": "{:+g}", "change": "{:+.0%}"}, na_rep="new"
-        ),
-        hide_index=True,
+    deltas = q.metric_delta_rows(d)
+    ui.table(
+        deltas.style.format({"A": "{:g}", "B": "{:g}", "delta": "{:+g}", "change": q.change_text}, na_rep=""),
+        column_config={"metric": ui.name_column(deltas["metric"])},
     )

@@ -14,6 +14,8 @@ runs = cached_runs(src)
 header = st.container()  # above the pickers, filled once the graph is known
 left, right = st.columns([3, 2])
 run_id = ui.pick_run(src, runs, "Run", "run", container=left)
+if run_id is None:  # a link to no run of this store: its warning and the picker, nothing else
+    st.stop()
 run, reports = cached_run(src, run_id)
 if not reports:
     st.info("This run compiled no graph.")
@@ -30,7 +32,10 @@ index = ui.pick(
     graph_names.get,
     resolve=lambda s: int(s) if s.isdigit() else s,
     container=right,
+    missing=lambda asked: f"No graph {asked} in run {ui.text(run_label(run))}.",
 )
+if index is None:  # a link to no graph of this run: its warning and the picker, nothing else
+    st.stop()
 report = q.find_report(reports, index)
 
 header.title(f"{ui.text(str(report.graph_kind).capitalize())} graph {ui.text(report.compile_id or '?')}")
@@ -57,11 +62,11 @@ tree = q.stage_tree(report)
 if tree.empty:
     st.info("No stages: a cache served this graph whole, nothing was compiled.")
 else:
-    st.dataframe(
+    ui.table(
         tree,
-        hide_index=True,
         column_order=["stage", "origin", "start s", "duration s", "own s", "share"],
         column_config={
+            "stage": ui.name_column(tree["stage"]),
             "start s": st.column_config.NumberColumn(format="%.3f"),
             "duration s": st.column_config.NumberColumn(format="%.3f"),
             "own s": st.column_config.NumberColumn("own s", format="%.3f", help="less the stages inside it"),
@@ -70,16 +75,22 @@ else:
             ),
         },
     )
-    gantt = tree.assign(end=tree["start s"] + tree["duration s"], row=range(len(tree)))
+    gantt = tree.assign(end=tree["start s"] + tree["duration s"], row=range(len(tree)), colour=q.colour_groups(tree))
     chart = (
         alt.Chart(gantt)
         .mark_bar()
         .encode(
-            y=alt.Y("stage:N", sort=alt.SortField("row"), title=None),
+            # Long stage names are cut at the axis; the tooltip has the whole name.
+            y=alt.Y("stage:N", sort=alt.SortField("row"), title=None, axis=alt.Axis(labelLimit=360)),
             x=alt.X("start s:Q", title="seconds since the graph entered the sandbox"),
             x2="end:Q",
-            color=alt.Color("origin:N"),
-            tooltip=["name", "origin", alt.Tooltip("duration s:Q", format=".3f"), alt.Tooltip("own s:Q", format=".3f")],
+            color=alt.Color("colour:N", title="stage", scale=ui.stage_scale(gantt["colour"])),
+            tooltip=[
+                alt.Tooltip("name:N", title="stage"),
+                "origin",
+                alt.Tooltip("duration s:Q", format=".3f"),
+                alt.Tooltip("own s:Q", format=".3f"),
+            ],
         )
         .properties(height=max(120, 18 * len(gantt)))
     )
@@ -92,14 +103,14 @@ with c1:
     if caches.empty:
         st.caption("No compile cache was consulted.")
     else:
-        st.dataframe(caches, hide_index=True)
+        ui.table(caches)
 with c2:
     st.subheader("Inductor metrics")
     metrics = q.metric_rows(report)
     if metrics.empty:
         st.caption("No metrics: no worker compiled this graph.")
     else:
-        st.dataframe(metrics, hide_index=True)
+        ui.table(metrics, column_config={"metric": ui.name_column(metrics["metric"])})
 
 if report.autotune:
     st.subheader(f"max-autotune choices ({len(report.autotune)})")
@@ -108,9 +119,8 @@ if report.autotune:
         "kernel, and how many times faster the choice was."
     )
     choices = q.autotune_choice_rows(report.autotune)
-    st.dataframe(
+    ui.table(
         choices,
-        hide_index=True,
         column_order=[c for c in choices.columns if c != "i"],
         column_config={
             "chosen ms": st.column_config.NumberColumn(format="%.4f"),
@@ -127,9 +137,8 @@ if report.autotune:
         key="graph:autotune",
         format_func=lambda i: f"{choices.iloc[i]['op']} ({choices.iloc[i]['input shapes']})",
     )
-    st.dataframe(
+    ui.table(
         q.autotune_candidate_rows(report.autotune[op]),
-        hide_index=True,
         column_config={"ms": st.column_config.NumberColumn(format="%.4f")},
     )
 
@@ -138,7 +147,8 @@ if not report.kernels:
     st.caption("No kernel inventory (a cache hit served by AOTAutograd, or a failed compile).")
     st.stop()
 kernels = q.cached_kernels(src, run_id, report.report_id)
-st.dataframe(q.kernel_rows(kernels), hide_index=True)
+kernel_table = q.kernel_rows(kernels)
+ui.table(kernel_table, column_config={"kernel": ui.name_column(kernel_table["kernel"])})
 tuning = q.triton_kernel_rows(kernels)
 if not tuning.empty:
     st.markdown("**Triton autotuning**")
@@ -146,7 +156,7 @@ if not tuning.empty:
         "Per Triton kernel: the autotune cache, its candidate and benchmarked configs, the config chosen at "
         "the graph's first run with its registers, spills and shared memory, compile and autotune seconds."
     )
-    st.dataframe(tuning, hide_index=True, column_config={"best ms": st.column_config.NumberColumn(format="%.4f")})
+    ui.table(tuning, column_config={"best ms": st.column_config.NumberColumn(format="%.4f")})
 with_code = [k for k in kernels if k.get("source")]
 if with_code:
     names = [k["name"] for k in with_code]
@@ -162,9 +172,8 @@ if with_code:
             f"**Autotune candidates of {ui.text(kernel['name'])}** "
             f"(autotune cache: {ui.text(kernel['triton'].get('autotune_cache') or '-')})"
         )
-        st.dataframe(
+        ui.table(
             q.autotune_timing_rows(kernel),
-            hide_index=True,
             column_config={
                 "ms": st.column_config.NumberColumn(format="%.4f"),
                 "x best": st.column_config.NumberColumn(format="%.2fx"),

@@ -23,7 +23,17 @@ if known.empty:
 
 labels = {row["job"]: q.job_label(row) for row in known.to_dict("records")}
 left, right = st.columns(2)
-job = ui.pick("Job", list(known["job"]), "job", "pick:job", lambda j: labels.get(j, j), container=left)
+job = ui.pick(
+    "Job",
+    list(known["job"]),
+    "job",
+    "pick:job",
+    lambda j: labels.get(j, j),
+    container=left,
+    missing=lambda asked: f"No job {asked} in this store.",
+)
+if job is None:  # a link to no job of this store: its warning and the picker, nothing else
+    st.stop()
 earlier = [""] + [j for j in known["job"] if j != job]
 against = ui.pick(
     "Compare with an earlier job",
@@ -33,7 +43,10 @@ against = ui.pick(
     lambda j: labels.get(j, j) if j else "none",
     fallback=q.previous_job(known, job) or "",
     container=right,
+    missing=lambda asked: f"No other job {asked} in this store.",
 )
+if against is None:  # a link to no other job: pick one (or none) first, nothing shown meanwhile
+    st.stop()
 report = q.cached_job(src, job, against or None)
 cards = q.job_cards(report)
 
@@ -65,11 +78,10 @@ st.markdown("\n".join(f"- {ui.text(line)}" for line in q.job_verdict(report)))
 
 st.subheader("Ranks")
 ranks = q.job_rank_rows(report)
-st.dataframe(
+ui.table(
     ranks.assign(open=[ui.link("Run", run=r) for r in ranks["run_id"]])
     .style.apply(ui.highlight("straggler"), axis=1)
     .format({"compile s": "{:.2f}"}),
-    hide_index=True,
     column_order=[
         "rank",
         "open",
@@ -82,7 +94,10 @@ st.dataframe(
         "failures",
         "restarts",
     ],
-    column_config={"open": st.column_config.LinkColumn("run", display_text="open", width="small")},
+    column_config={
+        "open": st.column_config.LinkColumn("run", display_text="open", width="small"),
+        "started": ui.datetime_column(),
+    },
 )
 
 st.subheader("Graphs across ranks")
@@ -91,9 +106,8 @@ st.caption(
     "Red: the ranks differ."
 )
 graphs = q.job_graph_rows(report)
-st.dataframe(
+ui.table(
     graphs.style.apply(ui.highlight("diverges"), axis=1).format({"median s": "{:.2f}", "slowest s": "{:.2f}"}),
-    hide_index=True,
     column_order=[c for c in graphs.columns if c not in ("g", "diverges")],
 )
 
@@ -110,13 +124,12 @@ chosen = st.selectbox(
     ),
 )
 per_rank = q.job_graph_ranks(report, int(chosen))
-st.dataframe(
+ui.table(
     per_rank.assign(
         open=[ui.link("Graph", run=r, graph=i) for r, i in zip(per_rank["run_id"], per_rank["graph_index"])]
     )
     .style.apply(ui.highlight("straggler"), axis=1)
     .format({"time s": "{:.2f}"}),
-    hide_index=True,
     column_order=[
         "rank",
         "open",
@@ -134,16 +147,14 @@ st.dataframe(
 if report.against is not None:
     st.subheader(f"Against {ui.text(report.against.earlier)}")
     st.caption("Rank r then against rank r now: graphs matched by code location, kernels by name then source.")
-    st.dataframe(
+    ui.table(
         q.job_against_rows(report).style.format({"then s": "{:.2f}", "now s": "{:.2f}", "delta s": "{:+.2f}"}),
-        hide_index=True,
     )
     then_now = q.job_against_graph_rows(report)
-    st.dataframe(
+    ui.table(
         then_now.style.apply(ui.highlight("graph changed", "rgba(255, 196, 0, 0.2)"), axis=1).format(
             {"then s (median)": "{:.2f}", "now s (median)": "{:.2f}"}, na_rep=""
         ),
-        hide_index=True,
     )
     if report.against.only_earlier or report.against.only_now:
         then, now = report.against.only_earlier or "none", report.against.only_now or "none"

@@ -13,6 +13,8 @@ src = ui.require_store()
 runs = cached_runs(src)
 header = st.container()  # above the picker, filled once the run is known
 run_id = ui.pick_run(src, runs, "Run", "run")
+if run_id is None:  # a link to no run of this store: its warning and the picker, nothing else
+    st.stop()
 run, reports = q.cached_run(src, run_id)
 cards = q.run_cards(run, reports)
 
@@ -30,6 +32,14 @@ cols[2].metric("Isolated", cards["isolated"], help="compiled in a sandbox worker
 cols[3].metric("Cache hits", f"{cards['cache_hits']} ({ui.percent(cards['cache_hit_ratio'])})")
 cols[4].metric("Failures", cards["failures"])
 cols[5].metric("Kernels", cards["kernels"])
+if cards["failures"]:
+    failed = (
+        "Every graph of this run failed to compile"
+        if cards["failures"] == cards["graphs"]
+        else f"{cards['failures']} of {cards['graphs']} graphs failed to compile"
+    )
+    alert = st.error if cards["failures"] == cards["graphs"] else st.warning
+    alert(f"{failed}: see Failures below for what happened and what ran instead.")
 
 links = st.columns(3)
 with links[0]:
@@ -49,13 +59,13 @@ if reports:
         else "Largest first. No earlier run of this name: a cache miss cannot be compared with an earlier hit."
     )
     if not found:
-        st.success(qc.NOTHING_TO_EXPLAIN)
+        (st.info if cards["failures"] else st.success)(qc.NOTHING_TO_EXPLAIN)
     for c in found:
         links = [(ui.plain(link.label), ui.href(link)) for link in qc.run_links(c, run_id)]
         st.markdown(qc.markdown_line(ui.plain(c.text), links))
 
 with st.expander("Environment"):
-    st.dataframe(q.run_facts(run), hide_index=True)
+    ui.table(q.run_facts(run))
 
 if not reports:
     st.info("This run compiled no graph.")
@@ -71,7 +81,7 @@ chart = (
         y=alt.Y("graph:N", sort=alt.SortField("order"), title=None),
         x=alt.X("start:Q", title="seconds since the run started"),
         x2="end:Q",
-        color=alt.Color("stage:N", title="stage"),
+        color=alt.Color("stage:N", title="stage", scale=ui.stage_scale(bars["stage"])),
         tooltip=[
             "graph",
             "stage",
@@ -96,11 +106,11 @@ st.caption(
 st.subheader("Graphs")
 table = q.graph_rows(run, reports)
 table.insert(0, "open", [ui.link("Graph", run=run_id, graph=g) for g in table["graph"]])
-st.dataframe(
+ui.table(
     table,
-    hide_index=True,
     column_config={
         "open": st.column_config.LinkColumn("", display_text="open", width="small"),
+        "code": ui.name_column(table["code"]),
         "start s": st.column_config.NumberColumn(format="%.2f"),
         "compile s": st.column_config.NumberColumn(format="%.2f"),
         "switch s": st.column_config.NumberColumn(format="%.2f", help="when the compiled graph took over (async mode)"),
@@ -109,9 +119,11 @@ st.dataframe(
 )
 
 fails = q.failures(reports)
-st.subheader(f"Failures ({len(fails)})")
-if not fails:
+st.subheader(f"Failures ({max(len(fails), cards['failures'])})")
+if not fails and not cards["failures"]:
     st.success("No graph failed to compile.")
+elif not fails:
+    st.warning(f"{cards['failures']} graphs failed to compile, with no record of what went wrong.")
 for f in fails:
     how = ", ".join(
         x

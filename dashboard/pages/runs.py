@@ -31,9 +31,8 @@ st.caption(f"{len(view):,} of {len(runs):,} runs")
 table = view.assign(
     open=[ui.link("Run", run=r) for r in view["run_id"]], compare=[ui.link("Compare", b=r) for r in view["run_id"]]
 )
-st.dataframe(
+ui.table(
     table,
-    hide_index=True,
     column_order=[
         "open",
         "name",
@@ -51,7 +50,7 @@ st.dataframe(
     column_config={
         "open": st.column_config.LinkColumn("run", display_text="open", width="small"),
         "compare": st.column_config.LinkColumn("compare", display_text="with previous", width="small"),
-        "started": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD HH:mm:ss"),
+        "started": ui.datetime_column("date"),
         "compile_s": st.column_config.NumberColumn("total compile s", format="%.2f"),
         "cache_hit_ratio": st.column_config.NumberColumn("cache hit ratio", format="percent"),
         "run_id": st.column_config.TextColumn("run id"),
@@ -63,7 +62,7 @@ if view.empty:
     st.info("No run matches the filters.")
 else:
     base = alt.Chart(view).encode(
-        x=alt.X("started:T", title="run started"),
+        x=ui.time_x("started", "run started"),
         y=alt.Y("compile_s:Q", title="total compile time (s)"),
     )
     points = base.mark_circle(size=90, opacity=0.9).encode(
@@ -71,7 +70,7 @@ else:
         tooltip=[
             "name",
             "run_id",
-            "started:T",
+            ui.time_tooltip("started"),
             alt.Tooltip("compile_s:Q", format=".2f"),
             "graphs",
             alt.Tooltip("cache_hit_ratio:Q", format=".0%"),

@@ -37,28 +37,27 @@ latency = (
     alt.Chart(long)
     .mark_line(point=True)
     .encode(
-        x=alt.X("started:T", title="run started"),
+        x=ui.time_x("started", "run started"),
         y=alt.Y("seconds:Q", title="seconds per graph"),
         color=alt.Color("percentile:N", sort=["p50 s", "p90 s", "p99 s"]),
-        tooltip=["name", "run_id", "started:T", "percentile", alt.Tooltip("seconds:Q", format=".3f")],
+        tooltip=["name", "run_id", ui.time_tooltip("started"), "percentile", alt.Tooltip("seconds:Q", format=".3f")],
     )
 )
 st.altair_chart(latency, width="stretch")
 
 st.subheader("Cache hit ratio per run")
 ratio = alt.Chart(data).encode(
-    x=alt.X("started:T", title="run started"),
+    x=ui.time_x("started", "run started"),
     y=alt.Y("cache hit ratio:Q", title="cache hit ratio", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
 )
 points = ratio.mark_circle(size=90, opacity=0.9).encode(
     color=alt.Color("name:N", title="run name"),
-    tooltip=["name", "run_id", "started:T", alt.Tooltip("cache hit ratio:Q", format=".0%"), "graphs"],
+    tooltip=["name", "run_id", ui.time_tooltip("started"), alt.Tooltip("cache hit ratio:Q", format=".0%"), "graphs"],
 )
 st.altair_chart(ratio.mark_line(color="#9aa0a6", strokeWidth=1) + points, width="stretch")
 
-st.dataframe(
+ui.table(
     data.assign(open=[ui.link("Run", run=r) for r in data["run_id"]]),
-    hide_index=True,
     column_order=[
         "open",
         "name",
@@ -74,7 +73,7 @@ st.dataframe(
     ],
     column_config={
         "open": st.column_config.LinkColumn("run", display_text="open", width="small"),
-        "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        "started": ui.datetime_column(),
         **{c: st.column_config.NumberColumn(format="%.3f") for c in ("p50 s", "p90 s", "p99 s", "max s")},
         "compile s": st.column_config.NumberColumn(format="%.2f"),
         "cache hit ratio": st.column_config.NumberColumn(format="percent"),

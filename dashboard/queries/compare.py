@@ -5,16 +5,17 @@ side, and a verdict in sentences."""
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from dashboard.queries.graph import best_ms, block_keys, chosen_candidate, config_label, shapes_label
-from dashboard.queries.shared import Source, cached, store_at, value_text
+from dashboard.queries.shared import Source, as_counts, cached, store_at, value_text
 from sandbox.analysis import labels
 from sandbox.analysis.diff import GraphChange, KernelChange, RunDiff, compare_runs
-from sandbox.record.report import CompileReport
+from sandbox.record.report import CACHE_HIT, FAILED, CompileReport
 from sandbox.store import Store
 
 # Kernel launch fields of GPU reports (``kernel["launchers"]``), in the order shown.
@@ -31,6 +32,13 @@ LAUNCH_LABELS = {
 REGRESSION_PCT = 0.10
 REGRESSION_MIN_S = 0.05
 
+# A time in A this short, or this small a share of B's, is next to nothing: a change from it reads
+# as "new", not as a percentage in the thousands.
+NEAR_ZERO_S = 0.001
+NEAR_ZERO_SHARE = 0.01
+# The change a table shows as "new" (B has what A had next to none of).
+NEW = math.inf
+
 
 def compare(store: Store, run_a: str, run_b: str) -> RunDiff:
     """Run A (before) against run B (after): ``sandbox.diff.compare_runs``, sources from the store."""
@@ -44,8 +52,26 @@ def change_label(gc: GraphChange) -> str:
     return f"{labels.code(gc.co_name, gc.filename, gc.line)} {gc.graph_kind}" + (f" #{gc.order}" if gc.order else "")
 
 
-def _pct(a: float | None, b: float | None) -> float | None:
-    return (b - a) / a if a and b is not None else None
+def near_zero(a: float, b: float, floor: float = NEAR_ZERO_S, share: float = NEAR_ZERO_SHARE) -> bool:
+    """Whether ``a`` is next to nothing against ``b``: at most ``floor``, or under ``share`` of ``b``."""
+    return abs(a) <= floor or abs(a) < share * abs(b)
+
+
+def _pct(a: float | None, b: float | None, floor: float = NEAR_ZERO_S, share: float = NEAR_ZERO_SHARE) -> float | None:
+    """B's change over A as a fraction (0.16: 16% more); :data:`NEW` where A is next to nothing and B
+    is not (:func:`near_zero`); None where there is no telling (a side missing, both next to nothing)."""
+    if a is None or b is None:
+        return None
+    if near_zero(a, b, floor, share):
+        return NEW if abs(b) > floor and b > a else None
+    return (b - a) / a
+
+
+def change_text(x: float | None) -> str:
+    """A change as a table shows it: ``+16%``, ``new`` (:data:`NEW`), or nothing."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return "new" if x == NEW else f"{x:+.0%}"
 
 
 def is_regression(a_s: float | None, b_s: float | None) -> bool:
@@ -76,7 +102,7 @@ def graph_change_rows(d: RunDiff) -> pd.DataFrame:
                 "regression": gc.status == "matched" and is_regression(a.get("work_s"), b.get("work_s")),
             }
         )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         rows,
         columns=[
             "graph",
@@ -92,7 +118,8 @@ def graph_change_rows(d: RunDiff) -> pd.DataFrame:
             "kernels =",
             "regression",
         ],
-    )
+    ).astype({"A s": float, "B s": float, "delta s": float, "change": float})
+    return as_counts(frame, "kernels +", "kernels -", "kernels ~", "kernels =")
 
 
 def _launchers(kc: KernelChange, side: int) -> list[dict[str, Any]] | None:
@@ -145,7 +172,7 @@ def kernel_change_rows(d: RunDiff, include_unchanged: bool = False) -> pd.DataFr
                     "k": ki,
                 }
             )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         rows,
         columns=[
             "graph",
@@ -165,7 +192,8 @@ def kernel_change_rows(d: RunDiff, include_unchanged: bool = False) -> pd.DataFr
             "g",
             "k",
         ],
-    )
+    ).astype({"similarity": float})
+    return as_counts(frame, "lines A", "lines B")
 
 
 def _arrow(pair: tuple[Any, Any] | None) -> str:
@@ -228,10 +256,7 @@ def side_by_side(a: str, b: str, context: int | None = None) -> pd.DataFrame:
                     "op": op,
                 }
             )
-    df = pd.DataFrame(rows, columns=["line A", "A", "line B", "B", "op"])
-    df["line A"] = df["line A"].astype("Int64")
-    df["line B"] = df["line B"].astype("Int64")
-    return df
+    return as_counts(pd.DataFrame(rows, columns=["line A", "A", "line B", "B", "op"]), "line A", "line B")
 
 
 def unified_diff(a: str, b: str, name_a: str = "A", name_b: str = "B") -> str:
@@ -357,7 +382,9 @@ def stage_delta_rows(d: RunDiff) -> pd.DataFrame:
         }
         for s in d.stage_deltas
     ]
-    return pd.DataFrame(rows, columns=["stage", "A s", "B s", "delta s", "change", "regression"])
+    return pd.DataFrame(rows, columns=["stage", "A s", "B s", "delta s", "change", "regression"]).astype(
+        {"change": float}
+    )
 
 
 def metric_delta_rows(d: RunDiff) -> pd.DataFrame:
@@ -367,16 +394,62 @@ def metric_delta_rows(d: RunDiff) -> pd.DataFrame:
             "A": float(m["a"]),
             "B": float(m["b"]),
             "delta": float(m["delta"]),
-            "change": _pct(m["a"], m["b"]),
+            "change": _pct(m["a"], m["b"], floor=0.0, share=0.0),  # counts: new only from none
         }
         for m in d.metric_deltas
     ]
-    return pd.DataFrame(rows, columns=["metric", "A", "B", "delta", "change"])
+    return pd.DataFrame(rows, columns=["metric", "A", "B", "delta", "change"]).astype({"change": float})
+
+
+def setting_text(key: str, value: Any) -> str:
+    """A setting's value in the table of differences: an Inductor setting left unset is its default,
+    another field not recorded is left empty (never a literal ``None``)."""
+    if value is None:
+        return "default" if key.startswith("inductor_config.") else ""
+    return repr(value)
 
 
 def environment_rows(d: RunDiff) -> pd.DataFrame:
     return pd.DataFrame(
-        [(k, repr(a), repr(b)) for k, (a, b) in sorted(d.environment.items())], columns=["setting", "A", "B"]
+        [(k, setting_text(k, a), setting_text(k, b)) for k, (a, b) in sorted(d.environment.items())],
+        columns=["setting", "A", "B"],
+    )
+
+
+# -- no kernel changed ------------------------------------------------------------------------------
+
+
+def _why_no_kernels(graphs: Sequence[Mapping[str, Any]]) -> str:
+    """Why one run's graphs list no kernel, from their summaries (``GraphChange.a`` / ``.b``)."""
+    outcomes = {g.get("outcome") for g in graphs}
+    if not graphs:
+        return "it compiled no graph"
+    if outcomes == {FAILED}:
+        return "every graph failed to compile"
+    if outcomes == {CACHE_HIT}:
+        return "a cache served every graph whole"
+    if outcomes <= {FAILED, CACHE_HIT}:
+        return "every graph failed to compile or was served whole by a cache"
+    return "no graph listed a kernel"
+
+
+def no_kernel_change(d: RunDiff) -> tuple[str, str]:
+    """What the kernel section says when no kernel changed, and how (``success`` only where both
+    runs compiled every graph and their kernels are the same; ``info`` or ``warning`` otherwise)."""
+    sides = {side: [g for g in (getattr(gc, side) for gc in d.graph_changes) if g is not None] for side in ("a", "b")}
+    failed = any(g.get("outcome") == FAILED for graphs in sides.values() for g in graphs)
+    unchanged = d.kernels["unchanged"]
+    if unchanged:
+        text = f"No kernel changed: the same {unchanged} kernel{'s' if unchanged != 1 else ''} in both runs."
+        return text, "info" if failed else "success"
+    if not any(g.get("kernels") for graphs in sides.values() for g in graphs):
+        why_a, why_b = _why_no_kernels(sides["a"]), _why_no_kernels(sides["b"])
+        why = f"{why_a}, in both runs" if why_a == why_b else f"in A {why_a}; in B {why_b}"
+        return f"Neither run produced kernels: {why}.", "warning" if failed else "info"
+    return (
+        "No kernel to compare: where one run lists kernels, the other has none for that graph "
+        "(a cache served it whole or its compile failed).",
+        "info",
     )
 
 
@@ -399,7 +472,9 @@ def _main_kind(kernels: Iterable[KernelChange]) -> str | None:
 
 
 def _change_words(a: float, b: float) -> str:
-    """``B compiled 16% slower (13.88 s \u2192 16.15 s)``"""
+    """``B compiled 16% slower (13.88 s \u2192 16.15 s)``; from next to nothing, no percentage."""
+    if b > NEAR_ZERO_S and near_zero(a, b):
+        return f"B compiled for {b:.2f} s, A for next to no time ({a:.3f} s \u2192 {b:.2f} s)"
     pct = round(abs(b - a) / a * 100) if a else 0  # the figure printed: never "0% faster"
     if pct >= 1:
         return f"B compiled {pct}% {'slower' if b > a else 'faster'} ({a:.2f} s \u2192 {b:.2f} s)"
@@ -416,12 +491,16 @@ def verdict(d: RunDiff) -> list[str]:
         gc = max(matched, key=lambda g: abs(g.duration_delta_s or 0.0))
         a_s, b_s = gc.a["work_s"], gc.b["work_s"]
         delta = b_s - a_s
-        if abs(delta) >= REGRESSION_MIN_S and a_s:
+        if abs(delta) >= REGRESSION_MIN_S and (a_s or delta > 0):
             direction = "slower" if delta > 0 else "faster"
+            how = (
+                f"in {b_s:.2f} s, where A took next to no time"
+                if delta > 0 and near_zero(a_s, b_s)
+                else f"{abs(delta) / a_s:.0%} {direction}"
+            )
             sentence = (
                 f"{gc.graph_kind} graph #{gc.b['graph_index']} of "
-                f"{labels.code(gc.co_name, gc.filename, gc.line)} compiled {abs(delta) / a_s:.0%} {direction} "
-                f"({delta:+.2f} s)"
+                f"{labels.code(gc.co_name, gc.filename, gc.line)} compiled {how} ({delta:+.2f} s)"
             )
             same_way = [s for s in gc.stage_deltas if (s["delta_s"] > 0) == (delta > 0)]
             because = []
@@ -444,7 +523,7 @@ def verdict(d: RunDiff) -> list[str]:
         sizes = (
             f"{d.a['graphs']} graphs in A, {d.b['graphs']} in B"
             if d.a["graphs"] != d.b["graphs"]
-            else f"{d.b['graphs']} graphs"
+            else f"{d.b['graphs']} graph{'s' if d.b['graphs'] != 1 else ''}"
         )
         out.append(f"In all: {_change_words(ta, tb)} ({sizes}).")
     k = d.kernels
@@ -453,7 +532,7 @@ def verdict(d: RunDiff) -> list[str]:
             f"Kernels: {k['added']} added, {k['removed']} removed, {k['changed']} changed, {k['unchanged']} unchanged."
         )
     elif k["unchanged"]:
-        out.append(f"The same {k['unchanged']} kernels in both runs.")
+        out.append(f"The same {k['unchanged']} kernel{'s' if k['unchanged'] != 1 else ''} in both runs.")
     blind = [gc for gc in d.graph_changes if not gc.kernels_compared]
     if blind:
         out.append(

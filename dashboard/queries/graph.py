@@ -10,10 +10,14 @@ from typing import Any
 import pandas as pd
 
 from dashboard.queries.run import cached_run
-from dashboard.queries.shared import Source, cached, store_at, value_text
+from dashboard.queries.shared import Source, as_counts, cached, store_at, value_text
 from sandbox.record import stages
 from sandbox.record.report import CompileReport
 from sandbox.store import Store
+
+# The stage chart's colour of a stage that is not one of the sandbox's own: by where it ran, so the
+# sandbox's stages keep the colours they have on the Run page and the legend stays short.
+OTHER_STAGES = {"worker": "other stages (worker)", "parent": "other stages (user process)"}
 
 
 def find_report(reports: Sequence[CompileReport], graph: str | int | None) -> CompileReport | None:
@@ -54,6 +58,16 @@ def stage_tree(report: CompileReport) -> pd.DataFrame:
         for i, depth, _ in stages.walk(tree)
     ]
     return pd.DataFrame(rows, columns=["stage", "name", "depth", "origin", "start s", "duration s", "own s", "share"])
+
+
+def colour_groups(tree: pd.DataFrame) -> list[str]:
+    """The colour of each row of :func:`stage_tree`: the sandbox's own stages by name, the others
+    by origin (:data:`OTHER_STAGES`)."""
+    own = {*stages.OWN, stages.SWITCH}
+    return [
+        name if name in own else OTHER_STAGES.get(origin, f"other stages ({origin})")
+        for name, origin in zip(tree["name"], tree["origin"])
+    ]
 
 
 def cache_rows(report: CompileReport) -> pd.DataFrame:
@@ -184,7 +198,7 @@ def triton_kernel_rows(kernels: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "after first run": bool(t.get("first_run")),
             }
         )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         rows,
         columns=[
             "kernel",
@@ -203,6 +217,7 @@ def triton_kernel_rows(kernels: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             "after first run",
         ],
     ).astype({"best ms": float, "compile s": float, "autotune s": float})
+    return as_counts(frame, "configs", "benchmarked", "registers", "spills", "shared")
 
 
 def autotune_timing_rows(kernel: Mapping[str, Any]) -> pd.DataFrame:
@@ -231,7 +246,7 @@ def autotune_timing_rows(kernel: Mapping[str, Any]) -> pd.DataFrame:
             }
         )
     df = pd.DataFrame(rows, columns=["config", "ms", "x best", "chosen", "registers", "spills", "shared"])
-    df = df.astype({"ms": float, "x best": float})
+    df = as_counts(df.astype({"ms": float, "x best": float}), "registers", "spills", "shared")
     return df.sort_values("ms", kind="stable", na_position="last").reset_index(drop=True)
 
 

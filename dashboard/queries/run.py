@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from dashboard.queries.shared import Source, cached, store_at, when
+from dashboard.queries.shared import Source, as_counts, cached, store_at, when
 from sandbox.analysis import labels
 from sandbox.record import stages
 from sandbox.record.report import CompileReport, Stage
@@ -99,7 +99,7 @@ def graph_rows(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.D
                 "switch s": r.switched_at - t0 if r.switched_at else None,
             }
         )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         rows,
         columns=[
             "graph",
@@ -115,7 +115,8 @@ def graph_rows(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.D
             "eager calls",
             "switch s",
         ],
-    )
+    ).astype({"switch s": float})
+    return as_counts(frame, "graph", "kernels", "eager calls")
 
 
 def waterfall(run: Mapping[str, Any], reports: Sequence[CompileReport]) -> pd.DataFrame:

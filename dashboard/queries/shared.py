@@ -1,5 +1,5 @@
 """What every query module shares: the store, opened read-only; the :class:`Source` that keys
-every cached query; the cache; two value formatters; and markdown escaping.
+every cached query; the cache; the value formatters; and markdown escaping.
 
 The pages call the cached entry points (``cached_*`` in each page's module) with a
 :class:`Source`: the store's location plus its :func:`fingerprint`, so a new run or report
@@ -17,15 +17,19 @@ beside a writer's WAL, else ``immutable=1``; nothing is written), and it holds J
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import string
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import pandas as pd
 import streamlit as st
 
 from sandbox import env as variables
-from sandbox.store import Store, default_location, open_store
+from sandbox.store import Store, default_location, is_postgresql, open_store
+from sandbox.store.location import looks_like_url
+from sandbox.store.sqlite import folder_problem
 
 
 class Source(NamedTuple):
@@ -45,6 +49,16 @@ def initial_location(env: Mapping[str, str] | None = None) -> str:
 
 def open_readonly(location: str) -> Store:
     return open_store(location, readonly=True)
+
+
+def first_run_possible(location: str) -> bool:
+    """Whether a first run would make a store at ``location`` that cannot be opened: a SQLite file
+    not there yet whose folder can hold it (or be made). A file that is there but unreadable, a
+    directory, a server that does not answer: making a run would not help."""
+    if is_postgresql(location) or looks_like_url(location):
+        return False
+    path = os.path.abspath(os.path.expanduser(location.removeprefix("file://")))
+    return not os.path.lexists(path) and folder_problem(path) is None
 
 
 def fingerprint(store: Store) -> tuple[int, ...]:
@@ -75,6 +89,12 @@ def source(location: str) -> Source:
 
 def when(ts: float | None) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(ts) if ts else None
+
+
+def as_counts(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """``frame`` with ``columns`` as whole numbers that may be missing (pandas' ``Int64``): a count
+    with a gap would otherwise turn into floats and read ``3.000000``."""
+    return frame.astype({c: "Int64" for c in columns})
 
 
 def value_text(v: Any) -> str:

@@ -122,4 +122,7 @@ def test_change_words_prints_a_percentage_only_when_it_rounds_to_one_or_more() -
     assert q._change_words(10.0, 10.096).startswith("B compiled 1% slower")  # 0.96%: printed as 1%
     assert q._change_words(10.0, 10.04).startswith("about the same")  # would print as 0%
     assert q._change_words(10.0, 8.0) == "B compiled 20% faster (10.00 s \u2192 8.00 s)"
-    assert q._change_words(0.0, 1.0).startswith("about the same")
+    # from next to nothing (under 1 ms, or under 1% of B): no percentage in the thousands
+    assert q._change_words(0.0, 1.0) == "B compiled for 1.00 s, A for next to no time (0.000 s \u2192 1.00 s)"
+    assert q._change_words(0.0004, 4.5).startswith("B compiled for 4.50 s, A for next to no time")
+    assert q._change_words(0.0, 0.0).startswith("about the same")
