@@ -206,3 +206,34 @@ def test_compare_page_gpu_store_kernel_table(chromium: Any, gpu_server: tuple[st
     assert {r["kernel B"] for r in added} <= templates and all(r["kind"] == "template" for r in added)
     assert page.get_by_role("heading", name="max-autotune choices").count() == 1
     page.close()
+
+
+# -- links that miss, empty cells ------------------------------------------------------------------------
+
+
+def test_a_link_to_no_run_keeps_its_url(chromium: Any, server: str) -> None:
+    page = load(chromium, f"{server}/run?run=abc", "run-missed-link", '[data-testid="stAlertContentWarning"]')
+    assert "No run “abc” in this store." in page.locator('[data-testid="stAlertContentWarning"]').inner_text()
+    assert page.url.endswith("/run?run=abc")  # not rewritten to another run
+    assert page.locator('[data-testid="stMetricValue"]').count() == 0  # no run's data
+    page.close()
+
+
+def test_the_side_by_side_diff_shows_no_none(chromium: Any, server: str, real: RealStore) -> None:
+    page = load(
+        chromium,
+        f"{server}/compare?a={real.run_ids['baseline']}&b={real.run_ids['simd']}",
+        "compare-side-by-side",
+        '[data-testid="stDataFrame"]',
+    )
+    grid = (
+        page.locator('[data-testid="stDataFrame"]')
+        .filter(has=page.locator("th", has_text="line A"))
+        .first.locator('table[role="grid"]')
+    )
+    headers = [h.strip() for h in grid.locator("thead th").all_text_contents()]
+    rows = [[c.strip() for c in tr.locator("td").all_text_contents()] for tr in grid.locator("tbody tr").all()]
+    cells = [dict(zip(headers, r)) for r in rows]
+    assert cells and any(c.get("line A") == "" for c in cells), cells  # a missing line number: empty
+    assert not [c for c in cells if "None" in (c.get("line A"), c.get("line B"))], cells
+    page.close()
