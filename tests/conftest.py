@@ -70,6 +70,17 @@ for _name in [n for n in os.environ if n.startswith("SANDBOX_") and n not in _TE
     del os.environ[_name]
 
 
+@pytest.fixture(autouse=True)
+def _sandbox_settings_restored() -> Iterator[None]:
+    """A test that points SANDBOX_STORE (or another SANDBOX_* setting) somewhere for an in-process
+    page or call leaves the next test the environment it found."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("SANDBOX_")}
+    yield
+    for name in [n for n in os.environ if n.startswith("SANDBOX_") and n not in saved]:
+        del os.environ[name]
+    os.environ.update(saved)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     changed = [p for p, v in _fingerprint(_REAL_FILES).items() if v != _REAL_BEFORE[p]]
     if changed:
