@@ -161,13 +161,21 @@ class DeferredGraph:
     # -- the background job ----------------------------------------------------------
     def _run(self, job: dict[str, Any]) -> None:
         try:
-            # This process's own CPU-ISA probe (needed to load the compiled graph) runs here,
-            # once the result is back: not beside the first, eager steps, and not at the switch.
-            self._result = self._scheme.run_job(job, warm_parent=False)
-            try:
-                warmup.probe_cpu_isa()
-            except Exception:
-                log.debug("sandbox: ISA probe failed", exc_info=True)
+            cpu, gpu = self._scheme.devices
+            # Waited for at the first call (several workers, blocking mode): this process's
+            # share of the load is prepared beside the compile, as in a blocking compile.
+            self._result = self._scheme.run_job(job, warm_parent=self.how == WAIT)
+            if self.how != WAIT:
+                # Async mode: this process's CPU-ISA probe (needed to load a CPU graph) runs here,
+                # once the result is back: not beside the first, eager steps, and not at the switch.
+                # A graph with only GPU inputs needs none (the probe costs seconds on a fresh cache).
+                if cpu:
+                    try:
+                        warmup.probe_cpu_isa()
+                    except Exception:
+                        log.debug("sandbox: ISA probe failed", exc_info=True)
+                if gpu and self._scheme.warm_parent is not None:
+                    self._scheme.warm_parent.start(cpu=False, gpu=True)  # the load joins it
         except WorkerFailure as wf:
             self._error = wf
             scheme = self._scheme
