@@ -343,10 +343,7 @@ class ServicePool:
 
     def workers(self) -> list[dict[str, Any]]:
         status = self.status()
-        shared = [
-            {**w, "service_pid": status["pid"], "shared": True, "started_by": self.started_by}
-            for w in (status or {}).get("workers", [])
-        ]
+        shared = [{**w, "service_pid": status["pid"], "shared": True} for w in (status or {}).get("workers", [])]
         own = self._local.workers() if self._local is not None else []
         return shared + own
 

@@ -218,7 +218,9 @@ def test_ranks_switch_at_the_same_step(tmp_path: Path, cache_dir: Path) -> None:
     ranks switch each graph at the same step."""
     out_dir = tmp_path / "ranks"
     out_dir.mkdir()
-    env = script_env(cache_dir, {"ASYNC_RANKS_OUT": str(out_dir), "OMP_NUM_THREADS": "1"})
+    # Each rank with workers of its own (no compile service shared by the host's ranks): rank 1
+    # stops its own worker, and its compile must finish well after rank 0's.
+    env = script_env(cache_dir, {"ASYNC_RANKS_OUT": str(out_dir), "OMP_NUM_THREADS": "1", "SANDBOX_SERVICE": "off"})
     cmd = [
         sys.executable,
         "-m",
