@@ -168,7 +168,7 @@ class DeferredGraph:
             if self.how != WAIT:
                 # Async mode: this process's CPU-ISA probe (needed to load a CPU graph) runs here,
                 # once the result is back: not beside the first, eager steps, and not at the switch.
-                # A graph with only GPU inputs needs none (the probe costs seconds on a fresh cache).
+                # A graph with only GPU inputs needs none (docs/decisions/one-compile-service-per-host.md).
                 if cpu:
                     try:
                         warmup.probe_cpu_isa()

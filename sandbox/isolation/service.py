@@ -11,7 +11,7 @@ Single-flight: a job whose FX graph cache key (with the same cache folders) is a
 compiled for another client waits for that compile and gets the same reply; a compile that
 just finished answers, for a short while, clients that arrive before their cache has the entry.
 Each answer says who compiled the graph and whom it served. Imports no torch: the service holds
-the pool, its workers compile.
+the pool, its workers compile (docs/decisions/one-compile-service-per-host.md).
 """
 
 from __future__ import annotations
