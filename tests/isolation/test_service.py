@@ -209,6 +209,34 @@ def test_first_client_starts_the_service_others_share_it_other_versions_do_not(
     assert not list(folder.glob("*.sock")) and not list(folder.glob("*.json"))
 
 
+@pytest.mark.slow
+def test_a_dead_services_socket_is_replaced(tmp_path: Path, probe_seed: Path) -> None:
+    """A service killed by SIGKILL leaves its socket behind: the next client finds nobody
+    answering there, and starts a new service in its place."""
+    folder = tmp_path / "services"
+    base = {"SANDBOX_SERVICE": "on", "SANDBOX_SERVICE_DIR": str(folder), "SANDBOX_SERVICE_GRACE_S": str(GRACE_S)}
+    env = script_env(fresh_cache_dir(tmp_path, probe_seed), base)
+    first = _start("script_service_client.py", [], env)
+    try:
+        dead = _emitted(first, 120)["service_pid"]
+        os.kill(dead, signal.SIGKILL)
+        assert not wait_gone([dead], 10) and list(folder.glob("*.sock")), "the killed service's socket stays"
+    finally:
+        if first.stdin:
+            first.stdin.close()
+        first.wait(60)
+    second = _start("script_service_client.py", [], env)
+    try:
+        seen = _emitted(second, 120)
+        assert seen["broken"] is None and seen["started_service"] and seen["service_pid"] != dead
+        assert seen["clients"] == [second.pid]
+    finally:
+        if second.stdin:
+            second.stdin.close()
+        second.wait(60)
+    assert not wait_gone([seen["service_pid"]], GRACE_S + 15)
+
+
 def _torchrun(script: str, out: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [
