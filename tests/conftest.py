@@ -19,13 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 from otlp_receiver import Receiver, rotel_binary, unavailable
 from postgres_server import PostgresServer
 from support import (
@@ -45,29 +45,7 @@ from support import (
 # own, and no SANDBOX_* setting of the developer's shell (their store, their collector) leaks in.
 # At the end, the developer's real default store and the demo's span file must be as they were.
 
-_REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "torch-compile-sandbox"
-_REAL_FILES = [_REAL_CACHE / name for name in ("runs.db", "runs.db-wal", "demo-spans.jsonl")]
-
-
-def _fingerprint(paths: list[Path]) -> dict[str, tuple[int, int] | None]:
-    out: dict[str, tuple[int, int] | None] = {}
-    for path in paths:
-        try:
-            st = path.stat()
-            out[str(path)] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            out[str(path)] = None
-    return out
-
-
-_REAL_BEFORE = _fingerprint(_REAL_FILES)
-SUITE_HOME = Path(tempfile.mkdtemp(prefix="sandbox-tests-home-"))
-os.environ["HOME"] = str(SUITE_HOME)
-os.environ["XDG_CACHE_HOME"] = str(SUITE_HOME / ".cache")
-# Settings of the test machinery itself stay (each declared in sandbox/env.py).
-_TEST_SETTINGS = {"SANDBOX_TEST_CHROMIUM"}
-for _name in [n for n in os.environ if n.startswith("SANDBOX_") and n not in _TEST_SETTINGS]:
-    del os.environ[_name]
+USER_FILES = support.isolate_user_home()
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +60,7 @@ def _sandbox_settings_restored() -> Iterator[None]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    changed = [p for p, v in _fingerprint(_REAL_FILES).items() if v != _REAL_BEFORE[p]]
+    changed = USER_FILES.changed()
     if changed:
         print(f"\nthe test suite wrote into the user's own files: {', '.join(changed)}", file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -259,3 +260,49 @@ def as_user(user: int | None, command: list[str]) -> list[str]:
     if not shutil.which("setpriv"):
         missing("setpriv (util-linux) is needed to read a store as another user: apt-get install util-linux")
     return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+
+
+# -- the developer's own files: never touched ----------------------------------------------------
+
+# Settings of the test machinery itself stay (each declared in sandbox/env.py).
+TEST_SETTINGS = {"SANDBOX_TEST_CHROMIUM"}
+
+
+class UserFiles:
+    """The developer's real default store, its WAL and the demo's span file, as they were before the suite."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+        self.paths = [cache / name for name in ("runs.db", "runs.db-wal", "demo-spans.jsonl")]
+        self.before = self._fingerprint()
+
+    def _fingerprint(self) -> dict[str, tuple[int, int] | None]:
+        out: dict[str, tuple[int, int] | None] = {}
+        for path in self.paths:
+            try:
+                st = path.stat()
+                out[str(path)] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                out[str(path)] = None
+        return out
+
+    def changed(self) -> list[str]:
+        return [p for p, v in self._fingerprint().items() if v != self.before[p]]
+
+
+SUITE_HOME: Path | None = None
+REAL_CACHE: Path | None = None  # the developer's own cache folder, as it was before the suite
+
+
+def isolate_user_home() -> UserFiles:
+    """Give the suite a home and a cache folder of its own and drop the shell's SANDBOX_* settings (its
+    store, its collector); called once, by conftest.py at import, before any test or fixture runs."""
+    global SUITE_HOME, REAL_CACHE
+    REAL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    real = UserFiles(REAL_CACHE / "torch-compile-sandbox")
+    SUITE_HOME = Path(tempfile.mkdtemp(prefix="sandbox-tests-home-"))
+    os.environ["HOME"] = str(SUITE_HOME)
+    os.environ["XDG_CACHE_HOME"] = str(SUITE_HOME / ".cache")
+    for name in [n for n in os.environ if n.startswith("SANDBOX_") and n not in TEST_SETTINGS]:
+        del os.environ[name]
+    return real
