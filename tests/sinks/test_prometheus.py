@@ -457,6 +457,7 @@ def test_pool_tracks_jobs_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
 
     p = pool.Pool.__new__(pool.Pool)  # no workers: drive run() with a stand-in worker
     p._lock, p._in_flight, p._job_seq, p.closed, p.restarts = threading.Lock(), {}, 0, False, 0
+    p.compile_threads = None  # the whole machine: no share to send
     p._idle = queue.Queue()
     seen: list[list[float]] = []
 
