@@ -59,14 +59,17 @@ def serve(store: Path, log_name: str = "dashboard-server.log") -> Iterator[str]:
     env["SANDBOX_STORE"] = str(store)
     log = ARTIFACTS.parent / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "streamlit", "run", str(APP.relative_to(ROOT)), "--server.port", str(port)]
+    with running(command, port, log, cwd=ROOT, env=env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int, log: Path, cwd: Path, env: dict[str, str]) -> Iterator[str]:
+    """A dashboard server started by ``command`` (its output in ``log``), once its health check
+    answers on ``port``; stopped when the block ends."""
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(APP.relative_to(ROOT)), "--server.port", str(port)],
-            cwd=str(ROOT),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command, cwd=str(cwd), env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -250,6 +251,17 @@ class RedisServer:
         import redis
 
         return redis.Redis.from_url(self.url)
+
+
+def other_user() -> int | None:
+    """Who reads as "someone who cannot write here": nobody when the tests run as root (for whom
+    permission bits do not apply), else None, the test's own user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return 65534
 
 
 def as_user(user: int | None, command: list[str]) -> list[str]:

@@ -5,7 +5,6 @@ system. Nothing tells the user to "make a first run" where no run could be store
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ROOT, SCRIPT_TIMEOUT_S, as_user, script_env
+from support import ROOT, SCRIPT_TIMEOUT_S, as_user, other_user, script_env
 
 SCRIPT = ROOT / ".venv" / "bin" / "sandbox"
 
@@ -33,12 +32,7 @@ def nobody_folder() -> Iterator[tuple[Path, int | None]]:
     folder.mkdir()
     base.chmod(0o755)
     folder.chmod(0o555)
-    user = None
-    if os.geteuid() == 0:
-        try:
-            user = pwd.getpwnam("nobody").pw_uid
-        except KeyError:
-            user = 65534
+    user = other_user()
     try:
         yield folder, user
     finally:

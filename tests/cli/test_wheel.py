@@ -13,14 +13,12 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser import CHROMIUM, LOAD_TIMEOUT_MS, listening_addresses, missing, unavailable
+from browser import CHROMIUM, LOAD_TIMEOUT_MS, listening_addresses, missing, running, unavailable
 from support import ROOT, free_port
 
 pytestmark = pytest.mark.slow
@@ -100,34 +98,10 @@ def test_sandbox_dashboard_from_another_folder(installed: dict[str, Any], demo: 
         unavailable(missing())  # type: ignore[arg-type]
     port = free_port()
     log = installed["cwd"] / "dashboard.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            ["sandbox", "dashboard", "--port", str(port)],
-            cwd=installed["cwd"],
-            env=installed["env"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-            time.sleep(0.25)
+    command = ["sandbox", "dashboard", "--port", str(port)]
+    with running(command, port, log, cwd=installed["cwd"], env=installed["env"]) as url:
         assert listening_addresses(port) == {"127.0.0.1"}, listening_addresses(port)
         _browse(url, port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     text = log.read_text()
     store = installed["home"] / ".cache" / "torch-compile-sandbox" / "runs.db"
     assert f"serving {store} on http://127.0.0.1:{port}" in text, text

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
 import shutil
 import sqlite3
 import subprocess
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, as_user, script_env
+from support import ROOT, as_user, other_user, script_env
 
 from sandbox.record.report import CompileReport, Failure, Run, Stage
 from sandbox.store import open_store
@@ -615,12 +614,7 @@ def unwritable_folder() -> Iterator[tuple[Path, int | None]]:
     base = Path(tempfile.mkdtemp(prefix="sandbox-ro-store-"))
     folder = base / "shared"
     folder.mkdir()
-    user = None
-    if os.geteuid() == 0:
-        try:
-            user = pwd.getpwnam("nobody").pw_uid
-        except KeyError:
-            user = 65534
+    user = other_user()
     try:
         yield folder, user
     finally:
