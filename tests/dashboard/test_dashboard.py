@@ -34,11 +34,6 @@ def gpu(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]
     return path, make_gpu_store(path)
 
 
-@pytest.fixture(autouse=True)
-def _restore_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SANDBOX_STORE", raising=False)  # open_page sets it; monkeypatch restores it
-
-
 def styles(at: AppTest, containing: str) -> str:
     for df in at.dataframe:
         if containing in df.value.columns:

@@ -28,11 +28,6 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
     return path, make_cause_store(path)
 
 
-@pytest.fixture(autouse=True)
-def _restore_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SANDBOX_STORE", raising=False)  # open_page sets it; monkeypatch restores it
-
-
 def elements(node: Any) -> list[Any]:
     """The page's elements in the order it shows them (containers opened, depth first)."""
     out = []

@@ -71,11 +71,6 @@ def gpu(tmp_path: Path) -> Gpu:
     return Gpu(path, runs, reports)
 
 
-@pytest.fixture(autouse=True)
-def _restore_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SANDBOX_STORE", raising=False)  # open_page sets it; monkeypatch restores it
-
-
 # -- what the data says, worked out from the reports ----------------------------------------------
 
 

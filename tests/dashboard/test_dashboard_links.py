@@ -25,11 +25,6 @@ def look(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     return path, make_look_store(path)
 
 
-@pytest.fixture(autouse=True)
-def _restore_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SANDBOX_STORE", raising=False)  # open_page sets it; monkeypatch restores it
-
-
 def warnings(at: AppTest) -> str:
     return "\n".join(plain(w.value) for w in at.warning)
 
