@@ -38,8 +38,9 @@ def app_path() -> Path:
     )
 
 
-def streamlit_argv(store: str | None, port: int | None, address: str) -> list[str]:
-    """The ``streamlit run`` command line, settings first so a config file cannot widen them."""
+def streamlit_argv(port: int | None, address: str) -> list[str]:
+    """The ``streamlit run`` command line, settings on it so a config file cannot widen them (the store
+    travels in the environment)."""
     argv = [
         sys.executable,
         "-m",
@@ -61,7 +62,7 @@ def run_dashboard(store: str | None, port: int | None, address: str = "127.0.0.1
     """Replace this process with Streamlit serving the dashboard on ``store`` (default: the default store)."""
     if importlib.util.find_spec("streamlit") is None:
         raise DashboardError("Streamlit is not installed; install it with: pip install 'compile-sandbox[dashboard]'")
-    argv = streamlit_argv(store, port, address)
+    argv = streamlit_argv(port, address)
     env = dict(os.environ)
     if store:
         # The store travels in the environment, not argv: a URL's password stays out of `ps`.
