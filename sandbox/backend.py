@@ -116,6 +116,7 @@ def sandbox_backend(
 
         builder = _builder(kind, dynamo.current_compile_id() or forward_compile_id, location, publish)
         builder.aot_cache(aot_state)
+        builder.profile_steps = opts.profile_steps
         pending = remote_cache.take_remote_cache_events()
         if kind != "backward":
             builder.remote_events = pending  # the AOTAutograd remote lookup, made for this forward

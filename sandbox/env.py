@@ -83,6 +83,14 @@ _DECLARED = (
         "share one compile service per host: auto (when torchrun runs several ranks here), on or off",
         "service",
     ),
+    Variable(
+        "SANDBOX_PROFILE_STEPS",
+        OPTION,
+        "",
+        "calls of each compiled graph to profile with torch.profiler (kernel runtimes in its report): e.g. 3, "
+        "3,10 or 3-5; off by default",
+        "profile_steps",
+    ),
     # Settings: for users, environment only.
     Variable("SANDBOX_PRESTART", SETTING, "auto", "when the workers start: auto, import, compile or off"),
     Variable(

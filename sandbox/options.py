@@ -104,6 +104,37 @@ def _address(v: Any) -> str:
     return s
 
 
+MAX_PROFILE_STEPS = 64
+
+
+def _steps(v: Any) -> tuple[int, ...]:
+    """Calls of each compiled graph to profile, 1-based: ``3``, ``"3,10"``, ``"3-5"``, ``[3, 10]``;
+    None, ``""``, ``0`` or ``off``: none. At most ``MAX_PROFILE_STEPS`` of them."""
+    if v is None or v is False or (isinstance(v, str) and v.strip().lower() in ("", "none", "0", "off", "false")):
+        return ()
+    if isinstance(v, bool) or isinstance(v, float):
+        raise ValueError
+    if isinstance(v, int):
+        items: list[Any] = [v]
+    elif isinstance(v, (list, tuple, set, frozenset)):
+        items = list(v)
+    else:
+        items = [x.strip() for x in str(v).split(",")]
+    steps: set[int] = set()
+    for item in items:
+        if isinstance(item, str) and "-" in item.strip()[1:]:
+            low, _, high = item.strip().partition("-")
+            first, last = _positive_int(low), _positive_int(high)
+            if last < first or last - first >= MAX_PROFILE_STEPS:
+                raise ValueError
+            steps.update(range(first, last + 1))
+        else:
+            steps.add(_positive_int(item))
+    if len(steps) > MAX_PROFILE_STEPS:
+        raise ValueError
+    return tuple(sorted(steps))
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(v: Any) -> str:
         s = str(v).strip().lower().replace("-", "_")
@@ -154,6 +185,13 @@ SPECS: dict[str, _Spec] = {
     "job": _Spec(_name, None, "a job id shared by every rank of the job (default: torchrun's TORCHELASTIC_RUN_ID)"),
     "async": _Spec(_bool, False, "true or false (1/0, yes/no, on/off)", (bool,)),
     "service": _Spec(_choice("auto", "on", "off"), "auto", "one of 'auto', 'on', 'off'"),
+    "profile_steps": _Spec(
+        _steps,
+        (),
+        f"calls of each compiled graph to profile, counted from 1: a number, a comma-separated list or a range "
+        f"(3, '3,10', '3-5'; at most {MAX_PROFILE_STEPS}), or None/'off'",
+        (int, str, list, tuple, type(None)),
+    ),
 }
 
 # Option names that are Python keywords: the field of ``Options`` that holds them.
@@ -177,6 +215,7 @@ class Options:
     job: str | None = None  # groups the ranks' runs; None: TORCHELASTIC_RUN_ID when torchrun set it
     async_: bool = False  # option "async": run new graphs eagerly until their compile is done
     service: str = "auto"  # one compile service per host: auto (several torchrun ranks here) | on | off
+    profile_steps: tuple[int, ...] = ()  # calls of each compiled graph profiled for kernel runtimes; () is off
     mode: str | None = None
     inductor: Mapping[str, Any] = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sandbox.record import context, gpu_kernels, kernels, stages
+from sandbox.record import context, gpu_kernels, kernels, profiled_steps, stages
 from sandbox.record.report import CACHE_HIT, FAILED, CompileReport, Failure, Stage
 from sandbox.torch_adapter import dynamo, remote_cache, triton
 from sandbox.torch_adapter import events as torch_events
@@ -177,6 +177,7 @@ class ReportBuilder:
         self.remote_events: list[dict[str, Any]] = []
         self.modules_before = triton.loaded_module_count()
         self.worker_triton: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])
+        self.profile_steps: tuple[int, ...] = ()  # option profile_steps: calls of the compiled graph to profile
 
     # -- filled by the isolated compile ------------------------------------------------
     def stage(
@@ -226,6 +227,8 @@ class ReportBuilder:
     def compiled(self, output: Any) -> None:
         self.report.kernels = kernels.inventory(getattr(output, "source_code", None))
         gpu_kernels.attach_worker_details(self.report, *self.worker_triton)
+        if self.profile_steps:  # wrapped first: the first-run wrapper, outside it, puts this one back
+            profiled_steps.watch_steps(output, self.report, self.profile_steps, self._republish)
         gpu_kernels.watch_first_run(output, self.report, self.modules_before, self._republish)
 
     def aot_cache(self, state: dict[str, Any]) -> None:

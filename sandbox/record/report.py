@@ -103,6 +103,10 @@ class CompileReport:
     # Shared compiles (one per graph for the ranks of a host, or across hosts): who compiled the
     # graph for whom; None where no sharing was in play (docs/REPORT.md).
     single_flight: dict[str, Any] | None = None
+    # What the graph cost at run time: the calls profiled under option profile_steps, their time, how
+    # much of it the kernels account for (each kernel's own share is kernels[i]["runtime"]); None
+    # when no call was profiled (docs/REPORT.md).
+    runtime: dict[str, Any] | None = None
 
     @property
     def wait_s(self) -> float:
