@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sandbox.analysis import runtime
 from sandbox.analysis.diff import graph_keys
 from sandbox.record.report import FAILED, CompileReport
 
@@ -38,8 +39,10 @@ CLASSES = {
     "mode_change": 0,
     "version_change": 0,
     "compile_failure": 0,
+    "runtime_change": 0,  # a kernel runs slower or faster and its build differs (profile_steps)
     "cache_miss": 1,
     "environment": 2,
+    "runtime_noise": 2,  # ... with the same build
 }
 
 # Inductor settings that torch.compile's modes set (torch._inductor.list_mode_options).
@@ -448,7 +451,36 @@ def explain(
 
     causes += _unmatched(reports_a, reports_b, explained)
     causes += _environment(reports_a, reports_b, same)
+    why = [_config_text(k, a, b) for k, (a, b) in list(config.items())[:2]]
+    causes += runtime_causes(reports_a, reports_b, why + [f"{k} {b} (A: {a})" for k, (a, b) in versions.items()])
     return _ranked(causes)
+
+
+def runtime_causes(
+    reports_a: Sequence[CompileReport],
+    reports_b: Sequence[CompileReport],
+    why: Sequence[str] = (),
+    subject: str = "B's ",
+    against: str = "",
+    side: str = "B",
+) -> list[Cause]:
+    """Kernels of matched graphs that run slower or faster in B's profiled calls (``profile_steps``):
+    with their build differences (and ``why``: the config or versions that differ) a
+    ``runtime_change``, else ``runtime_noise``. ``seconds`` is the change of the profiled call's time."""
+    out = []
+    for p in _pairs(reports_a, reports_b):
+        for d in runtime.deltas(p.a, p.b):
+            if not runtime.significant(d):
+                continue
+            built = bool(d["build"])
+            text = runtime.sentence(d, why if built else (), subject, against)
+            if not built:
+                text += ", with the same build: the machine (its load) or noise"
+            evidence = {"kernel": d["kernel_b"], "run": side, "graph": p.b.graph_index, "report_id": p.b.report_id}
+            evidence["runtime"] = {k: d[k] for k in ("a_per_call_us", "b_per_call_us", "ratio", "step_delta_us")}
+            kind = "runtime_change" if built else "runtime_noise"
+            out.append(Cause(kind, text, d["step_delta_us"] / 1e6, [_graph(p.b)], [evidence]))
+    return out
 
 
 def _unmatched(
@@ -517,7 +549,8 @@ def _ranked(causes: list[Cause]) -> list[Cause]:
         rank = CLASSES.get(c.cause, 2)
         # A recorded event (a wait) leads the environment class: "the machine or noise" is what is left
         # unexplained, so it comes last however many seconds it holds.
-        residual = c.cause == "environment" and not c.evidence
-        return (rank, residual, rank < 2 and not c.graphs, -abs(c.seconds))
+        residual = (c.cause == "environment" and not c.evidence) or c.cause == "runtime_noise"
+        # What B's training step pays comes first: a kernel that runs slower for a build reason.
+        return (rank, c.cause != "runtime_change", residual, rank < 2 and not c.graphs, -abs(c.seconds))
 
     return sorted(causes, key=key)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sandbox.analysis import runtime
 from sandbox.record.report import CACHE_HIT, FAILED, CompileReport
 from sandbox.record.stages import self_times
 
@@ -30,7 +31,8 @@ ENVIRONMENT = ("torch", "triton", "python", "cuda", "device", "hostname", "git_r
 # Kernel fields compared on their own (the source through its hash, lines through the source).
 # A Triton kernel's autotune details (candidates, benchmark timings, compile time) differ
 # on every run; what it runs with is compared through its ``launchers``.
-_KERNEL_SKIP = {"name", "source", "source_hash", "lines", "triton"}
+# Runtimes (profile_steps) differ on every run too: they are compared apart (``GraphChange.runtime``).
+_KERNEL_SKIP = {"name", "source", "source_hash", "lines", "triton", "runtime"}
 
 GraphKey = tuple  # (co_name, filename, line, graph_kind, order)
 
@@ -69,6 +71,8 @@ class GraphChange:
     kernels: list[KernelChange] = field(default_factory=list)
     stage_deltas: list[dict[str, Any]] = field(default_factory=list)
     metric_deltas: list[dict[str, Any]] = field(default_factory=list)
+    # Per matched kernel with runtimes on both sides (profile_steps): runtime.deltas' rows
+    runtime: list[dict[str, Any]] = field(default_factory=list)
 
     def kernel_counts(self) -> dict[str, int]:
         counts = dict.fromkeys(("added", "removed", "changed", "unchanged"), 0)
@@ -326,6 +330,10 @@ def environment(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[A
     return out
 
 
+def _key(change: GraphChange) -> GraphKey:
+    return (change.co_name, change.filename, change.line, change.graph_kind, change.order)
+
+
 def compare_runs(
     run_a: Mapping[str, Any],
     reports_a: Sequence[CompileReport],
@@ -342,7 +350,8 @@ def compare_runs(
     keyed_a = graph_keys(reports_a)
     keyed_b = graph_keys(reports_b)
     by_key_a = dict(keyed_a)
-    keys_b = {key for key, _ in keyed_b}
+    by_key_b = dict(keyed_b)
+    keys_b = set(by_key_b)
 
     changes: list[GraphChange] = []
     pending: list[tuple[GraphChange, _Pending]] = []
@@ -387,6 +396,10 @@ def compare_runs(
     sources: Mapping[str, str] = dict(load_sources(needed)) if (needed and load_sources) else {}
     for change, p in pending:
         change.kernels = _settle(p, sources)
+    for change in changes:
+        ra, rb = by_key_a.get(_key(change)), by_key_b.get(_key(change))
+        if change.status == "matched" and ra is not None and rb is not None:
+            change.runtime = runtime.deltas(ra, rb, [(k.name_a, k.name_b) for k in change.kernels])
 
     kernel_counts = dict.fromkeys(("added", "removed", "changed", "unchanged"), 0)
     for change in changes:

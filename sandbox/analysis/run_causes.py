@@ -1,5 +1,7 @@
 """Why one run compiled what it did: its graph breaks, recompiles, cache misses (with why,
-against earlier reports of the same graphs that hit) and failures, largest first.
+against earlier reports of the same graphs that hit) and failures, largest first; and, where both
+it and the earlier run of its name profiled calls (profile_steps), the kernels that run slower or
+faster than there, first.
 
 The same ``Cause`` records and wording as the comparison of two runs (``causes.py``).
 """
@@ -25,6 +27,7 @@ from sandbox.analysis.causes import (
     _state,
     _where,
     _work,
+    runtime_causes,
     work_s,
 )
 from sandbox.record.report import FAILED, CompileReport
@@ -104,4 +107,7 @@ def explain_run(
                     [_evidence("run", r)],
                 )
             )
-    return sorted(out, key=lambda c: -abs(c.seconds))
+    # Kernels that run slower or faster than in the earlier run of its name (both profiled) come first.
+    out += runtime_causes(earlier, reports, subject="", against=" than in the earlier run", side="run")
+    order = {"runtime_change": 0, "runtime_noise": 2}
+    return sorted(out, key=lambda c: (order.get(c.cause, 1), -abs(c.seconds)))

@@ -35,6 +35,7 @@ from sandbox.analysis import causes, jobs
 from sandbox.analysis.diff import RunDiff, compare_runs
 from sandbox.analysis.run_causes import explain_run
 from sandbox.cli import render, safe_text
+from sandbox.cli.render_runtime import kernel_runtimes, runtime_deltas
 from sandbox.record.report import CompileReport
 from sandbox.sinks.perfetto import chrome_trace
 from sandbox.store import Store, StoreError, default_location, masked, open_store, spool
@@ -174,6 +175,9 @@ def cmd_show(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         _dump({"run": run, "reports": [r.to_dict() for r in reports]}, out)
     else:
         out.write(render.show(run, reports) + "\n")
+        runtimes = kernel_runtimes(reports)
+        if runtimes:
+            out.write("\n" + runtimes + "\n")
     return 0
 
 
@@ -183,6 +187,9 @@ def cmd_diff(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         _dump({**d.to_dict(), "verdict": [c.to_dict() for c in found]}, out)
     else:
         out.write(render.diff(d, found) + "\n")
+        deltas = runtime_deltas(d)
+        if deltas:
+            out.write("\n" + deltas + "\n")
     return 0
 
 
