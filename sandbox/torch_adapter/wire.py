@@ -1,11 +1,23 @@
 """The wire: a graph serialized for the worker, and the worker's compiled graph loaded back.
 
-Private symbols touched here: torch._inductor.compile_fx_ext:
-_WireProtocolInput/_WireProtocolPickledInput/ _WireProtocolPickledOutput, _VirtualizedSerializer,
-_LoggerState, _LoweringSerializer, _FakeTensorModeSerializer, _current_fake_mode,
-_graph_contains_triton_kernel_wrappers, _SerializedFxCompile._run_in_child,
-_OutOfProcessFxCompile._postprocess; torch.fx._graph_pickler: GraphPickler, Options,
-_node_metadata_key_filter_safe.
+Private symbols touched here: torch._inductor.compile_fx_ext: _WireProtocolInput,
+_WireProtocolPickledInput, _WireProtocolPickledOutput, _VirtualizedSerializer, _LoggerState,
+_LoweringSerializer, _FakeTensorModeSerializer, _current_fake_mode,
+_SerializedFxCompile._run_in_child, _OutOfProcessFxCompile._postprocess; torch.fx._graph_pickler:
+GraphPickler, Options, _GraphModulePickleData (through ``GraphPickler.reducer_override``);
+torch._ops.HigherOrderOperator (``name()``; found as ``torch.ops.higher_order.<name>`` once its
+module is imported); torch._higher_order_ops.effects: _get_effect, _get_op_qualname,
+_register_effectful_op; torch._higher_order_ops.invoke_subgraph.invoke_subgraph;
+torch._guards.TracingContext.hop_dispatch_set_cache (InvokeSubgraphCache.get_effects,
+add_effects); torch._library.fake_class_registry.FakeScriptObject;
+torch._library.opaque_object.is_opaque_value_type; torch._library.effects.EffectType.
+
+Higher-order ops: Inductor's own subprocess mode refuses every graph with a higher-order op that
+the FX graph cache cannot key (``FxGraphCache._check_for_hop``: ``with_effects``, ``cond``,
+``while_loop``, ``scan``, ``map_impl``, ...). Caching and crossing are different questions: a
+higher-order op crosses by its name in ``torch.ops.higher_order``, its subgraphs as graph modules
+with their code, and the effect types its lowering reads travel with it. ``hop_refusal`` refuses
+only what cannot cross, by name (docs/decisions/effectful-graphs-cross.md).
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ import importlib
 import logging
 import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -141,17 +153,149 @@ def _none() -> None:
     return None
 
 
+# Higher-order ops whose nodes point at state that only this process holds.
+_PROCESS_LOCAL_HOPS = {
+    "triton_kernel_wrapper_functional": "it names a user-defined Triton kernel by its index in this process's "
+    "kernel side table (torch._higher_order_ops.triton_kernel_wrap.kernel_side_table), which no other process can read",
+    "triton_kernel_wrapper_mutation": "it names a user-defined Triton kernel by its index in this process's "
+    "kernel side table (torch._higher_order_ops.triton_kernel_wrap.kernel_side_table), which no other process can read",
+    "call_torchbind": "it calls a method of a torchbind object, a C++ object in this process's memory",
+}
+
+
+def _torchbind(value: Any) -> bool:
+    """A torchbind object that GraphPickler would send as None (value-type opaque objects pickle)."""
+    from torch._library.fake_class_registry import FakeScriptObject
+    from torch._library.opaque_object import is_opaque_value_type
+
+    if isinstance(value, FakeScriptObject):
+        real = object.__getattribute__(value, "real_obj")
+        return real is None or not is_opaque_value_type(type(real))
+    return isinstance(value, torch.ScriptObject)
+
+
+def hop_refusal(gm: Any, example_inputs: Any = (), imports: set[str] | None = None) -> str | None:
+    """Why the graph's higher-order ops or torchbind objects keep it in this process, or None;
+    the modules that define the graph's higher-order ops outside torch go into ``imports``.
+
+    Takes the place of ``FxGraphCache._check_for_hop``, which refuses every op the FX graph
+    cache cannot key; here only what cannot cross is refused, by name."""
+    for i, value in enumerate(example_inputs):
+        if _torchbind(value):
+            return (
+                f"input {i} is a torchbind object ({type(value).__name__}), a C++ object in this process's memory "
+                "that the graph pickler sends as None"
+            )
+    for module in gm.modules():
+        if not isinstance(module, torch.fx.GraphModule):
+            continue
+        for node in module.graph.nodes:
+            target = node.target
+            if node.op == "get_attr" and _torchbind(getattr(module, str(target), None)):
+                return f"graph holds the torchbind object {target}, a C++ object in this process's memory"
+            if not isinstance(target, torch._ops.HigherOrderOperator):
+                continue
+            name = target.name()
+            if name in _PROCESS_LOCAL_HOPS:
+                return f"higher-order op {name} ({node.name}) cannot cross: {_PROCESS_LOCAL_HOPS[name]}"
+            cls = type(target)
+            if _foreign(cls.__module__, cls.__qualname__):
+                return (
+                    f"higher-order op {name} is defined in {cls.__module__}.{cls.__qualname__}, which the worker "
+                    f"cannot import to find torch.ops.higher_order.{name}"
+                )
+            if imports is not None and not cls.__module__.startswith("torch."):
+                imports.add(cls.__module__)  # the worker registers the op by importing its module
+    return None
+
+
+def effects_of(gm: Any) -> tuple[dict[str, str | None], dict[str, list[str]]]:
+    """What the worker's lowering of ``with_effects`` reads from this process's registries:
+    the effect type of each op the graph runs under ``with_effects`` (registered at run time
+    by the user's code, perhaps), and the effects of ``invoke_subgraph`` regions, kept on the
+    TracingContext, which GraphPickler does not carry."""
+    from torch._higher_order_ops.effects import _get_effect, _get_op_qualname
+    from torch._higher_order_ops.invoke_subgraph import invoke_subgraph
+
+    ops: dict[str, str | None] = {}
+    regions: dict[str, list[str]] = {}
+    context = torch._guards.TracingContext.try_get()
+    cache = context.hop_dispatch_set_cache.get_cache(invoke_subgraph) if context is not None else None
+    for module in gm.modules():
+        if not isinstance(module, torch.fx.GraphModule):
+            continue
+        for node in module.graph.find_nodes(op="call_function", target=torch.ops.higher_order.with_effects):
+            op = node.args[1]
+            if op is invoke_subgraph:
+                found = cache.get_effects(node.args[3]) if cache is not None else None
+                if found:
+                    regions[node.args[3]] = sorted(e.value for e in found)
+            else:
+                effect = _get_effect(op)
+                ops[_get_op_qualname(op)] = effect.value if effect is not None else None
+    return ops, regions
+
+
+def _input_with_effects(effects: Any, cls: type, values: tuple) -> Any:
+    """Worker side: set the parent's effect types, then build the ``_WireProtocolInput``."""
+    from torch._higher_order_ops.effects import _get_effect, _register_effectful_op
+    from torch._higher_order_ops.invoke_subgraph import invoke_subgraph
+    from torch._library.effects import EffectType
+
+    ops, regions = effects
+    for qualname, name in ops.items():
+        wanted = EffectType(name) if name is not None else None
+        if _get_effect(qualname) != wanted:
+            _register_effectful_op(qualname, wanted)
+    wire_input = cls(*values)
+    context = wire_input.tracing_context
+    if regions and context is not None:
+        cache = context.hop_dispatch_set_cache.get_cache(invoke_subgraph)
+        for identifier, names in regions.items():
+            cache.add_effects(identifier, {EffectType(n) for n in names})
+    return wire_input
+
+
+def _graph_module_with_code(unpickle: Any, data: Any, state: Any) -> Any:
+    """GraphPickler rebuilds a graph module without its generated code (no ``forward``);
+    Inductor calls the subgraphs of ``cond``, ``while_loop``, ``scan``, ``map_impl`` and
+    ``invoke_subgraph`` while it compiles, so those get their code back."""
+    gm = unpickle(data, state)
+    gm.recompile()
+    return gm
+
+
+@functools.lru_cache(maxsize=1)
+def _options_class() -> type:
+    from torch.fx._graph_pickler import Options
+
+    @dataclass
+    class WireOptions(Options):
+        top: Any = None  # the graph being compiled, which Inductor lowers without calling it
+        effects: Any = None  # effects_of(top), set in the worker before it compiles
+
+    return WireOptions
+
+
 def _make_pickler_class() -> type:
+    from torch._inductor.compile_fx_ext import _WireProtocolInput
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx._graph_pickler import GraphPickler
 
     class SandboxPickler(GraphPickler):
-        """GraphPickler that carries user-defined classes and objects by name."""
+        """GraphPickler that carries user-defined classes and objects by name, subgraphs
+        with their code, and the effect types the graph's lowering reads."""
 
         def reducer_override(self, obj: object) -> Any:  # type: ignore[override]
             reduced = super().reducer_override(obj)
             if reduced is not NotImplemented:
+                if isinstance(obj, torch.fx.GraphModule) and obj is not getattr(self.options, "top", None):
+                    return (_graph_module_with_code, (reduced[0], *reduced[1]))
                 return reduced
+            effects = getattr(self.options, "effects", None)
+            if type(obj) is _WireProtocolInput and effects and any(effects):
+                values = tuple(getattr(obj, f.name) for f in fields(obj))
+                return (_input_with_effects, (effects, _WireProtocolInput, values))
             if isinstance(obj, torch.memory_format):
                 # It pickles as the bare name "torch.contiguous_format", which pickle looks up in
                 # every loaded module; it can find the user's script there (``__mp_main__``), which
@@ -220,16 +364,14 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
 
     from torch._inductor import compile_fx_ext as ext
     from torch._inductor import config as inductor_config
-    from torch._inductor.codecache import BypassFxGraphCache, FxGraphCache
+    from torch._inductor.codecache import BypassFxGraphCache
     from torch._inductor.output_code import CompiledFxGraphConstantsWithGm
     from torch.fx._graph_pickler import Options
 
-    try:
-        FxGraphCache._check_for_hop(gm)
-    except BypassFxGraphCache as e:
-        raise Unpicklable(f"graph contains a higher-order op that cannot be serialized: {e}") from e
-    if ext._graph_contains_triton_kernel_wrappers(gm):
-        raise Unpicklable("graph calls user-defined Triton kernels (process-local kernel side table)")
+    crossing = _Crossing()
+    refusal = hop_refusal(gm, example_inputs, crossing.imports)
+    if refusal:
+        raise Unpicklable(refusal)
 
     deterministic_guard = None
     try:
@@ -237,7 +379,6 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
     except AttributeError:
         pass
 
-    crossing = _Crossing()
     wire_input = ext._WireProtocolInput(
         gm,
         example_inputs,
@@ -252,7 +393,9 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
         ext._FakeTensorModeSerializer(ext._current_fake_mode()),
     )
     try:
-        data = _pickler_class().dumps(wire_input, Options(ops_filter=crossing.ops_filter))
+        data = _pickler_class().dumps(
+            wire_input, _options_class()(ops_filter=crossing.ops_filter, top=gm, effects=effects_of(gm))
+        )
     except BypassFxGraphCache as e:
         reason = crossing.refused[0] if crossing.refused else str(e)
         raise Unpicklable(reason) from e

@@ -8,8 +8,10 @@ the test for it fails here, by name, instead of deep inside a user's compile."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import pytest
 import recording
 import torch
 
@@ -133,3 +135,144 @@ def test_serialize_graph_shortcuts_equal_the_stock_values() -> None:
         assert str(op) in got and got == ext._LoweringSerializer().fallbacks
     finally:
         lowering.lowerings[op] = saved
+
+
+# --- higher-order ops and effects ------------------------------------------------------
+
+
+@torch.library.custom_op("sandbox_wire_test::noted", mutates_args=())
+def noted(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+@noted.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+@torch.compiler.nested_compile_region
+def _region(x: torch.Tensor) -> torch.Tensor:
+    return x.sin().cos()
+
+
+def _record(fn: Any, *args: torch.Tensor) -> list[dict[str, Any]]:
+    """Compile ``fn`` through the seam in this process (forward, and backward where an
+    input wants a gradient); the scheme's calls, each with its serialized payload."""
+    from sandbox import backend as sandbox_backend
+    from sandbox import runtime
+
+    runtime.current().ensure_seam(sandbox_backend._route)
+    scheme = recording.RecordingScheme()
+    torch._dynamo.reset()
+    with torch._functorch.config.patch(enable_autograd_cache=False):
+        out = torch.compile(fn, backend=recording.recording_backend(scheme, []))(*args)
+        if out.requires_grad:
+            out.sum().backward()
+    return scheme.calls
+
+
+def _targets(gm: Any) -> set[str]:
+    return {str(n.target) for m in gm.modules() for n in getattr(m, "graph", torch.fx.Graph()).nodes}
+
+
+def test_effectful_graph_crosses_with_the_effect_types_of_this_process() -> None:
+    """torch 2.13.0: a graph with ``with_effects`` (``linalg.inv``'s error check, and a custom op
+    this process registered as ordered at run time)
+    serializes although ``FxGraphCache._check_for_hop`` refuses it; ``effects_of`` reads
+    ``torch._higher_order_ops.effects._get_effect`` and the unpickled input registers the same
+    effect types in a process that lacks them, before Inductor lowers the graph."""
+    from torch._higher_order_ops.effects import _get_effect, _register_effectful_op
+    from torch._inductor.codecache import BypassFxGraphCache, FxGraphCache
+    from torch._inductor.output_code import CompiledFxGraph
+    from torch._library.effects import EffectType
+
+    handle = _register_effectful_op("sandbox_wire_test::noted", EffectType.ORDERED)
+    try:
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return noted(torch.linalg.inv(x)) + 1
+
+        (call,) = _record(fn, torch.randn(4, 4) + 4 * torch.eye(4))
+        gm, payload = call["gm"], call["payload"]
+        assert "with_effects" in _targets(gm)
+        with pytest.raises(BypassFxGraphCache, match="with_effects"):
+            FxGraphCache._check_for_hop(gm)  # what the stock subprocess mode stops at
+        assert wire.hop_refusal(gm, []) is None
+        ops, regions = wire.effects_of(gm)
+        assert ops == {"aten::_linalg_check_errors": "Ordered", "sandbox_wire_test::noted": "Ordered"}
+        assert regions == {}
+        handle.destroy()  # now this process's registry is a fresh worker's
+        assert _get_effect("sandbox_wire_test::noted") is None
+        graph = wire.load_output(wire.run_in_child(payload.data, {}), payload.constants, call["region"])
+        assert _get_effect("sandbox_wire_test::noted") is EffectType.ORDERED
+        assert isinstance(graph, CompiledFxGraph) and "sandbox_wire_test.noted" in graph.source_code
+    finally:
+        _register_effectful_op("sandbox_wire_test::noted", None)
+
+
+def test_subgraphs_of_control_flow_and_regions_cross_with_their_code() -> None:
+    """torch 2.13.0: ``GraphPickler`` rebuilds a ``GraphModule`` through
+    ``_GraphModulePickleData.unpickle`` without its generated ``forward``; Inductor calls the
+    subgraphs of ``cond`` and ``invoke_subgraph`` (and ``while_loop``, ``scan``, ``map_impl``)
+    while it compiles, which failed with 'missing the required "forward" function'. The
+    forward and backward graphs of both compile in the child half."""
+    from torch._higher_order_ops.cond import cond
+    from torch._inductor.output_code import CompiledFxGraph
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        y = cond(x.sum() > 0, lambda t: t.sin(), lambda t: t.cos(), (x,))
+        return _region(y) + _region(y * 2)
+
+    calls = _record(fn, torch.randn(8, requires_grad=True))
+    assert len(calls) == 2  # forward and backward
+    assert {"cond", "invoke_subgraph"} <= {t.rsplit(".", 1)[-1] for t in _targets(calls[0]["gm"])}
+    for call in calls:
+        assert wire.hop_refusal(call["gm"]) is None
+        payload = call["payload"]
+        graph = wire.load_output(wire.run_in_child(payload.data, {}), payload.constants, call["region"])
+        assert isinstance(graph, CompiledFxGraph)
+
+
+def test_hop_refusal_names_the_op_and_why() -> None:
+    """torch 2.13.0: ``HigherOrderOperator.name()`` (an operator registers itself as
+    ``torch.ops.higher_order.<name>`` when its module runs), ``triton_kernel_wrapper_functional``, and
+    torchbind objects (``torch.ScriptObject``; ``FakeScriptObject``) as attributes or inputs."""
+    from torch._higher_order_ops.triton_kernel_wrap import triton_kernel_wrapper_functional
+    from torch._ops import HigherOrderOperator
+
+    def graph_with(target: Any) -> torch.fx.GraphModule:
+        g = torch.fx.Graph()
+        x = g.placeholder("x")
+        g.output(g.call_function(target, (x,)))
+        return torch.fx.GraphModule(torch.nn.Module(), g)
+
+    reason = wire.hop_refusal(graph_with(triton_kernel_wrapper_functional))
+    assert reason and "triton_kernel_wrapper_functional" in reason and "kernel side table" in reason
+
+    class LocalHop(HigherOrderOperator):
+        def __init__(self) -> None:
+            super().__init__("sandbox_wire_test_hop")
+
+        def __call__(self, *args: Any) -> Any:
+            return super().__call__(*args)
+
+    reason = wire.hop_refusal(graph_with(LocalHop()))
+    assert reason and "sandbox_wire_test_hop" in reason and "<locals>.LocalHop" in reason, reason
+    LocalHop.__qualname__ = "LocalHop"
+    LocalHop.__module__ = recording.__name__  # as if defined there: the worker imports that module
+    imports: set[str] = set()
+    assert wire.hop_refusal(graph_with(LocalHop()), [], imports) is None
+    assert imports == {recording.__name__}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated; the packed weight is a torchbind object
+        packed = torch.ops.quantized.linear_prepack(torch.quantize_per_tensor(torch.randn(4, 4), 0.1, 0, torch.qint8))
+    assert isinstance(packed, torch.ScriptObject)
+    root = torch.nn.Module()
+    root.packed = packed
+    g = torch.fx.Graph()
+    g.output(g.get_attr("packed"))
+    reason = wire.hop_refusal(torch.fx.GraphModule(root, g))
+    assert reason and "torchbind object packed" in reason
+    reason = wire.hop_refusal(graph_with(torch.ops.aten.sin.default), [torch.randn(2), packed])
+    assert reason and "input 1 is a torchbind object" in reason
