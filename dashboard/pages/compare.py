@@ -5,6 +5,7 @@ import streamlit as st
 from dashboard import ui
 from dashboard.queries import causes as qc
 from dashboard.queries import compare as q
+from dashboard.queries import runtime as qr
 from dashboard.queries.graph import code_language
 from dashboard.queries.run import cached_run
 from dashboard.queries.runs import cached_runs, previous_of
@@ -193,6 +194,23 @@ if row is not None:
         which = "A" if sa else "B"
         st.caption(f"Only in {which}:" if not (sa and sb) else "Same source in both runs:")
         st.code(sa or sb, language=lang, line_numbers=True)
+
+timed = qr.runtime_delta_rows(d, q.change_label)
+if not timed.empty:
+    st.subheader("Kernel runtime", anchor="kernel-runtime")
+    st.caption(
+        "Matched kernels with runtimes in both runs (option profile_steps): time per call in the profiled "
+        "calls, B/A, share of the graph's time, and the build differences that may explain a change. Red: "
+        f"at least {qr.runtime.MIN_RATIO:.2f}x slower in B."
+    )
+    ui.table(
+        timed.style.apply(ui.highlight("regression"), axis=1).format(
+            {"A µs/call": "{:.1f}", "B µs/call": "{:.1f}", "B/A": "{:.2f}x", "A share": "{:.0%}", "B share": "{:.0%}"},
+            na_rep="",
+        ),
+        column_order=[c for c in timed.columns if c != "regression"],
+        column_config={"graph": ui.name_column(timed["graph"]), "kernel": ui.name_column(timed["kernel"])},
+    )
 
 tuned = q.autotune_change_rows(d, cached_run(src, run_a)[1], cached_run(src, run_b)[1])
 if not tuned.empty:

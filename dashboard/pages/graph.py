@@ -5,6 +5,7 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.queries import graph as q
+from dashboard.queries import runtime as qr
 from dashboard.queries.run import cached_run
 from dashboard.queries.runs import cached_runs, run_label
 from sandbox.analysis import labels
@@ -141,6 +142,26 @@ if report.autotune:
         q.autotune_candidate_rows(report.autotune[op]),
         column_config={"ms": st.column_config.NumberColumn(format="%.4f")},
     )
+
+if qr.has_runtime(report) or (report.runtime or {}).get("skipped"):
+    st.subheader("Kernel runtime", anchor="kernel-runtime")
+    st.caption(
+        f"{ui.text(qr.summary(report))}. Each kernel's calls and time in the profiled calls (option "
+        "profile_steps) and its share of the graph's time (device time on a GPU); click a column to sort."
+    )
+    timed = qr.kernel_runtime_rows(report)
+    if not timed.empty:
+        ui.table(
+            timed,
+            column_config={
+                "kernel": ui.name_column(timed["kernel"]),
+                "per call µs": st.column_config.NumberColumn(format="%.1f"),
+                "total µs": st.column_config.NumberColumn(format="%.1f"),
+                "share": st.column_config.ProgressColumn(
+                    "share of the graph", format="percent", min_value=0, max_value=1
+                ),
+            },
+        )
 
 st.subheader(f"Kernels ({len(report.kernels)})")
 if not report.kernels:

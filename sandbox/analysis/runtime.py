@@ -178,7 +178,7 @@ def significant(d: Mapping[str, Any]) -> bool:
 
 
 def sentence(d: Mapping[str, Any], why: Sequence[str] = (), subject: str = "B's ", against: str = "") -> str:
-    """``B's triton_per_fused_native_layer_norm_0 runs 1.8x slower (41 → 74 µs/call): XBLOCK 32 → 16``."""
+    """The verdict's sentence: ``B's <kernel> runs <n>x slower (<A> → <B> µs/call): <build differences>``."""
     ratio = d["ratio"]
     how = f"{ratio:.1f}x slower" if ratio >= 1 else f"{1 / ratio:.1f}x faster"
     name = d["kernel_b"] if d["kernel_a"] == d["kernel_b"] else f"{d['kernel_b']} (A: {d['kernel_a']})"
