@@ -168,9 +168,12 @@ def sandbox_backend(
     # With a second worker, AOTAutograd hands over the backward graph right after the
     # forward one, and both compile side by side.
     lowering = dynamo.non_lazy_backward() if background and training and opts.workers > 1 else contextlib.nullcontext()
+    # Profiled calls need each graph's code and kernels: with profile_steps the AOTAutograd cache
+    # (which loads a pair without it) is passed by, and the FX graph cache serves each graph instead.
+    uncached = dynamo.no_autograd_cache() if opts.profile_steps else contextlib.nullcontext()
     # AOTAutograd looks its cache up inside compile_fx, before any inner_compile: its key is
     # captured here (each inner_compile captures its own graph's events).
-    with lowering, events.capture_chromium_events() as lookup_events:
+    with lowering, uncached, events.capture_chromium_events() as lookup_events:
         compiled = seam.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
     if inner_calls == 0:
         _report_aot_cache_hit(

@@ -3,7 +3,7 @@ and why dynamo compiled a graph (where it ended, which guard failed, which input
 
 Private symbols touched here: torch._dynamo.utils.counters, torch._guards.CompileContext,
 TracingContext, torch._dynamo.convert_frame.compile_lock;
-torch._functorch.config.force_non_lazy_backward_lowering; the GraphModule's
+torch._functorch.config.force_non_lazy_backward_lowering, enable_autograd_cache; the GraphModule's
 ``compile_subgraph_reason`` (torch._dynamo.output_graph.GraphCompileReason), the metrics context's
 ``recompile_reason`` (torch._dynamo.utils.get_metrics_context, MetricsContext._metrics), the
 placeholders' ``meta["example_value"]``; torch._dynamo.exc.ShortenTraceback (errors that reach the user
@@ -121,6 +121,12 @@ def non_lazy_backward() -> Any:
     """AOTAutograd compiles the backward graph right after the forward graph
     (``force_non_lazy_backward_lowering``), not at the first backward call."""
     return torch._functorch.config.patch(force_non_lazy_backward_lowering=True)
+
+
+def no_autograd_cache() -> Any:
+    """AOTAutograd neither looks its cache up nor writes it (``enable_autograd_cache``): each graph of
+    the compile goes through Inductor's inner compile, where an FX graph cache hit still loads it."""
+    return torch._functorch.config.patch(enable_autograd_cache=False)
 
 
 # Why dynamo compiled this graph -------------------------------------------------------------

@@ -4,7 +4,8 @@ CPU compiles through ``backend="sandbox"`` (``helpers/script_profile.py``) into 
 
 ``on`` profiles call 3 of each graph; ``simd`` does the same with scalar C++ kernels
 (``cpp.simdlen=1``, the planted reason its kernels run slower); ``off`` runs without the option
-under the user's own profiler, and with the option at a call the user's profiler records.
+under the user's own profiler, and with the option at a call the user's profiler records; ``on``
+runs again on its warm cache.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> dict[str
     root = tmp_path_factory.mktemp("profiled")
     store = root / "runs.db"
     out: dict[str, Any] = {"store": store}
+    env = {"SANDBOX_STORE": str(store)}
+    caches = {}
     for case in ("on", "simd", "off"):
-        cache = fresh_cache_dir(root / case, probe_seed)
-        out[case] = dict(run_script("script_profile.py", case, cache_dir=cache, env={"SANDBOX_STORE": str(store)}))
+        caches[case] = fresh_cache_dir(root / case, probe_seed)
+        out[case] = dict(run_script("script_profile.py", case, cache_dir=caches[case], env=env))
+    # ``on`` again on its warm cache: every graph comes from the caches.
+    out["warm"] = dict(run_script("script_profile.py", "on", cache_dir=caches["on"], env=env))
     return out
 
 
@@ -59,6 +64,15 @@ def test_profiled_call_gets_runtimes_for_its_kernels(runs: dict[str, Any]) -> No
         store.close()
     assert [r.runtime["profiled_calls"] for r in stored] == [[3], [3]]  # the store has the update
     assert all(k["runtime"]["calls"] for r in stored for k in r.kernels)
+
+
+def test_graphs_from_the_caches_are_profiled_too(runs: dict[str, Any]) -> None:
+    """With profile_steps the AOTAutograd cache is passed by: the FX graph cache serves each graph
+    with its code, so its kernels are known and timed."""
+    warm = runs["warm"]["reports"]
+    assert [(r["outcome"], r["reason"]) for r in warm] == [("cache_hit", "fx_graph_cache")] * 2
+    assert all(r["runtime"]["profiled_calls"] == [3] and r["kernels"] for r in warm)
+    assert all(k["runtime"]["calls"] == k["calls"] for r in warm for k in r["kernels"])
 
 
 def test_profiling_off_changes_nothing(runs: dict[str, Any]) -> None:

@@ -97,6 +97,14 @@ def test_non_lazy_backward() -> None:
     assert torch._functorch.config.force_non_lazy_backward_lowering is False
 
 
+def test_no_autograd_cache() -> None:
+    """torch 2.13.0 (the same name on 2.11): ``torch._functorch.config.enable_autograd_cache``."""
+    before = torch._functorch.config.enable_autograd_cache
+    with dynamo.no_autograd_cache():
+        assert torch._functorch.config.enable_autograd_cache is False
+    assert torch._functorch.config.enable_autograd_cache == before
+
+
 def _backend_recording(seen: list[dict[str, Any]]) -> Any:
     """A backend that records what the adapter reads inside it, then runs the graph as is."""
 
