@@ -16,6 +16,12 @@ analysis then says which ranks
   ranks, and at least ``STRAGGLER_MIN_S`` more. The same rule applies to each rank's
   total compile time.
 
+and, where the ranks shared compiles (the host's compile service, a Redis lease: the report's
+``single_flight``), which rank compiled the graph and which ranks waited for it, how long. A
+rank that waited for another's compile spent that time getting its graph: its wait counts as
+its time for the graph (so the rank that compiled is not a straggler against the ones it served),
+while waits for a free worker stay apart, as everywhere.
+
 A rank with several runs in one job (an elastic restart) counts with its newest run.
 ``compare_jobs`` puts an earlier job beside: rank by rank (``compare_runs`` of rank r
 then and now) and graph by graph (median compile time across ranks, graph hashes).
@@ -61,6 +67,11 @@ class RankGraph:
     kernels: int
     kernel_changes: dict[str, int] | None = None  # against the reference rank; None: not comparable
     straggler: bool = False
+    shared: str | None = None  # single_flight role: compiled | waited | alone; None: not shared
+    via: str | None = None  # service | redis
+    waited_s: float | None = None  # with shared="waited": seconds waiting for another's compile
+    compiled_by: int | None = None  # with shared="waited": the rank that compiled it (None: unknown)
+    compiled_by_host: str | None = None
 
 
 @dataclass
@@ -80,6 +91,8 @@ class GraphAcross:
     stragglers: list[int]
     median_s: float
     findings: list[str] = field(default_factory=list)  # which of FINDINGS apply
+    compiled_on: list[int] = field(default_factory=list)  # ranks that compiled it (cache hits and waits left out)
+    waited: list[int] = field(default_factory=list)  # ranks that waited for another's compile of it
 
     @property
     def key(self) -> GraphKey:
@@ -94,12 +107,15 @@ class RankRun:
     pid: int | None
     started_at: float | None
     graphs: int
-    compile_s: float  # compile work
+    compile_s: float  # compile work, and waits for other ranks' compiles (flight_wait_s)
     cache_hits: int
     failures: int
     restarts: int  # earlier runs of this rank in the job, left out
     straggler: bool = False
     wait_s: float = 0.0  # waiting for a worker or a lock, kept apart from compile_s
+    waited_graphs: int = 0  # graphs this rank got from another rank's compile
+    served_graphs: int = 0  # graphs this rank compiled that other processes waited for
+    flight_wait_s: float = 0.0  # seconds spent waiting for other ranks' compiles (in compile_s)
 
 
 @dataclass
@@ -150,6 +166,8 @@ class JobReport:
     counts: dict[str, int]  # graphs per finding
     median_compile_s: float
     against: JobComparison | None = None
+    compiles: int = 0  # graphs compiled across the ranks (cache hits and waits for another's compile left out)
+    shared_graphs: int = 0  # graphs at least one rank got from another's compile
 
     @property
     def ranks(self) -> list[int]:
@@ -212,6 +230,32 @@ def _differs(changes: Mapping[str, int] | None) -> bool:
     return bool(changes) and any(changes.get(k, 0) for k in ("added", "removed", "changed"))
 
 
+def _flight(r: CompileReport) -> dict[str, Any]:
+    return r.single_flight if isinstance(r.single_flight, dict) else {}
+
+
+def waited_for_another(r: CompileReport) -> bool:
+    return _flight(r).get("role") == "waited"
+
+
+def rank_time_s(r: CompileReport) -> float:
+    """The rank's time for the graph: its compile work, or with the graph another rank compiled
+    for it, the whole wait for that compile (the rank could not go on without it)."""
+    return r.duration_s if waited_for_another(r) else r.work_s
+
+
+def compiled_here(r: CompileReport) -> bool:
+    """A compile this rank ran (or had run for it by its own workers), not a hit or another's."""
+    return r.outcome not in ("cache_hit", "failed") and not waited_for_another(r)
+
+
+def _compiler_rank(r: CompileReport) -> tuple[int | None, str | None]:
+    by = _flight(r).get("compiled_by") or {}
+    rank = by.get("rank") if isinstance(by, dict) else None
+    host = by.get("host") if isinstance(by, dict) else None
+    return (int(rank) if isinstance(rank, int | str) and str(rank).isdigit() else None, host)
+
+
 # -- one job -----------------------------------------------------------------------------------
 
 
@@ -247,11 +291,13 @@ def analyse_job(
     graphs = []
     for key, by_rank in keyed.items():
         co_name, filename, line, kind, order = key
-        durations = {rank: r.work_s for rank, r in by_rank.items()}  # waits apart
+        durations = {rank: rank_time_s(r) for rank, r in by_rank.items()}  # worker waits apart
         slow = stragglers(durations)
         rows = []
         for rank, r in sorted(by_rank.items()):
             changes = None if rank == reference else kernel_changes.get((key, rank))
+            flight = _flight(r)
+            by, by_host = _compiler_rank(r) if flight.get("role") == "waited" else (None, None)
             rows.append(
                 RankGraph(
                     rank=rank,
@@ -261,10 +307,15 @@ def analyse_job(
                     outcome=r.outcome,
                     cache=labels.verdict(r),
                     graph_hash=r.graph.get("hash"),
-                    duration_s=r.work_s,
+                    duration_s=durations[rank],
                     kernels=len(r.kernels),
                     kernel_changes=changes,
                     straggler=rank in slow,
+                    shared=flight.get("role"),
+                    via=flight.get("via"),
+                    waited_s=flight.get("waited_s") if flight.get("role") == "waited" else None,
+                    compiled_by=by,
+                    compiled_by_host=by_host,
                 )
             )
         # Reports without a hash (older ones) neither match nor differ.
@@ -289,6 +340,8 @@ def analyse_job(
             kernel_ranks,
             slow,
             statistics.median(durations.values()),
+            compiled_on=[rank for rank, r in sorted(by_rank.items()) if compiled_here(r)],
+            waited=[rank for rank, r in sorted(by_rank.items()) if waited_for_another(r)],
         )
         g.findings = [
             name
@@ -304,7 +357,7 @@ def analyse_job(
         graphs.append(g)
     graphs.sort(key=_first_index)
 
-    totals = {rank: sum(r.work_s for r in reports[rank]) for rank in ranks}  # compile work, waits apart
+    totals = {rank: sum(rank_time_s(r) for r in reports[rank]) for rank in ranks}  # worker waits apart
     slow_ranks = stragglers(totals)
     rank_runs = [
         RankRun(
@@ -315,7 +368,12 @@ def analyse_job(
             started_at=run.get("started_at"),
             graphs=len(reports[rank]),
             compile_s=totals[rank],
-            wait_s=sum(r.wait_s for r in reports[rank]),
+            wait_s=sum(r.wait_s for r in reports[rank] if not waited_for_another(r)),
+            waited_graphs=sum(1 for r in reports[rank] if waited_for_another(r)),
+            served_graphs=sum(
+                1 for r in reports[rank] if _flight(r).get("role") == "compiled" and _flight(r).get("served")
+            ),
+            flight_wait_s=sum(r.duration_s for r in reports[rank] if waited_for_another(r)),
             cache_hits=sum(1 for r in reports[rank] if r.outcome == "cache_hit"),
             failures=sum(1 for r in reports[rank] if r.outcome == "failed"),
             restarts=restarts.get(rank, 0),
@@ -334,6 +392,8 @@ def analyse_job(
         graphs=graphs,
         counts={name: sum(1 for g in graphs if name in g.findings) for name in FINDINGS},
         median_compile_s=statistics.median(totals.values()),
+        compiles=sum(1 for rank in ranks for r in reports[rank] if compiled_here(r)),
+        shared_graphs=sum(1 for g in graphs if g.waited),
     )
     if earlier is not None:
         report.against = compare_jobs(earlier[0], earlier[1], chosen, reports, load_reports)

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from sandbox.analysis import causes, jobs
 from sandbox.analysis.diff import RunDiff, compare_runs
 from sandbox.analysis.run_causes import explain_run
-from sandbox.cli import render, safe_text
+from sandbox.cli import render, render_job, safe_text
 from sandbox.cli.render_runtime import kernel_runtimes, runtime_deltas
 from sandbox.record.report import CompileReport
 from sandbox.sinks.perfetto import chrome_trace
@@ -208,7 +208,7 @@ def cmd_job(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         if args.json:
             _dump(known, out)
         else:
-            out.write(render.jobs_table(known) + "\n")
+            out.write(render_job.jobs_table(known) + "\n")
         return 0
     try:
         job = jobs.resolve_job(args.job, known)
@@ -221,7 +221,7 @@ def cmd_job(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _dump(report.to_dict(), out)
     else:
-        out.write(render.job(report, all_graphs=args.all) + "\n")
+        out.write(render_job.job(report, all_graphs=args.all) + "\n")
     return 0
 
 
