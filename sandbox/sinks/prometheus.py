@@ -74,6 +74,9 @@ CACHE_RESULTS = {
     "aot_autograd_remote": ("hit", "miss", "unavailable", "error"),
 }
 REMOTE_CACHES = ("fx_graph_remote", "aot_autograd_remote")
+# A report's single_flight (docs/REPORT.md): its role, and through what the compile was shared.
+ROLES = ("compiled", "waited", "alone")
+VIAS = ("service", "redis")
 # The fixed set of stage names with a series of their own: the sandbox's own stages and
 # Inductor's main phases. Any other stage name (Inductor has dozens, and they change
 # between releases) is not observed, so the label set stays bounded.
@@ -94,6 +97,7 @@ STAGES = (
 )
 
 _OTHER = "other"
+SHARED = [(role, via) for role in (*ROLES, _OTHER) for via in (*VIAS, "none")]
 
 # The base port the docs and configs suggest (SANDBOX_METRICS_PORT=9780: ranks 0..7 of a host
 # on 9780..9787). Nothing listens unless a port is set.
@@ -232,6 +236,20 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=None,
         )
+        self.shared = Counter(
+            "sandbox_single_flight_compiles",
+            "Compiles that could be shared (compile service, Redis lease) by role: compiled (this process "
+            "compiled it), waited (another process's compile served it: a single-flight hit), alone (not shared).",
+            ["role", "via"],
+            registry=None,
+        )
+        self.shared_wait = Histogram(
+            "sandbox_single_flight_wait_seconds",
+            "Time a graph waited for another process's compile of it (the compile service or a Redis lease).",
+            ["via"],
+            buckets=COMPILE_BUCKETS,
+            registry=None,
+        )
         self.cache_lookups = Counter(
             "sandbox_cache_lookups",
             "Compile cache lookups by cache (fx_graph, aot_autograd, async_compile, fx_graph_remote, "
@@ -262,6 +280,8 @@ class Metrics:
             self.compile_duration,
             self.stage_duration,
             self.worker_wait,
+            self.shared,
+            self.shared_wait,
             self.cache_lookups,
             self.remote_saved,
             self.failures,
@@ -279,6 +299,8 @@ class Metrics:
         self._failures = {kind: self.failures.labels(kind) for kind in (*FAILURE_KINDS, _OTHER)}
         self._remote_saved = {cache: self.remote_saved.labels(cache) for cache in REMOTE_CACHES}
         self._kernels = {kind: self.kernels.labels(kind) for kind in (*KERNEL_KINDS, _OTHER)}
+        self._shared = {(role, via): self.shared.labels(role, via) for role, via in SHARED}
+        self._shared_wait = {via: self.shared_wait.labels(via) for via in VIAS}
         self._durations: dict[tuple[str, str, str], Any] = {}
         device = _process_device_type()
         for kind in GRAPH_KINDS:
@@ -305,13 +327,23 @@ class Metrics:
         self._duration(key).observe(max(0.0, r.duration_s))
 
         failed = outcome == FAILED
+        flight = r.single_flight if isinstance(r.single_flight, dict) else None
+        waited = False
+        if flight:
+            role = flight.get("role") if flight.get("role") in ROLES else _OTHER
+            via = flight.get("via") if flight.get("via") in VIAS else "none"
+            self._shared[role, via].inc()
+            waited = role == "waited"
+            if waited and not failed and via != "none":
+                self._shared_wait[via].observe(max(0.0, float(flight.get("waited_s") or 0.0)))
         children = self._stages
         for s in r.stages:
             child = children.get(s.name)
-            # A failed graph's wait_for_worker spans the wait until the failure, not a wait.
+            # A failed graph's wait_for_worker spans the wait until the failure, not a wait;
+            # a waited graph's, the wait for another process's compile (single_flight_wait).
             if child is not None and not (failed and s.name == "wait_for_worker"):
                 child.observe(max(0.0, s.end - s.start))
-                if s.name == "wait_for_worker" and outcome == ISOLATED:
+                if s.name == "wait_for_worker" and outcome == ISOLATED and not waited:
                     self.worker_wait.observe(max(0.0, s.end - s.start))
 
         caches = r.caches

@@ -322,6 +322,36 @@ def test_metrics_from_reports() -> None:
     assert set(info[0].labels) == {"version", "torch", "triton", "python"}
 
 
+def test_single_flight_compiles_and_waits() -> None:
+    """A graph served by another rank's compile is a single-flight hit and its wait goes to
+    single_flight_wait_seconds, not to worker_wait (it waited for a compile, not a free worker)."""
+    from sandbox.record.report import Stage
+
+    t = 1_700_000_000.0
+    served = [_report().stages[2], Stage("wait_for_worker", t + 0.05, t + 7.05), Stage("load", t + 7.05, t + 7.2)]
+    reports = [
+        _report(single_flight={"role": "compiled", "via": "service", "served": [{"rank": 1}]}),
+        _report(single_flight={"role": "waited", "via": "service", "waited_s": 7.0}, stages=served, worker_pid=None),
+        _report(single_flight={"role": "waited", "via": "redis", "waited_s": 40.0}, stages=served, worker_pid=None),
+        _report(single_flight={"role": "alone", "via": None, "reason": "no FX graph cache key"}),
+        _report(single_flight={"role": "mystery", "via": "carrier pigeon"}),
+        _report(),  # nothing shared: no single_flight entry
+    ]
+    v = _registry_with(reports).get_sample_value
+    count = "sandbox_single_flight_compiles_total"
+    assert v(count, {"role": "compiled", "via": "service"}) == 1
+    assert v(count, {"role": "waited", "via": "service"}) == 1
+    assert v(count, {"role": "waited", "via": "redis"}) == 1
+    assert v(count, {"role": "alone", "via": "none"}) == 1
+    assert v(count, {"role": "other", "via": "none"}) == 1  # unknown values stay within the label set
+    assert v(count, {"role": "compiled", "via": "redis"}) == 0  # exists from the start
+    assert v("sandbox_single_flight_wait_seconds_count", {"via": "service"}) == 1
+    assert v("sandbox_single_flight_wait_seconds_sum", {"via": "redis"}) == 40.0
+    assert v("sandbox_single_flight_wait_seconds_bucket", {"via": "service", "le": "10.0"}) == 1
+    # Four reports waited for a worker (0.2 s each); the two that waited for a compile did not.
+    assert v("sandbox_worker_wait_seconds_count") == 4
+
+
 def test_device_type() -> None:
     from sandbox.sinks.prometheus import device_type
 
@@ -351,6 +381,8 @@ def test_names_and_labels_follow_prometheus_conventions() -> None:
         "sandbox_oldest_compile_in_flight_start_time_seconds",
         "sandbox_build_info",
         "sandbox_remote_cache_saved_seconds",
+        "sandbox_single_flight_compiles",
+        "sandbox_single_flight_wait_seconds",
     }
     for name, m in families.items():
         if m.type == "histogram":
