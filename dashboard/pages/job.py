@@ -77,11 +77,16 @@ st.subheader("Verdict")
 st.markdown("\n".join(f"- {ui.text(line)}" for line in q.job_verdict(report)))
 
 st.subheader("Ranks")
+st.caption(
+    "compile s: compile work, and the waits for graphs another rank compiled (waited for: how many, waited s: "
+    "how long); served: graphs this rank compiled that other processes waited for. Waits for a free worker "
+    "are left out."
+)
 ranks = q.job_rank_rows(report)
 ui.table(
     ranks.assign(open=[ui.link("Run", run=r) for r in ranks["run_id"]])
     .style.apply(ui.highlight("straggler"), axis=1)
-    .format({"compile s": "{:.2f}"}),
+    .format({"compile s": "{:.2f}", "waited s": "{:.2f}"}),
     column_order=[
         "rank",
         "open",
@@ -93,6 +98,9 @@ ui.table(
         "cache hits",
         "failures",
         "restarts",
+        "waited for",
+        "waited s",
+        "served",
     ],
     column_config={
         "open": st.column_config.LinkColumn("run", display_text="open", width="small"),
@@ -140,6 +148,7 @@ ui.table(
         "time s",
         "kernels",
         "kernels vs lowest rank",
+        "shared",
     ],
     column_config={"open": st.column_config.LinkColumn("graph", display_text="stages and kernels", width="small")},
 )

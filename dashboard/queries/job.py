@@ -80,6 +80,9 @@ def job_rank_rows(report: jobs.JobReport) -> pd.DataFrame:
             "failures": r.failures,
             "straggler": r.straggler,
             "restarts": r.restarts,
+            "waited for": r.waited_graphs,
+            "waited s": r.flight_wait_s,
+            "served": r.served_graphs,
         }
         for r in report.runs
     ]
@@ -97,6 +100,9 @@ def job_rank_rows(report: jobs.JobReport) -> pd.DataFrame:
             "failures",
             "straggler",
             "restarts",
+            "waited for",
+            "waited s",
+            "served",
         ],
     )
 
@@ -121,6 +127,8 @@ def job_graph_rows(report: jobs.JobReport) -> pd.DataFrame:
                 "kernels differ on": _ranks_text(g.kernel_ranks),
                 "stragglers": _ranks_text(g.stragglers),
                 "missing on": _ranks_text(g.missing),
+                "compiled on": _ranks_text(g.compiled_on),
+                "waited": "; ".join(f"{r.rank} ({r.waited_s or 0.0:.2f} s)" for r in g.ranks if r.shared == "waited"),
                 "median s": g.median_s,
                 "slowest s": max(r.duration_s for r in g.ranks),
                 "diverges": bool(g.findings),
@@ -139,6 +147,8 @@ def job_graph_rows(report: jobs.JobReport) -> pd.DataFrame:
             "kernels differ on",
             "stragglers",
             "missing on",
+            "compiled on",
+            "waited",
             "median s",
             "slowest s",
             "diverges",
@@ -166,6 +176,7 @@ def job_graph_ranks(report: jobs.JobReport, g: int) -> pd.DataFrame:
                 if c is None
                 else f"+{c['added']} -{c['removed']} ~{c['changed']} ={c['unchanged']}",
                 "straggler": r.straggler,
+                "shared": _shared(r),
                 "run_id": run_ids.get(r.rank),
                 "graph_index": r.graph_index,
             }
@@ -182,10 +193,21 @@ def job_graph_ranks(report: jobs.JobReport, g: int) -> pd.DataFrame:
             "kernels",
             "kernels vs lowest rank",
             "straggler",
+            "shared",
             "run_id",
             "graph_index",
         ],
     )
+
+
+def _shared(r: jobs.RankGraph) -> str:
+    """One rank's side of a shared compile, in words."""
+    if r.shared == "waited":
+        by = "a process of no rank of this job" if r.compiled_by is None else f"rank {r.compiled_by}"
+        return f"waited {r.waited_s or 0.0:.2f} s for {by} ({r.via or '?'})"
+    if r.shared == "compiled":
+        return f"compiled ({r.via or '?'})"
+    return r.shared or ""
 
 
 def job_verdict(report: jobs.JobReport) -> list[str]:
@@ -200,6 +222,15 @@ def job_verdict(report: jobs.JobReport) -> list[str]:
     else:
         counts = ", ".join(f"{n} with {FINDING_WORDS[f]}" for f, n in report.counts.items() if n)
         lines.append(f"{len(divergent)} of {cards['graphs']} graphs differ across ranks: {counts}.")
+    if report.shared_graphs:
+        longest = max((r.waited_s or 0.0 for g in report.graphs for r in g.ranks if r.shared == "waited"), default=0.0)
+        compilers = sorted({r for g in report.graphs if g.waited for r in g.compiled_on})
+        lines.append(
+            f"{report.compiles} compiles for {cards['graphs']} graphs on {cards['ranks']} ranks: "
+            f"{report.shared_graphs} graph(s) compiled once "
+            + (f"(on rank {_ranks_text(compilers)}) " if compilers else "(on another host) ")
+            + f"while the other ranks waited for them, at most {longest:.2f} s."
+        )
     for g in divergent:
         where = labels.code(g.co_name, g.filename, g.line) + f" {g.graph_kind}"
         if "graph" in g.findings:

@@ -70,7 +70,7 @@ class RankGraph:
     shared: str | None = None  # single_flight role: compiled | waited | alone; None: not shared
     via: str | None = None  # service | redis
     waited_s: float | None = None  # with shared="waited": seconds waiting for another's compile
-    compiled_by: int | None = None  # with shared="waited": the rank that compiled it (None: unknown)
+    compiled_by: int | None = None  # with shared="waited": the rank of this job that compiled it (None: none did)
     compiled_by_host: str | None = None
 
 
@@ -107,7 +107,7 @@ class RankRun:
     pid: int | None
     started_at: float | None
     graphs: int
-    compile_s: float  # compile work, and waits for other ranks' compiles (flight_wait_s)
+    compile_s: float  # compile work, and waits for other ranks' compiles (less the compiler's wait for a worker)
     cache_hits: int
     failures: int
     restarts: int  # earlier runs of this rank in the job, left out
@@ -238,10 +238,14 @@ def waited_for_another(r: CompileReport) -> bool:
     return _flight(r).get("role") == "waited"
 
 
-def rank_time_s(r: CompileReport) -> float:
+def rank_time_s(r: CompileReport, compiler: CompileReport | None = None) -> float:
     """The rank's time for the graph: its compile work, or with the graph another rank compiled
-    for it, the whole wait for that compile (the rank could not go on without it)."""
-    return r.duration_s if waited_for_another(r) else r.work_s
+    for it, the wait for that compile (the rank could not go on without it) less the time the
+    compiling rank (``compiler``, when known) itself waited for a free worker, which is left
+    out of every rank's time alike."""
+    if not waited_for_another(r):
+        return r.work_s
+    return max(r.duration_s - (compiler.wait_s if compiler is not None else 0.0), r.work_s)
 
 
 def compiled_here(r: CompileReport) -> bool:
@@ -249,11 +253,15 @@ def compiled_here(r: CompileReport) -> bool:
     return r.outcome not in ("cache_hit", "failed") and not waited_for_another(r)
 
 
-def _compiler_rank(r: CompileReport) -> tuple[int | None, str | None]:
-    by = _flight(r).get("compiled_by") or {}
-    rank = by.get("rank") if isinstance(by, dict) else None
-    host = by.get("host") if isinstance(by, dict) else None
-    return (int(rank) if isinstance(rank, int | str) and str(rank).isdigit() else None, host)
+def _compiler_rank(r: CompileReport, ranks_by_pid: Mapping[tuple[Any, Any], int]) -> tuple[int | None, str | None]:
+    """The rank of this job that compiled a graph ``r`` waited for, found by the compiling
+    process's pid and host among the job's runs (a process of another job, or of no job, has
+    no rank here: None), and that process's host."""
+    by = _flight(r).get("compiled_by")
+    if not isinstance(by, dict):
+        return None, None
+    host = by.get("host") if isinstance(by.get("host"), str) else None
+    return ranks_by_pid.get((by.get("pid"), host)), host
 
 
 # -- one job -----------------------------------------------------------------------------------
@@ -273,6 +281,8 @@ def analyse_job(
     reports = {rank: list(load_reports(str(run["run_id"]))) for rank, run in chosen.items()}
     ranks = list(chosen)
     reference = ranks[0]
+    ranks_by_pid = {(run.get("pid"), run.get("hostname")): rank for rank, run in chosen.items()}
+    time_s: dict[str, float] = {}  # report id -> the rank's time for that graph
 
     # Each rank against the reference rank: which graphs it has, and their kernels.
     kernel_changes: dict[tuple[GraphKey, int], dict[str, int] | None] = {}
@@ -291,13 +301,19 @@ def analyse_job(
     graphs = []
     for key, by_rank in keyed.items():
         co_name, filename, line, kind, order = key
-        durations = {rank: rank_time_s(r) for rank, r in by_rank.items()}  # worker waits apart
+        compilers = {
+            rank: _compiler_rank(r, ranks_by_pid) if waited_for_another(r) else (None, None)
+            for rank, r in by_rank.items()
+        }
+        durations = {}  # worker waits apart
+        for rank, r in by_rank.items():
+            durations[rank] = time_s[r.report_id] = rank_time_s(r, by_rank.get(compilers[rank][0]))  # type: ignore[arg-type]
         slow = stragglers(durations)
         rows = []
         for rank, r in sorted(by_rank.items()):
             changes = None if rank == reference else kernel_changes.get((key, rank))
             flight = _flight(r)
-            by, by_host = _compiler_rank(r) if flight.get("role") == "waited" else (None, None)
+            by, by_host = compilers[rank]
             rows.append(
                 RankGraph(
                     rank=rank,
@@ -357,7 +373,7 @@ def analyse_job(
         graphs.append(g)
     graphs.sort(key=_first_index)
 
-    totals = {rank: sum(rank_time_s(r) for r in reports[rank]) for rank in ranks}  # worker waits apart
+    totals = {rank: sum(time_s.get(r.report_id, r.work_s) for r in reports[rank]) for rank in ranks}
     slow_ranks = stragglers(totals)
     rank_runs = [
         RankRun(

@@ -65,7 +65,7 @@ def sharing(g: Any) -> str | None:
     for row in g.ranks:
         if row.shared != "waited":
             continue
-        by = f"rank {row.compiled_by}" if row.compiled_by is not None else "another process"
+        by = f"rank {row.compiled_by}" if row.compiled_by is not None else "a process of no rank of this job"
         host = f" on {text(row.compiled_by_host)}" if row.via == "redis" and row.compiled_by_host else ""
         waits.append(f"rank {row.rank} {seconds(row.waited_s)} s for {by}{host} ({text(row.via or '?')})")
     compiled = f"compiled on rank {_ranks(g.compiled_on)}" if g.compiled_on else "compiled on no rank of this job"
@@ -74,8 +74,8 @@ def sharing(g: Any) -> str | None:
 
 def _shared_cell(row: Any) -> str:
     if row.shared == "waited":
-        by = "?" if row.compiled_by is None else str(row.compiled_by)
-        return f"waited {seconds(row.waited_s)} s for rank {by}"
+        by = "another job's process" if row.compiled_by is None else f"rank {row.compiled_by}"
+        return f"waited {seconds(row.waited_s)} s for {by}"
     if row.shared == "compiled":
         return f"compiled ({text(row.via or '?')})"
     return text(row.shared or "-")

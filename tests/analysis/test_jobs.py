@@ -31,8 +31,9 @@ from streamlit.testing.v1 import AppTest
 from support import HELPERS, ROOT, SCRIPT_TIMEOUT_S, fresh_cache_dir, parse_result, script_env
 
 from sandbox.analysis import jobs
+from sandbox.cli import render_job
 from sandbox.cli.main import main
-from sandbox.record.report import CompileReport, Run
+from sandbox.record.report import CompileReport, Run, Stage
 from sandbox.store import open_store
 
 APP = ROOT / "dashboard" / "app.py"
@@ -335,6 +336,74 @@ def test_reports_without_a_graph_hash_neither_match_nor_differ() -> None:
     assert r.graphs[0].hash_groups == [[0], [2]] and r.graphs[0].findings == ["graph"]
     r = _job([_report(Run(), 0)], [older])
     assert r.graphs[0].hash_groups == [[0]] and r.graphs[0].findings == []
+
+
+def test_shared_compiles_say_who_compiled_and_who_waited() -> None:
+    """Rank 0 compiles the forward graph while ranks 1 and 2 wait for it; the backward graph
+    rank 2 got from a process of no rank of this job (another host's job, through Redis)."""
+    from dashboard.queries import job as jq  # the dashboard's queries load pandas: only here
+
+    runs = [Run(job="j", rank=rank, world_size=3, started_at=1000.0 + rank, pid=100 + rank) for rank in range(3)]
+    for run in runs:
+        run.hostname = "h"
+
+    def shared(rank: int, kind: str, role: str, compiled_by: int | None = None, **kw: Any) -> CompileReport:
+        t = 2000.0
+        r = _report(runs[rank], 0 if kind == "forward" else 1, kind=kind, duration=kw.pop("duration", 10.0))
+        r.stages = [Stage("wait_for_worker", t, t + kw.pop("worker_wait", 0.0))]
+        r.single_flight = {"role": role, "via": kw.pop("via", "service"), **kw}
+        if compiled_by is not None:
+            r.single_flight["compiled_by"] = {"pid": compiled_by, "host": "h", "rank": 7}
+        return r
+
+    reports = {
+        # Rank 0 waited 4 s for a free worker, then compiled 6 s; the waiters' 10 s are that whole time.
+        0: [
+            shared(0, "forward", "compiled", worker_wait=4.0, served=[{"pid": 101}, {"pid": 102}]),
+            shared(0, "backward", "alone", duration=3.0),
+        ],
+        1: [shared(1, "forward", "waited", 100, waited_s=10.0, worker_wait=10.0), shared(1, "backward", "alone")],
+        2: [
+            shared(2, "forward", "waited", 100, waited_s=10.0, worker_wait=10.0),
+            shared(2, "backward", "waited", 999, waited_s=5.0, worker_wait=5.0, duration=5.0, via="redis"),
+        ],
+    }
+    by_run = {runs[rank].run_id: rs for rank, rs in reports.items()}
+    for rank, rs in reports.items():
+        for r in rs:
+            r.run_id = runs[rank].run_id
+    report = jobs.analyse_job("j", [r.to_dict() for r in runs], lambda run_id: by_run[run_id])
+    forward = next(g for g in report.graphs if g.graph_kind == "forward")
+    assert forward.compiled_on == [0] and forward.waited == [1, 2]
+    assert [(row.shared, row.compiled_by, row.waited_s) for row in forward.ranks] == [
+        ("compiled", None, None),
+        ("waited", 0, 10.0),  # by pid and host, not by the rank the report names
+        ("waited", 0, 10.0),
+    ]
+    # Every rank spent 6 s on the forward graph once rank 0's wait for a worker is left out: no straggler.
+    assert [row.duration_s for row in forward.ranks] == [6.0, 6.0, 6.0] and forward.stragglers == []
+    backward = next(g for g in report.graphs if g.graph_kind == "backward")
+    assert backward.compiled_on == [0, 1] and backward.waited == [2]
+    assert (backward.ranks[2].compiled_by, backward.ranks[2].compiled_by_host) == (None, "h")
+    assert report.compiles == 3 and report.shared_graphs == 2
+    r0, r1, r2 = report.runs
+    assert (r0.served_graphs, r0.waited_graphs) == (1, 0) and (r2.waited_graphs, r2.flight_wait_s) == (2, 15.0)
+    assert r0.wait_s == 4.0 and r1.wait_s == 0.0  # a wait for another's compile is no wait for a worker
+    text = render_job.job(report)
+    assert "compiles: 3 for 2 graphs on 3 ranks; 2 graph(s) compiled once for several ranks" in text
+    waits = "rank 1 10.00 s for rank 0 (service); rank 2 10.00 s for rank 0 (service)"
+    assert f"compiled on rank 0; waited: {waits}" in text
+    assert "rank 2 5.00 s for a process of no rank of this job on h (redis)" in text
+    verdict = " ".join(jq.job_verdict(report))
+    assert "3 compiles for 2 graphs on 3 ranks: 2 graph(s) compiled once (on rank 0, 1)" in verdict
+    assert "at most 10.00 s" in verdict
+    rows = jq.job_graph_rows(report)
+    assert list(rows["waited"]) == ["1 (10.00 s); 2 (10.00 s)", "2 (5.00 s)"]
+    assert list(jq.job_graph_ranks(report, 0)["shared"]) == [
+        "compiled (service)",
+        "waited 10.00 s for rank 0 (service)",
+        "waited 10.00 s for rank 0 (service)",
+    ]
 
 
 def test_newest_run_per_rank_and_missing_ranks() -> None:

@@ -3,7 +3,8 @@
 ``slow_ops.slow_op`` (its forward graph compiles ``SLOW_OPS_S`` seconds longer in a worker),
 compiled with ``backend="sandbox"`` and trained for two steps over gloo (CPU), the gradients
 all-reduced by hand. Each rank writes ``OUT_DIR/rank-N.json``: its reports, losses, warnings,
-the workers ``sandbox.workers()`` lists and what its pool says of the service."""
+the workers ``sandbox.workers()`` lists, what its pool says of the service and its Prometheus
+metrics (the sandbox's registry, as text)."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import warnings
 
 import torch
 import torch.distributed as dist
+from prometheus_client import generate_latest
 
 import sandbox
 import slow_ops
@@ -23,6 +25,7 @@ rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
 model = slow_ops.SlowNet()
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
+registry = sandbox.enable_metrics()
 compiled = torch.compile(model, backend="sandbox")
 losses = []
 with warnings.catch_warnings(record=True) as caught:
@@ -54,6 +57,7 @@ result = {
     "service_pid": getattr(p, "service_pid", None),
     "started_service": getattr(p, "started_service", None),
     "broken": getattr(p, "broken", None),
+    "metrics": generate_latest(registry).decode(),
 }
 with open(os.path.join(out_dir, f"rank-{rank}.json"), "w") as f:
     json.dump(result, f, default=repr)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -32,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import HELPERS, MARK, SCRIPT_TIMEOUT_S, fresh_cache_dir, script_env, wait_gone
+from streamlit.testing.v1 import AppTest
+from support import HELPERS, MARK, ROOT, SCRIPT_TIMEOUT_S, fresh_cache_dir, script_env, wait_gone
 
+from sandbox.cli.main import main as cli_main
 from sandbox.isolation import protocol, service_client, service_key, single_flight, sizing
 
 GRACE_S = 2.0
+APP = ROOT / "dashboard" / "app.py"
 
 
 # --- the compatibility key and the folder (pure) ---------------------------------------------------
@@ -257,7 +261,7 @@ def _torchrun(script: str, out: Path, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _job_env(tmp_path: Path, probe_seed: Path, slow_s: float) -> tuple[dict[str, str], Path, Path]:
+def _job_env(tmp_path: Path, probe_seed: Path, slow_s: float, store: str = "off") -> tuple[dict[str, str], Path, Path]:
     folder = tmp_path / "services"
     out = tmp_path / "out"
     out.mkdir()
@@ -266,7 +270,8 @@ def _job_env(tmp_path: Path, probe_seed: Path, slow_s: float) -> tuple[dict[str,
         {
             "SANDBOX_SERVICE_DIR": str(folder),
             "SANDBOX_SERVICE_GRACE_S": str(GRACE_S),
-            "SANDBOX_STORE": "off",
+            "SANDBOX_STORE": store,
+            "SANDBOX_JOB": "service-job",
             "SLOW_OPS_S": str(slow_s),
             "PYTHONPATH": os.pathsep.join(p for p in (str(HELPERS), os.environ.get("PYTHONPATH", "")) if p),
         },
@@ -295,8 +300,11 @@ def _by_kind(rank: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_torchrun_job_compiles_each_graph_once(tmp_path: Path, probe_seed: Path) -> None:
-    env, folder, out = _job_env(tmp_path, probe_seed, slow_s=4.0)
+def test_torchrun_job_compiles_each_graph_once(
+    tmp_path: Path, probe_seed: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "runs.db"
+    env, folder, out = _job_env(tmp_path, probe_seed, slow_s=4.0, store=str(store))
     t0 = time.time()
     ranks = _finish(_torchrun("script_service_rank.py", out, env), out)
     seconds = time.time() - t0
@@ -334,6 +342,41 @@ def test_torchrun_job_compiles_each_graph_once(tmp_path: Path, probe_seed: Path)
     assert "wait_for_worker" in names and "compile_in_worker" not in names
     assert waiter["single_flight"]["waited_s"] > 1.0
     print(f"2-rank job, each graph once: {seconds:.1f} s; compiles {compiles}")
+
+    # Every face says it: Prometheus on each rank, `sandbox job`, the Job page.
+    waited = 'sandbox_single_flight_compiles_total{role="waited",via="service"} '
+    assert f"{waited}1.0" in ranks[waiter["rank"]]["metrics"]
+    assert (
+        'sandbox_single_flight_compiles_total{role="compiled",via="service"} 1.0' in ranks[compiler["rank"]]["metrics"]
+    )
+    assert 'sandbox_single_flight_wait_seconds_count{via="service"} 1.0' in ranks[waiter["rank"]]["metrics"]
+    rc = cli_main(["--store", str(store), "job", "service-job"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    n = sum(
+        1
+        for d in ranks.values()
+        for r in d["reports"]
+        if r["outcome"] != "cache_hit" and r["single_flight"]["role"] != "waited"
+    )
+    assert f"compiles: {n} for 2 graphs on 2 ranks" in text, text
+    wait_s = waiter["single_flight"]["waited_s"]
+    assert (
+        f"compiled on rank {compiler['rank']}; waited: rank {waiter['rank']} {wait_s:.2f} s for rank "
+        f"{compiler['rank']} (service)" in text
+    ), text
+    monkeypatch.setenv("SANDBOX_STORE", str(store))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.query_params = {"job": "service-job"}
+    at.switch_page("pages/job.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows = next(df.value for df in at.dataframe if "waited for" in df.value.columns).set_index("rank")
+    assert rows["waited for"][waiter["rank"]] >= 1 and rows["served"][compiler["rank"]] >= 1
+    graphs = next(df.value for df in at.dataframe if "compiled on" in df.value.columns)
+    forward = graphs[graphs["kind"] == "forward"].iloc[0]
+    assert forward["compiled on"] == str(compiler["rank"]) and forward["waited"] == f"{waiter['rank']} ({wait_s:.2f} s)"
+    assert "graph(s) compiled once (on rank" in re.sub(r"\\(.)", r"\1", at.markdown[0].value)
 
 
 @pytest.mark.slow
