@@ -10,7 +10,8 @@ module is imported); torch._higher_order_ops.effects: _get_effect, _get_op_qualn
 _register_effectful_op; torch._higher_order_ops.invoke_subgraph.invoke_subgraph;
 torch._guards.TracingContext.hop_dispatch_set_cache (InvokeSubgraphCache.get_effects,
 add_effects); torch._library.fake_class_registry.FakeScriptObject;
-torch._library.opaque_object.is_opaque_value_type; torch._library.effects.EffectType.
+torch._library.opaque_object.is_opaque_value_type; torch._library.effects.EffectType;
+torch._library.simple_registry.singleton (``find(qualname).fake_impl.kernel.source``).
 
 Higher-order ops: Inductor's own subprocess mode refuses every graph with a higher-order op that
 the FX graph cache cannot key (``FxGraphCache._check_for_hop``: ``with_effects``, ``cond``,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
 import sys
 import types
 from dataclasses import dataclass, field, fields
@@ -80,6 +82,24 @@ class StandIn:
         return f"<stand-in for {self.module}.{self.qualname}>"
 
 
+def _fake_kernel_module(qualname: str) -> str | None:
+    """The module whose file registered the op's fake kernel (``Kernel.source`` is
+    ``file:line``; the function itself may be torch's wrapper): the worker traces the graph with
+    that kernel, and the module that registers it usually defines the op too."""
+    from torch._library import simple_registry
+
+    kernel = simple_registry.singleton.find(qualname).fake_impl.kernel
+    source = getattr(kernel, "source", None)
+    if not source:
+        return None
+    path = os.path.realpath(source.rsplit(":", 1)[0])
+    for name, mod in list(sys.modules.items()):
+        file = getattr(mod, "__file__", None)
+        if file and os.path.realpath(file) == path:
+            return name
+    return None
+
+
 def _custom_op_origin(namespace: str, opname: str) -> tuple[str | None, str | None]:
     """(module that defines the op, or None; reason it cannot cross, or None)."""
     from torch._library import custom_ops
@@ -94,6 +114,9 @@ def _custom_op_origin(namespace: str, opname: str) -> tuple[str | None, str | No
             f"custom op {namespace}::{opname} is defined in {module or 'an unknown module'}, which the worker cannot "
             "import",
         )
+    module = _fake_kernel_module(f"{namespace}::{opname}")
+    if module is not None and not _foreign(module, None):
+        return module, None  # ``torch.library.define`` and ``register_fake`` in an importable module
     for name, mod in list(sys.modules.items()):
         if mod is None:
             continue

@@ -95,6 +95,11 @@ def test_memory_format_crosses_by_its_torch_name() -> None:
     assert wire.memory_format("contiguous_format") is torch.contiguous_format
 
 
+torch.library.define("sandbox_wire_test::defined", "(Tensor x) -> Tensor")
+torch.library.impl("sandbox_wire_test::defined", "cpu", lambda x: x + 1)
+torch.library.register_fake("sandbox_wire_test::defined", lambda x: torch.empty_like(x))
+
+
 def test_custom_op_origin() -> None:
     """torch 2.13.0: ``torch._library.custom_ops.OPDEFS`` maps ``ns::name`` to a
     ``CustomOpDef`` whose ``_init_fn`` is the user's function; an op from
@@ -104,6 +109,10 @@ def test_custom_op_origin() -> None:
     assert crossing.ops_filter("torch.ops.aten.mm.default")
     assert crossing.ops_filter("torch.ops.sandbox_compat_test.scale.default")
     assert crossing.imports == {recording.__name__}
+    # torch.library.define keeps its Library out of the module's names (torch.library._keep_alive):
+    # the registered fake kernel (torch._library.simple_registry) names the module instead.
+    assert crossing.ops_filter("torch.ops.sandbox_wire_test.defined.default")
+    assert crossing.imports == {recording.__name__, __name__}
 
     def main_op(x: torch.Tensor) -> torch.Tensor:
         return x.clone()
