@@ -1,0 +1,352 @@
+"""Isolation coverage over PyTorch's operator databases: which graphs cross to a worker.
+
+Every OpInfo entry (``op_db``, ``hop_db`` as ``hop:NAME``, and the effectful cases of
+``bench/_coverage_cases.py`` as ``case:NAME``) runs all its CPU samples of every supported float
+dtype, forward and, where the op supports it, backward, eagerly and compiled, in fresh processes
+per variant:
+
+  sandbox    backend="sandbox": each graph's CompileReport says isolated / cache hit / in the
+             user's process (with the reason) / failed
+  stock      backend="inductor" with TORCHINDUCTOR_FX_COMPILE_MODE=subprocess (PyTorch's own
+             mode): graphs its serializer refused compile in the user's process (with the reason)
+  inductor   backend="inductor" in-process: the baseline for wall time
+
+Per entry and variant it prints the graphs by outcome, the samples that failed or whose output
+or gradients did not match eager, and the wall time; then the totals, with each variant's time
+against in-process Inductor.
+
+    .venv/bin/python bench/coverage.py --ci                      # the fixed fast subset
+    .venv/bin/python bench/coverage.py --ops sin,linalg.inv --variants sandbox,inductor
+    .venv/bin/python bench/coverage.py --jobs 2 --shard 0/4 --out part0.json   # a quarter
+    .venv/bin/python bench/coverage.py --merge part*.json                      # totals of parts
+
+Each slice of entries runs in a child process (``bench/_coverage_child.py``) with its own
+Inductor cache folder and run store, so every graph compiles; ``--jobs N`` runs N children at
+once. A child that crashes or stalls on an entry (``--entry-timeout``) costs that entry, recorded
+as ``crashed``; the slice goes on in a new child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = ("sandbox", "stock", "inductor")
+BASELINE = "inductor"
+
+# The fixed, fast subset: the linalg ops whose error checks thread effect tokens (the graphs
+# that used to stay in the user's process), a few plain ops, and every higher-order op case
+# that runs on the CPU.
+CI_OPS = (
+    "linalg.inv",
+    "linalg.lu_factor",
+    "linalg.tensorinv",
+    "sin",
+    "nn.functional.gelu",
+)
+CI_DTYPES = "float32"
+CI_MAX_SAMPLES = 1
+
+
+def ci_entries(table: dict[str, Any], float_dtypes: Any) -> list[str]:
+    """``CI_OPS``, then the first CPU entry of each higher-order op and each effectful case."""
+    names, seen = list(CI_OPS), set()
+    for name, op in table.items():
+        if name.startswith(("hop:", "case:")) and float_dtypes(op) and op.name not in seen:
+            seen.add(op.name)
+            names.append(name)
+    return names
+
+
+def select(args: argparse.Namespace) -> list[str]:
+    sys.path.insert(0, str(HERE))
+    from _coverage_cases import entries, float_dtypes  # torch's OpInfo databases: loaded only for a sweep
+
+    table = entries()
+    if args.ci:
+        names = ci_entries(table, float_dtypes)
+    elif args.ops:
+        names = [n.strip() for n in args.ops.split(",") if n.strip()]
+        unknown = [n for n in names if n not in table]
+        if unknown:
+            raise SystemExit(f"unknown entries: {', '.join(unknown)} (names as in op_db, hop:NAME, case:NAME)")
+    else:
+        names = [n for n, op in table.items() if float_dtypes(op)]
+    if args.shard:
+        i, n = (int(x) for x in args.shard.split("/"))
+        names = names[i::n]
+    if args.limit:
+        names = names[: args.limit]
+    return names
+
+
+def child_env(variant: str, root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    env.pop("TORCHINDUCTOR_FX_COMPILE_MODE", None)
+    if variant == "stock":
+        env["TORCHINDUCTOR_FX_COMPILE_MODE"] = "subprocess"
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor-cache")
+    env["TRITON_CACHE_DIR"] = str(root / "triton-cache")
+    env["SANDBOX_STORE"] = str(root / "runs.db")  # never the user's own run store
+    # Workers start with the child's import of torch, as in a script that names the backend.
+    env["SANDBOX_PRESTART"] = "import" if variant == "sandbox" else "off"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Slice:
+    """One variant's run of some entries: a child process, restarted past an entry it lost."""
+
+    def __init__(self, variant: str, names: list[str], root: Path, args: argparse.Namespace) -> None:
+        self.variant, self.todo, self.root, self.args = variant, list(names), root, args
+        self.records: list[dict[str, Any]] = []
+        self.proc: subprocess.Popen | None = None
+        self.result = root / "result.jsonl"
+        self.log = root / "child.log"
+        self.wall_s = 0.0
+        self.started = 0.0
+        self.last_progress = 0.0
+        self.seen = 0
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        cache = self.root / "inductor-cache"
+        if self.args.cache_seed and not cache.exists():
+            shutil.copytree(self.args.cache_seed, cache, ignore=shutil.ignore_patterns("locks", "*.lock"))
+        cmd = [sys.executable, str(HERE / "_coverage_child.py"), "--variant", self.variant]
+        cmd += ["--ops", ",".join(self.todo), "--result", str(self.result)]
+        if self.args.dtypes:
+            cmd += ["--dtypes", self.args.dtypes]
+        if self.args.max_samples:
+            cmd += ["--max-samples", str(self.args.max_samples)]
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=str(HERE), env=child_env(self.variant, self.root), stdout=log, stderr=log
+            )
+        self.started = self.last_progress = time.time()
+
+    def _read(self) -> list[dict[str, Any]]:
+        if not self.result.exists():
+            return []
+        lines = self.result.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def poll(self) -> bool:
+        """Collect finished entries; restart past a lost one. True once the slice is done."""
+        assert self.proc is not None
+        done = self._read()
+        if len(done) > self.seen:
+            self.last_progress = time.time()
+            self.seen = len(done)
+        stalled = time.time() - self.last_progress > self.args.entry_timeout
+        if self.proc.poll() is None and not stalled:
+            return False
+        if stalled:
+            self.proc.kill()
+            self.proc.wait()
+        self.wall_s += time.time() - self.started
+        finished = {r["op"] for r in done}
+        remaining = [n for n in self.todo if n not in finished]
+        if remaining and (stalled or self.proc.returncode != 0):
+            lost = remaining.pop(0)
+            why = f"timeout after {self.args.entry_timeout} s" if stalled else f"exit code {self.proc.returncode}"
+            tail = self.log.read_text()[-600:] if self.log.exists() else ""
+            rec = {"op": lost, "variant": self.variant, "crashed": why, "log_tail": tail, "seconds": 0.0}
+            with open(self.result, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            self.seen += 1
+        self.todo = remaining
+        if self.todo:
+            self.start()
+            return False
+        self.records = self._read()
+        return True
+
+
+def run_sweep(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    variants = [v for v in args.variants.split(",") if v]
+    jobs = max(1, args.jobs)
+    chunks = [names[i::jobs] for i in range(jobs)] if names else []
+    tmp = Path(tempfile.mkdtemp(prefix="sandbox-coverage-"))
+    # Variants rotate within each chunk, so a drift in the machine's speed lands on all alike.
+    queue = [
+        (variants[(c + k) % len(variants)], c, chunk)
+        for c, chunk in enumerate(chunks)
+        if chunk
+        for k in range(len(variants))
+    ]
+    running: list[Slice] = []
+    done: list[Slice] = []
+    t0 = time.time()
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                variant, c, chunk = queue.pop(0)
+                s = Slice(variant, chunk, tmp / f"{variant}-{c}", args)
+                s.start()
+                running.append(s)
+                print(f"started {variant} slice {c} ({len(chunk)} entries)", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+            for s in [s for s in running if s.poll()]:
+                running.remove(s)
+                done.append(s)
+                print(f"finished {s.variant} slice in {s.wall_s:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        for s in running:
+            if s.proc is not None and s.proc.poll() is None:
+                s.proc.kill()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    records = [r for s in done for r in s.records]
+    walls: dict[str, float] = collections.defaultdict(float)
+    for s in done:
+        walls[s.variant] += s.wall_s
+    machine = {"cpus": os.cpu_count(), "platform": sys.platform}
+    return {
+        "entries": names,
+        "variants": variants,
+        "jobs": jobs,
+        "dtypes": args.dtypes or "all float",
+        "max_samples": args.max_samples or "all",
+        "sweep_wall_s": round(time.time() - t0, 1),
+        "process_wall_s": dict(walls),
+        "machine": machine,
+        "records": records,
+    }
+
+
+# --- totals and printing ----------------------------------------------------------------
+
+
+def totals(records: list[dict[str, Any]], variant: str) -> dict[str, Any]:
+    rows = [r for r in records if r["variant"] == variant]
+    t: dict[str, Any] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
+    for r in rows:
+        t["entries"] += 1
+        if "crashed" in r:
+            t["crashed"] += 1
+            continue
+        for k in ("samples", "compared", "failed", "mismatch", "eager_error", "random"):
+            t[k] += r.get(k, 0)
+        for k, v in r.get("graphs", {}).items():
+            t[f"graphs_{k}"] += v
+        for k, v in r.get("reasons", {}).items():
+            reasons[k] += v
+        t["seconds"] += r.get("seconds", 0.0)
+    graphs = sum(v for k, v in t.items() if k.startswith("graphs_"))
+    out = dict(t)
+    out["graphs"] = graphs
+    out["seconds"] = round(t["seconds"], 1)
+    compiled = graphs - t["graphs_cache_hit"]
+    out["isolated_pct"] = round(100.0 * t["graphs_isolated"] / compiled, 2) if compiled else None
+    out["reasons"] = dict(reasons.most_common())
+    return out
+
+
+def _cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    if "crashed" in r:
+        return f"crashed ({r['crashed']})"
+    g = r.get("graphs", {})
+    parts = [f"{g[k]} {label}" for k, label in (("isolated", "iso"), ("cache_hit", "hit")) if g.get(k)]
+    if g.get("in_process"):
+        parts.append(f"{g['in_process']} in-proc")
+    if g.get("failed"):
+        parts.append(f"{g['failed']} failed")
+    bad = [f"{r[k]} {k}" for k in ("failed", "mismatch") if r.get(k)]
+    return f"{', '.join(parts) or '0 graphs'}{'; ' + ', '.join(bad) if bad else ''} ({r.get('seconds', 0):.1f} s)"
+
+
+def report(result: dict[str, Any]) -> str:
+    records, variants = result["records"], result["variants"]
+    by = {(r["op"], r["variant"]): r for r in records}
+    lines = [f"| entry | samples | {' | '.join(variants)} |", "|---" * (len(variants) + 2) + "|"]
+    for name in result["entries"]:
+        first = next((by[(name, v)] for v in variants if (name, v) in by), {})
+        samples = first.get("samples", "-")
+        lines.append(f"| {name} | {samples} | " + " | ".join(_cell(by.get((name, v))) for v in variants) + " |")
+    lines.append("")
+    base = totals(records, BASELINE)["seconds"] if BASELINE in variants else None
+    for v in variants:
+        t = totals(records, v)
+        ratio = f", {t['seconds'] / base:.2f}x in-process Inductor" if base else ""
+        lines.append(
+            f"{v}: {t.get('entries', 0)} entries, {t.get('samples', 0)} samples ({t.get('compared', 0)} compared, "
+            f"{t.get('random', 0)} random, {t.get('eager_error', 0)} eager errors), {t['graphs']} graphs: "
+            f"{t.get('graphs_isolated', 0)} isolated ({t['isolated_pct']}% of compiled), "
+            f"{t.get('graphs_cache_hit', 0)} cache hits, {t.get('graphs_in_process', 0)} in the user's process, "
+            f"{t.get('graphs_failed', 0)} failed graphs; samples failed {t.get('failed', 0)}, "
+            f"mismatched {t.get('mismatch', 0)}, entries crashed {t.get('crashed', 0)}; "
+            f"{t['seconds']} s in entries{ratio}"
+        )
+        for reason, n in list(t["reasons"].items())[:12]:
+            lines.append(f"    {n:5d}  {reason[:200]}")
+    lines.append(
+        f"wall: {result['sweep_wall_s']} s for the sweep ({result['jobs']} at once); per variant, its processes: "
+        + ", ".join(f"{v} {s:.0f} s" for v, s in result["process_wall_s"].items())
+    )
+    return "\n".join(lines)
+
+
+def merge(paths: list[str]) -> dict[str, Any]:
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    out = dict(parts[0])
+    out["entries"] = [n for p in parts for n in p["entries"]]
+    out["records"] = [r for p in parts for r in p["records"]]
+    out["sweep_wall_s"] = round(sum(p["sweep_wall_s"] for p in parts), 1)
+    walls: dict[str, float] = collections.defaultdict(float)
+    for p in parts:
+        for v, s in p["process_wall_s"].items():
+            walls[v] += s
+    out["process_wall_s"] = dict(walls)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ops", default="", help="comma-separated entries (op_db names, hop:NAME, case:NAME)")
+    ap.add_argument("--ci", action="store_true", help="the fixed fast subset (float32, one sample per entry)")
+    ap.add_argument("--limit", type=int, default=0, help="the first N selected entries")
+    ap.add_argument("--shard", default="", help="i/n: every n-th entry from the i-th (0-based)")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--dtypes", default="", help="e.g. float32,float64 (default: every supported float dtype)")
+    ap.add_argument("--max-samples", type=int, default=0, help="per entry and dtype (default: all)")
+    ap.add_argument("--jobs", type=int, default=1, help="child processes at once")
+    ap.add_argument("--entry-timeout", type=float, default=900.0, help="seconds one entry may take")
+    ap.add_argument("--out", default="", help="write the records and totals as JSON")
+    ap.add_argument("--merge", nargs="*", default=None, help="print the totals of earlier --out files")
+    ap.add_argument(
+        "--cache-seed", default="", help="an Inductor cache folder to start each child's from (a CPU probe's results)"
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the children's folders (logs, caches, stores)")
+    args = ap.parse_args(argv)
+    if args.merge:
+        result = merge(args.merge)
+    else:
+        if args.ci:
+            args.dtypes = args.dtypes or CI_DTYPES
+            args.max_samples = args.max_samples or CI_MAX_SAMPLES
+        names = select(args)
+        print(f"{len(names)} entries x {args.variants}", file=sys.stderr, flush=True)
+        result = run_sweep(names, args)
+    result["totals"] = {v: totals(result["records"], v) for v in result["variants"]}
+    print(report(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
