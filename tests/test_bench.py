@@ -83,3 +83,32 @@ def test_compile_overhead_budget_stops_before_the_next_child(tmp_path) -> None:
     assert data["children"] == [] and data["stopped"].startswith("stopped after"), data.get("stopped")
     assert "later children not run" in proc.stdout
     assert {t["note"] for t in data["targets"]} == {"no data (no run finished)"}
+
+
+JOB_BENCH = str(ROOT / "bench" / "job_compile.py")
+
+
+def test_job_compile_counts_every_process_of_a_job_and_says_not_reached(tmp_path) -> None:
+    """A real one-rank torchrun job without a compile: its CPU-seconds are measured (torchrun and the
+    rank are the bench's children), nothing is left behind; a sandbox variant that never ran is
+    "not reached" and fails its targets."""
+    out = tmp_path / "job.json"
+    proc = subprocess.run(
+        [sys.executable, JOB_BENCH, "--ranks", "1", "--repeats", "1", "--variants", "eager", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["variant"] == "eager" and "error" not in row, row
+    assert row["cpu_s"] > 1.0 and row["left"] == 0 and row["first_step_s"] > 0  # importing torch alone takes CPU
+
+    saved = json.loads(out.read_text())
+    saved["rows"].append({**row, "variant": "sandbox", "error": "exit codes [1]", "first_step_s": None})
+    saved["rows"].append({**row, "variant": "inductor"})
+    saved["idle"] = [{"rss_mb": 300.0}]
+    out.write_text(json.dumps(saved))
+    proc = subprocess.run([sys.executable, JOB_BENCH, "--summarize", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stdout
+    assert "slowest first step, 1 rank(s), sandbox / in-process: not reached (<= 1.0x): NOT MET" in proc.stdout
