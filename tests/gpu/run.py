@@ -20,8 +20,12 @@ Scenarios
             the first load while the worker compiled and ran no CPU-ISA probe; the worker
             initialised the CUDA driver beside its `import torch`
   store     the same model compiled twice into one store (default mode, then
-            mode="max-autotune-no-cudagraphs"): `sandbox diff` shows the kernel differences;
-            the store is left in DIR/gpu_store.sqlite (tests/data keeps a copy)
+            mode="max-autotune-no-cudagraphs"), call 3 of each graph profiled (profile_steps):
+            `sandbox diff` shows the kernel differences; every launched kernel has a runtime,
+            their sum within 10% of the profiled call's device time; the store is left in
+            DIR/gpu_store.sqlite (tests/data keeps a copy). A copy of it gets a third run with a
+            batch twice as large (DIR/gpu_runtime_store.sqlite): its kernels run slower, and the
+            verdict of `sandbox diff` against the default run names one first
   failures  a Triton compile that hangs (past timeout_s) and one whose compiler crashes
             cost one graph each (eager fallback, one warning); the next compile succeeds
             on a fresh worker; the user's CUDA tensors and allocator are untouched
@@ -155,7 +159,10 @@ def scenario_zoo(names: list[str]) -> None:
     )
 
 
-def scenario_store_run(mode: str) -> None:
+PROFILED_CALL = 3  # the call of each graph profiled in the store runs (after autotuning's first call)
+
+
+def scenario_store_run(mode: str, batch: str = "1") -> None:
     import torch
 
     import sandbox
@@ -165,10 +172,10 @@ def scenario_store_run(mode: str) -> None:
     kwargs = {"mode": mode} if mode != "default" else {}
     torch.manual_seed(0)
     model = entry.build().to("cuda")
-    fn = torch.compile(model, backend="sandbox", **kwargs)
-    x = entry.inputs(0)[0].to("cuda")
-    fn(x).sum().backward()
-    fn(x).sum().backward()
+    fn = torch.compile(model, backend="sandbox", options={"profile_steps": PROFILED_CALL}, **kwargs)
+    x = torch.cat([entry.inputs(0)[0]] * int(batch)).to("cuda")
+    for _ in range(PROFILED_CALL + 1):
+        fn(x).sum().backward()
     torch.cuda.synchronize()
     sandbox.flush()
     _emit({"run_id": sandbox.reports()[0].run_id, "reports": [r.to_dict() for r in sandbox.reports()]})
@@ -417,6 +424,47 @@ def check_store(c: Checks, tmp: str, out_dir: str) -> None:
         diff.returncode == 0 and shown,
         diff.stdout[-2000:] + diff.stderr[-2000:],
     )
+    check_runtimes(c, runs)
+    runtime_store = os.path.join(out_dir, "gpu_runtime_store.sqlite")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(runtime_store + suffix):
+            os.remove(runtime_store + suffix)
+    shutil.copy2(store_path, runtime_store)
+    env = _env(tmp, "store-gpu-wide", SANDBOX_STORE=runtime_store, SANDBOX_RUN_NAME="gpu-wide")
+    res, log = _run(["--scenario", "store_run", "default", "2"], env)
+    if not c.check("runtime: the run with a batch twice as large stored", res is not None, log):
+        return
+    cmd = [*cli, "diff", runs["gpu-default"]["run_id"], res["run_id"], "--store", runtime_store, "--json"]
+    wide = subprocess.run(cmd, env=_env(tmp, "diff-wide"), capture_output=True, text=True)
+    verdict = json.loads(wide.stdout)["verdict"] if wide.returncode == 0 else []
+    first = verdict[0] if verdict else {}
+    print(f"      first cause: {first.get('text')}")
+    c.check(
+        "runtime: the verdict names a kernel that runs slower in the wider run first",
+        first.get("cause") == "runtime_change" and " runs " in first.get("text", "") and "slower" in first["text"],
+        [v.get("text") for v in verdict[:3]] or wide.stderr[-2000:],
+    )
+
+
+def check_runtimes(c: Checks, runs: dict[str, Any]) -> None:
+    """Every launched kernel of a profiled call has a runtime; their sum is within 10% of the call's
+    device time (what is left: memsets, copies, kernels the report does not list)."""
+    for name, res in runs.items():
+        profiled = [r for r in res["reports"] if r.get("runtime") and r["runtime"].get("steps")]
+        c.check(f"runtime: {name}: every graph's call {PROFILED_CALL} profiled", len(profiled) == len(res["reports"]))
+        missing, shares = [], []
+        for r in profiled:
+            rt = r["runtime"]
+            missing += [
+                f"{r['graph_kind']}:{k['name']}" for k in r["kernels"] if not (k.get("runtime") or {}).get("calls")
+            ]
+            shares.append((r["graph_kind"], rt["device"], round(rt["kernels_us"] / max(rt["graph_us"], 1e-9), 3)))
+        c.check(f"runtime: {name}: every launched kernel has a runtime", not missing, missing)
+        c.check(
+            f"runtime: {name}: kernels within 10% of the profiled call's device time",
+            shares and all(device == "cuda" and 0.9 <= share <= 1.0001 for _, device, share in shares),
+            shares,
+        )
 
 
 _PTXAS = """#!/bin/sh
@@ -490,7 +538,7 @@ def main() -> int:
         scenario_zoo(a.args)
         return 0
     if a.scenario == "store_run":
-        scenario_store_run(a.args[0])
+        scenario_store_run(*a.args)
         return 0
     if a.scenario == "failures":
         scenario_failures(a.args[0])
