@@ -31,6 +31,8 @@ def generated_globals(compiled_callable: Any) -> dict[str, Any] | None:
     namespace = getattr(fn, "__globals__", None)
     if not isinstance(namespace, dict) or not str(namespace.get("__name__", "")).startswith("torch._inductor"):
         return None
+    if "call" not in namespace:  # an Inductor module, but not a generated one (a cudagraphs wrapper's)
+        return None
     return namespace
 
 
