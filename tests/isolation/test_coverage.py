@@ -11,12 +11,13 @@ the user's process fails the test unless its reason is allowed below, by name.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
-from support import ROOT, script_env
+from support import ROOT, missing, script_env
 
 BENCH = str(ROOT / "bench" / "coverage.py")
 
@@ -38,6 +39,8 @@ HIGHER_ORDER += ("case:effectful_custom_op", "case:effectful_region", "case:flex
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, probe_seed) -> dict:
+    if importlib.util.find_spec("expecttest") is None:
+        missing("expecttest is not installed (torch's OpInfo databases import it): pip install expecttest")
     folder = tmp_path_factory.mktemp("coverage")
     out = folder / "coverage.json"
     cmd = [sys.executable, BENCH, "--ci", "--variants", "sandbox", "--cache-seed", str(probe_seed)]
