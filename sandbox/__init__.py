@@ -27,6 +27,7 @@ __all__ = [
     "export_trace",
     "flush",
     "on_report",
+    "pending",
     "reports",
     "shutdown",
     "warmup",
@@ -67,6 +68,15 @@ def workers() -> list[dict[str, Any]]:
     """The live workers: pid, ready, jobs served, resident memory (bytes, with children)."""
     p = pool.current_pool()
     return p.workers() if p else []
+
+
+def pending() -> int:
+    """How many of this process's graphs still run as is (async mode): compiling in a worker,
+    or loaded and waiting for their next call to swap in. Each swap is its report's
+    ``switched_at``; a report is published at its swap."""
+    from sandbox.isolation import deferred  # imports torch: only when asked
+
+    return deferred.pending()
 
 
 def export_trace(path: str, reports: list[CompileReport] | None = None) -> str:

@@ -3,12 +3,12 @@
 In async mode (``options={"async": True}`` / ``SANDBOX_ASYNC=1``) the sandbox's
 ``fx_codegen_and_compile`` does not wait for the worker: it hands Inductor a
 ``DeferredGraph``, which runs the FX graph eagerly from its first call while the job
-runs on a background thread, and switches to the compiled graph at the first call
-after the worker's result is back. What Inductor does to a compiled graph right after
-codegen is kept for that moment: ``post_compile`` runs then, the Triton bundle and the
-FX cache key are passed on, and the FX graph cache entry is written then (its guard
-expression was computed at compile time, while the ShapeEnv was live), so the caches
-hold the real compiled graph. With several workers, blocking mode uses the same
+runs on a background thread. Once the worker's result is back, that thread loads it in
+this process (the CPU-ISA probe only for a graph with CPU inputs), passes on the Triton
+bundle and the FX cache key and writes the FX graph cache entry (its guard expression
+was computed at compile time, while the ShapeEnv was live), so the caches hold the real
+compiled graph; the first call after that swaps the compiled graph in and runs
+``post_compile`` (``report.switched_at``). With several workers, blocking mode uses the same
 stand-in with ``wait=True``: forward and backward compile side by side in two workers
 and each is waited for at its first call.
 
@@ -150,6 +150,11 @@ class DeferredGraph:
         self._triton_bundle: tuple[bool, Any] = (False, None)
         self._report: Any = None  # held until the switch
         self._published = False
+        self._called = threading.Event()  # set at the first call
+        self._loaded: Any = None  # async mode: the compiled graph, loaded on the background thread
+        self._load_failure: Failure | None = None
+        # The GPU the graph runs on, for the background load (a new thread starts on the first GPU).
+        self._device = torch.cuda.current_device() if scheme.devices[1] else None
         self.last_call_compiled = False
         report = scheme.builder.report
         report.background = how
@@ -162,20 +167,13 @@ class DeferredGraph:
     def _run(self, job: dict[str, Any]) -> None:
         try:
             cpu, gpu = self._scheme.devices
+            if self.how != WAIT and gpu and self._scheme.warm_parent is not None:
+                # Triton's driver, which a GPU graph's load needs, starts while the worker compiles;
+                # the CPU-ISA probe waits for the result (docs/decisions/async-swap-on-gpu.md).
+                self._scheme.warm_parent.start(cpu=False, gpu=True)
             # Waited for at the first call (several workers, blocking mode): this process's
             # share of the load is prepared beside the compile, as in a blocking compile.
             self._result = self._scheme.run_job(job, warm_parent=self.how == WAIT)
-            if self.how != WAIT:
-                # Async mode: this process's CPU-ISA probe (needed to load a CPU graph) runs here,
-                # once the result is back: not beside the first, eager steps, and not at the switch.
-                # A graph with only GPU inputs needs none (docs/decisions/one-compile-service-per-host.md).
-                if cpu:
-                    try:
-                        warmup.probe_cpu_isa()
-                    except Exception:
-                        log.debug("sandbox: ISA probe failed", exc_info=True)
-                if gpu and self._scheme.warm_parent is not None:
-                    self._scheme.warm_parent.start(cpu=False, gpu=True)  # the load joins it
         except WorkerFailure as wf:
             self._error = wf
             scheme = self._scheme
@@ -188,7 +186,48 @@ class DeferredGraph:
         report = self._scheme.builder.report
         report.ready_at = time.time()
         report.background_s = report.ready_at - self._sent_at
+        if self.how != WAIT and self._error is None:
+            # Async mode: the compiled graph is loaded here, beside the eager steps, so that the
+            # first call after it is ready only swaps it in (docs/decisions/async-swap-on-gpu.md).
+            # What Inductor hands the stand-in after codegen (cache key, Triton bundle, cache
+            # save) is all there by its first call.
+            self._called.wait()
+            self._load(cpu, gpu)
         self._done.set()
+
+    def _load(self, cpu: bool, gpu: bool) -> None:
+        """This process's share of taking the result over, done on the background thread:
+        the CPU-ISA probe (only for a graph with CPU inputs), the load itself (joining the
+        Triton driver's start for a GPU graph) and the FX graph cache entry."""
+        try:
+            if cpu:
+                try:
+                    warmup.probe_cpu_isa()
+                except Exception:
+                    log.debug("sandbox: ISA probe failed", exc_info=True)
+            if gpu:
+                # A fresh thread's current device is the first GPU: load onto the one the graph runs on.
+                torch.cuda.set_device(self._device)
+            self._loaded = self._take_over()
+        except Exception as e:  # noqa: BLE001 - never raise at the switch: the graph stays eager
+            self._load_failure = Failure("error", f"loading the compiled graph failed: {type(e).__name__}: {e}")
+
+    def _take_over(self) -> Any:
+        """The worker's result loaded in this process, as Inductor would hand it over after
+        codegen (cache key, Triton bundle), its FX graph cache entry written."""
+        out = self._scheme.complete(self._result, self._payload, self._region)
+        for name in ("_fx_graph_cache_key", "_fx_graph_cache_debug_lines", "guards_expr"):
+            if name in self.__dict__:
+                setattr(out, name, self.__dict__[name])
+        out._time_taken_ns = int((self._scheme.builder.report.background_s or 0.0) * 1e9)
+        if self._triton_bundle[0]:
+            out.set_triton_bundle(self._triton_bundle[1])
+        if self._cache_save is not None:
+            try:
+                self._cache_save(out)
+            except Exception:  # a cache that cannot be written costs a later compile, not this step
+                log.warning("sandbox: could not write the FX graph cache entry", exc_info=True)
+        return out
 
     # -- what Inductor does to an OutputCode after codegen: kept for the switch --------
     def post_compile(self, example_inputs: Any, constants: Any, graph_kwargs: Any) -> None:
@@ -206,6 +245,8 @@ class DeferredGraph:
 
     # -- calls ---------------------------------------------------------------------------
     def __call__(self, args: list[Any]) -> Any:
+        if not self._called.is_set():
+            self._called.set()
         if self._state == _PENDING:
             with self._lock:  # one switch, also when threads call the graph at once
                 if self._state == _PENDING:
@@ -243,7 +284,8 @@ class DeferredGraph:
             self._done.wait()
         state = 0
         if self._done.is_set() and self._partner_settled():
-            state = -1 if self._error is not None or self._partner_failed() else (1 if wanted else 0)
+            failed = self._error is not None or self._load_failure is not None or self._partner_failed()
+            state = -1 if failed else (1 if wanted else 0)
         state = _agree(state)
         if state == 1:
             self._switch()
@@ -252,7 +294,9 @@ class DeferredGraph:
 
     def _partner_failed(self) -> bool:
         backward = self._pair.backward if (self._paired and self.kind == "forward" and self._pair) else None
-        return isinstance(backward, DeferredGraph) and backward._error is not None
+        return isinstance(backward, DeferredGraph) and (
+            backward._error is not None or backward._load_failure is not None
+        )
 
     def _eager_beside_compile(self, inputs: list[Any]) -> Any:
         threads = torch.get_num_threads()
@@ -269,19 +313,12 @@ class DeferredGraph:
     def _switch(self) -> None:
         b = self._scheme.builder
         t = time.time()
+        if self._load_failure is not None:
+            self._give_up(self._load_failure)
+            return
         try:
-            out = self._scheme.complete(self._result, self._payload, self._region)
-            for name in ("_fx_graph_cache_key", "_fx_graph_cache_debug_lines", "guards_expr"):
-                if name in self.__dict__:
-                    setattr(out, name, self.__dict__[name])
-            out._time_taken_ns = int((b.report.background_s or 0.0) * 1e9)
-            if self._triton_bundle[0]:
-                out.set_triton_bundle(self._triton_bundle[1])
-            if self._cache_save is not None:
-                try:
-                    self._cache_save(out)
-                except Exception:  # a cache that cannot be written costs a later compile, not this step
-                    log.warning("sandbox: could not write the FX graph cache entry at the switch", exc_info=True)
+            # Async mode loaded it in the background; a waited-for graph (several workers) here.
+            out = self._loaded if self._loaded is not None else self._take_over()
             if self._post_compile is not None:
                 out.post_compile(*self._post_compile)
         except Exception as e:  # noqa: BLE001 - never raise at the switch: stay eager
@@ -325,7 +362,7 @@ class DeferredGraph:
 
     def _release(self) -> None:
         """Publish the report (once), and drop what only the switch needed."""
-        self._result = self._payload = self._post_compile = self._cache_save = None
+        self._result = self._payload = self._post_compile = self._cache_save = self._loaded = None
         self._triton_bundle = (False, None)
         if self._report is not None and not self._published:
             self._published = True
@@ -342,6 +379,11 @@ class DeferredGraph:
         )
         self._published = True
         self._publish(r)
+
+
+def pending() -> int:
+    """Graphs of this process that still run as is: compiling, or loaded and not yet swapped in."""
+    return sum(1 for graph in list(_live) if graph._state == _PENDING)
 
 
 def _strides(example_inputs: Any) -> list[tuple[int, ...] | None]:
