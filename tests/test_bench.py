@@ -112,3 +112,25 @@ def test_job_compile_counts_every_process_of_a_job_and_says_not_reached(tmp_path
     proc = subprocess.run([sys.executable, JOB_BENCH, "--summarize", str(out)], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stdout
     assert "slowest first step, 1 rank(s), sandbox / in-process: not reached (<= 1.0x): NOT MET" in proc.stdout
+
+
+TTFS_BENCH = str(ROOT / "bench" / "time_to_first_step.py")
+
+
+def test_time_to_first_step_says_not_reached_when_no_graph_was_swapped_in(tmp_path) -> None:
+    """Three steps of a real async-mode process end before the worker's result is back: the
+    compiled speed figure is "not reached" (from the swap the reports record, never inferred
+    from step times), its target fails, and so does the exit status; --summarize of the saved
+    run says the same."""
+    out = tmp_path / "ttfs.json"
+    cmd = [sys.executable, TTFS_BENCH, "--quick", "--variants", "sandbox_async", "--steps", "3", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-4000:]
+    (run,) = json.loads(out.read_text())["raw"]["sandbox_async"]
+    assert run["ok"] and len(run["result"]["ends"]) == 3 and run["result"]["pending_at_end"] == 2, run
+    assert "compiled speed not reached (2 graph(s) still as is)" in proc.stdout
+    assert "sandbox_async compiled speed / inductor first step: not reached in 1 of 1 runs" in proc.stdout
+    assert "(target <= 1.10x): NOT met" in proc.stdout and ": met" not in proc.stdout
+
+    again = subprocess.run([sys.executable, TTFS_BENCH, "--summarize", str(out)], capture_output=True, text=True)
+    assert again.returncode == 1 and "not reached in 1 of 1 runs" in again.stdout, again.stdout
