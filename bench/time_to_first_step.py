@@ -135,6 +135,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         ends.append(time.time() - t0)
         if not auto or len(ends) < MIN_STEPS:
             continue
+        if variant not in ASYNC:
+            break  # compiled from the first call: nothing to wait for
         if all_swapped_at is None and pending() == 0:
             all_swapped_at = len(ends)
         if all_swapped_at is not None and len(ends) >= all_swapped_at + spec["after_swap"]:
