@@ -4,6 +4,7 @@
 # recompiles torch in every rank), the backend's entry point, then one of:
 #   bench/gpu_job.sh OUTDIR ranks    -> bench/job_compile.py, 1 and 8 CPU ranks (gloo)
 #   bench/gpu_job.sh OUTDIR gpu      -> workers=2 against workers=1 on the GPU, and 2 ranks sharing it
+#   bench/gpu_job.sh OUTDIR both     -> 1 and 8 CPU ranks (within 300 s), then workers=2 against workers=1
 set -u
 out=${1:?OUTDIR}; what=${2:?ranks or gpu}; shift 2
 export PYTHONUNBUFFERED=1
@@ -14,7 +15,7 @@ if [ ! -e "$sp/.bytecode-done" ]; then
 fi
 python3 -m compileall -q -j 0 sandbox bench dashboard >/dev/null 2>&1
 python3 -c "import sandbox" 2>/dev/null && python3 -c "from importlib.metadata import entry_points as e; assert [x for x in e(group='torch_dynamo_backends') if x.name == 'sandbox']" 2>/dev/null \
-    || pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+    || python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
 echo "cores $(nproc); $(nvidia-smi -L 2>/dev/null | head -1)"
 case $what in
 ranks)
@@ -22,4 +23,7 @@ ranks)
 gpu)
     python3 bench/time_to_first_step.py --device cuda --variants inductor,sandbox,sandbox_2w --repeats 3 --steps 20 --out "$out/ttfs.json" 2>&1 | tail -30
     python3 bench/job_compile.py --device cuda --ranks 2 --repeats 1 --variants inductor,sandbox,sandbox_off --out "$out/job_gpu.json" "$@" 2>&1 | grep -v '^{' | tail -25 ;;
+both)
+    python3 bench/job_compile.py --ranks 1,8 --repeats 1 --variants eager,inductor,sandbox --budget-s 300 --grace-limit-s 20 --out "$out/job_ranks.json" 2>&1 | grep -v '^{' | tail -30
+    python3 bench/time_to_first_step.py --device cuda --variants sandbox,sandbox_2w --repeats 2 --steps 20 --out "$out/ttfs.json" 2>&1 | tail -24 ;;
 esac
