@@ -27,8 +27,12 @@ demo: $(STAMP)
 	$(VENV)/bin/sandbox demo $(if $(MODELS),--models $(MODELS))
 
 # pytest's exit code 5 means "no tests collected": a failure here, never a pass.
+# Test files run on PYTEST_WORKERS processes (a file's tests on one, so its fixtures are built once);
+# PYTEST_WORKERS=0 runs them in this one.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP)
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
