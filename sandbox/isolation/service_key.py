@@ -118,5 +118,8 @@ def paths(folder: str, compat: Mapping[str, Any]) -> dict[str, str]:
     """The service's socket, the lock its start is decided under, its log and its description."""
     base = os.path.join(folder, key_hash(compat))
     if len(base) + 5 > _MAX_SOCKET_PATH:
-        raise ServiceUnavailable(f"the socket path {base}.sock is too long for a Unix socket")
+        raise ServiceUnavailable(
+            f"the socket path {base}.sock is too long for a Unix socket (at most {_MAX_SOCKET_PATH} bytes):"
+            " set SANDBOX_SERVICE_DIR to a shorter folder"
+        )
     return {"socket": base + ".sock", "lock": base + ".lock", "log": base + ".log", "info": base + ".json"}

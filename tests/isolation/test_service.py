@@ -24,11 +24,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,15 @@ from sandbox.isolation import protocol, service_client, service_key, single_flig
 
 GRACE_S = 2.0
 APP = ROOT / "dashboard" / "app.py"
+
+
+@pytest.fixture
+def services() -> Iterator[Path]:
+    """A short private folder for the services' sockets: a Unix socket's path holds at most 107
+    bytes, and pytest's tmp_path under pytest-xdist is longer than that can take."""
+    path = Path(tempfile.mkdtemp(prefix="svc-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # --- the compatibility key and the folder (pure) ---------------------------------------------------
@@ -170,9 +182,9 @@ def _status(socket_path: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_first_client_starts_the_service_others_share_it_other_versions_do_not(
-    tmp_path: Path, probe_seed: Path
+    tmp_path: Path, services: Path, probe_seed: Path
 ) -> None:
-    folder = tmp_path / "services"
+    folder = services
     base = {"SANDBOX_SERVICE": "on", "SANDBOX_SERVICE_DIR": str(folder), "SANDBOX_SERVICE_GRACE_S": str(GRACE_S)}
     env = script_env(fresh_cache_dir(tmp_path, probe_seed), base)
     pythonpath = os.pathsep.join(p for p in (str(HELPERS / "fake_torch_version"), env.get("PYTHONPATH")) if p)
@@ -188,9 +200,9 @@ def test_first_client_starts_the_service_others_share_it_other_versions_do_not(
         assert sorted(s["started_service"] for s in seen) == [False, True]
         # The client whose metadata says torch 2.12.0 got a service of its own (another socket).
         assert theirs["service_pid"] != seen[0]["service_pid"] and theirs["started_service"]
-        services = _services(folder)
-        assert {s["pid"] for s in services.values()} == {seen[0]["service_pid"], theirs["service_pid"]}
-        ours = next(s for s in services.values() if s["pid"] == seen[0]["service_pid"])
+        described = _services(folder)
+        assert {s["pid"] for s in described.values()} == {seen[0]["service_pid"], theirs["service_pid"]}
+        ours = next(s for s in described.values() if s["pid"] == seen[0]["service_pid"])
         status = _status(ours["socket"])
         assert sorted(c["pid"] for c in status["clients"]) == sorted(p.pid for p in clients)
         assert status["size"] == 1 and status["compile_threads"] == sizing.usable_cores()
@@ -207,17 +219,17 @@ def test_first_client_starts_the_service_others_share_it_other_versions_do_not(
         for p in [*clients, other]:
             p.wait(60)
     # Every client gone: each service exits after its grace period, with its workers.
-    pids = [s["pid"] for s in services.values()]
+    pids = [s["pid"] for s in described.values()]
     workers = [w["pid"] for w in status["workers"]]
     assert not wait_gone(pids + workers, GRACE_S + 15), "a service outlived its last client by more than its grace"
     assert not list(folder.glob("*.sock")) and not list(folder.glob("*.json"))
 
 
 @pytest.mark.slow
-def test_a_dead_services_socket_is_replaced(tmp_path: Path, probe_seed: Path) -> None:
+def test_a_dead_services_socket_is_replaced(tmp_path: Path, services: Path, probe_seed: Path) -> None:
     """A service killed by SIGKILL leaves its socket behind: the next client finds nobody
     answering there, and starts a new service in its place."""
-    folder = tmp_path / "services"
+    folder = services
     base = {"SANDBOX_SERVICE": "on", "SANDBOX_SERVICE_DIR": str(folder), "SANDBOX_SERVICE_GRACE_S": str(GRACE_S)}
     env = script_env(fresh_cache_dir(tmp_path, probe_seed), base)
     first = _start("script_service_client.py", [], env)
@@ -261,8 +273,10 @@ def _torchrun(script: str, out: Path, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _job_env(tmp_path: Path, probe_seed: Path, slow_s: float, store: str = "off") -> tuple[dict[str, str], Path, Path]:
-    folder = tmp_path / "services"
+def _job_env(
+    tmp_path: Path, services: Path, probe_seed: Path, slow_s: float, store: str = "off"
+) -> tuple[dict[str, str], Path, Path]:
+    folder = services
     out = tmp_path / "out"
     out.mkdir()
     env = script_env(
@@ -301,10 +315,14 @@ def _by_kind(rank: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.slow
 def test_torchrun_job_compiles_each_graph_once(
-    tmp_path: Path, probe_seed: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    services: Path,
+    probe_seed: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = tmp_path / "runs.db"
-    env, folder, out = _job_env(tmp_path, probe_seed, slow_s=4.0, store=str(store))
+    env, folder, out = _job_env(tmp_path, services, probe_seed, slow_s=4.0, store=str(store))
     t0 = time.time()
     ranks = _finish(_torchrun("script_service_rank.py", out, env), out)
     seconds = time.time() - t0
@@ -380,8 +398,10 @@ def test_torchrun_job_compiles_each_graph_once(
 
 
 @pytest.mark.slow
-def test_service_killed_mid_compile_costs_one_graph_on_each_waiting_rank(tmp_path: Path, probe_seed: Path) -> None:
-    env, folder, out = _job_env(tmp_path, probe_seed, slow_s=120.0)
+def test_service_killed_mid_compile_costs_one_graph_on_each_waiting_rank(
+    tmp_path: Path, services: Path, probe_seed: Path
+) -> None:
+    env, folder, out = _job_env(tmp_path, services, probe_seed, slow_s=120.0)
     proc = _torchrun("script_service_rank.py", out, env)
     killed = None
     try:
