@@ -4,14 +4,18 @@
 # recompiles torch in every rank), the backend's entry point, then one of:
 #   bench/gpu_job.sh OUTDIR ranks    -> bench/job_compile.py, 1 and 8 CPU ranks (gloo)
 #   bench/gpu_job.sh OUTDIR gpu      -> workers=2 against workers=1 on the GPU, and 2 ranks sharing it
-#   bench/gpu_job.sh OUTDIR both     -> 1 and 8 CPU ranks (within 300 s), then workers=2 against workers=1
+#   bench/gpu_job.sh OUTDIR both     -> 1 and 8 CPU ranks (no new job after RANKS_BUDGET_S, 300), then
+#                                       workers=2 against workers=1 (stopped after TTFS_LIMIT_S, 240)
 set -u
 out=${1:?OUTDIR}; what=${2:?ranks or gpu}; shift 2
 export PYTHONUNBUFFERED=1
 sp=$(python3 -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
 if [ ! -e "$sp/.bytecode-done" ]; then
-    t=$(date +%s); python3 -m compileall -q -j 0 "$sp" >/dev/null 2>&1; touch "$sp/.bytecode-done"
-    echo "compileall: $(( $(date +%s) - t )) s"
+    t=$(date +%s)
+    for p in torch triton sympy numpy networkx functorch torchgen mpmath jinja2; do
+        [ -d "$sp/$p" ] && echo "$sp/$p"
+    done | xargs python3 -m compileall -q -j 0 >/dev/null 2>&1
+    touch "$sp/.bytecode-done"; echo "compileall: $(( $(date +%s) - t )) s"
 fi
 python3 -m compileall -q -j 0 sandbox bench dashboard >/dev/null 2>&1
 python3 -c "import sandbox" 2>/dev/null && python3 -c "from importlib.metadata import entry_points as e; assert [x for x in e(group='torch_dynamo_backends') if x.name == 'sandbox']" 2>/dev/null \
@@ -24,6 +28,6 @@ gpu)
     python3 bench/time_to_first_step.py --device cuda --variants inductor,sandbox,sandbox_2w --repeats 3 --steps 20 --out "$out/ttfs.json" 2>&1 | tail -30
     python3 bench/job_compile.py --device cuda --ranks 2 --repeats 1 --variants inductor,sandbox,sandbox_off --out "$out/job_gpu.json" "$@" 2>&1 | grep -v '^{' | tail -25 ;;
 both)
-    python3 bench/job_compile.py --ranks 1,8 --repeats 1 --variants eager,inductor,sandbox --budget-s 300 --grace-limit-s 20 --out "$out/job_ranks.json" 2>&1 | grep -v '^{' | tail -30
-    python3 bench/time_to_first_step.py --device cuda --variants sandbox,sandbox_2w --repeats 2 --steps 20 --out "$out/ttfs.json" 2>&1 | tail -24 ;;
+    python3 bench/job_compile.py --ranks 1,8 --repeats 1 --variants eager,inductor,sandbox --budget-s ${RANKS_BUDGET_S:-300} --grace-limit-s 20 --out "$out/job_ranks.json" 2>&1 | tee "$out/job_ranks.log" | grep -v '^{' | tail -30
+    timeout ${TTFS_LIMIT_S:-240} python3 bench/time_to_first_step.py --device cuda --variants sandbox,sandbox_2w --repeats 2 --steps 20 --out "$out/ttfs.json" 2>&1 | tee "$out/ttfs.log" | tail -24 ;;
 esac
