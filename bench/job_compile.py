@@ -23,7 +23,9 @@ Measurements
                  Python processes (service, workers, their compile pools), against one idle
                  worker's (``sandbox.warmup(wait=True)`` in a lone process, measured the same way);
                  the C++ compilers and instruction-set probes they run are shown apart
-                 ("compilers": in-process Inductor runs the same)
+                 ("compilers": in-process Inductor runs the same); judged by the sum of their
+                 proportional set sizes (PSS), which counts a page shared by a compile pool's
+                 forked processes once
   compiles       graphs compiled on the host (reports whose single_flight role is not
                  "waited"); waited: graphs a rank got from another rank's compile
 
@@ -370,6 +372,11 @@ def summarize(result: dict[str, Any]) -> bool:
         ok = ok and met
         print(f"  {label}: {_fmt(value, 'x')} (<= {limit}x): {'met' if met else 'NOT MET'}")
 
+    asked = result.get("args") or {}
+    if "sandbox" in str(asked.get("variants", "")).split(","):
+        for n in (int(x) for x in str(asked.get("ranks", "")).split(",") if x.strip()):
+            if (n, 1, "sandbox") not in med:
+                judge(f"sandbox, {n} rank(s), every target (no job ran)", None, 1.0)
     for (n, h, v), m in sorted(med.items()):
         if v != "sandbox" or h != 1:
             continue
@@ -387,7 +394,12 @@ def summarize(result: dict[str, Any]) -> bool:
             if ind is not None and ind1:
                 print(f"    (in-process Inductor, {n} ranks / 1 rank: {ind / ind1:.2f}x)")
         if idle_rss:
-            judge(f"sandbox RSS, {n} rank(s) / one idle worker", None if m["rss"] is None else m["rss"] / idle_rss, 1.5)
+            # PSS: a compile pool's forked processes share most of their pages, which RSS counts once each.
+            judge(
+                f"sandbox memory (PSS), {n} rank(s) / one idle worker's RSS",
+                None if m["pss"] is None else m["pss"] / idle_rss,
+                1.5,
+            )
         base = med.get((n, 1, "inductor"), {}).get("first")
         if base:
             limit = 0.5 if n >= 8 else 1.0

@@ -112,6 +112,11 @@ def test_job_compile_counts_every_process_of_a_job_and_says_not_reached(tmp_path
     proc = subprocess.run([sys.executable, JOB_BENCH, "--summarize", str(out)], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stdout
     assert "slowest first step, 1 rank(s), sandbox / in-process: not reached (<= 1.0x): NOT MET" in proc.stdout
+    # Asked for 8 ranks, and no sandbox job of 8 ranks ran (a spent --budget-s): said, and failed.
+    saved["args"] = {**saved["args"], "ranks": "1,8", "variants": "eager,inductor,sandbox"}
+    out.write_text(json.dumps(saved))
+    proc = subprocess.run([sys.executable, JOB_BENCH, "--summarize", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "sandbox, 8 rank(s), every target (no job ran): not reached" in proc.stdout
 
 
 TTFS_BENCH = str(ROOT / "bench" / "time_to_first_step.py")
@@ -134,3 +139,11 @@ def test_time_to_first_step_says_not_reached_when_no_graph_was_swapped_in(tmp_pa
 
     again = subprocess.run([sys.executable, TTFS_BENCH, "--summarize", str(out)], capture_output=True, text=True)
     assert again.returncode == 1 and "not reached in 1 of 1 runs" in again.stdout, again.stdout
+
+    # On the GPU, two workers are judged against one: the same run under both names is 1.00x, not <= 0.80x.
+    saved = json.loads(out.read_text())
+    saved["spec"]["device"] = "cuda"
+    saved["raw"] = {"sandbox": saved["raw"]["sandbox_async"], "sandbox_2w": saved["raw"]["sandbox_async"]}
+    out.write_text(json.dumps(saved))
+    gpu = subprocess.run([sys.executable, TTFS_BENCH, "--summarize", str(out)], capture_output=True, text=True)
+    assert "sandbox_2w first step / sandbox first step: 1.00x (target <= 0.80x): NOT met" in gpu.stdout, gpu.stdout
