@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from sandbox.isolation.pool import descendants
+from sandbox.isolation.processes import descendants
 
 T_MAIN = time.time()
 

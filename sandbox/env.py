@@ -120,6 +120,13 @@ _DECLARED = (
         "in async mode)",
     ),
     Variable(
+        "SANDBOX_WORKER_RESCUE_S",
+        SETTING,
+        "60",
+        "seconds an idle-priority warm-up may go without finishing while a compile or warmup(wait=True) waits, "
+        "before a worker starts beside it at normal priority (0: never)",
+    ),
+    Variable(
         "SANDBOX_WORKER_GPU_WARMUP",
         SETTING,
         "job",

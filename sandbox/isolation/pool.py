@@ -9,21 +9,24 @@ forgets the pool: it neither uses nor tears down the parent's workers.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import queue
 import select
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.isolation import protocol
+from sandbox import env as sandbox_env
+from sandbox.isolation import protocol, sizing
+from sandbox.isolation.processes import WorkerProcess, signal_name, tree_rss_bytes
 from sandbox.record.report import Failure
+
+log = logging.getLogger("sandbox")
 
 # How long a job waits for a worker that is still starting before the worker counts as hung,
 # unless timeout_s is longer: its start (import torch, warm-up) is not the graph's compile.
@@ -66,194 +69,6 @@ class JobResult:
     waited_s: float  # waiting for a free, ready worker
     sent_at: float
     received_at: float
-
-
-def _signal_name(code: int | None) -> str | None:
-    if code is None or code >= 0:
-        return None
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
-def _tree_rss_bytes(pid: int) -> int:
-    """Resident memory of a process and its descendants (Inductor's compile pool)."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    total = 0
-    for p in [pid, *descendants(pid)]:
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * page
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
-class WorkerProcess:
-    def __init__(self, index: int, log_dir: str, env: dict[str, str]) -> None:
-        self.index = index
-        job_r, self.job_w = os.pipe()
-        self.result_r, result_w = os.pipe()
-        lifeline_r, self.lifeline_w = os.pipe()
-        self.log_path = os.path.join(log_dir, f"worker-{index}-{time.time_ns()}.log")
-        self.spawned_at = time.time()
-        # Private, like its folder: a worker's log holds the user's code paths and tracebacks.
-        with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sandbox.isolation.worker",
-                    "--in-fd",
-                    str(job_r),
-                    "--out-fd",
-                    str(result_w),
-                    "--lifeline-fd",
-                    str(lifeline_r),
-                    "--parent-pid",
-                    str(os.getpid()),
-                    "--log-path",
-                    self.log_path,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=(job_r, result_w, lifeline_r),
-                env=env,
-                close_fds=True,
-            )
-        for fd in (job_r, result_w, lifeline_r):
-            os.close(fd)
-        self.pid = self.proc.pid
-        self.ready: dict[str, Any] | None = None
-        self.ready_event = threading.Event()
-        self.jobs = 0
-
-    def watch_ready(self, on_ready: Any) -> None:
-        """Read the worker's one 'ready' message in the background (the only reader until then)."""
-
-        def watch() -> None:
-            try:
-                reply = protocol.recv(self.result_r)
-                if reply.get("op") == "ready":
-                    self.ready = reply
-            except (protocol.ChannelClosed, OSError, EOFError):
-                pass
-            finally:
-                self.ready_event.set()
-            if self.ready is not None and on_ready is not None:
-                try:
-                    on_ready(self)
-                except Exception:
-                    pass
-
-        threading.Thread(target=watch, name=f"sandbox-worker-{self.index}-ready", daemon=True).start()
-
-    def fds(self) -> tuple[int, ...]:
-        return (self.job_w, self.result_r, self.lifeline_w)
-
-    def log_tail(self, n: int = 20) -> list[str]:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 16384))
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            return lines[-n:]
-        except OSError:
-            return []
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        tree: list[int] = []
-        if self.proc.poll() is None:
-            # The worker may have started Inductor's own compile pool: end the group's tree.
-            tree = kill_descendants(self.pid)
-            try:
-                self.proc.kill()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        wait_gone(tree)
-        self.close()
-
-    def remove_log(self) -> None:
-        """Once the worker is gone and what its log said is in the report (``log_tail``)."""
-        try:
-            os.unlink(self.log_path)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for fd in self.fds():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def forget(self) -> None:
-        """In a forked child: drop our copies of the pipes, leave the process alone."""
-        self.close()
-        self.proc.returncode = 0  # never waited on, never killed from here
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (from /proc), children first."""
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    kids = [int(c) for c in f.read().split() if int(c) not in out]
-                out.extend(kids)
-                todo.extend(kids)
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def _kill_quietly(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def kill_descendants(pid: int) -> list[int]:
-    """SIGKILL every live descendant of ``pid``; returns them, for :func:`wait_gone`."""
-    tree = descendants(pid)
-    for child in tree:
-        _kill_quietly(child)
-    return tree
-
-
-def _gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie (its memory, files and GPU context already freed)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
-    """Wait until killed processes have exited; returns those still there after ``timeout``.
-    A killed process frees its memory and its GPU context on its way out: waiting here makes
-    the process that started it pay for that, not whatever starts next on the machine
-    (docs/decisions/worker-exit.md)."""
-    deadline = time.monotonic() + timeout
-    left = [p for p in pids if not _gone(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.01)
-        left = [p for p in left if not _gone(p)]
-    return left
 
 
 # torch's debugging switches that would make a worker write files of its own (a second
@@ -364,11 +179,12 @@ class Pool:
                 "ready": w.ready is not None,
                 "jobs": w.jobs,
                 "started_by": self.started_by,
-                "rss_bytes": _tree_rss_bytes(w.pid) if w.alive() else 0,
+                "rss_bytes": tree_rss_bytes(w.pid) if w.alive() else 0,
                 "warm_up_s": (w.ready or {}).get("warm_up_s"),
                 "warm_up_phases": (w.ready or {}).get("phases"),
                 "warm_up_priority": (w.ready or {}).get("warm_up_priority"),
                 "start_to_ready_s": ((w.ready or {}).get("ready_at", w.spawned_at) - w.spawned_at) if w.ready else None,
+                "rescue_of": w.rescue_of,
             }
             for w in workers
         ]
@@ -379,14 +195,31 @@ class Pool:
         with self._lock:
             workers = list(self._workers)
         for w in workers:
-            if w.ready is None:
+            if w.ready is None and w.rescue_of is None:
                 self._await_ready(w, deadline)
 
     # -- one job -------------------------------------------------------------------
-    def _await_ready(self, w: WorkerProcess, deadline: float | None) -> None:
-        while not w.ready_event.wait(0.2):
+    def _await_ready(self, w: WorkerProcess, deadline: float | None) -> WorkerProcess:
+        """Wait for ``w``'s warm-up and return the worker to use. An idle-class warm-up gets no
+        CPU while every core is busy (data loading, other ranks), and an unprivileged process
+        cannot leave that class: after SANDBOX_WORKER_RESCUE_S a second worker starts beside it at
+        normal priority, and whichever is ready first is kept."""
+        rescue_after = self._rescue_after_s()
+        while True:
+            chosen = self._settle(w)
+            if chosen is not None:
+                return chosen
+            rescue = w.rescue
+            if w.ready_event.is_set() and (rescue is None or rescue.ready_event.is_set()):
+                raise self._death(w)  # died warming up (and so did its rescue, if any)
             if deadline is not None and time.time() >= deadline:
-                w.kill()
+                for c in (w, rescue):
+                    if c is not None:
+                        c.kill()
+                if rescue is not None:
+                    with self._lock:
+                        if rescue in self._workers:
+                            self._workers.remove(rescue)
                 raise WorkerFailure(
                     "timeout",
                     f"worker {w.pid} did not become ready {time.time() - w.spawned_at:.0f} s after it was "
@@ -395,8 +228,59 @@ class Pool:
                     signal="SIGKILL",
                     log_tail=w.log_tail(),
                 )
-        if w.ready is None:
-            raise self._death(w)
+            if rescue_after is not None and rescue is None and time.time() - w.spawned_at >= rescue_after:
+                self._start_rescue(w, rescue_after)
+            time.sleep(0.1)
+
+    def _rescue_after_s(self) -> float | None:
+        """Seconds before a starving idle-class warm-up gets a rescue; None where warm-ups are not idle-class."""
+        chosen = sandbox_env.get("SANDBOX_WORKER_WARMUP", self.env).lower()
+        if chosen not in ("", "idle") or (not chosen and sizing.gpu_machine(self.env)):
+            return None
+        try:
+            value = float(sandbox_env.get("SANDBOX_WORKER_RESCUE_S", self.env))
+        except ValueError:
+            value = float(sandbox_env.VARIABLES["SANDBOX_WORKER_RESCUE_S"].default)
+        return value if value > 0 else None
+
+    def _start_rescue(self, w: WorkerProcess, after: float) -> None:
+        with self._lock:
+            if w.rescue is not None or self.closed:
+                return
+            index = self._next_index
+            self._next_index += 1
+            rescue = WorkerProcess(index, self.log_dir, {**self.env, "SANDBOX_WORKER_WARMUP": "normal"})
+            rescue.rescue_of = w.pid
+            w.rescue = rescue
+            self._workers.append(rescue)
+        rescue.watch_ready(self.on_ready)
+        log.warning(
+            "sandbox: worker %d has not warmed up %.0f s after its start at idle priority (every core is busy); "
+            "worker %d starts beside it at normal priority, and the first one ready is kept "
+            "(SANDBOX_WORKER_WARMUP=normal starts workers so)",
+            w.pid,
+            after,
+            rescue.pid,
+        )
+
+    def _settle(self, w: WorkerProcess) -> WorkerProcess | None:
+        """The ready one of ``w`` and its rescue (the other is ended), or None while neither is."""
+        with self._lock:
+            if w.kept is not None:
+                return w.kept
+            rescue = w.rescue
+            if w.ready is not None:
+                w.kept, loser = w, rescue
+            elif rescue is not None and rescue.ready is not None:
+                w.kept, loser = rescue, w
+            else:
+                return None
+            if loser is not None and loser in self._workers:
+                self._workers.remove(loser)
+        if loser is not None:
+            loser.kill()
+            loser.remove_log()
+        return w.kept
 
     def _receive(self, w: WorkerProcess, deadline: float | None, memory_limit: int | None) -> dict[str, Any]:
         while True:
@@ -413,7 +297,7 @@ class Pool:
                 except (protocol.ChannelClosed, OSError, EOFError) as e:
                     raise self._death(w) from e
             if memory_limit:
-                rss = _tree_rss_bytes(w.pid)
+                rss = tree_rss_bytes(w.pid)
                 if rss > memory_limit:
                     w.kill()
                     raise WorkerFailure(
@@ -441,7 +325,7 @@ class Pool:
             code = w.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
-        sig = _signal_name(code)
+        sig = signal_name(code)
         how = f"was killed by {sig}" if sig else f"exited with code {code}"
         return WorkerFailure(
             "crash",
@@ -475,10 +359,10 @@ class Pool:
         limit = memory_limit_mb * 2**20 if memory_limit_mb else None
         healthy = False
         try:
-            if w.ready is None:
+            if w.ready is None or w.kept not in (None, w):
                 # timeout_s limits the compile; a worker still starting (a replacement after a
                 # failure, or the first one on a busy machine) gets at least START_LIMIT_S.
-                self._await_ready(w, None if timeout_s is None else time.time() + max(timeout_s, START_LIMIT_S))
+                w = self._await_ready(w, None if timeout_s is None else time.time() + max(timeout_s, START_LIMIT_S))
             waited = time.time() - t0
             sent_at = time.time()
             if self.compile_threads:

@@ -22,7 +22,7 @@ from typing import Any
 
 from sandbox import env
 from sandbox.isolation import protocol
-from sandbox.isolation.pool import kill_descendants, wait_gone
+from sandbox.isolation.processes import kill_descendants, wait_gone
 from sandbox.isolation.sizing import gpu_machine
 
 

@@ -41,7 +41,7 @@ def pid_alive(pid: int) -> bool:
 
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its live descendants (e.g. Inductor's compile pool in a worker)."""
-    from sandbox.isolation.pool import descendants
+    from sandbox.isolation.processes import descendants
 
     return [pid, *descendants(pid)]
 

@@ -250,6 +250,38 @@ def test_warm_up_priority_nice_is_reported_and_unknown_falls_back(tmp_path) -> N
         assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
 
 
+def test_a_starved_idle_warm_up_gets_a_normal_priority_worker_beside_it(tmp_path) -> None:
+    """Every core busy at normal priority: a worker warming up in the idle class (a CPU
+    machine's default) gets no CPU, and an unprivileged process cannot leave that class. After
+    SANDBOX_WORKER_RESCUE_S a second worker starts at normal priority; the graph compiles there,
+    and the starved one is ended."""
+    code = (
+        "import json, torch, sandbox; "
+        "f = torch.compile(lambda x: x.sin() + 1, backend='sandbox'); x = torch.randn(8); "
+        "ok = bool(torch.allclose(f(x), x.sin() + 1)); r = sandbox.reports()[-1]; "
+        "print(json.dumps({'ok': ok, 'outcome': r.outcome, 'worker_pid': r.worker_pid, "
+        "'workers': sandbox.workers()}))"
+    )
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(2, os.cpu_count() or 2))
+    ]
+    try:
+        env = script_env(tmp_path / "starved", {"SANDBOX_WORKER_RESCUE_S": "3"})
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=400)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["ok"] and seen["outcome"] == "isolated", seen
+    (worker,) = seen["workers"]  # the starved worker was ended once its rescue was ready
+    assert worker["pid"] == seen["worker_pid"] and worker["warm_up_priority"] == "normal", worker
+    starved = worker["rescue_of"]
+    assert starved and not pid_alive(starved), worker
+    assert f"worker {starved} has not warmed up" in out.stderr, out.stderr[-3000:]
+
+
 def test_async_option_alone_sets_the_warm_up_priority(tmp_path) -> None:
     """``options={"async": True}`` without SANDBOX_ASYNC in the environment: the workers the
     compile starts warm up at normal priority (an idle-class warm-up would starve behind the

@@ -41,7 +41,7 @@ import pytest
 import yaml
 from support import HELPERS, IN_CI, MARK, ROOT, fresh_cache_dir, script_env
 
-from sandbox.isolation.pool import descendants
+from sandbox.isolation.processes import descendants
 
 RULES = ROOT / "prometheus"
 RULE_FILES = [RULES / "recording.rules.yml", RULES / "alerts.rules.yml"]
@@ -498,6 +498,7 @@ def test_pool_tracks_jobs_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
         pid = 1
         job_w = -1
         jobs = 0
+        kept = None  # no rescue was started beside it
 
         def log_tail(self) -> list[str]:
             return []
