@@ -338,6 +338,7 @@ def main() -> int:
         "d": args.d,
         "batch": args.batch,
         "seq": args.seq,
+        "cpus": os.cpu_count(),  # of the machine that ran it: --summarize may run elsewhere
     }
     steps = (
         f"auto steps ({MIN_STEPS}, async: until swapped + {args.after_swap}, at most {args.max_steps} or "
@@ -451,7 +452,7 @@ def summarize(
     loads = [r["loadavg_1m_before"] for rs in raw.values() for r in rs]
     print(
         f"\nload average (1 min) before each run: min {min(loads):.1f}, median {statistics.median(loads):.1f}, "
-        f"max {max(loads):.1f} on {os.cpu_count()} CPUs"
+        f"max {max(loads):.1f} on {spec.get('cpus', '?')} CPUs"
     )
     if out_path:
         with open(out_path, "w") as f:
