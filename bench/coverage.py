@@ -15,10 +15,16 @@ Per entry and variant it prints the graphs by outcome, the samples that failed o
 or gradients did not match eager, and the wall time; then the totals, with each variant's time
 against in-process Inductor.
 
+Real architectures built from configs (``bench/_coverage_models.py``: GPT-2, BERT, T5, timm's
+resnet18 and ViT, torchvision's segmentation and detection; the ``models`` extra) run as entries
+``model:NAME``: one training step each against eager, loss and gradients compared, every graph
+accounted the same way, printed in a section of their own. ``--models all|none|a,b`` picks them.
+
     .venv/bin/python bench/coverage.py --ci                      # the fixed fast subset
     .venv/bin/python bench/coverage.py --ops sin,linalg.inv --variants sandbox,inductor
     .venv/bin/python bench/coverage.py --jobs 2 --shard 0/4 --out part0.json   # a quarter
     .venv/bin/python bench/coverage.py --merge part*.json                      # totals of parts
+    .venv/bin/python bench/coverage.py --models gpt2,bert --variants sandbox   # models only
 
 Each slice of entries runs in a child process (``bench/_coverage_child.py``) with its own
 Inductor cache folder and run store, so every graph compiles; ``--jobs N`` runs N children at
@@ -43,6 +49,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("sandbox", "stock", "inductor")
 BASELINE = "inductor"
+MODEL_PREFIX = "model:"  # as _coverage_models.PREFIX, which imports torch: the report needs neither
 
 # The fixed, fast subset: the linalg ops whose error checks thread effect tokens (the graphs
 # that used to stay in the user's process), a few plain ops, and every higher-order op case
@@ -70,6 +77,24 @@ def ci_entries(table: dict[str, Any], float_dtypes: Any) -> list[str]:
 
 def select(args: argparse.Namespace) -> list[str]:
     sys.path.insert(0, str(HERE))
+    from _coverage_models import select as select_models  # imports torch: loaded only for a sweep
+
+    # --models alone runs only those models (none: every op); beside --ops or --ci it adds them;
+    # neither: everything.
+    chosen_ops = bool(args.ops or args.ci)
+    spec = args.models if args.models is not None else ("" if chosen_ops else "all")
+    only_models = not chosen_ops and args.models not in (None, "none")
+    names = [] if only_models else _select_ops(args)
+    names += select_models(spec)
+    if args.shard:
+        i, n = (int(x) for x in args.shard.split("/"))
+        names = names[i::n]
+    if args.limit:
+        names = names[: args.limit]
+    return names
+
+
+def _select_ops(args: argparse.Namespace) -> list[str]:
     from _coverage_cases import entries, float_dtypes  # torch's OpInfo databases: loaded only for a sweep
 
     table = entries()
@@ -82,11 +107,6 @@ def select(args: argparse.Namespace) -> list[str]:
             raise SystemExit(f"unknown entries: {', '.join(unknown)} (names as in op_db, hop:NAME, case:NAME)")
     else:
         names = [n for n, op in table.items() if float_dtypes(op)]
-    if args.shard:
-        i, n = (int(x) for x in args.shard.split("/"))
-        names = names[i::n]
-    if args.limit:
-        names = names[: args.limit]
     return names
 
 
@@ -228,14 +248,22 @@ def run_sweep(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
 # --- totals and printing ----------------------------------------------------------------
 
 
-def totals(records: list[dict[str, Any]], variant: str) -> dict[str, Any]:
-    rows = [r for r in records if r["variant"] == variant]
+def is_model(name: str) -> bool:
+    return name.startswith(MODEL_PREFIX)
+
+
+def totals(records: list[dict[str, Any]], variant: str, models: bool = False) -> dict[str, Any]:
+    """One variant's sums over the operator entries, or with ``models`` over the model entries."""
+    rows = [r for r in records if r["variant"] == variant and is_model(r["op"]) == models]
     t: dict[str, Any] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
     for r in rows:
         t["entries"] += 1
         if "crashed" in r:
             t["crashed"] += 1
+            continue
+        if "not_installed" in r:
+            t["not_installed"] += 1
             continue
         for k in ("samples", "compared", "failed", "mismatch", "eager_error", "random"):
             t[k] += r.get(k, 0)
@@ -259,6 +287,8 @@ def _cell(r: dict[str, Any] | None) -> str:
         return "-"
     if "crashed" in r:
         return f"crashed ({r['crashed']})"
+    if "not_installed" in r:
+        return r["not_installed"]
     g = r.get("graphs", {})
     parts = [f"{g[k]} {label}" for k, label in (("isolated", "iso"), ("cache_hit", "hit")) if g.get(k)]
     if g.get("in_process"):
@@ -272,8 +302,21 @@ def _cell(r: dict[str, Any] | None) -> str:
 def report(result: dict[str, Any]) -> str:
     records, variants = result["records"], result["variants"]
     by = {(r["op"], r["variant"]): r for r in records}
+    ops = [n for n in result["entries"] if not is_model(n)]
+    lines = _op_section(ops, by, records, variants) if ops or not result["entries"] else []
+    models = [n for n in result["entries"] if is_model(n)]
+    if models:
+        lines += _model_section(models, by, records, variants)
+    lines.append(
+        f"wall: {result['sweep_wall_s']} s for the sweep ({result['jobs']} at once); per variant, its processes: "
+        + ", ".join(f"{v} {s:.0f} s" for v, s in result["process_wall_s"].items())
+    )
+    return "\n".join(lines)
+
+
+def _op_section(names: list[str], by: dict, records: list[dict[str, Any]], variants: list[str]) -> list[str]:
     lines = [f"| entry | samples | {' | '.join(variants)} |", "|---" * (len(variants) + 2) + "|"]
-    for name in result["entries"]:
+    for name in names:
         first = next((by[(name, v)] for v in variants if (name, v) in by), {})
         samples = first.get("samples", "-")
         lines.append(f"| {name} | {samples} | " + " | ".join(_cell(by.get((name, v))) for v in variants) + " |")
@@ -293,11 +336,46 @@ def report(result: dict[str, Any]) -> str:
         )
         for reason, n in list(t["reasons"].items())[:12]:
             lines.append(f"    {n:5d}  {reason[:200]}")
-    lines.append(
-        f"wall: {result['sweep_wall_s']} s for the sweep ({result['jobs']} at once); per variant, its processes: "
-        + ", ".join(f"{v} {s:.0f} s" for v, s in result["process_wall_s"].items())
-    )
-    return "\n".join(lines)
+    return lines
+
+
+def _model_cell(r: dict[str, Any] | None) -> str:
+    cell = _cell(r)
+    if r is not None and "loss" in r:
+        err = f", gradients within {r['grad_err']:.1e}" if "grad_err" in r else ""
+        if r.get("grad_rms64_at"):
+            err += f"; float64 {r['grad_rms64']:.1e} against eager's {r['grad_rms64_eager']:.1e}"
+        cell += f" loss {r['loss']:.6g} (eager {r['loss_eager']:.6g}{err})"
+    if r is not None and r.get("errors"):
+        cell += f" error: {r['errors'][0][:160]}"
+    return cell
+
+
+def _model_section(names: list[str], by: dict, records: list[dict[str, Any]], variants: list[str]) -> list[str]:
+    """Per model and variant: the graphs by outcome, the step's loss against eager, the seconds
+    of the compiled step (compiles included); then each variant's totals over the models."""
+    lines = ["", "## Models: one training step each", ""]
+    lines += [f"| model | {' | '.join(variants)} |", "|---" * (len(variants) + 1) + "|"]
+    for name in names:
+        cells = " | ".join(_model_cell(by.get((name, v))) for v in variants)
+        lines.append(f"| {name[len(MODEL_PREFIX) :]} | {cells} |")
+    lines.append("")
+    base = totals(records, BASELINE, models=True)["seconds"] if BASELINE in variants else None
+    for v in variants:
+        t = totals(records, v, models=True)
+        ratio = f", {t['seconds'] / base:.2f}x in-process Inductor" if base else ""
+        run = t.get("entries", 0) - t.get("not_installed", 0) - t.get("crashed", 0)
+        lines.append(
+            f"{v} models: {run} run, {t.get('not_installed', 0)} not installed, {t.get('crashed', 0)} crashed; "
+            f"{t['graphs']} graphs: {t.get('graphs_isolated', 0)} isolated ({t['isolated_pct']}% of compiled), "
+            f"{t.get('graphs_cache_hit', 0)} cache hits, {t.get('graphs_in_process', 0)} in the user's process, "
+            f"{t.get('graphs_failed', 0)} failed graphs; steps failed {t.get('failed', 0)}, "
+            f"mismatched {t.get('mismatch', 0)}, random {t.get('random', 0)}; "
+            f"{t['seconds']} s in compiled steps{ratio}"
+        )
+        for reason, n in list(t["reasons"].items())[:12]:
+            lines.append(f"    {n:5d}  {reason[:200]}")
+    return lines
 
 
 def merge(paths: list[str]) -> dict[str, Any]:
@@ -318,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ops", default="", help="comma-separated entries (op_db names, hop:NAME, case:NAME)")
     ap.add_argument("--ci", action="store_true", help="the fixed fast subset (float32, one sample per entry)")
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="all, none or comma-separated model names (bench/_coverage_models.py); alone: only these; "
+        "default: all with the full sweep, none with --ops or --ci",
+    )
     ap.add_argument("--limit", type=int, default=0, help="the first N selected entries")
     ap.add_argument("--shard", default="", help="i/n: every n-th entry from the i-th (0-based)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -342,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(names)} entries x {args.variants}", file=sys.stderr, flush=True)
         result = run_sweep(names, args)
     result["totals"] = {v: totals(result["records"], v) for v in result["variants"]}
+    result["model_totals"] = {v: totals(result["records"], v, models=True) for v in result["variants"]}
     print(report(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -7,6 +7,9 @@ regions, auto-functionalized custom ops; and ``with_effects`` from ``print``, an
 op and an effectful region; flex attention) through ``backend="sandbox"`` against eager,
 forward and backward where the op has one. Every graph must compile in a worker: one left in
 the user's process fails the test unless its reason is allowed below, by name.
+
+``--models gpt2`` runs one real architecture the same way: a tiny GPT-2 built from its config
+(transformers, the ``models`` extra), one training step against eager.
 """
 
 from __future__ import annotations
@@ -93,3 +96,42 @@ def test_the_report_names_every_entry(sweep) -> None:
     for name in sweep["entries"]:
         assert f"| {name} |" in table
     assert "sandbox: " in table and "in the user's process" in table
+
+
+# Model graphs that may stay in the user's process, each with the words its reason must contain.
+ALLOWED_MODEL_IN_PROCESS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def model_sweep(tmp_path_factory: pytest.TempPathFactory, probe_seed) -> dict:
+    if importlib.util.find_spec("transformers") is None:
+        hint = ".venv/bin/pip install -c constraints.txt -e '.[models]'"
+        missing(f"transformers is not installed (the coverage sweep's models): {hint}")
+    folder = tmp_path_factory.mktemp("coverage-models")
+    out = folder / "models.json"
+    cmd = [sys.executable, BENCH, "--models", "gpt2", "--variants", "sandbox", "--cache-seed", str(probe_seed)]
+    cmd += ["--out", str(out)]
+    env = script_env(folder / "inductor-cache")
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
+    result = json.loads(out.read_text())
+    result["stdout"] = proc.stdout
+    return result
+
+
+def test_a_gpt2_training_step_crosses_and_matches_eager(model_sweep) -> None:
+    assert model_sweep["entries"] == ["model:gpt2"]
+    (rec,) = model_sweep["records"]
+    assert "crashed" not in rec and "not_installed" not in rec, rec
+    assert rec["samples"] == 1 and rec["compared"] == 1, rec
+    assert rec["failed"] == 0 and rec["mismatch"] == 0, rec
+    assert abs(rec["loss"] - rec["loss_eager"]) <= 1e-4 * abs(rec["loss_eager"]), rec
+    graphs = rec["graphs"]
+    assert graphs.get("isolated", 0) >= 2, rec  # at least a forward and its backward
+    assert set(graphs) <= {"isolated", "cache_hit", "in_process"}, rec  # no graph failed
+    allowed = ALLOWED_MODEL_IN_PROCESS.get("gpt2")
+    left = [f"{n} graph(s): {r}" for r, n in rec["reasons"].items() if not (allowed and allowed in r)]
+    assert not left, "graphs in the user's process:\n" + "\n".join(left)
+    totals = model_sweep["model_totals"]["sandbox"]
+    assert totals["graphs"] == sum(graphs.values()) and totals.get("graphs_in_process", 0) == 0, totals
+    assert "| gpt2 |" in model_sweep["stdout"] and "sandbox models: 1 run" in model_sweep["stdout"]
