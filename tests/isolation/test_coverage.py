@@ -105,7 +105,7 @@ ALLOWED_MODEL_IN_PROCESS: dict[str, str] = {}
 @pytest.fixture(scope="module")
 def model_sweep(tmp_path_factory: pytest.TempPathFactory, probe_seed) -> dict:
     if importlib.util.find_spec("transformers") is None:
-        hint = ".venv/bin/pip install -c constraints.txt -e '.[models]'"
+        hint = "make install (the test extra holds it)"
         missing(f"transformers is not installed (the coverage sweep's models): {hint}")
     folder = tmp_path_factory.mktemp("coverage-models")
     out = folder / "models.json"
