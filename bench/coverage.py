@@ -327,16 +327,27 @@ def _op_section(names: list[str], by: dict, records: list[dict[str, Any]], varia
         ratio = f", {t['seconds'] / base:.2f}x in-process Inductor" if base else ""
         lines.append(
             f"{v}: {t.get('entries', 0)} entries, {t.get('samples', 0)} samples ({t.get('compared', 0)} compared, "
-            f"{t.get('random', 0)} random, {t.get('eager_error', 0)} eager errors), {t['graphs']} graphs: "
-            f"{t.get('graphs_isolated', 0)} isolated ({t['isolated_pct']}% of compiled), "
-            f"{t.get('graphs_cache_hit', 0)} cache hits, {t.get('graphs_in_process', 0)} in the user's process, "
-            f"{t.get('graphs_failed', 0)} failed graphs; samples failed {t.get('failed', 0)}, "
+            f"{t.get('random', 0)} random, {t.get('eager_error', 0)} eager errors), {_graphs(t)}; "
+            f"samples failed {t.get('failed', 0)}, "
             f"mismatched {t.get('mismatch', 0)}, entries crashed {t.get('crashed', 0)}; "
             f"{t['seconds']} s in entries{ratio}"
         )
-        for reason, n in list(t["reasons"].items())[:12]:
-            lines.append(f"    {n:5d}  {reason[:200]}")
+        lines += _reasons(t)
     return lines
+
+
+def _graphs(t: dict[str, Any]) -> str:
+    """A variant's graphs by outcome, as its totals line says them."""
+    return (
+        f"{t['graphs']} graphs: {t.get('graphs_isolated', 0)} isolated ({t['isolated_pct']}% of compiled), "
+        f"{t.get('graphs_cache_hit', 0)} cache hits, {t.get('graphs_in_process', 0)} in the user's process, "
+        f"{t.get('graphs_failed', 0)} failed graphs"
+    )
+
+
+def _reasons(t: dict[str, Any]) -> list[str]:
+    """The variant's commonest reasons a graph stayed in the user's process or failed, with counts."""
+    return [f"    {n:5d}  {reason[:200]}" for reason, n in list(t["reasons"].items())[:12]]
 
 
 def _model_cell(r: dict[str, Any] | None) -> str:
@@ -367,14 +378,11 @@ def _model_section(names: list[str], by: dict, records: list[dict[str, Any]], va
         run = t.get("entries", 0) - t.get("not_installed", 0) - t.get("crashed", 0)
         lines.append(
             f"{v} models: {run} run, {t.get('not_installed', 0)} not installed, {t.get('crashed', 0)} crashed; "
-            f"{t['graphs']} graphs: {t.get('graphs_isolated', 0)} isolated ({t['isolated_pct']}% of compiled), "
-            f"{t.get('graphs_cache_hit', 0)} cache hits, {t.get('graphs_in_process', 0)} in the user's process, "
-            f"{t.get('graphs_failed', 0)} failed graphs; steps failed {t.get('failed', 0)}, "
+            f"{_graphs(t)}; steps failed {t.get('failed', 0)}, "
             f"mismatched {t.get('mismatch', 0)}, random {t.get('random', 0)}; "
             f"{t['seconds']} s in compiled steps{ratio}"
         )
-        for reason, n in list(t["reasons"].items())[:12]:
-            lines.append(f"    {n:5d}  {reason[:200]}")
+        lines += _reasons(t)
     return lines
 
 

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import ROOT, missing, script_env
@@ -44,13 +45,17 @@ HIGHER_ORDER += ("case:effectful_custom_op", "case:effectful_region", "case:flex
 def sweep(tmp_path_factory: pytest.TempPathFactory, probe_seed) -> dict:
     if importlib.util.find_spec("expecttest") is None:
         missing("expecttest is not installed (torch's OpInfo databases import it): pip install expecttest")
-    folder = tmp_path_factory.mktemp("coverage")
+    return _run_bench(tmp_path_factory.mktemp("coverage"), probe_seed, ["--ci"], timeout=420)
+
+
+def _run_bench(folder: Path, probe_seed: Path, select: list[str], timeout: float) -> dict:
+    """``bench/coverage.py`` on ``select`` through the sandbox only: its JSON result and stdout."""
     out = folder / "coverage.json"
-    cmd = [sys.executable, BENCH, "--ci", "--variants", "sandbox", "--cache-seed", str(probe_seed)]
+    cmd = [sys.executable, BENCH, *select, "--variants", "sandbox", "--cache-seed", str(probe_seed)]
     cmd += ["--out", str(out)]
     # The bench gives each of its children an Inductor cache and a run store of its own.
     env = script_env(folder / "inductor-cache")
-    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=420)
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
     result = json.loads(out.read_text())
     result["stdout"] = proc.stdout
@@ -107,16 +112,7 @@ def model_sweep(tmp_path_factory: pytest.TempPathFactory, probe_seed) -> dict:
     if importlib.util.find_spec("transformers") is None:
         hint = "make install (the test extra holds it)"
         missing(f"transformers is not installed (the coverage sweep's models): {hint}")
-    folder = tmp_path_factory.mktemp("coverage-models")
-    out = folder / "models.json"
-    cmd = [sys.executable, BENCH, "--models", "gpt2", "--variants", "sandbox", "--cache-seed", str(probe_seed)]
-    cmd += ["--out", str(out)]
-    env = script_env(folder / "inductor-cache")
-    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
-    result = json.loads(out.read_text())
-    result["stdout"] = proc.stdout
-    return result
+    return _run_bench(tmp_path_factory.mktemp("coverage-models"), probe_seed, ["--models", "gpt2"], timeout=300)
 
 
 def test_a_gpt2_training_step_crosses_and_matches_eager(model_sweep) -> None:
