@@ -230,7 +230,10 @@ class Pool:
                 )
             if rescue_after is not None and rescue is None and time.time() - w.spawned_at >= rescue_after:
                 self._start_rescue(w, rescue_after)
-            time.sleep(0.1)
+            # Woken by the worker's ready message at once, as before rescues existed; a rescue's within 0.1 s.
+            waiting = next((c for c in (w, w.rescue) if c is not None and not c.ready_event.is_set()), None)
+            if waiting is not None:
+                waiting.ready_event.wait(0.1)
 
     def _rescue_after_s(self) -> float | None:
         """Seconds before a starving idle-class warm-up gets a rescue; None where warm-ups are not idle-class."""
