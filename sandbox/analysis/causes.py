@@ -550,7 +550,10 @@ def _ranked(causes: list[Cause]) -> list[Cause]:
         # A recorded event (a wait) leads the environment class: "the machine or noise" is what is left
         # unexplained, so it comes last however many seconds it holds.
         residual = (c.cause == "environment" and not c.evidence) or c.cause == "runtime_noise"
-        # What B's training step pays comes first: a kernel that runs slower for a build reason.
-        return (rank, c.cause != "runtime_change", residual, rank < 2 and not c.graphs, -abs(c.seconds))
+        # What B's training step pays comes first: a kernel that runs slower for a build reason, then a
+        # graph that failed to compile and ran eagerly (the graphs compiled beside it changed because
+        # of the same code, and their seconds depend on the machine's load, not on the cause).
+        first = {"runtime_change": 0, "compile_failure": 1}.get(c.cause, 2)
+        return (rank, first, residual, rank < 2 and not c.graphs, -abs(c.seconds))
 
     return sorted(causes, key=key)

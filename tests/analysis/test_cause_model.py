@@ -163,6 +163,22 @@ def test_a_compile_failure() -> None:
     assert first.cause == "compile_failure" and "failed to compile (crash" in first.text and "ran eagerly" in first.text
 
 
+def test_a_compile_failure_leads_the_graphs_its_code_change_made_compile_beside_it() -> None:
+    """The planted failure's backward graph compiles anew beside it (the same code change); however
+    long that compile takes on a loaded machine, the failure is named first."""
+    a, b = _run(), _run()
+    failure = Failure("crash", "worker 12 was killed by SIGSEGV", worker_pid=12)
+    gelu = [{"name": "cpp_fused_add_gelu_0", "kind": "cpp", "ops": ["add", "gelu"]}]
+    ra = [_report(a, 0, duration=0.1), _report(a, 1, kind="backward", duration=0.1)]
+    rb = [
+        _report(b, 0, outcome="failed", failure=failure, fallback="eager", kernels=[], duration=0.2),
+        _report(b, 1, kind="backward", graph_hash="g2", kernels=gelu, duration=6.0, wait=7.8),
+    ]
+    causes = explain(a, ra, b, rb)
+    assert [c.cause for c in causes[:2]] == ["compile_failure", "kernel_change"], [c.text for c in causes]
+    assert causes[1].seconds > causes[0].seconds
+
+
 def test_only_the_machine_differs() -> None:
     a, b = _run(), _run()
     ra = [_report(a, 0, duration=1.0), _report(a, 1, kind="backward", duration=1.0)]

@@ -361,13 +361,17 @@ def test_torchrun_job_compiles_each_graph_once(
     assert waiter["single_flight"]["waited_s"] > 1.0
     print(f"2-rank job, each graph once: {seconds:.1f} s; compiles {compiles}")
 
-    # Every face says it: Prometheus on each rank, `sandbox job`, the Job page.
-    waited = 'sandbox_single_flight_compiles_total{role="waited",via="service"} '
-    assert f"{waited}1.0" in ranks[waiter["rank"]]["metrics"]
-    assert (
-        'sandbox_single_flight_compiles_total{role="compiled",via="service"} 1.0' in ranks[compiler["rank"]]["metrics"]
-    )
-    assert 'sandbox_single_flight_wait_seconds_count{via="service"} 1.0' in ranks[waiter["rank"]]["metrics"]
+    # Every face says it: Prometheus on each rank counts what that rank's reports say (the
+    # backward graph may be waited for too, or found in the caches, as the ranks' timing falls).
+    for rank, d in ranks.items():
+        roles = [role for pairs in compiles.values() for r, role in pairs if r == rank]
+        for role in ("compiled", "waited"):
+            line = f'sandbox_single_flight_compiles_total{{role="{role}",via="service"}} {float(roles.count(role))}'
+            if roles.count(role):
+                assert line in d["metrics"], (rank, role, roles)
+        if roles.count("waited"):
+            wait_line = f'sandbox_single_flight_wait_seconds_count{{via="service"}} {float(roles.count("waited"))}'
+            assert wait_line in d["metrics"], (rank, roles)
     rc = cli_main(["--store", str(store), "job", "service-job"])
     text = capsys.readouterr().out
     assert rc == 0, text
