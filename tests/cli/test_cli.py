@@ -369,10 +369,11 @@ def test_diff_shows_graphs_kernels_stages_and_metrics(
     assert "inductor_config.max_autotune: None -> True" in out
     # the causes first, numbered, before every table:
     why = out[out.index("\nwhy:\n") : out.index("graphs:")].splitlines()
-    # graphs only one run compiled (nothing else explains them), the failed graph, the mode, the longer wait
-    assert why[2] == "  1. B compiled 1 graph of forward at model.py:20 that A did not, +0.8 s"
-    assert why[3] == "  2. A compiled 1 graph of eval_step at train.py:30 that B did not, -0.8 s"
-    assert why[4].startswith("  3. B's forward graph of loss_fn at train.py:5 failed to compile (crash: worker 4242")
+    # the failed graph (B ran it eagerly), graphs only one run compiled (nothing else explains them),
+    # the mode, the longer wait
+    assert why[2].startswith("  1. B's forward graph of loss_fn at train.py:5 failed to compile (crash: worker 4242")
+    assert why[3] == "  2. B compiled 1 graph of forward at model.py:20 that A did not, +0.8 s"
+    assert why[4] == "  3. A compiled 1 graph of eval_step at train.py:30 that B did not, -0.8 s"
     assert why[5] == "  4. B compiles with another mode, max_autotune=True (A: default)"
     assert why[6].startswith("  5. B waited 2.5 s longer for a worker")
     assert "graphs:  3 matched, 1 added, 1 removed" in out
@@ -427,9 +428,9 @@ def test_diff_json_parses(filled: tuple[Path, dict[str, Run]], capsys: pytest.Ca
     wait = next(s for s in d["stage_deltas"] if s["stage"] == "wait_for_worker")
     assert wait["delta_s"] == pytest.approx(2.5) and wait["origin"] == "parent"
     assert [v["cause"] for v in d["verdict"]] == [
-        "graph_change",
-        "graph_change",
         "compile_failure",
+        "graph_change",
+        "graph_change",
         "mode_change",
         "environment",
     ]
