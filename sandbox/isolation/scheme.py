@@ -143,6 +143,8 @@ class IsolatedCompile:
             "sys_path": [p for p in sys.path if p],
             "torch_tools": torch_tools.request(),
             "flight": flight,
+            # The worker starts CUDA and Triton's compile pool for a GPU graph only (worker.gpu_graph).
+            "devices": {"cpu": self.devices[0], "gpu": self.devices[1]},
         }
         if self.defer is not None:
             # Async mode (or forward and backward side by side): the worker compiles while

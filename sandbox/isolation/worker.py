@@ -183,11 +183,12 @@ class Worker:
                     flush=True,
                 )
         gpu_phases: dict[str, float] = {}
-        if self.gpu and not self.gpu_warm:  # CUDA, Triton and the compile pool at the first job (_gpu_warm_up_at)
+        gpu_job = gpu_graph(self.gpu, msg)
+        if gpu_job and not self.gpu_warm:  # CUDA, Triton and the compile pool at the first GPU job (_gpu_warm_up_at)
             t = time.time()
             _at_priority(self.warm[2], self.warm_up_gpu, gpu_phases)
             gpu_phases["gpu_warm_up_at_job_s"] = time.time() - t
-        if self.gpu:
+        if gpu_job:
             triton.launch_compile_pool()  # GPU: started at warm-up already, unless SANDBOX_WORKER_POOL=job
         try:
             wire.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
@@ -323,6 +324,18 @@ def _leave() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def gpu_graph(gpu_machine: bool, job: dict[str, Any]) -> bool:
+    """Whether this job needs CUDA, Triton and Triton's compile pool in the worker: on a GPU
+    machine, a graph with inputs on a GPU, or one whose parent did not say (as before). A CPU
+    graph on a GPU machine (CPU ranks, a CPU part of the model) compiles C++ kernels on
+    Inductor's thread pool: a CUDA context and a compile pool of one process per core would
+    only cost it memory and CPU time (docs/decisions/gpu-worker-warm-up.md)."""
+    if not gpu_machine:
+        return False
+    devices = job.get("devices")
+    return not isinstance(devices, dict) or bool(devices.get("gpu", True))
 
 
 def _gpu_warm_up_at() -> str:

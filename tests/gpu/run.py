@@ -19,6 +19,9 @@ Scenarios
             context of the sandbox's making in the user's process, which prepared Triton for
             the first load while the worker compiled and ran no CPU-ISA probe; the worker
             initialised the CUDA driver beside its `import torch`
+  cpu_graph a CPU graph, then a GPU graph, through one worker: the CPU graph starts no CUDA
+            and no Triton compile pool in the worker (its C++ kernels compile on Inductor's
+            threads); the GPU graph starts them
   store     the same model compiled twice into one store (default mode, then
             mode="max-autotune-no-cudagraphs"), call 3 of each graph profiled (profile_steps):
             `sandbox diff` shows the kernel differences; every launched kernel has a runtime,
@@ -157,6 +160,30 @@ def scenario_zoo(names: list[str]) -> None:
             "torch": torch.__version__,
         }
     )
+
+
+def scenario_cpu_graph() -> None:
+    """A CPU graph, then a GPU graph, through one worker on the GPU machine."""
+    import torch
+
+    import sandbox
+    from sandbox import zoo
+
+    sandbox.warmup(workers=1, wait=True)
+    out: dict[str, Any] = {}
+    for device in ("cpu", "cuda"):
+        eager = zoo.run("mlp", backend=None, steps=2, device=device)
+        compiled = zoo.run("mlp", backend="sandbox", steps=2, device=device)
+        torch._dynamo.reset()
+        time.sleep(1.0)  # a compile's C++ compiler processes are gone by now
+        workers = sandbox.workers()
+        out[device] = {
+            "problems": _compare(eager, compiled),
+            "outcomes": sorted({r.outcome for r in sandbox.reports()}),
+            "helpers": [h for w in workers for h in _descendants(w["pid"])],
+            "workers": [w["pid"] for w in workers],
+        }
+    _emit(out)
 
 
 PROFILED_CALL = 3  # the call of each graph profiled in the store runs (after autotuning's first call)
@@ -524,7 +551,29 @@ def check_failures(c: Checks, tmp: str, out_dir: str) -> None:
         )
 
 
-CHECKS = {"zoo": check_zoo, "store": check_store, "failures": check_failures}
+def check_cpu_graph(c: Checks, tmp: str, out_dir: str) -> None:
+    """A CPU graph on the GPU machine leaves CUDA and Triton's compile pool alone in the worker;
+    the first GPU graph after it starts them."""
+    res, log = _run(["--scenario", "cpu_graph"], _env(tmp, "cpu_graph"))
+    if not c.check("cpu_graph scenario ran", res is not None, log):
+        return
+    cpu, gpu = res["cpu"], res["cuda"]
+    cpu_ok = not cpu["problems"] and cpu["outcomes"] == ["isolated"]
+    c.check("a CPU graph on the GPU machine matches eager", cpu_ok, cpu)
+    c.check(
+        "a CPU graph started no compile pool in the worker",
+        not [h for h in cpu["helpers"] if "compile_worker" in h["cmd"]],
+        cpu["helpers"][:3],
+    )
+    c.check("the GPU graph after it matches eager", not gpu["problems"] and gpu["outcomes"] == ["isolated"], gpu)
+    c.check(
+        "the GPU graph started the compile pool in the same worker",
+        gpu["workers"] == cpu["workers"] and any("compile_worker" in h["cmd"] for h in gpu["helpers"]),
+        {"workers": (cpu["workers"], gpu["workers"]), "helpers": gpu["helpers"][:3]},
+    )
+
+
+CHECKS = {"zoo": check_zoo, "cpu_graph": check_cpu_graph, "store": check_store, "failures": check_failures}
 
 
 def main() -> int:
@@ -539,6 +588,9 @@ def main() -> int:
         return 0
     if a.scenario == "store_run":
         scenario_store_run(*a.args)
+        return 0
+    if a.scenario == "cpu_graph":
+        scenario_cpu_graph()
         return 0
     if a.scenario == "failures":
         scenario_failures(a.args[0])
