@@ -23,7 +23,7 @@ python3 -c "import sandbox" 2>/dev/null && python3 -c "from importlib.metadata i
 echo "cores $(nproc); $(nvidia-smi -L 2>/dev/null | head -1)"
 case $what in
 ranks)
-    python3 bench/job_compile.py --ranks 1,8 --repeats 1 --variants eager,inductor,sandbox --out "$out/job_ranks.json" "$@" 2>&1 | grep -v '^{' | tail -40 ;;
+    python3 bench/job_compile.py --ranks 1,8 --repeats 1 --variants eager,inductor,sandbox --budget-s ${RANKS_BUDGET_S:-900} --grace-limit-s 20 --out "$out/job_ranks.json" "$@" 2>&1 | tee "$out/job_ranks.log" | grep -v '^{' | tail -40 ;;
 gpu)
     python3 bench/time_to_first_step.py --device cuda --variants inductor,sandbox,sandbox_2w --repeats 3 --steps 20 --out "$out/ttfs.json" 2>&1 | tail -30
     python3 bench/job_compile.py --device cuda --ranks 2 --repeats 1 --variants inductor,sandbox,sandbox_off --out "$out/job_gpu.json" "$@" 2>&1 | grep -v '^{' | tail -25 ;;

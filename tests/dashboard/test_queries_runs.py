@@ -47,9 +47,13 @@ def test_filters(store) -> None:
     assert list(q.filter_runs(runs, text="EXPERIMENT")["name"]) == ["simd"]
     baseline = runs[runs["name"] == "baseline"].iloc[0]
     assert list(q.filter_runs(runs, text=baseline["run_id"][:10])["name"]) == ["baseline"]
-    today = dt.date.today()
-    assert len(q.filter_runs(runs, since=today, until=today)) == 3
-    assert q.filter_runs(runs, until=today - dt.timedelta(days=2)).empty
+    # The days the runs started on (local time, as the filter reads them): a suite that runs
+    # across midnight made them on another day than today.
+    days = [dt.datetime.fromtimestamp(t).date() for t in runs["started_at"]]
+    first, last = min(days), max(days)
+    assert len(q.filter_runs(runs, since=first, until=last)) == 3
+    assert q.filter_runs(runs, until=first - dt.timedelta(days=1)).empty
+    assert q.filter_runs(runs, since=last + dt.timedelta(days=1)).empty
 
 
 def test_previous_run_and_resolution(store, real: RealStore) -> None:

@@ -277,12 +277,14 @@ DEAD_COLLECTOR_EXIT_EXTRA_S = 1.0 + 1.5  # + 1.5 s for exit noise (worker pool s
 DEAD_COLLECTOR_EXTRA_S = 15.0
 
 
-def test_dead_collector_costs_a_bounded_time_and_one_warning(child_script, tmp_path, probe_seed) -> None:
-    off = _run("off", child_script, tmp_path, probe_seed, {})
+def _off_and_dead(child_script: Path, tmp_path: Path, probe_seed: Path, attempt: int) -> tuple[Any, float, Any, float]:
+    """One run with tracing off and one against a dead collector, with each one's exit time
+    (from its last line to its end, the worker's exit included)."""
+    off = _run(f"off{attempt}", child_script, tmp_path, probe_seed, {})
     off_exit = time.time() - off["emitted_at"]
     dead_port = free_port()  # bound, then closed: nothing listens there
     dead = _run(
-        "dead",
+        f"dead{attempt}",
         child_script,
         tmp_path,
         probe_seed,
@@ -292,7 +294,17 @@ def test_dead_collector_costs_a_bounded_time_and_one_warning(child_script, tmp_p
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead_port}",
         },
     )
-    dead_exit = time.time() - dead["emitted_at"]
+    return off, off_exit, dead, time.time() - dead["emitted_at"]
+
+
+def test_dead_collector_costs_a_bounded_time_and_one_warning(child_script, tmp_path, probe_seed) -> None:
+    off, off_exit, dead, dead_exit = _off_and_dead(child_script, tmp_path, probe_seed, 0)
+    if dead_exit - off_exit >= DEAD_COLLECTOR_EXIT_EXTRA_S or dead.seconds - off.seconds >= DEAD_COLLECTOR_EXTRA_S:
+        # Timed once more: a test beside this one on a 2-core machine can stall one exit by
+        # seconds (seen once in CI: 6.8 s against 1.4 s, not reproduced alone or beside spinners);
+        # a dead collector that really costs the exit more fails both pairs.
+        print(f"first pair: exit {dead_exit:.1f} s vs {off_exit:.1f} s; timing once more")
+        off, off_exit, dead, dead_exit = _off_and_dead(child_script, tmp_path, probe_seed, 1)
     _check_reports(dead["reports"])
     _check_reports(off["reports"])
     warnings = dead.stderr.count(EXPORT_WARNING)
