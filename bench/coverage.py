@@ -77,6 +77,9 @@ def ci_entries(table: dict[str, Any], float_dtypes: Any) -> list[str]:
 
 def select(args: argparse.Namespace) -> list[str]:
     sys.path.insert(0, str(HERE))
+    # This process only lists the entries: a worker started by its import of torch would warm up
+    # beside the first slice and slow it (the children's environments set their own).
+    os.environ["SANDBOX_PRESTART"] = "off"
     from _coverage_models import select as select_models  # imports torch: loaded only for a sweep
 
     # --models alone runs only those models (none: every op); beside --ops or --ci it adds them;
