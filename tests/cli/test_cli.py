@@ -32,14 +32,19 @@ SCRIPT = Path(sys.executable).with_name("sandbox")
 WORKER_PID = 4242
 
 
+# One "today" for the runs and the dates the tests filter them by: a suite that crosses midnight
+# between building the runs and filtering them would otherwise be a day off at the bounds.
+TODAY = dt.date.today()
+
+
 def days_ago(n: float, hour: int = 10) -> float:
-    """Local ``hour`` o'clock, ``n`` days before today."""
-    today = dt.datetime.now().replace(hour=hour, minute=0, second=0, microsecond=0)
-    return (today - dt.timedelta(days=n)).timestamp()
+    """Local ``hour`` o'clock, ``n`` days before ``TODAY``."""
+    day = dt.datetime.combine(TODAY, dt.time(hour=hour))
+    return (day - dt.timedelta(days=n)).timestamp()
 
 
 def date_of(n: float) -> str:
-    return (dt.date.today() - dt.timedelta(days=n)).isoformat()
+    return (TODAY - dt.timedelta(days=n)).isoformat()
 
 
 # --- synthetic runs ----------------------------------------------------------------------
