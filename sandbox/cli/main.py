@@ -38,7 +38,7 @@ from sandbox.cli import render, render_job, safe_text
 from sandbox.cli.render_runtime import kernel_runtimes, runtime_deltas
 from sandbox.record.report import CompileReport
 from sandbox.sinks.perfetto import chrome_trace
-from sandbox.store import Store, StoreError, default_location, masked, open_store, spool
+from sandbox.store import Store, StoreError, default_location, masked, open_store, secrets, spool
 
 DEFAULT_LIMIT = 20
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -426,6 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     if command == "gc" and args.keep is None and args.older_than is None:
         parser.exit(2, "sandbox gc: give --keep N and/or --older-than AGE (e.g. --keep 100 --older-than 30d)\n")
     location = args.store or default_location()
+    if args.store and secrets(args.store) and command != "dashboard":
+        # A command line is readable by every user of the machine (ps, /proc/PID/cmdline); the
+        # dashboard replaces this process with Streamlit at once and hands it the store in its environment.
+        err.write(
+            "sandbox: the password in --store is visible to other users of this machine while the command runs; "
+            "put the location in SANDBOX_STORE, or the password in ~/.pgpass\n"
+        )
     try:
         # Argument values first: a typo is reported before any store is opened.
         if command == "runs":

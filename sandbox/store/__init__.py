@@ -9,10 +9,10 @@ string (``host=db dbname=runs ...``) opens a shared PostgreSQL database; any oth
 from __future__ import annotations
 
 from sandbox.store.base import Store, StoreError
-from sandbox.store.location import default_location, is_postgresql, looks_like_url, masked, redact
+from sandbox.store.location import default_location, is_postgresql, looks_like_url, masked, redact, secrets
 from sandbox.store.sqlite import SQLiteStore
 
-__all__ = ["Store", "StoreError", "default_location", "is_postgresql", "masked", "open_store", "redact"]
+__all__ = ["Store", "StoreError", "default_location", "is_postgresql", "masked", "open_store", "redact", "secrets"]
 
 
 def open_store(location: str | None = None, readonly: bool = False, statement_timeout_s: float | None = None) -> Store:

@@ -182,12 +182,26 @@ def test_cli_errors_never_show_the_password(name: str, guarded: PostgresServer, 
         assert proc.returncode == 1, (args, output)
         assert leaked(output) == [], (args, output)
         assert masked(location) in proc.stderr, (args, output)
+        assert "password in --store is visible to other users" in proc.stderr, (args, output)
         if real:  # it reached the server, which refused the wrong password
             assert "password authentication failed" in proc.stderr, (args, output)
         else:
             assert "not a store location" in proc.stderr, (args, output)
     assert files_under(tmp_path / "cwd") == []  # no SQLite file named after the location
     assert not (tmp_path / "cache").exists()  # nor the default store
+
+
+def test_a_password_from_the_environment_gets_no_command_line_warning(tmp_path: Path) -> None:
+    """SANDBOX_STORE is the way the --store warning points to: it says nothing there (the port is
+    closed, so the command fails on the connection, with the password masked)."""
+    env = dict(cli_env(tmp_path), SANDBOX_STORE=f"postgresql://someone:{SECRET}@127.0.0.1:1/runs")
+    (tmp_path / "cwd").mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [str(SCRIPT), "runs"], cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "visible to other users" not in proc.stderr
+    assert leaked(proc.stdout + proc.stderr) == [], proc.stderr
 
 
 # --- the training process, its spool and the listing ----------------------------------------------
