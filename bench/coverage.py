@@ -13,7 +13,9 @@ per variant:
 
 Per entry and variant it prints the graphs by outcome, the samples that failed or whose output
 or gradients did not match eager, and the wall time; then the totals, with each variant's time
-against in-process Inductor.
+against in-process Inductor. A sample whose eager output changes with the seed counts as random,
+one of an entry that returns uninitialized memory (``empty``, ``new_empty``, ...) as uninitialized:
+both compile and run, and their values are not compared.
 
 Real architectures built from configs (``bench/_coverage_models.py``: GPT-2, BERT, T5, timm's
 resnet18 and ViT, torchvision's segmentation and detection; the ``models`` extra) run as entries
@@ -268,7 +270,7 @@ def totals(records: list[dict[str, Any]], variant: str, models: bool = False) ->
         if "not_installed" in r:
             t["not_installed"] += 1
             continue
-        for k in ("samples", "compared", "failed", "mismatch", "eager_error", "random"):
+        for k in ("samples", "compared", "failed", "mismatch", "eager_error", "random", "uninitialized"):
             t[k] += r.get(k, 0)
         for k, v in r.get("graphs", {}).items():
             t[f"graphs_{k}"] += v
@@ -330,7 +332,8 @@ def _op_section(names: list[str], by: dict, records: list[dict[str, Any]], varia
         ratio = f", {t['seconds'] / base:.2f}x in-process Inductor" if base else ""
         lines.append(
             f"{v}: {t.get('entries', 0)} entries, {t.get('samples', 0)} samples ({t.get('compared', 0)} compared, "
-            f"{t.get('random', 0)} random, {t.get('eager_error', 0)} eager errors), {_graphs(t)}; "
+            f"{t.get('random', 0)} random, {t.get('uninitialized', 0)} uninitialized, "
+            f"{t.get('eager_error', 0)} eager errors), {_graphs(t)}; "
             f"samples failed {t.get('failed', 0)}, "
             f"mismatched {t.get('mismatch', 0)}, entries crashed {t.get('crashed', 0)}; "
             f"{t['seconds']} s in entries{ratio}"
