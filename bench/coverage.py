@@ -62,6 +62,7 @@ CI_OPS = (
     "linalg.tensorinv",
     "sin",
     "nn.functional.gelu",
+    "new_empty",  # uninitialized memory: compiled and run, its values not compared
 )
 CI_DTYPES = "float32"
 CI_MAX_SAMPLES = 1

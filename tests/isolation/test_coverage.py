@@ -96,6 +96,16 @@ def test_no_graph_left_in_the_users_process_without_an_allowed_reason(sweep) -> 
     assert totals["graphs"] >= len(HIGHER_ORDER)
 
 
+def test_uninitialized_outputs_are_run_not_compared(sweep) -> None:
+    """``new_empty`` returns uninitialized memory: its sample compiles in a worker and runs, and
+    counts as uninitialized, neither compared nor a mismatch (the bytes are whatever was there)."""
+    rec = _records(sweep)["new_empty"]
+    assert rec["samples"] == rec["uninitialized"] >= 1, rec
+    assert rec["compared"] == 0 and rec["mismatch"] == 0 and rec["failed"] == 0, rec
+    assert rec["graphs"].get("isolated", 0) >= 1, rec
+    assert "uninitialized" in sweep["stdout"]
+
+
 def test_the_report_names_every_entry(sweep) -> None:
     table = sweep["stdout"]
     for name in sweep["entries"]:
