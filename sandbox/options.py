@@ -2,8 +2,8 @@
 
 Precedence: ``options=`` beats the environment, which beats the default. Keys that
 are not the sandbox's own must be Inductor config keys and pass through to
-Inductor, exactly as with ``backend="inductor"``; ``mode=`` maps through
-``torch._inductor.list_mode_options``.
+Inductor, exactly as with ``backend="inductor"``; ``mode=`` (or ``options["mode"]``, since
+``torch.compile`` refuses both arguments at once) maps through ``torch._inductor.list_mode_options``.
 """
 
 from __future__ import annotations
@@ -244,20 +244,29 @@ class Options:
 
         from sandbox.torch_adapter import seam  # imports torch: only once options are resolved
 
+        # torch.compile takes mode= or options=, not both: with options, the mode goes in as options["mode"].
+        if "mode" in (options or {}):
+            given = options["mode"]  # type: ignore[index]
+            if not isinstance(given, str):
+                kind = type(given).__name__
+                raise OptionError(f"option 'mode' has a bad value {given!r} ({kind}): expected a mode name")
+            if mode not in (None, given):
+                raise OptionError(f"mode={mode!r} and option 'mode' {given!r} disagree: give the mode once")
+            mode = given
         inductor: dict[str, Any] = {}
         if mode not in (None, "default"):
             names = seam.mode_names()
             if mode not in names:
                 raise OptionError(f"unknown mode {mode!r} for backend 'sandbox'; valid modes: {', '.join(names)}")
             inductor.update(seam.list_mode_options(mode))
-        unknown = [k for k in (options or {}) if k not in SPECS]
+        unknown = [k for k in (options or {}) if k not in SPECS and k != "mode"]
         if unknown:
             valid = seam.inductor_option_names()
             for key in unknown:
                 if key not in valid:
                     raise OptionError(
                         f"unknown option {key!r} for backend 'sandbox'. Sandbox options: "
-                        f"{', '.join(sorted(SPECS))}; any Inductor config key is accepted too "
+                        f"{', '.join(sorted(SPECS))}, mode; any Inductor config key is accepted too "
                         f"(torch._inductor.list_options() lists them)"
                     )
                 inductor[key] = options[key]  # type: ignore[index]

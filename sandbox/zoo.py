@@ -203,7 +203,9 @@ def run(
     fn: Callable[..., torch.Tensor] = model
     if backend is not None:
         kwargs: dict[str, Any] = dict(entry.compile_kwargs)
-        if entry.mode:
+        if entry.mode and options and backend == "sandbox":
+            options = {**options, "mode": entry.mode}  # torch.compile takes mode= or options=, not both
+        elif entry.mode:
             kwargs["mode"] = entry.mode
         if options:
             kwargs["options"] = options

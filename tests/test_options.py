@@ -107,11 +107,17 @@ def test_an_uncaught_option_error_is_short(tmp_path: Path) -> None:
         assert len(lines) <= 7, proc.stderr  # Traceback, the user's line (2), torch's re-raise (3), the error
 
 
-def test_unknown_mode_lists_valid_modes(option_errors) -> None:
-    msg = _error(option_errors, "bad_mode")
+@pytest.mark.parametrize("case", ["bad_mode", "bad_mode_in_options"])
+def test_unknown_mode_lists_valid_modes(option_errors, case: str) -> None:
+    msg = _error(option_errors, case)
     assert "'fastest'" in msg
     for mode in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
         assert mode in msg, (mode, msg)
+
+
+def test_a_mode_in_options_must_be_a_name(option_errors) -> None:
+    msg = _error(option_errors, "mode_in_options_not_text")
+    assert "option 'mode'" in msg and "3" in msg and "mode name" in msg, msg
 
 
 def test_options_beat_environment(option_errors) -> None:
@@ -137,10 +143,12 @@ def test_mode_maps_to_inductor_options(modes) -> None:
     # Same config again: served by the cache (so a miss below means the config changed).
     assert outcome["default"] == ["isolated"], outcome
     assert outcome["default_again"] == ["cache_hit"], outcome
-    # mode= changed Inductor's config (cache key): compiled anew, in a worker ...
-    assert outcome["mode"] == ["isolated"], outcome
-    assert _fx_counters(res["mode"]["reports"][0]) == {"fxgraph_cache_miss": 1}
-    # ... and it is exactly list_mode_options(mode): the same keys given as options= hit.
+    # The mode given in options= changed Inductor's config (cache key): compiled anew, in a worker ...
+    assert outcome["mode_in_options"] == ["isolated"], outcome
+    assert _fx_counters(res["mode_in_options"]["reports"][0]) == {"fxgraph_cache_miss": 1}
+    # ... to the config mode= gives ...
+    assert outcome["mode"] == ["cache_hit"], outcome
+    # ... which is exactly list_mode_options(mode): the same keys given as options= hit.
     assert outcome["mode_as_options"] == ["cache_hit"], outcome
 
 

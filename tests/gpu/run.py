@@ -197,10 +197,10 @@ def scenario_store_run(mode: str, batch: str = "1") -> None:
     from sandbox import zoo
 
     entry = zoo.ZOO["transformer"]
-    kwargs = {"mode": mode} if mode != "default" else {}
+    options = {"profile_steps": PROFILED_CALL} | ({"mode": mode} if mode != "default" else {})
     torch.manual_seed(0)
     model = entry.build().to("cuda")
-    fn = torch.compile(model, backend="sandbox", options={"profile_steps": PROFILED_CALL}, **kwargs)
+    fn = torch.compile(model, backend="sandbox", options=options)
     x = torch.cat([entry.inputs(0)[0]] * int(batch)).to("cuda")
     for _ in range(PROFILED_CALL + 1):
         fn(x).sum().backward()

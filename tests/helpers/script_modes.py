@@ -1,9 +1,11 @@
-"""``mode=`` and Inductor ``options=`` reach Inductor.
+"""``mode=``, ``options["mode"]`` and Inductor ``options=`` reach Inductor.
 
 Observed through the FX graph cache, whose key covers Inductor's config: the same
 function compiled again (after ``torch._dynamo.reset()``) hits the cache only when
-the config is the same. So ``mode="max-autotune-no-cudagraphs"`` must miss, and then
-the same config spelled as Inductor ``options=`` (``list_mode_options``) must hit;
+the config is the same. So ``options={"mode": "max-autotune-no-cudagraphs", "workers": 1}``
+(a mode beside sandbox options: torch.compile refuses ``mode=`` and ``options=`` together)
+must miss, and then ``mode=`` and the same config spelled as Inductor ``options=``
+(``list_mode_options``) must hit;
 ``fx_graph_cache=False`` (an Inductor key) must keep the FX graph cache out entirely.
 """
 
@@ -36,6 +38,7 @@ mode_options = dict(torch._inductor.list_mode_options(mode))
 steps = [
     ("default", {}),
     ("default_again", {}),
+    ("mode_in_options", {"options": {"mode": mode, "workers": 1}}),
     ("mode", {"mode": mode}),
     ("mode_as_options", {"options": mode_options}),
     ("no_fx_graph_cache", {"options": {"fx_graph_cache": False}}),

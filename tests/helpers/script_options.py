@@ -19,6 +19,8 @@ CASES = [
     ("bad_on_failure", {"options": {"on_failure": "ignore"}}, {}),
     ("bad_unpicklable", {"options": {"unpicklable": "maybe"}}, {}),
     ("bad_mode", {"mode": "fastest"}, {}),
+    ("bad_mode_in_options", {"options": {"mode": "fastest", "workers": 1}}, {}),
+    ("mode_in_options_not_text", {"options": {"mode": 3}}, {}),
     ("workers_as_text", {"options": {"workers": "2"}}, {}),
     ("trace_as_text", {"options": {"trace": "yes"}}, {}),
     ("env_bad_on_failure", {}, {"SANDBOX_ON_FAILURE": "explode"}),
