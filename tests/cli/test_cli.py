@@ -691,7 +691,10 @@ def test_unreachable_postgresql(capsys: pytest.CaptureFixture[str]) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     rc, _, err = cli(capsys, "--store", f"postgresql://me:hunter2@127.0.0.1:{port}/runs", "runs")
-    assert rc == 1 and "cannot reach PostgreSQL store postgresql://me:***@127.0.0.1" in one_line(err)
+    # The password on the command line draws its own warning first; the error itself is one line.
+    warning, _, error = err.partition("\n")
+    assert "password in --store is visible to other users" in warning
+    assert rc == 1 and "cannot reach PostgreSQL store postgresql://me:***@127.0.0.1" in one_line(error)
     assert "hunter2" not in err
 
 
