@@ -93,11 +93,11 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def sandbox_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def sandbox_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     cwd = tmp_path / "cwd"
     cwd.mkdir(exist_ok=True)
     return subprocess.run(
-        [str(SCRIPT), *args], cwd=cwd, env=cli_env(tmp_path), capture_output=True, text=True, timeout=120
+        [str(SCRIPT), *args], cwd=cwd, env=cli_env(tmp_path) | env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -194,11 +194,7 @@ def test_cli_errors_never_show_the_password(name: str, guarded: PostgresServer, 
 def test_a_password_from_the_environment_gets_no_command_line_warning(tmp_path: Path) -> None:
     """SANDBOX_STORE is the way the --store warning points to: it says nothing there (the port is
     closed, so the command fails on the connection, with the password masked)."""
-    env = dict(cli_env(tmp_path), SANDBOX_STORE=f"postgresql://someone:{SECRET}@127.0.0.1:1/runs")
-    (tmp_path / "cwd").mkdir(exist_ok=True)
-    proc = subprocess.run(
-        [str(SCRIPT), "runs"], cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = sandbox_cli(tmp_path, "runs", SANDBOX_STORE=f"postgresql://someone:{SECRET}@127.0.0.1:1/runs")
     assert proc.returncode == 1, proc.stderr
     assert "visible to other users" not in proc.stderr
     assert leaked(proc.stdout + proc.stderr) == [], proc.stderr
