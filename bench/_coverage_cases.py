@@ -65,7 +65,7 @@ def _flex_attention(q: torch.Tensor, masked: bool = False) -> torch.Tensor:
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     if masked:
-        block_mask = create_block_mask(_causal, 1, 1, q.shape[-2], q.shape[-2], device="cpu")
+        block_mask = create_block_mask(_causal, 1, 1, q.shape[-2], q.shape[-2], device=str(q.device))
         return flex_attention(q, q, q, block_mask=block_mask)
     return flex_attention(q, q, q, score_mod=_relative_position)
 
@@ -83,7 +83,8 @@ def _vectors(op: Any, device: str, dtype: torch.dtype, requires_grad: bool, **kw
 
 
 def _square_matrices(op: Any, device: str, dtype: torch.dtype, requires_grad: bool, **kwargs: Any) -> Any:
-    x = make_tensor(4, 4, device=device, dtype=dtype, low=-0.1, high=0.1) + 4 * torch.eye(4, dtype=dtype)
+    x = make_tensor(4, 4, device=device, dtype=dtype, low=-0.1, high=0.1)
+    x = x + 4 * torch.eye(4, dtype=dtype, device=device)
     yield SampleInput(x.requires_grad_(requires_grad))
 
 
@@ -139,6 +140,6 @@ def entries() -> dict[str, Any]:
     return out
 
 
-def float_dtypes(op: Any) -> list[torch.dtype]:
-    supported = op.supported_dtypes("cpu")
+def float_dtypes(op: Any, device: str = "cpu") -> list[torch.dtype]:
+    supported = op.supported_dtypes(device)
     return [d for d in FLOAT_DTYPES if d in supported]

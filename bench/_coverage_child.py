@@ -1,12 +1,13 @@
 """One slice of the coverage sweep, in a fresh Python process. Started by ``bench/coverage.py``.
 
-    python bench/_coverage_child.py --variant sandbox --ops a,b,c --result FILE [--dtypes ...]
+    python bench/_coverage_child.py --variant sandbox --ops a,b,c --result FILE [--device cuda] [--dtypes ...]
 
-Runs each entry's CPU samples (every supported float dtype) eagerly and through the variant's
-backend, compares outputs and, where the op supports it, gradients, and appends one JSON line
-per entry to FILE as soon as it is done (a crash loses one entry, never the slice). Graph
-outcomes come from the sandbox's CompileReports; for the other variants from Inductor's FX graph
-cache counters, and for the stock subprocess mode from what its serializer refused.
+Runs each entry's samples of every float dtype it supports on the device (the CPU unless
+``--device`` names another) eagerly and through the variant's backend, compares outputs and,
+where the op supports it, gradients, and appends one JSON line per entry to FILE as soon as it
+is done (a crash loses one entry, never the slice). Graph outcomes come from the sandbox's
+CompileReports; for the other variants from Inductor's FX graph cache counters, and for the
+stock subprocess mode from what its serializer refused.
 """
 
 from __future__ import annotations
@@ -119,20 +120,23 @@ def _seeded(fn: Any, seed: int) -> Any:
     return fn()
 
 
-def run_entry(name: str, op: Any, variant: str, dtypes: list[str] | None, max_samples: int) -> dict[str, Any]:
+def run_entry(
+    name: str, op: Any, variant: str, dtypes: list[str] | None, max_samples: int, device: str = "cpu"
+) -> dict[str, Any]:
     from _coverage_cases import float_dtypes  # loaded with the OpInfo table, for operator entries only
 
     backend = BACKEND[variant]
-    rec: dict[str, Any] = {"op": name, "variant": variant, "dtypes": [], "samples": 0, "compared": 0}
+    rec: dict[str, Any] = {"op": name, "variant": variant, "device": device, "dtypes": [], "samples": 0}
+    rec["compared"] = 0
     rec.update(failed=0, mismatch=0, eager_error=0, random=0, uninitialized=0, errors=[], mismatched=[])
     n_reports = len(sandbox.reports())
     counters_before = _graph_counters()
     t0 = time.perf_counter()
-    for dtype in float_dtypes(op):
+    for dtype in float_dtypes(op, device):
         if dtypes and str(dtype).replace("torch.", "") not in dtypes:
             continue
         rec["dtypes"].append(str(dtype).replace("torch.", ""))
-        grad = bool(op.supports_autograd) and dtype in op.supported_backward_dtypes("cpu")
+        grad = bool(op.supports_autograd) and dtype in op.supported_backward_dtypes(device)
         torch._dynamo.reset()
 
         def fn(x: Any, *args: Any, _op: Any = op, **kwargs: Any) -> Any:
@@ -140,7 +144,7 @@ def run_entry(name: str, op: Any, variant: str, dtypes: list[str] | None, max_sa
 
         compiled = torch.compile(fn, backend=backend)
         try:
-            samples = list(op.sample_inputs("cpu", dtype, requires_grad=grad))
+            samples = list(op.sample_inputs(device, dtype, requires_grad=grad))
         except Exception as e:  # an entry whose samples cannot be made here
             rec["errors"].append(f"{dtype}: samples: {type(e).__name__}: {str(e)[:200]}")
             continue
@@ -228,6 +232,7 @@ def main() -> int:
     ap.add_argument("--result", required=True)
     ap.add_argument("--dtypes", default="")
     ap.add_argument("--max-samples", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     # Every sample of an op recompiles where its shapes or arguments differ: no limit may
@@ -250,7 +255,7 @@ def main() -> int:
             if name.startswith(models.PREFIX):
                 rec = run_model(name, args.variant)
             else:
-                rec = run_entry(name, table[name], args.variant, dtypes, args.max_samples)
+                rec = run_entry(name, table[name], args.variant, dtypes, args.max_samples, args.device)
             out.write(json.dumps(rec) + "\n")
             out.flush()
     return 0

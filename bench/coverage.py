@@ -1,8 +1,9 @@
 """Isolation coverage over PyTorch's operator databases: which graphs cross to a worker.
 
 Every OpInfo entry (``op_db``, ``hop_db`` as ``hop:NAME``, and the effectful cases of
-``bench/_coverage_cases.py`` as ``case:NAME``) runs all its CPU samples of every supported float
-dtype, forward and, where the op supports it, backward, eagerly and compiled, in fresh processes
+``bench/_coverage_cases.py`` as ``case:NAME``) runs all its samples of every float dtype it
+supports on the device (the CPU; ``--device cuda`` on a GPU machine, as ``tests/gpu/run.py``
+does), forward and, where the op supports it, backward, eagerly and compiled, in fresh processes
 per variant:
 
   sandbox    backend="sandbox": each graph's CompileReport says isolated / cache hit / in the
@@ -27,6 +28,7 @@ accounted the same way, printed in a section of their own. ``--models all|none|a
     .venv/bin/python bench/coverage.py --jobs 2 --shard 0/4 --out part0.json   # a quarter
     .venv/bin/python bench/coverage.py --merge part*.json                      # totals of parts
     .venv/bin/python bench/coverage.py --models gpt2,bert --variants sandbox   # models only
+    python bench/coverage.py --ci --device cuda                                # on a GPU
 
 Each slice of entries runs in a child process (``bench/_coverage_child.py``) with its own
 Inductor cache folder and run store, so every graph compiles; ``--jobs N`` runs N children at
@@ -78,6 +80,20 @@ def ci_entries(table: dict[str, Any], float_dtypes: Any) -> list[str]:
     return names
 
 
+def _check_device(args: argparse.Namespace) -> None:
+    """A device other than the CPU must be there, and runs operator entries only: the models
+    train on the CPU here (the GPU machine's zoo covers models on CUDA)."""
+    if args.device != "cuda":
+        raise SystemExit(f"--device {args.device!r}: cpu or cuda")
+    if args.models not in (None, "none"):
+        raise SystemExit("--models runs on the CPU only; leave it out with --device cuda")
+    args.models = "none"
+    import torch  # the parent needs torch only to check the device
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch.cuda.is_available() is False on this machine")
+
+
 def select(args: argparse.Namespace) -> list[str]:
     sys.path.insert(0, str(HERE))
     # This process only lists the entries: a worker started by its import of torch would warm up
@@ -104,15 +120,20 @@ def _select_ops(args: argparse.Namespace) -> list[str]:
     from _coverage_cases import entries, float_dtypes  # torch's OpInfo databases: loaded only for a sweep
 
     table = entries()
+    device = args.device
+
+    def on_device(op: Any) -> list[Any]:
+        return float_dtypes(op, device)
+
     if args.ci:
-        names = ci_entries(table, float_dtypes)
+        names = ci_entries(table, on_device)
     elif args.ops:
         names = [n.strip() for n in args.ops.split(",") if n.strip()]
         unknown = [n for n in names if n not in table]
         if unknown:
             raise SystemExit(f"unknown entries: {', '.join(unknown)} (names as in op_db, hop:NAME, case:NAME)")
     else:
-        names = [n for n, op in table.items() if float_dtypes(op)]
+        names = [n for n, op in table.items() if on_device(op)]
     return names
 
 
@@ -150,7 +171,7 @@ class Slice:
         if self.args.cache_seed and not cache.exists():
             shutil.copytree(self.args.cache_seed, cache, ignore=shutil.ignore_patterns("locks", "*.lock"))
         cmd = [sys.executable, str(HERE / "_coverage_child.py"), "--variant", self.variant]
-        cmd += ["--ops", ",".join(self.todo), "--result", str(self.result)]
+        cmd += ["--ops", ",".join(self.todo), "--result", str(self.result), "--device", self.args.device]
         if self.args.dtypes:
             cmd += ["--dtypes", self.args.dtypes]
         if self.args.max_samples:
@@ -244,6 +265,7 @@ def run_sweep(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
         "jobs": jobs,
         "dtypes": args.dtypes or "all float",
         "max_samples": args.max_samples or "all",
+        "device": args.device,
         "sweep_wall_s": round(time.time() - t0, 1),
         "process_wall_s": dict(walls),
         "machine": machine,
@@ -422,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--dtypes", default="", help="e.g. float32,float64 (default: every supported float dtype)")
     ap.add_argument("--max-samples", type=int, default=0, help="per entry and dtype (default: all)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where the samples and their graphs run")
     ap.add_argument("--jobs", type=int, default=1, help="child processes at once")
     ap.add_argument("--entry-timeout", type=float, default=900.0, help="seconds one entry may take")
     ap.add_argument("--out", default="", help="write the records and totals as JSON")
@@ -437,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.ci:
             args.dtypes = args.dtypes or CI_DTYPES
             args.max_samples = args.max_samples or CI_MAX_SAMPLES
+        if args.device != "cpu":
+            _check_device(args)
         names = select(args)
         print(f"{len(names)} entries x {args.variants}", file=sys.stderr, flush=True)
         result = run_sweep(names, args)

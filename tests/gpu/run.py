@@ -29,6 +29,10 @@ Scenarios
             DIR/gpu_store.sqlite (tests/data keeps a copy). A copy of it gets a third run with a
             batch twice as large (DIR/gpu_runtime_store.sqlite): its kernels run slower, and the
             verdict of `sandbox diff` against the default run names one first
+  coverage  bench/coverage.py --device cuda (the CI subset, or --coverage "--shard i/n"): every
+            graph through the sandbox crosses to a worker or has an allowed reason; no sample
+            fails or mismatches through the sandbox that passes in in-process Inductor; the
+            sweep's JSON is left in DIR/coverage_cuda.json
   failures  a Triton compile that hangs (past timeout_s) and one whose compiler crashes
             cost one graph each (eager fallback, one warning); the next compile succeeds
             on a fresh worker; the user's CUDA tensors and allocator are untouched
@@ -574,7 +578,69 @@ def check_cpu_graph(c: Checks, tmp: str, out_dir: str) -> None:
     )
 
 
-CHECKS = {"zoo": check_zoo, "cpu_graph": check_cpu_graph, "store": check_store, "failures": check_failures}
+# A graph may stay in the user's process only for these reasons (as tests/isolation/test_coverage.py
+# allows on the CPU): one with nothing to compile runs as it is, in every variant.
+COVERAGE_ALLOWED_IN_PROCESS = ("empty graph: nothing to compile",)
+
+
+def check_coverage(c: Checks, tmp: str, out_dir: str, selection: str = "--ci") -> None:
+    """``bench/coverage.py --device cuda`` over ``selection`` (the CI subset unless --coverage names
+    another, e.g. "--shard 0/20"): every sandbox graph crosses or has an allowed reason; a sample
+    fails or mismatches in the sandbox only where it does in in-process Inductor too."""
+    out = os.path.join(out_dir, "coverage_cuda.json")
+    cmd = [sys.executable, os.path.join(REPO, "bench", "coverage.py"), "--device", "cuda", *selection.split()]
+    cmd += ["--variants", "sandbox,stock,inductor", "--jobs", str(max(1, min(4, (os.cpu_count() or 2) // 4)))]
+    cmd += ["--out", out]
+    proc = subprocess.run(cmd, env=_env(tmp, "coverage"), capture_output=True, text=True, timeout=3000)
+    log = (proc.stdout + proc.stderr)[-6000:]
+    if "expecttest" in proc.stderr and proc.returncode != 0:
+        log = "torch's OpInfo databases need expecttest: carry its wheel and pip install it\n" + log
+    if not c.check("coverage sweep on CUDA ran", proc.returncode == 0 and os.path.exists(out), log):
+        return
+    with open(out) as f:
+        result = json.load(f)
+    print("\n".join(proc.stdout.splitlines()[-40:]), flush=True)
+    by = {(r["op"], r["variant"]): r for r in result["records"]}
+    crashed = [r["op"] for r in result["records"] if "crashed" in r]
+    c.check("no entry crashed in any variant", not crashed, crashed)
+    reasons = result["totals"]["sandbox"].get("reasons", {})
+    left = {
+        k: v
+        for k, v in reasons.items()
+        if not k.startswith("failed") and not any(a in k for a in COVERAGE_ALLOWED_IN_PROCESS)
+    }
+    in_process = result["totals"]["sandbox"].get("graphs_in_process", 0)
+    allowed = sum(v for k, v in reasons.items() if any(a in k for a in COVERAGE_ALLOWED_IN_PROCESS))
+    c.check(
+        "every sandbox graph crossed or has an allowed reason",
+        not left and in_process == allowed,
+        {"in_process": in_process, "reasons": reasons},
+    )
+    worse = []
+    for name in result["entries"]:
+        s, i = by.get((name, "sandbox"), {}), by.get((name, "inductor"), {})
+        if "crashed" in s or "crashed" in i:
+            continue
+        if s.get("failed", 0) > i.get("failed", 0) or set(s.get("mismatched", [])) - set(i.get("mismatched", [])):
+            worse.append({"entry": name, "sandbox": s.get("errors", [])[:2], "mismatched": s.get("mismatched")})
+    c.check("no sample fails or mismatches through the sandbox that passes in-process", not worse, worse[:10])
+    t = result["totals"]
+    ratio = t["sandbox"]["seconds"] / t["inductor"]["seconds"] if t["inductor"].get("seconds") else None
+    print(
+        f"      coverage: sandbox {t['sandbox'].get('isolated_pct')}% isolated, stock "
+        f"{t['stock'].get('isolated_pct')}%; sandbox {t['sandbox']['seconds']} s against in-process "
+        f"{t['inductor']['seconds']} s" + (f" ({ratio:.2f}x)" if ratio else ""),
+        flush=True,
+    )
+
+
+CHECKS = {
+    "zoo": check_zoo,
+    "cpu_graph": check_cpu_graph,
+    "store": check_store,
+    "failures": check_failures,
+    "coverage": check_coverage,
+}
 
 
 def main() -> int:
@@ -583,6 +649,7 @@ def main() -> int:
     ap.add_argument("args", nargs="*")
     ap.add_argument("--out", default=".")
     ap.add_argument("--only", default=",".join(CHECKS))
+    ap.add_argument("--coverage", default="--ci", help="bench/coverage.py's selection for the coverage check")
     a = ap.parse_args()
     if a.scenario == "zoo":
         scenario_zoo(a.args)
@@ -602,7 +669,10 @@ def main() -> int:
         for name in a.only.split(","):
             t0 = time.time()
             try:
-                CHECKS[name](c, tmp, a.out)
+                if name == "coverage":
+                    check_coverage(c, tmp, a.out, a.coverage)
+                else:
+                    CHECKS[name](c, tmp, a.out)
             except Exception as e:  # noqa: BLE001 - one broken check does not hide the others
                 c.check(f"{name}: ran to the end", False, f"{type(e).__name__}: {e}")
             print(f"      ({name}: {time.time() - t0:.0f} s)", flush=True)

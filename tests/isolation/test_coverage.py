@@ -107,10 +107,27 @@ def test_uninitialized_outputs_are_run_not_compared(sweep) -> None:
 
 
 def test_the_report_names_every_entry(sweep) -> None:
+    assert sweep["device"] == "cpu" and {r["device"] for r in sweep["records"]} == {"cpu"}, sweep["device"]
     table = sweep["stdout"]
     for name in sweep["entries"]:
         assert f"| {name} |" in table
     assert "sandbox: " in table and "in the user's process" in table
+
+
+def test_the_cuda_sweep_says_when_there_is_no_cuda(tmp_path) -> None:
+    """``--device cuda`` (tests/gpu/run.py's coverage check) on a machine without CUDA stops at
+    once with the reason, before it loads the OpInfo databases or starts a child."""
+    env = script_env(tmp_path / "inductor-cache")
+    env["CUDA_VISIBLE_DEVICES"] = ""  # no GPU, also on a machine that has one
+    for argv, words in (
+        (["--device", "cuda"], "torch.cuda.is_available() is False"),
+        (["--device", "tpu"], "cpu or cuda"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, BENCH, "--ci", *argv], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 1 and words in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+        assert "entries x" not in proc.stderr  # nothing was selected or run
 
 
 # Model graphs that may stay in the user's process, each with the words its reason must contain.
