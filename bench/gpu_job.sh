@@ -6,6 +6,10 @@
 #   bench/gpu_job.sh OUTDIR gpu      -> workers=2 against workers=1 on the GPU, and 2 ranks sharing it
 #   bench/gpu_job.sh OUTDIR both     -> 1 and 8 CPU ranks (no new job after RANKS_BUDGET_S, 300), then
 #                                       workers=2 against workers=1 (stopped after TTFS_LIMIT_S, 240)
+#   bench/gpu_job.sh OUTDIR checks   -> the GPU store and the CPU-graph checks (tests/gpu/run.py), the
+#                                       cost of a profiled step, where the first step's time goes (one
+#                                       cProfiled run), then time to first step: in-process Inductor,
+#                                       async, blocking with 1 and 2 workers (2 repeats)
 set -u
 out=${1:?OUTDIR}; what=${2:?ranks or gpu}; shift 2
 export PYTHONUNBUFFERED=1
@@ -30,4 +34,10 @@ gpu)
 both)
     python3 bench/job_compile.py --ranks 1,8 --repeats 1 --variants eager,inductor,sandbox --budget-s ${RANKS_BUDGET_S:-300} --grace-limit-s 20 --out "$out/job_ranks.json" 2>&1 | tee "$out/job_ranks.log" | grep -v '^{' | tail -30
     timeout ${TTFS_LIMIT_S:-240} python3 bench/time_to_first_step.py --device cuda --variants sandbox,sandbox_2w --repeats 2 --steps 20 --out "$out/ttfs.json" 2>&1 | tee "$out/ttfs.log" | tail -24 ;;
+checks)
+    timeout 200 python3 tests/gpu/run.py --only store,cpu_graph --out "$out" 2>&1 | grep -v '^{' | tail -14
+    timeout 120 python3 bench/profile_overhead.py --device cuda --width 1024 --repeats 3 --out "$out/profile.json" 2>&1 | tail -14
+    timeout 100 python3 bench/time_to_first_step.py --device cuda --variants inductor,sandbox_async --repeats 1 --profile-first-step --max-s 40 > "$out/first_step_profile.log" 2>&1
+    grep -E "^  repeat|function calls" "$out/first_step_profile.log"
+    timeout ${TTFS_LIMIT_S:-300} python3 bench/time_to_first_step.py --device cuda --variants inductor,sandbox_async,sandbox,sandbox_2w --repeats 2 --max-s 60 --out "$out/ttfs.json" 2>&1 | tee "$out/ttfs.log" | tail -30 ;;
 esac

@@ -47,6 +47,7 @@ Usage
   python bench/time_to_first_step.py --summarize ttfs.json   # the tables again, from a saved run
   python bench/time_to_first_step.py --quick            # 1 repeat, small model, auto steps: the script runs
   python bench/time_to_first_step.py --device cuda --repeats 2 --variants inductor,sandbox,sandbox_async
+  python bench/time_to_first_step.py --quick --variants sandbox_async --profile-first-step   # where the first step goes
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     auto = spec["steps"] == "auto"
     cap = spec["max_steps"] if auto else spec["steps"]
+    profiler = _first_step_profiler() if spec.get("profile_first_step") else None
     t0 = time.time()
     fn = torch.compile(model, backend="sandbox" if sandboxed else "inductor", options=options)
     ends: list[float] = []
@@ -135,6 +137,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         opt.step()
         sync()
         ends.append(time.time() - t0)
+        if profiler is not None and len(ends) == 1:
+            profiler.disable()
         if not auto or len(ends) < MIN_STEPS:
             continue
         if variant not in ASYNC:
@@ -155,6 +159,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     }
     if variant == "stock_async":
         out["swaps_s"] = [t - t0 for t in stock_swaps]
+    if profiler is not None:
+        out["first_step_profile"] = _profile_text(profiler)
     if sandboxed:
         out["reports"] = [
             {k: r.to_dict()[k] for k in ("graph_kind", "outcome", "background", "eager_calls", "background_s")}
@@ -170,6 +176,28 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             {k: w.get(k) for k in ("pid", "jobs", "warm_up_s", "start_to_ready_s")} for w in sandbox.workers()
         ]
     return out
+
+
+def _first_step_profiler() -> Any:
+    """cProfile of the user's thread from ``torch.compile`` to the first step's end: where the
+    first step's seconds go (background threads are not profiled, their GIL holds show as waits)."""
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def _profile_text(profiler: Any, top: int = 80) -> str:
+    """The calls that took longest with what they called, then those that took longest themselves."""
+    import io
+    import pstats
+
+    buf = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buf)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top // 4)
+    return buf.getvalue()
 
 
 def _watch_stock_swaps(swaps: list[float]) -> Any:
@@ -299,6 +327,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="1 repeat, d=32, no data loading: the script runs")
     ap.add_argument("--timeout-s", type=float, default=900.0)
     ap.add_argument("--out", help="write every raw measurement here (JSON)")
+    ap.add_argument(
+        "--profile-first-step",
+        action="store_true",
+        help="cProfile the first step of every process (the user's thread) and print where it went",
+    )
     ap.add_argument("--summarize", metavar="JSON", help="print the tables of an earlier --out file, run nothing")
     args = ap.parse_args()
 
@@ -339,6 +372,7 @@ def main() -> int:
         "batch": args.batch,
         "seq": args.seq,
         "cpus": os.cpu_count(),  # of the machine that ran it: --summarize may run elsewhere
+        "profile_first_step": args.profile_first_step,
     }
     steps = (
         f"auto steps ({MIN_STEPS}, async: until swapped + {args.after_swap}, at most {args.max_steps} or "
@@ -365,6 +399,8 @@ def main() -> int:
                     f"(load avg {rec['loadavg_1m_before']:.1f} -> {rec['loadavg_1m_after']:.1f})",
                     flush=True,
                 )
+                if res.get("first_step_profile"):
+                    print("\n".join("    | " + ln for ln in res["first_step_profile"].splitlines()), flush=True)
             else:
                 print(
                     f"  repeat {rep + 1} {v:14s} FAILED ({rec.get('error') or 'rc ' + str(rec.get('rc'))}):\n"

@@ -54,12 +54,13 @@ def warmup(workers: int | None = None, wait: bool = False, timeout: float | None
     Call it early - before building the model or loading data - so the workers pay
     Inductor's one-time costs while the program does something else. This process's own
     share of them (importing Inductor's compile front end) is paid meanwhile too, on a
-    background thread, on machines without an NVIDIA GPU (``SANDBOX_WARMUP_IMPORTS=1`` or
-    ``0`` decides either way).
+    background thread, on machines without an NVIDIA GPU and in async mode
+    (``SANDBOX_WARMUP_IMPORTS=1`` or ``0`` decides either way).
     """
     rt = _runtime()
-    started = rt.get_pool(Options.resolve(), workers, started_by="sandbox.warmup()")
-    rt.warm_up_frontend()
+    options = Options.resolve()
+    started = rt.get_pool(options, workers, started_by="sandbox.warmup()")
+    rt.warm_up_frontend(first_compile=options.async_)
     if wait:
         started.wait_ready(timeout)
 

@@ -110,7 +110,8 @@ _DECLARED = (
         "SANDBOX_WARMUP_IMPORTS",
         SETTING,
         "",
-        "1/0: sandbox.warmup() imports Inductor's front end in the background (default: on without an NVIDIA GPU)",
+        "1/0: sandbox.warmup() imports Inductor's front end in the background "
+        "(default: on without an NVIDIA GPU, and in async mode)",
     ),
     Variable(
         "SANDBOX_WORKER_WARMUP",

@@ -306,18 +306,20 @@ class Runtime:
                 self._seam = True
 
     # -- this process's own share of Inductor's imports ----------------------------------------
-    def warm_up_frontend(self) -> bool:
+    def warm_up_frontend(self, first_compile: bool = False) -> bool:
         """Once per process, from ``sandbox.warmup()``: import the modules this process's own
         part of a compile needs (``seam.FRONTEND_MODULES``) on a background thread while the
-        program loads its data. On by default without an NVIDIA GPU, where it pays off
-        (docs/decisions/frontend-imports.md); SANDBOX_WARMUP_IMPORTS=1 or 0 decides either
-        way. True if the thread was started."""
+        program loads its data. On by default without an NVIDIA GPU, where it pays off, and in
+        async mode (``first_compile``), whose first step is this process's share of a compile
+        and little else; that mode also pays the first cache miss's one-time costs there
+        (``seam.prepare_first_compile``) after the imports (docs/decisions/frontend-imports.md).
+        SANDBOX_WARMUP_IMPORTS=1 or 0 decides either way. True if the thread was started."""
         if self._frontend is not None or in_worker():
             return False
         setting = env.get("SANDBOX_WARMUP_IMPORTS").lower()
         if setting in ("0", "false", "no", "off"):
             return False
-        if not setting and sizing.gpu_machine():
+        if not setting and sizing.gpu_machine() and not first_compile:
             return False
         holding = threading.Event()
 
@@ -336,6 +338,11 @@ class Runtime:
                 log.debug("sandbox: importing the compile frontend ahead of time failed", exc_info=True)
             finally:
                 _imp.release_lock()
+            if first_compile:  # outside the import lock: the program's own imports go on meanwhile
+                try:
+                    seam.prepare_first_compile(sizing.likely_graph_device())
+                except Exception:  # noqa: BLE001 - the first compile pays for it then
+                    log.debug("sandbox: preparing the first compile ahead of time failed", exc_info=True)
 
         self._frontend = threading.Thread(target=imports, name="sandbox-frontend-imports", daemon=True)
         self._frontend.start()

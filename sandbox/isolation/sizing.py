@@ -30,6 +30,17 @@ def gpu_machine(env: Mapping[str, str] | None = None) -> bool:
     return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
 
 
+def likely_graph_device(env: Mapping[str, str] | None = None) -> str:
+    """The device this process's graphs will most likely run on, guessed before any exists:
+    ``cuda:LOCAL_RANK`` (torchrun's convention; 0 outside a job) on a GPU machine, else
+    ``cpu``. A wrong guess costs only the work it was meant to move earlier."""
+    env = os.environ if env is None else env
+    if not gpu_machine(env):
+        return "cpu"
+    rank = env.get("LOCAL_RANK", "").strip()
+    return f"cuda:{int(rank)}" if rank.isdigit() and len(rank) <= 3 else "cuda:0"
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity), at least 1."""
     try:

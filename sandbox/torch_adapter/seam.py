@@ -3,7 +3,9 @@
 Private symbols touched here: torch._inductor.compile_fx: compile_fx, compile_fx_inner,
 _InProcessFxCompile, fx_codegen_and_compile (looked up as a module global at call time by
 _compile_fx_inner); torch._functorch.aot_autograd.make_boxed_func;
-torch._dynamo.exc.ShortenTraceback; torch._inductor.list_mode_options / list_options. After 2.11
+torch._dynamo.exc.ShortenTraceback; torch._inductor.list_mode_options / list_options;
+torch._inductor.fx_passes.joint_graph.lazy_init (cached per input device),
+torch._inductor.codecache.torch_key / triton_key (cached). After 2.11
 ``fx_codegen_and_compile`` and ``compile_fx_inner`` gained ``compile_region_name``: the seam takes
 ``*args, **kwargs`` and passes them through.
 """
@@ -46,6 +48,21 @@ def import_frontend() -> list[str]:
         except Exception:  # noqa: BLE001 - the first compile imports it then, and reports what fails
             failed.append(name)
     return failed
+
+
+def prepare_first_compile(device: str) -> None:
+    """This process's one-time costs of its first cache miss, paid now: the joint-graph passes'
+    patterns (attention fusion, mm padding) for graphs on ``device``, which the partitioner
+    registers otherwise, and the source hashes of torch and Triton that the AOTAutograd and FX
+    cache keys include. Each is cached by torch (the patterns per device: a graph on another
+    device registers its own then); nothing here initialises CUDA."""
+    import torch
+    from torch._inductor import codecache
+    from torch._inductor.fx_passes import joint_graph
+
+    joint_graph.lazy_init(torch.device(device))
+    codecache.torch_key()
+    codecache.triton_key()
 
 
 _user_compile_threads: list[int | None] = []

@@ -27,7 +27,7 @@ Scenarios
             `sandbox diff` shows the kernel differences; every launched kernel has a runtime,
             their sum within 10% of the profiled call's device time; the store is left in
             DIR/gpu_store.sqlite (tests/data keeps a copy). A copy of it gets a third run with a
-            batch twice as large (DIR/gpu_runtime_store.sqlite): its kernels run slower, and the
+            batch WIDE_BATCH times as large (DIR/gpu_runtime_store.sqlite): its kernels run slower, and the
             verdict of `sandbox diff` against the default run names one first
   coverage  bench/coverage.py --device cuda (the CI subset, or --coverage "--shard i/n"): every
             graph through the sandbox crosses to a worker or has an allowed reason; no sample
@@ -54,6 +54,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 MARK = "@@GPU-CHECK@@"
 ZOO = ["mlp", "convnet", "transformer", "graph_breaks", "dynamic", "inplace", "max_autotune"]
+WIDE_BATCH = 2048  # the store check's third run: its batch, as a multiple of the first two runs'
 TOL = 1e-3  # fp32 on GPU with TF32 off; reductions reorder (Inductor's GPU tests loosen to 1e-3 and beyond)
 
 
@@ -463,8 +464,10 @@ def check_store(c: Checks, tmp: str, out_dir: str) -> None:
             os.remove(runtime_store + suffix)
     shutil.copy2(store_path, runtime_store)
     env = _env(tmp, "store-gpu-wide", SANDBOX_STORE=runtime_store, SANDBOX_RUN_NAME="gpu-wide")
-    res, log = _run(["--scenario", "store_run", "default", "2"], env)
-    if not c.check("runtime: the run with a batch twice as large stored", res is not None, log):
+    # Large enough that its kernels take microseconds more than launch-bound calls, past the
+    # verdict's noise floor (analysis/runtime.MIN_DELTA_US); a batch of twice the size was not.
+    res, log = _run(["--scenario", "store_run", "default", str(WIDE_BATCH)], env)
+    if not c.check(f"runtime: the run with a batch {WIDE_BATCH} times as large stored", res is not None, log):
         return
     cmd = [*cli, "diff", runs["gpu-default"]["run_id"], res["run_id"], "--store", runtime_store, "--json"]
     wide = subprocess.run(cmd, env=_env(tmp, "diff-wide"), capture_output=True, text=True)

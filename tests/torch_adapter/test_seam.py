@@ -9,6 +9,7 @@ the test for it fails here, by name, instead of deep inside a user's compile."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -99,6 +100,24 @@ def test_frontend_modules_exist_and_import() -> None:
     assert seam.import_frontend() == []
     assert all(n in sys.modules for n in seam.FRONTEND_MODULES)
     assert sys.modules["torch._inductor.compile_fx"] is seam.compile_fx_module()
+
+
+def test_prepare_first_compile_fills_the_caches_the_first_compile_reads() -> None:
+    """torch 2.13.0: ``fx_passes.joint_graph.lazy_init`` is cached per input device (the
+    partitioner calls it with the graph's ``torch.device``), ``codecache.torch_key`` and
+    ``triton_key`` are cached: after ``seam.prepare_first_compile("cpu")`` the partitioner's
+    own call for a CPU graph is a cache hit, and the keys come back at once."""
+    from torch._inductor import codecache
+    from torch._inductor.fx_passes import joint_graph
+
+    seam.prepare_first_compile("cpu")
+    hits = joint_graph.lazy_init.cache_info().hits
+    joint_graph.lazy_init(torch.device(type="cpu"))  # as compile_fx's partition_fn calls it
+    assert joint_graph.lazy_init.cache_info().hits == hits + 1
+    for key in (codecache.torch_key, codecache.triton_key):
+        t = time.perf_counter()
+        key()
+        assert time.perf_counter() - t < 0.05, f"{key.__name__} was not cached"
 
 
 def test_compile_fx_leaves_the_user_process_without_compile_pool() -> None:
