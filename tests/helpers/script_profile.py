@@ -18,6 +18,10 @@ import sandbox
 
 case = sys.argv[1]
 torch.manual_seed(0)
+# One thread: with two on two busy cores, a kernel's parallel region waits for a descheduled
+# thread, and under the suite's other work one profiled call took many times its usual time,
+# more than the planted scalar kernels cost (docs/decisions/profiled-steps.md saw the same).
+torch.set_num_threads(1)
 
 
 def model(width: int) -> torch.nn.Module:
