@@ -62,14 +62,15 @@ REPO = os.path.dirname(HERE)
 VARIANTS = ("eager", "inductor", "sandbox", "sandbox_off")
 SANDBOX_CMDS = ("sandbox.isolation.worker", "sandbox.isolation.service")
 PR_SET_CHILD_SUBREAPER = 36
+TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.2
 
 
 # --- processes ---------------------------------------------------------------------------------
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) for every process visible now."""
+def _proc_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command line, its own CPU seconds so far) for every process visible now."""
     out = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -81,9 +82,39 @@ def _proc_table() -> dict[int, tuple[int, str]]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        out[int(name)] = (ppid, cmd)
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(name)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / TICKS)
     return out
+
+
+# What each process of a job is, by its command line: the first match names it.
+KINDS = (
+    ("_job_rank.py", "ranks"),
+    ("sandbox.isolation.worker", "workers"),
+    ("sandbox.isolation.service", "service"),
+    ("compile_worker", "compile pools"),
+    ("torch.distributed.run", "torchrun"),
+)
+COMPILERS = ("cc1plus", "g++", "g++-real", "gcc", "c++", "cc1", "collect2", "ld", "as")
+
+
+def _kind(cmd: str) -> str:
+    program = os.path.basename(cmd.split(" ", 1)[0])
+    if program in COMPILERS:
+        return "C++ compilers"
+    return next((kind for part, kind in KINDS if part in cmd), "other")
+
+
+def _descendants(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    ours, stack = set(), [root]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            ours.add(c)
+            stack.append(c)
+    return ours
 
 
 def _kb(path: str, field: str) -> int:
@@ -97,20 +128,18 @@ def _kb(path: str, field: str) -> int:
     return 0
 
 
-def sandbox_memory(root: int) -> tuple[float, float, float, list[str]]:
+def sandbox_memory(
+    root: int, table: dict[int, tuple[int, str, float]] | None = None
+) -> tuple[float, float, float, list[str]]:
     """(RSS MiB, PSS MiB, the rest's RSS MiB, one line per process) of the sandbox's processes
     below ``root``: every service and worker and their compile pools. What they run for a
     moment (C++ compilers, Inductor's instruction-set probes) counts apart: in-process Inductor
     runs the same."""
-    table = _proc_table()
+    table = _proc_table() if table is None else table
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
+    for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    ours, stack = set(), [root]
-    while stack:
-        for c in children.get(stack.pop(), []):
-            ours.add(c)
-            stack.append(c)
+    ours = _descendants(table, root)
     picked, stack = set(), [p for p in ours if any(c in table[p][1] for c in SANDBOX_CMDS)]
     while stack:
         p = stack.pop()
@@ -126,18 +155,27 @@ def sandbox_memory(root: int) -> tuple[float, float, float, list[str]]:
 
 
 class Sampler:
-    """The peak of the sandbox's memory below this process, sampled until stopped."""
+    """The peak of the sandbox's memory below this process, and each process's CPU seconds by
+    its kind as last seen (where a job's CPU goes: a process that lived less than a sample's
+    interval is not seen, and its seconds show only in the job's total), sampled until stopped."""
 
     def __init__(self) -> None:
         self.rss = self.pss = self.compilers = 0.0
         self.procs: list[str] = []
+        self.cpu: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
-            rss, pss, compilers, lines = sandbox_memory(os.getpid())
+            table = _proc_table()
+            for pid in _descendants(table, os.getpid()):
+                kind = _kind(table[pid][1])
+                if kind == "other" and pid in self.cpu:  # an exited process's command line is empty
+                    kind = self.cpu[pid][0]
+                self.cpu[pid] = (kind, table[pid][2])
+            rss, pss, compilers, lines = sandbox_memory(os.getpid(), table)
             self.compilers = max(self.compilers, compilers)
             if rss > self.rss:
                 self.rss, self.pss, self.procs = rss, pss, lines
@@ -150,7 +188,14 @@ class Sampler:
             "pss_mb": round(self.pss, 1),
             "compilers_mb": round(self.compilers, 1),
             "sandbox_procs": self.procs,
+            "cpu_by_kind": self.cpu_by_kind(),
         }
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for kind, cpu in self.cpu.values():
+            out[kind] = out.get(kind, 0.0) + cpu
+        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 def _children_cpu() -> float:
@@ -174,7 +219,7 @@ def reap_all(limit_s: float) -> int:
                 pass
         except ChildProcessError:
             return left
-        mine = [p for p, (ppid, _) in _proc_table().items() if ppid == os.getpid() and p not in KEEP]
+        mine = [p for p, (ppid, _, _) in _proc_table().items() if ppid == os.getpid() and p not in KEEP]
         if not mine:
             return left
         if time.time() > deadline:
@@ -357,6 +402,10 @@ def summarize(result: dict[str, Any]) -> bool:
             f"| {n} | {h} | {v} | {len(rs)}{f' ({errors} failed)' if errors else ''} | {_fmt(m['cpu'])} | "
             f"{_fmt(m['compile_cpu'])} | {_fmt(m['first'])} | {memory} | {m['compilers'] or 0:.0f} | {flights} |"
         )
+    print("\nCPU s by process kind, as last sampled (short-lived processes only in the total):")
+    for r in rows:
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("cpu_by_kind") or {}).items())
+        print(f"  {r['ranks']} rank(s) x{r['hosts']} {r['variant']}: total {r['cpu_s']:.1f}; {kinds or 'none seen'}")
     for r in rows:
         if r.get("error"):
             print(f"\nfailed: {r['variant']} x{r['ranks']}: {r['error'][:2000]}")

@@ -103,6 +103,11 @@ def test_job_compile_counts_every_process_of_a_job_and_says_not_reached(tmp_path
     (row,) = json.loads(out.read_text())["rows"]
     assert row["variant"] == "eager" and "error" not in row, row
     assert row["cpu_s"] > 1.0 and row["left"] == 0 and row["first_step_s"] > 0  # importing torch alone takes CPU
+    # Where the CPU went, by process kind: the rank's share is seen (also once it exited), and no
+    # kind adds up to more than the job's total.
+    kinds = row["cpu_by_kind"]
+    assert kinds.get("ranks", 0) > 0.5 * row["cpu_s"], kinds
+    assert sum(kinds.values()) <= row["cpu_s"] + 0.5, (kinds, row["cpu_s"])
 
     saved = json.loads(out.read_text())
     saved["rows"].append({**row, "variant": "sandbox", "error": "exit codes [1]", "first_step_s": None})
