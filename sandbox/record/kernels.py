@@ -100,11 +100,12 @@ def inventory(source_code: str | None) -> list[dict[str, Any]]:
         lit = _LITERAL.search(source_code, m.end())
         source = ""
         ops = kernel_ops(name, source_code, previous_end, line_start)
+        calls_from = m.end()  # call sites come after the kernel's source: a Triton source defines ``def name(``
         if lit:
             close = source_code.find(lit.group(1), lit.end())
             if close != -1:
                 source = source_code[lit.end() : close]
-                previous_end = close
+                previous_end = calls_from = close
         kernels.append(
             {
                 "name": name,
@@ -112,7 +113,7 @@ def inventory(source_code: str | None) -> list[dict[str, Any]]:
                 "source_hash": source_hash(source),
                 "source": source,
                 "lines": source.count("\n") + 1 if source else 0,
-                "calls": _call_sites(source_code, name, m.end()),
+                "calls": _call_sites(source_code, name, calls_from),
                 "ops": ops,
             }
         )

@@ -4,7 +4,8 @@ a backward graph each): ``gpu-default``, then ``gpu-max-autotune``
 (``mode="max-autotune-no-cudagraphs"``). Its reports carry what only a GPU compile records: per
 Triton kernel its launchers (warps, stages, block sizes, registers, spills, shared memory) and
 its autotuner's details (candidate configs, benchmark timings, the chosen config, the autotune
-cache state), and per graph max-autotune's tuned ops with their candidates and timings.
+cache state), and per graph max-autotune's tuned ops with their candidates and timings; each
+graph's call 3 was profiled (``profile_steps``), so its kernels carry their measured device times.
 
 The compare page, the graph page and the run page through Streamlit's ``AppTest``, and the
 queries behind them (``dashboard/queries/compare.py`` and ``graph.py``) without Streamlit. Every expected value is read
@@ -28,7 +29,9 @@ from apptest_pages import check, frame, metrics, numbers, open_page, plain, text
 from dashboard_stores import ROOT, store_files
 
 from dashboard.queries import compare, graph, shared
+from dashboard.queries import runtime as qr
 from sandbox.analysis.diff import compare_runs
+from sandbox.cli.main import main as cli
 from sandbox.record.report import CompileReport
 from sandbox.store import open_store
 
@@ -484,3 +487,31 @@ def test_autotune_queries_on_the_gpu_reports(gpu: Gpu) -> None:
                 assert cands["ms"].is_monotonic_increasing
     assert graph.triton_kernel_rows([{"name": "cpp_fused_0", "kind": "cpp"}]).empty
     assert graph.autotune_choice_rows([]).empty
+
+
+def test_the_gpu_store_holds_measured_kernel_runtimes(gpu: Gpu, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both runs profiled their graphs' call 3 on the GPU (``profile_steps``): every kernel of every
+    graph has a runtime with as many calls as the generated code makes, their sum is the profiled
+    call's device time to within 10% (what is left: memsets and copies no kernel accounts for), and
+    the Graph page's table and ``sandbox show`` give those measured figures, largest first."""
+    for name in (A, B):
+        for r in gpu.reports[name]:
+            rt = r.runtime or {}
+            assert rt.get("device") == "cuda" and rt.get("profiled_calls") == [3], (name, r.graph_kind, rt)
+            for k in r.kernels:
+                measured = k.get("runtime") or {}
+                assert measured.get("per_call_us", 0) > 0, (name, k["name"], measured)
+                # Launched at least once, never more often than the wrapper's call sites (this store's
+                # static counts predate the fix that stopped counting a Triton source's own ``def``).
+                assert 1 <= measured["calls"] <= k["calls"], (name, k["name"], measured, k["calls"])
+            total = sum(k["runtime"]["total_us"] for k in r.kernels)
+            assert 0.9 * rt["graph_us"] <= total <= rt["graph_us"] * 1.001, (name, r.graph_kind, total, rt)
+            rows = qr.kernel_runtime_rows(r)
+            kernels = rows[~rows["kernel"].str.startswith("(other")]
+            top = max(r.kernels, key=lambda k: k["runtime"]["total_us"])
+            assert kernels.iloc[0]["kernel"] == top["name"], (kernels.head(3), top["name"])
+    assert cli(["--store", str(gpu.path), "show", gpu.id(B)]) == 0
+    shown = capsys.readouterr().out
+    forward = gpu.graph(B, "forward")
+    top = max(forward.kernels, key=lambda k: k["runtime"]["total_us"])
+    assert "kernel runtime (profiled calls" in shown and top["name"][:40] in shown, shown[-3000:]

@@ -91,3 +91,22 @@ def test_kernel_ops_of_a_name_alone() -> None:
     assert kernels.kernel_ops("cpp_fused_0") == []
     text = "# x, Original ATen: [aten.add, prims.fma]\n"
     assert kernels.kernel_ops("triton_poi_fused_add_fma_0", text, 0, len(text)) == ["add", "prims.fma"]
+
+
+def test_call_sites_counted_after_the_kernel_source() -> None:
+    """A Triton kernel's source defines ``def <its name>(``: only the wrapper's calls count (a GPU
+    store once said 2 calls for a kernel its profiled call launched once)."""
+    module = TRITON_MODULE + (
+        "\n\ndef call(args):\n"
+        "    triton_per_fused_native_layer_norm_relu_0.run(buf0, 64, stream=stream0)\n"
+        "    triton_poi_fused_sin_1.run(buf1, 8, stream=stream0)\n"
+        "    triton_poi_fused_sin_1.run(buf2, 8, stream=stream0)\n"
+    )
+    calls = {k["name"]: k["calls"] for k in kernels.inventory(module)}
+    assert calls == {"triton_per_fused_native_layer_norm_relu_0": 1, "triton_poi_fused_sin_1": 2}
+    assert {k["name"]: k["calls"] for k in kernels.inventory(CPP_MODULE)} == {
+        "cpp_fused_add_native_layer_norm_relu_0": 1,
+        "cpp_fused__to_copy_sum_1": 1,
+        "extern_kernels.mm": 1,
+        "torch.ops.aten.convolution_backward.default": 1,
+    }
