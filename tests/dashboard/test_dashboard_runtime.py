@@ -16,8 +16,7 @@ from sandbox.cli.main import main
 from sandbox.store import open_store
 
 FIRST = (
-    f"B's {PLANTED} runs 1.8x slower ({A_US:.0f} \u2192 {B_US:.0f} µs/call): "
-    "XBLOCK 32 \u2192 4, registers 56 \u2192 24"
+    f"B's {PLANTED} runs 1.8x slower ({A_US:.0f} \u2192 {B_US:.0f} µs/call): XBLOCK 32 \u2192 4, registers 56 \u2192 24"
 )
 
 
