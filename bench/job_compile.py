@@ -105,10 +105,14 @@ def _kind(cmd: str) -> str:
     return next((kind for part, kind in KINDS if part in cmd), "other")
 
 
-def _descendants(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
+def _children(table: dict[int, tuple[int, str, float]]) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
+    return children
+
+
+def _descendants(children: dict[int, list[int]], root: int) -> set[int]:
     ours, stack = set(), [root]
     while stack:
         for c in children.get(stack.pop(), []):
@@ -136,10 +140,8 @@ def sandbox_memory(
     moment (C++ compilers, Inductor's instruction-set probes) counts apart: in-process Inductor
     runs the same."""
     table = _proc_table() if table is None else table
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    ours = _descendants(table, root)
+    children = _children(table)
+    ours = _descendants(children, root)
     picked, stack = set(), [p for p in ours if any(c in table[p][1] for c in SANDBOX_CMDS)]
     while stack:
         p = stack.pop()
@@ -170,7 +172,7 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
             table = _proc_table()
-            for pid in _descendants(table, os.getpid()):
+            for pid in _descendants(_children(table), os.getpid()):
                 kind = _kind(table[pid][1])
                 if kind == "other" and pid in self.cpu:  # an exited process's command line is empty
                     kind = self.cpu[pid][0]

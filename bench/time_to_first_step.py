@@ -179,8 +179,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first_step_profiler() -> Any:
-    """cProfile of the user's thread from ``torch.compile`` to the first step's end: where the
-    first step's seconds go (background threads are not profiled, their GIL holds show as waits)."""
+    """cProfile from ``torch.compile`` to the first step's end: where the first step's seconds go
+    (up to Python 3.11 the user's thread alone, background threads' GIL holds showing as waits;
+    from 3.12 the profiler counts every thread's calls)."""
     import cProfile
 
     profiler = cProfile.Profile()
@@ -330,7 +331,7 @@ def main() -> int:
     ap.add_argument(
         "--profile-first-step",
         action="store_true",
-        help="cProfile the first step of every process (the user's thread) and print where it went",
+        help="cProfile the first step of every process and print where it went",
     )
     ap.add_argument("--summarize", metavar="JSON", help="print the tables of an earlier --out file, run nothing")
     args = ap.parse_args()
