@@ -493,7 +493,8 @@ def test_the_gpu_store_holds_measured_kernel_runtimes(gpu: Gpu, capsys: pytest.C
     """Both runs profiled their graphs' call 3 on the GPU (``profile_steps``): every kernel of every
     graph has a runtime, launched at least once and never more often than the generated code's
     call sites, their sum is the profiled call's device time to within 10% (what is left: memsets
-    and copies no kernel accounts for), and the Graph page's table and ``sandbox show`` give those measured figures, largest first."""
+    and copies no kernel accounts for), and the Graph page's table and ``sandbox show`` give those
+    measured figures, largest first."""
     for name in (A, B):
         for r in gpu.reports[name]:
             rt = r.runtime or {}
