@@ -94,6 +94,7 @@ KINDS = (
     ("sandbox.isolation.service", "service"),
     ("compile_worker", "compile pools"),
     ("torch.distributed.run", "torchrun"),
+    ("cdll.LoadLibrary", "ISA probes"),  # Inductor's CPU instruction-set checks: one process per check
 )
 COMPILERS = ("cc1plus", "g++", "g++-real", "gcc", "c++", "cc1", "collect2", "ld", "as")
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sandbox.torch_adapter import triton, warmup
 
 log = logging.getLogger("sandbox")
+PROBE_WAIT_S = 300.0  # how long the background probe waits for the worker's recorded answers
 
 __all__ = ["ParentWarmUp"]
 
@@ -52,6 +54,14 @@ class ParentWarmUp:
     @staticmethod
     def _run_probe() -> None:
         try:
+            # The worker records each check's answer before it compiles a CPU graph: taken from
+            # there, the probe starts no process here. Without a record by the time the result
+            # is back, the load probes itself.
+            deadline = time.monotonic() + PROBE_WAIT_S
+            while not warmup.isa_record_ready():
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)
             warmup.probe_cpu_isa()
         except Exception:  # noqa: BLE001 - the load runs the probe then
             log.debug("sandbox: background ISA probe failed", exc_info=True)

@@ -22,7 +22,7 @@ from sandbox.isolation.pool import Pool, WorkerFailure
 from sandbox.options import Options
 from sandbox.record.builder import ReportBuilder
 from sandbox.record.report import IN_PROCESS, ISOLATED, Failure
-from sandbox.torch_adapter import caches, dynamo, events, ranks, remote_cache, seam, wire
+from sandbox.torch_adapter import caches, dynamo, events, ranks, remote_cache, seam, warmup, wire
 
 log = logging.getLogger("sandbox")
 
@@ -215,6 +215,11 @@ class IsolatedCompile:
         t = time.time()
         if self.warm_parent is not None:
             self.warm_parent.join()  # a GPU graph's imports, started while the worker compiled
+        if self.devices[0]:
+            try:  # the worker recorded the probe's answers by now: taken, no probe process starts here
+                warmup.probe_cpu_isa()
+            except Exception:  # noqa: BLE001 - Inductor's load then runs its own probe
+                log.debug("sandbox: ISA probe before the load failed", exc_info=True)
         with torch_tools.Regions(b.report.compile_id, "load"):
             out = wire.load_output(reply["output"], payload.constants, region)
         dynamo.apply_counter_deltas(reply.get("counters", {}))

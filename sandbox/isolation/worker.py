@@ -78,6 +78,7 @@ class Worker:
         self.jobs = 0
         self.gpu = False  # a usable CUDA device (set by start)
         self.gpu_warm = False  # warm_up_gpu ran
+        self.isa_probed = False  # probe_cpu_isa ran for a CPU graph
         self.warm: tuple[float, dict[str, float], str] = (time.time(), {}, "normal")
 
     def start(self, started: float, priority: str = "normal", driver: _DriverInit | None = None) -> None:
@@ -155,7 +156,7 @@ class Worker:
     def compile(self, msg: dict[str, Any]) -> dict[str, Any]:
         # torch is imported by the warm-up, timed there; this module itself imports no torch.
         from sandbox.isolation import torch_tools
-        from sandbox.torch_adapter import caches, dynamo, events, triton, wire
+        from sandbox.torch_adapter import caches, dynamo, events, triton, warmup, wire
 
         received = time.time()
         for entry in reversed(msg.get("sys_path", [])):
@@ -190,6 +191,15 @@ class Worker:
             gpu_phases["gpu_warm_up_at_job_s"] = time.time() - t
         if gpu_job:
             triton.launch_compile_pool()  # GPU: started at warm-up already, unless SANDBOX_WORKER_POOL=job
+        if cpu_graph(msg) and not self.isa_probed:
+            # Inductor's own probe would check one candidate after another; this one checks them
+            # side by side and records each answer in the cache dir, so the ranks that load this
+            # graph take the answers instead of probing again.
+            self.isa_probed = True
+            try:
+                warmup.probe_cpu_isa()
+            except Exception:  # noqa: BLE001 - the compile then runs Inductor's own probe
+                pass
         try:
             wire.load_custom_op_sources(msg.get("imports", []), msg.get("libraries", []))
             events.set_chromium_logger_id(msg.get("chromium_id"))
@@ -336,6 +346,13 @@ def gpu_graph(gpu_machine: bool, job: dict[str, Any]) -> bool:
         return False
     devices = job.get("devices")
     return not isinstance(devices, dict) or bool(devices.get("gpu", True))
+
+
+def cpu_graph(job: dict[str, Any]) -> bool:
+    """Whether the job's graph has inputs on the CPU (its kernels are C++): a parent that did not
+    say is taken to have some, as before."""
+    devices = job.get("devices")
+    return not isinstance(devices, dict) or bool(devices.get("cpu", True))
 
 
 def _gpu_warm_up_at() -> str:

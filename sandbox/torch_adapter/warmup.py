@@ -1,19 +1,23 @@
 """A worker's warm-up: Inductor's one-time costs paid before the first job.
 
-Private symbols touched here: torch._inductor.cpu_vec_isa.pick_vec_isa;
-torch._inductor.async_compile.
+Private symbols touched here: torch._inductor.cpu_vec_isa (pick_vec_isa, x86_isa_checker,
+supported_vec_isa_list, VecISA.check_build); torch._inductor.async_compile.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
 import threading
+from typing import Any
 
 import torch
 
 log = logging.getLogger("sandbox")
+_PROBE_LOCK = threading.Lock()
 
 
 def probe_cpu_isa() -> None:
@@ -23,24 +27,95 @@ def probe_cpu_isa() -> None:
     other inside the first compile. The checks are independent (a g++ build and a probe
     process each), so run them side by side (docs/decisions/cpu-isa-probe.md);
     the results land in the same ``functools.cache`` that ``pick_vec_isa`` reads.
+    Each check's answer is kept beside the cache dir's marker: a later process on the same
+    cache dir and torch (a rank loading a worker's CPU graph) takes the answers from there
+    instead of starting a probe process per check, which imports torch on older releases.
     """
+    with _PROBE_LOCK:  # one probe at a time: two would swap each other's check_build
+        _probe_cpu_isa()
+
+
+def _probe_cpu_isa() -> None:
     import platform
 
     from torch._inductor import cpu_vec_isa
 
+    recorded = _read_isa_record()
+    answers: dict[str, bool] = {}
     if platform.machine() in ("x86_64", "AMD64") and sys.platform == "linux":
         flags = cpu_vec_isa.x86_isa_checker()
         candidates = [isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(isa).split())]
-        threads = [threading.Thread(target=bool, args=(isa,), daemon=True) for isa in candidates]
+        threads = [
+            threading.Thread(target=_check_isa, args=(isa, recorded, answers), daemon=True) for isa in candidates
+        ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     cpu_vec_isa.pick_vec_isa()
+    if recorded is None or any(recorded.get(k) is not v for k, v in answers.items()):
+        _write_isa_record({**(recorded or {}), **answers})
+
+
+def _check_isa(isa: Any, recorded: dict[str, bool] | None, answers: dict[str, bool]) -> None:
+    """``bool(isa)``, Inductor's cached check, with each of its build-and-load checks answered
+    from ``recorded`` where it holds that check's answer (the CPU flags were checked in this
+    process already), and otherwise run and noted in ``answers``."""
+    real = type(isa).check_build
+
+    def check_build(code: str) -> bool:
+        key = _check_key(isa, code)
+        if recorded is not None and isinstance(recorded.get(key), bool):
+            return recorded[key]
+        answers[key] = ok = bool(real(isa, code))
+        return ok
+
+    isa.check_build = check_build  # this instance only, for the check's duration
+    try:
+        bool(isa)
+    finally:
+        del isa.check_build
+
+
+def _check_key(isa: Any, code: str) -> str:
+    """One build-and-load check: the ISA, its compiler flags at the time (Inductor adds some for
+    sub-checks), the probe program and the compiler."""
+    digest = hashlib.sha256(code.encode()).hexdigest()[:16]
+    return f"{isa} | {isa.build_arch_flags()} | {digest} | {os.environ.get('CXX', '')}"
+
+
+def _record_version() -> str:
+    return f"{torch.__version__} {sys.executable}"
+
+
+def isa_record_ready() -> bool:
+    """Whether a process on this cache dir (a worker) recorded the probe's answers for this torch."""
+    return _read_isa_record() is not None
+
+
+def _read_isa_record() -> dict[str, bool] | None:
+    """The answers a process on this cache dir recorded, if it ran this torch and interpreter.
+    The file is data only: answers must be booleans, and they are consulted only for candidates
+    whose CPU flags this process saw itself, so a tampered file can at most turn an ISA off."""
+    try:
+        with open(_isa_marker()) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("torch") != _record_version() or not isinstance(data.get("checks"), dict):
+        return None
+    return {k: v for k, v in data["checks"].items() if isinstance(k, str) and isinstance(v, bool)}
+
+
+def _write_isa_record(checks: dict[str, bool]) -> None:
+    """Written whole, then renamed: a reader sees the old record or the new one."""
     try:  # the probe's programs are in this cache dir from now on: later workers need not wait for them
-        os.makedirs(os.path.dirname(_isa_marker()), exist_ok=True)
-        with open(_isa_marker(), "w") as f:
-            f.write(str(cpu_vec_isa.pick_vec_isa()))
+        path = _isa_marker()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"torch": _record_version(), "checks": checks}, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
     except OSError:
         pass
 

@@ -389,7 +389,6 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
     from torch._inductor import config as inductor_config
     from torch._inductor.codecache import BypassFxGraphCache
     from torch._inductor.output_code import CompiledFxGraphConstantsWithGm
-    from torch.fx._graph_pickler import Options
 
     crossing = _Crossing()
     refusal = hop_refusal(gm, example_inputs, crossing.imports)
@@ -423,12 +422,24 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
         reason = crossing.refused[0] if crossing.refused else str(e)
         raise Unpicklable(reason) from e
     except Exception as e:  # anything the pickler trips over means: cannot cross
+        where = _unpicklable_path(wire_input, crossing, gm)
         if env.get("SANDBOX_DEBUG_PICKLE"):
-            path = _pickler_class().debug_dumps(wire_input, Options(ops_filter=crossing.ops_filter), verbose=False)
-            log.warning("sandbox: unpicklable object at %s", path)
-        raise Unpicklable(f"{type(e).__name__}: {str(e)[:300]}") from e
+            log.warning("sandbox: unpicklable object at %s", where)
+        at = f" (at {where[:200]})" if where else ""
+        raise Unpicklable(f"{type(e).__name__}: {str(e)[:300]}{at}") from e
     libraries = sorted(getattr(torch.ops, "loaded_libraries", ()) or ())
     return WirePayload(data, CompiledFxGraphConstantsWithGm(gm), sorted(crossing.imports), libraries)
+
+
+def _unpicklable_path(wire_input: Any, crossing: Any, gm: Any) -> str | None:
+    """Where in the graph's payload the first object the pickler refuses sits (GraphPickler's
+    ``debug_dumps``), so that the report names it; None where torch cannot say."""
+    try:
+        options = _options_class()(ops_filter=crossing.ops_filter, top=gm, effects=effects_of(gm))
+        path = _pickler_class().debug_dumps(wire_input, options, verbose=False)
+    except Exception:  # noqa: BLE001 - an older torch without debug_dumps, or the walk itself failed
+        return None
+    return str(path) if path else None
 
 
 def run_in_child(data: bytes, extra_env: dict[str, str]) -> bytes:

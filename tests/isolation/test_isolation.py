@@ -352,15 +352,19 @@ def test_warmup_in_async_mode_prepares_the_first_compile_in_the_background(tmp_p
 
 
 def test_first_cpu_compile_probes_the_cpu_isa_in_the_background_and_prepares_no_gpu_load(tmp_path) -> None:
-    """While a CPU graph compiles in the worker, the user's process runs its own CPU-ISA
+    """While a CPU graph compiles in the worker, the user's process prepares its CPU-ISA
     probe in the background (the load that follows needs it) and nothing for a GPU load
-    (tests/gpu checks the opposite for CUDA graphs)."""
+    (tests/gpu checks the opposite for CUDA graphs). It takes the answers the worker recorded
+    on the shared cache dir: no probe process starts in the user's process, where each one
+    imports torch on older releases (one per check, ten on an AMX machine)."""
     code = (
         "import json, torch, sandbox; from sandbox import runtime; "
+        "from torch._inductor import cpu_vec_isa; probes = []; real = cpu_vec_isa.VecISA._probe_load; "
+        "cpu_vec_isa.VecISA._probe_load = lambda self, path: probes.append(str(self)) or real(self, path); "
         "f = torch.compile(lambda x: (x * 2).sin(), backend='sandbox'); f(torch.randn(8)); "
         "warm = runtime.current().parent_warm_up; "
-        "print(json.dumps({'started': warm.started(), 'gpu': warm.gpu_result, "
-        "'outcomes': [r.outcome for r in sandbox.reports()]}))"
+        "print(json.dumps({'started': warm.started(), 'gpu': warm.gpu_result, 'probes': probes, "
+        "'isa': str(cpu_vec_isa.pick_vec_isa()), 'outcomes': [r.outcome for r in sandbox.reports()]}))"
     )
     env = script_env(tmp_path, {})
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -369,6 +373,9 @@ def test_first_cpu_compile_probes_the_cpu_isa_in_the_background_and_prepares_no_
     assert seen["outcomes"] == ["isolated"], seen
     assert seen["started"] == {"cpu_isa_probe": True, "gpu_load": False}, seen
     assert seen["gpu"] is None, seen
+    assert seen["probes"] == [], seen
+    record = json.loads((tmp_path / "sandbox" / "cpu-isa-probed").read_text())
+    assert any(record["checks"].values()) == bool(seen["isa"]), (record, seen)
 
 
 def test_torch_compile_right_after_warmup_beside_its_import_thread(tmp_path) -> None:

@@ -59,3 +59,61 @@ def test_cpu_isa_probe_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) ->
 def test_gpu_available() -> None:
     """torch 2.13.0: ``torch.cuda.is_available``."""
     assert warmup.gpu_available() == torch.cuda.is_available()
+
+
+_PROBE_SCRIPT = """
+import json
+from torch._inductor import cpu_vec_isa
+from sandbox.torch_adapter import warmup
+probes = []
+real = cpu_vec_isa.VecISA._probe_load
+def counting(self, path):
+    probes.append(str(self))
+    return real(self, path)
+cpu_vec_isa.VecISA._probe_load = counting
+warmup.probe_cpu_isa()
+print(json.dumps({"probes": probes, "picked": str(cpu_vec_isa.pick_vec_isa())}))
+"""
+
+
+def _probe_in_fresh_process(cache_dir: Any) -> dict[str, Any]:
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_later_process_takes_the_recorded_isa_answers(tmp_path: Any) -> None:
+    """torch 2.13.0: ``VecISA.check_build`` is looked up on the instance by ``VecISA.__bool__``
+    (and the AVX-512 and AMX sub-checks), and ``VecISA._probe_load`` starts the probe process.
+    A rank that loads a worker's CPU graph on the same cache dir starts no probe process; a
+    record from another torch is ignored; a tampered record can only turn an ISA off."""
+    import json
+    import platform
+
+    from torch._inductor import cpu_vec_isa
+
+    flags = cpu_vec_isa.x86_isa_checker() if platform.machine() in ("x86_64", "AMD64") else []
+    if not any(all(f in flags for f in str(isa).split()) for isa in cpu_vec_isa.supported_vec_isa_list):
+        pytest.skip("no x86 ISA candidate on this CPU: nothing is probed")
+    first = _probe_in_fresh_process(tmp_path)
+    assert first["probes"], "a fresh cache dir is probed"
+    second = _probe_in_fresh_process(tmp_path)
+    assert second == {"probes": [], "picked": first["picked"]}
+
+    marker = tmp_path / "sandbox" / "cpu-isa-probed"
+    record = json.loads(marker.read_text())
+    assert record["checks"] and all(v is True or v is False for v in record["checks"].values())
+    marker.write_text(json.dumps({**record, "torch": "0.0 elsewhere"}))
+    assert _probe_in_fresh_process(tmp_path)["probes"], "another torch's record is not taken"
+
+    record = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**record, "checks": {k: False for k in record["checks"]}}))
+    turned_off = _probe_in_fresh_process(tmp_path)
+    assert turned_off["probes"] == [] and turned_off["picked"] != first["picked"]
+    marker.write_text("not json {")
+    assert _probe_in_fresh_process(tmp_path)["picked"] == first["picked"]

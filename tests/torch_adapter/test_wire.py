@@ -285,3 +285,14 @@ def test_hop_refusal_names_the_op_and_why() -> None:
     assert reason and "torchbind object packed" in reason
     reason = wire.hop_refusal(graph_with(torch.ops.aten.sin.default), [torch.randn(2), packed])
     assert reason and "input 1 is a torchbind object" in reason
+
+
+def test_an_object_that_cannot_cross_is_named_by_where_it_sits() -> None:
+    """torch 2.13.0: ``GraphPickler.debug_dumps(obj, options, verbose=False)`` returns the path of
+    the first object ``dumps`` refuses: the report's reason names it beside the pickler's error."""
+    g = torch.fx.Graph()
+    g.output(g.call_function(torch.ops.aten.sin.default, (g.placeholder("x"),)))
+    gm = torch.fx.GraphModule(torch.nn.Module(), g)
+    with pytest.raises(wire.Unpicklable) as raised:
+        wire.serialize_graph(gm, [torch.randn(2), (i for i in range(2))], [], {})
+    assert str(raised.value) == "TypeError: cannot pickle 'generator' object (at root.example_inputs[1])"
