@@ -13,6 +13,7 @@ Variants
   sandbox         backend="sandbox", blocking, sandbox.warmup() at the program's start
   sandbox_2w      the same with 2 workers (forward and backward compile side by side)
   sandbox_async   backend="sandbox" with SANDBOX_ASYNC=1, sandbox.warmup() at the start
+  sandbox_async_2w  the same with 2 workers (the backward compiles beside the forward)
 
 Every process first "loads data" for ``--load-s`` seconds (a sleep: what a job does before
 its first step, and the time sandbox.warmup() has to warm the workers up), then builds the
@@ -65,9 +66,9 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-VARIANTS = ("inductor", "stock_async", "sandbox", "sandbox_2w", "sandbox_async")
+VARIANTS = ("inductor", "stock_async", "sandbox", "sandbox_2w", "sandbox_async", "sandbox_async_2w")
 BASELINE = "inductor"
-ASYNC = ("sandbox_async", "stock_async")  # variants whose graphs run as is until a swap
+ASYNC = ("sandbox_async", "sandbox_async_2w", "stock_async")  # variants whose graphs run as is until a swap
 MIN_STEPS = 300  # --steps auto: every variant runs at least this many steps
 TAIL = 50  # the compiled step time: the median of this many steps after the swap (at most)
 POINTS = (("first step", 1), ("50 steps", 50), ("300 steps", 300))
@@ -98,7 +99,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     if sandboxed:
         import sandbox
 
-        sandbox.warmup(workers=2 if variant == "sandbox_2w" else 1)
+        sandbox.warmup(workers=2 if variant.endswith("_2w") else 1)
     time.sleep(spec["load_s"])  # the job loads its data meanwhile
 
     import torch
@@ -113,13 +114,13 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(spec["batch"], spec["seq"], d, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    options = {"workers": 2} if variant == "sandbox_2w" else None
+    options = {"workers": 2} if variant.endswith("_2w") else None
     stock_swaps: list[float] = []
     stock_pending = _watch_stock_swaps(stock_swaps) if variant == "stock_async" else None
 
     def pending() -> int:
         """Graphs that still run as is (0 for the blocking variants)."""
-        if variant == "sandbox_async":
+        if variant.startswith("sandbox_async"):
             return sandbox.pending()
         return stock_pending() if stock_pending is not None else 0
 
@@ -241,7 +242,7 @@ def child_env(variant: str, cache_root: str) -> dict[str, str]:
         env["TORCHINDUCTOR_FX_COMPILE_MODE"] = "async+subprocess"
         env["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "0"
         env["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "0"
-    if variant == "sandbox_async":
+    if variant.startswith("sandbox_async"):
         env["SANDBOX_ASYNC"] = "1"
     return env
 
@@ -277,7 +278,7 @@ def compiled_from(variant: str, res: dict[str, Any]) -> float | None:
     reports = res.get("reports") or []
     if not ends or res.get("pending_at_end") or any(r["outcome"] == "failed" for r in reports):
         return None
-    if variant == "sandbox_async":
+    if variant.startswith("sandbox_async"):
         swapped = [r["switched_s"] for r in reports if r["background"] == "async"]
         return max(swapped) if swapped else ends[0]  # no graph deferred: all came from the caches
     if variant == "stock_async":
@@ -395,7 +396,7 @@ def main() -> int:
                 res = rec["result"]
                 m = measurements(v, res)
                 print(
-                    f"  repeat {rep + 1} {v:14s} first step {fmt(m['first step'])} s, {swap_line(v, res)}, "
+                    f"  repeat {rep + 1} {v:16s} first step {fmt(m['first step'])} s, {swap_line(v, res)}, "
                     f"{len(res['ends'])} steps {fmt(res['ends'][-1])} s "
                     f"(load avg {rec['loadavg_1m_before']:.1f} -> {rec['loadavg_1m_after']:.1f})",
                     flush=True,
