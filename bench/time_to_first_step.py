@@ -14,6 +14,8 @@ Variants
   sandbox_2w      the same with 2 workers (forward and backward compile side by side)
   sandbox_async   backend="sandbox" with SANDBOX_ASYNC=1, sandbox.warmup() at the start
   sandbox_async_2w  the same with 2 workers (the backward compiles beside the forward)
+  sandbox_prep    sandbox with SANDBOX_WARMUP_IMPORTS=prepare: warmup() also prepares the first cache
+                  miss (imports, patterns, source hashes) in blocking mode (not in the default list)
 
 Every process first "loads data" for ``--load-s`` seconds (a sleep: what a job does before
 its first step, and the time sandbox.warmup() has to warm the workers up), then builds the
@@ -67,6 +69,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 VARIANTS = ("inductor", "stock_async", "sandbox", "sandbox_2w", "sandbox_async", "sandbox_async_2w")
+EXTRA = ("sandbox_prep",)  # run only when named
 BASELINE = "inductor"
 ASYNC = ("sandbox_async", "sandbox_async_2w", "stock_async")  # variants whose graphs run as is until a swap
 MIN_STEPS = 300  # --steps auto: every variant runs at least this many steps
@@ -228,6 +231,7 @@ def child_env(variant: str, cache_root: str) -> dict[str, str]:
         "TORCHINDUCTOR_FX_COMPILE_MODE",
         "SANDBOX_ASYNC",
         "SANDBOX_WORKERS",
+        "SANDBOX_WARMUP_IMPORTS",
         "TORCHINDUCTOR_FX_GRAPH_CACHE",
         "TORCHINDUCTOR_AUTOGRAD_CACHE",
     ):
@@ -244,6 +248,8 @@ def child_env(variant: str, cache_root: str) -> dict[str, str]:
         env["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "0"
     if variant.startswith("sandbox_async"):
         env["SANDBOX_ASYNC"] = "1"
+    if variant == "sandbox_prep":
+        env["SANDBOX_WARMUP_IMPORTS"] = "prepare"
     return env
 
 
@@ -360,9 +366,9 @@ def main() -> int:
         )
         device = "cuda" if probe.stdout.strip() == "True" else "cpu"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in VARIANTS + EXTRA]
     if unknown:
-        ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+        ap.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS + EXTRA)}")
     spec = {
         "device": device,
         "steps": args.steps if args.steps == "auto" else int(args.steps),

@@ -110,8 +110,9 @@ _DECLARED = (
         "SANDBOX_WARMUP_IMPORTS",
         SETTING,
         "",
-        "1/0: sandbox.warmup() imports Inductor's front end in the background "
-        "(default: on without an NVIDIA GPU, and in async mode)",
+        "1/0/prepare: sandbox.warmup() imports Inductor's front end in the background "
+        "(default: on without an NVIDIA GPU, and in async mode, which also prepares the first cache miss; "
+        "prepare: that in blocking mode too)",
     ),
     Variable(
         "SANDBOX_WORKER_WARMUP",

@@ -313,7 +313,8 @@ class Runtime:
         async mode (``first_compile``), whose first step is this process's share of a compile
         and little else; that mode also pays the first cache miss's one-time costs there
         (``seam.prepare_first_compile``) after the imports (docs/decisions/frontend-imports.md).
-        SANDBOX_WARMUP_IMPORTS=1 or 0 decides either way. True if the thread was started."""
+        SANDBOX_WARMUP_IMPORTS=1 or 0 decides either way; ``prepare`` runs the thread and prepares
+        the first cache miss in blocking mode too. True if the thread was started."""
         if self._frontend is not None or in_worker():
             return False
         setting = env.get("SANDBOX_WARMUP_IMPORTS").lower()
@@ -321,6 +322,7 @@ class Runtime:
             return False
         if not setting and sizing.gpu_machine() and not first_compile:
             return False
+        first_compile = first_compile or setting == "prepare"
         holding = threading.Event()
 
         def imports() -> None:

@@ -334,7 +334,7 @@ def test_warmup_in_async_mode_prepares_the_first_compile_in_the_background(tmp_p
     """In async mode the first step is this process's share of a compile: sandbox.warmup()'s
     thread also registers the joint-graph patterns for the likely device (here the CPU), which
     the partitioner would otherwise do inside that step; in blocking mode it does not (a run
-    of cache hits never needs them)."""
+    of cache hits never needs them), unless SANDBOX_WARMUP_IMPORTS=prepare asks for it."""
     code = (
         "import json, sandbox; from sandbox import runtime; sandbox.warmup(workers=1); "
         "t = runtime.current()._frontend; t is not None and t.join(120); "
@@ -342,13 +342,14 @@ def test_warmup_in_async_mode_prepares_the_first_compile_in_the_background(tmp_p
         "print(json.dumps({'started': t is not None, 'patterns': joint_graph.lazy_init.cache_info().currsize}))"
     )
     seen = {}
-    for mode in ("1", "0"):
-        env = script_env(tmp_path / mode, {"SANDBOX_ASYNC": mode, "SANDBOX_WARMUP_IMPORTS": "1"})
+    for mode, imports in (("1", "1"), ("0", "1"), ("0", "prepare")):
+        env = script_env(tmp_path / f"{mode}{imports}", {"SANDBOX_ASYNC": mode, "SANDBOX_WARMUP_IMPORTS": imports})
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
-        seen[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["1"] == {"started": True, "patterns": 1}, seen
-    assert seen["0"] == {"started": True, "patterns": 0}, seen
+        seen[mode + imports] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["11"] == {"started": True, "patterns": 1}, seen
+    assert seen["01"] == {"started": True, "patterns": 0}, seen
+    assert seen["0prepare"] == {"started": True, "patterns": 1}, seen
 
 
 def test_first_cpu_compile_probes_the_cpu_isa_in_the_background_and_prepares_no_gpu_load(tmp_path) -> None:
