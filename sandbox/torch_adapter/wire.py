@@ -8,7 +8,7 @@ GraphPickler, Options, _GraphModulePickleData (through ``GraphPickler.reducer_ov
 torch._ops.HigherOrderOperator (``name()``; found as ``torch.ops.higher_order.<name>`` once its
 module is imported); torch._higher_order_ops.effects: _get_effect, _get_op_qualname,
 _register_effectful_op; torch._higher_order_ops.invoke_subgraph.invoke_subgraph;
-torch._guards.TracingContext.hop_dispatch_set_cache (InvokeSubgraphCache.get_effects,
+torch._guards.ModuleContext; torch._guards.TracingContext.hop_dispatch_set_cache (InvokeSubgraphCache.get_effects,
 add_effects); torch._library.fake_class_registry.FakeScriptObject;
 torch._library.opaque_object.is_opaque_value_type; torch._library.effects.EffectType;
 torch._library.simple_registry.singleton (``find(qualname).fake_impl.kernel.source``).
@@ -301,6 +301,7 @@ def _options_class() -> type:
 
 
 def _make_pickler_class() -> type:
+    from torch._guards import ModuleContext
     from torch._inductor.compile_fx_ext import _WireProtocolInput
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx._graph_pickler import GraphPickler
@@ -324,6 +325,11 @@ def _make_pickler_class() -> type:
                 # every loaded module; it can find the user's script there (``__mp_main__``), which
                 # the worker cannot import.
                 return (memory_format, (str(obj).rsplit(".", 1)[-1],))
+            if isinstance(obj, ModuleContext):
+                # Dynamo's record of the modules it met (the user's, a cond branch's graph with
+                # weak references in its node meta): Inductor reads it only to free eager
+                # parameters under freezing, which in a worker would touch copies.
+                return (ModuleContext, ())
             if isinstance(obj, FakeTensorMode):
                 # The describer clears fake_mode on a tensor's own description but not
                 # on its view base's; the unpickler puts the worker's mode back on both.

@@ -296,3 +296,25 @@ def test_an_object_that_cannot_cross_is_named_by_where_it_sits() -> None:
     with pytest.raises(wire.Unpicklable) as raised:
         wire.serialize_graph(gm, [torch.randn(2), (i for i in range(2))], [], {})
     assert str(raised.value) == "TypeError: cannot pickle 'generator' object (at root.example_inputs[1])"
+
+
+def test_dynamos_module_record_stays_behind() -> None:
+    """torch 2.13.0: ``torch._guards.ModuleContext`` (``TracingContext.module_context.nn_modules``,
+    Dynamo's record of the modules it met) travels inside the ``TracingContext``; on CUDA a
+    ``cond`` branch's graph there held weak references and kept the graph in the user's process.
+    The worker gets an empty record: Inductor reads it only under freezing."""
+    from torch._guards import TracingContext, tracing
+    from torch._inductor.compile_fx_ext import _WireProtocolPickledInput
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    g = torch.fx.Graph()
+    g.output(g.call_function(torch.ops.aten.sin.default, (g.placeholder("x"),)))
+    gm = torch.fx.GraphModule(torch.nn.Module(), g)
+    ctx = TracingContext(FakeTensorMode())
+    ctx.module_context.nn_modules["held"] = (i for i in range(2))  # pickles no more than a weakref
+    with tracing(ctx):
+        payload = wire.serialize_graph(gm, [torch.randn(2)], [], {})
+    received = _WireProtocolPickledInput(payload.data).deserialize()
+    assert isinstance(received.tracing_context, TracingContext)
+    assert received.tracing_context.module_context.nn_modules == {}
+    assert "held" in ctx.module_context.nn_modules  # this process's record is untouched
