@@ -100,7 +100,11 @@ def test_a_later_process_takes_the_recorded_isa_answers(tmp_path: Any) -> None:
     flags = cpu_vec_isa.x86_isa_checker() if platform.machine() in ("x86_64", "AMD64") else []
     if not any(all(f in flags for f in str(isa).split()) for isa in cpu_vec_isa.supported_vec_isa_list):
         pytest.skip("no x86 ISA candidate on this CPU: nothing is probed")
-    first = _probe_in_fresh_process(tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+        assert not warmup.isa_record_ready()
+        first = _probe_in_fresh_process(tmp_path)
+        assert warmup.isa_record_ready()
     assert first["probes"], "a fresh cache dir is probed"
     second = _probe_in_fresh_process(tmp_path)
     assert second == {"probes": [], "picked": first["picked"]}
