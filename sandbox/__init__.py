@@ -60,6 +60,7 @@ def warmup(workers: int | None = None, wait: bool = False, timeout: float | None
     rt = _runtime()
     options = Options.resolve()
     started = rt.get_pool(options, workers, started_by="sandbox.warmup()")
+    rt.warm_gpu_workers(started)
     rt.warm_up_frontend(first_compile=options.async_)
     if wait:
         started.wait_ready(timeout)

@@ -132,7 +132,8 @@ _DECLARED = (
         "SANDBOX_WORKER_GPU_WARMUP",
         SETTING,
         "job",
-        "when a worker starts CUDA, Triton and its compile pool: job (the first job) or start",
+        "when a worker starts CUDA, Triton and its compile pool: job (its first GPU job), start (in its warm-up) "
+        "or warmup (when sandbox.warmup() is called, else its first GPU job)",
     ),
     Variable(
         "SANDBOX_WORKER_POOL",

@@ -305,6 +305,16 @@ class Runtime:
                 caches.install_fx_key_tap()  # a cache-miss graph's key: the key its compile is shared by
                 self._seam = True
 
+    def warm_gpu_workers(self, started: Any) -> bool:
+        """From ``sandbox.warmup()`` on a GPU machine with SANDBOX_WORKER_GPU_WARMUP=warmup: the
+        workers start CUDA, Triton and Triton's compile pool now, while the program loads its
+        data, instead of inside the first GPU compile (docs/decisions/gpu-worker-warm-up.md).
+        A compile service's workers are left as they are. True if the workers were asked."""
+        if env.get("SANDBOX_WORKER_GPU_WARMUP").lower() != "warmup" or not sizing.gpu_machine():
+            return False
+        ask = getattr(started, "warm_gpu", None)
+        return bool(ask()) if callable(ask) else False
+
     # -- this process's own share of Inductor's imports ----------------------------------------
     def warm_up_frontend(self, first_compile: bool = False) -> bool:
         """Once per process, from ``sandbox.warmup()``: import the modules this process's own

@@ -149,7 +149,7 @@ class Pool:
                 w.kill()
                 continue
             try:
-                protocol.send(w.job_w, {"op": "exit"})
+                w.send({"op": "exit"})
                 asked.append(w)
             except OSError:
                 w.kill()
@@ -188,6 +188,22 @@ class Pool:
             }
             for w in workers
         ]
+
+    def warm_gpu(self) -> int:
+        """Ask each worker to start CUDA, Triton and Triton's compile pool now instead of at its
+        first GPU job (``sandbox.warmup()`` on a GPU machine: the program said compiles come soon,
+        and its data loading hides the start). A worker without a GPU, or warm already, ignores
+        it. Returns how many were asked."""
+        with self._lock:
+            workers = list(self._workers)
+        asked = 0
+        for w in workers:
+            try:
+                w.send({"op": "warm_gpu"})
+                asked += 1
+            except OSError:
+                pass  # a dead worker: the next job finds and replaces it
+        return asked
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until every worker has finished its warm-up."""
@@ -371,7 +387,7 @@ class Pool:
             if self.compile_threads:
                 job = {**job, "compile_threads": self.compile_threads}
             try:
-                protocol.send(w.job_w, job)
+                w.send(job)
             except OSError as e:
                 raise self._death(w) from e
             if on_sent is not None:

@@ -72,6 +72,9 @@ class WorkerProcess:
         for fd in (job_r, result_w, lifeline_r):
             os.close(fd)
         self.pid = self.proc.pid
+        # One frame at a time on the job pipe: a job and a warm-up request from another thread
+        # would otherwise interleave their bytes.
+        self._send_lock = threading.Lock()
         self.ready: dict[str, Any] | None = None
         self.ready_event = threading.Event()
         self.jobs = 0
@@ -80,6 +83,11 @@ class WorkerProcess:
         self.rescue: WorkerProcess | None = None
         self.rescue_of: int | None = None
         self.kept: WorkerProcess | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """One frame to the worker (raises OSError once it is gone)."""
+        with self._send_lock:
+            protocol.send(self.job_w, message)
 
     def watch_ready(self, on_ready: Any) -> None:
         """Read the worker's one 'ready' message in the background (the only reader until then)."""

@@ -79,6 +79,8 @@ class Worker:
         self.gpu = False  # a usable CUDA device (set by start)
         self.gpu_warm = False  # warm_up_gpu ran
         self.isa_probed = False  # probe_cpu_isa ran for a CPU graph
+        self.gpu_thread: threading.Thread | None = None  # warm_up_gpu asked for early (warm_gpu)
+        self.early_gpu_phases: dict[str, float] = {}
         self.warm: tuple[float, dict[str, float], str] = (time.time(), {}, "normal")
 
     def start(self, started: float, priority: str = "normal", driver: _DriverInit | None = None) -> None:
@@ -149,9 +151,26 @@ class Worker:
             op = msg.get("op")
             if op == "exit":
                 return True
+            if op == "warm_gpu":
+                self.warm_up_gpu_soon()
             if op == "compile":
                 reply = self.compile(msg)
                 protocol.send(self.out_fd, reply)
+
+    def warm_up_gpu_soon(self) -> None:
+        """CUDA, Triton and the compile pool on a thread now (the parent's ``sandbox.warmup()``
+        on a GPU machine), so that the first GPU job finds them started; that job waits for the
+        thread if it is still running."""
+        if not self.gpu or self.gpu_warm or self.gpu_thread is not None:
+            return
+        self.gpu_thread = threading.Thread(
+            target=_at_priority,
+            args=(self.warm[2], self.warm_up_gpu, self.early_gpu_phases),
+            name="sandbox-gpu-warm-up-early",
+            daemon=True,
+        )
+        self.early_gpu_phases["gpu_warm_up_asked_at"] = time.time()
+        self.gpu_thread.start()
 
     def compile(self, msg: dict[str, Any]) -> dict[str, Any]:
         # torch is imported by the warm-up, timed there; this module itself imports no torch.
@@ -185,6 +204,12 @@ class Worker:
                 )
         gpu_phases: dict[str, float] = {}
         gpu_job = gpu_graph(self.gpu, msg)
+        if gpu_job and self.gpu_thread is not None:  # started by warm_gpu: the job needs it finished
+            t = time.time()
+            self.gpu_thread.join()
+            gpu_phases.update(self.early_gpu_phases)
+            gpu_phases["gpu_warm_up_waited_at_job_s"] = time.time() - t
+            self.early_gpu_phases = {}
         if gpu_job and not self.gpu_warm:  # CUDA, Triton and the compile pool at the first GPU job (_gpu_warm_up_at)
             t = time.time()
             _at_priority(self.warm[2], self.warm_up_gpu, gpu_phases)
@@ -366,7 +391,8 @@ def _gpu_warm_up_at() -> str:
     seconds after the worker's start, and in-process Inductor starts its compile pool inside
     its first compile as well. A program whose graphs all hit the caches thus leaves the GPU
     alone in the worker (docs/decisions/gpu-worker-warm-up.md)."""
-    return "start" if env.get("SANDBOX_WORKER_GPU_WARMUP").lower() == "start" else "job"
+    return "start" if env.get("SANDBOX_WORKER_GPU_WARMUP").lower() == "start" else "job"  # warmup: as job,
+    # and sandbox.warmup() asks for it early (the warm_gpu op)
 
 
 def _at_priority(priority: str, fn: Any, *args: Any) -> None:

@@ -7,7 +7,12 @@ process sends; ``tests/gpu/run.py --only cpu_graph`` checks the real thing on th
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import torch
+from support import script_env
 
 from sandbox.isolation import sizing
 from sandbox.isolation.scheme import _input_devices
@@ -48,3 +53,45 @@ def test_the_likely_graph_device_is_the_local_rank_s_gpu_or_the_cpu(monkeypatch)
     assert sizing.likely_graph_device({"LOCAL_RANK": "3"}) == "cuda:3"
     for odd in ("-1", "1; rm -rf /", "99999", " "):
         assert sizing.likely_graph_device({"LOCAL_RANK": odd}) == "cuda:0", odd
+
+
+def test_warmup_asks_the_workers_to_warm_the_gpu_only_when_set_on_a_gpu_machine(monkeypatch) -> None:
+    """``sandbox.warmup()``'s request (``Runtime.warm_gpu_workers``): only with
+    SANDBOX_WORKER_GPU_WARMUP=warmup, only on a GPU machine (decided here by replacing
+    ``sizing.gpu_machine``: this machine has none), and never to a compile service's workers."""
+    from sandbox import runtime
+
+    asked: list[int] = []
+
+    class Workers:
+        def warm_gpu(self) -> int:
+            asked.append(1)
+            return 1
+
+    rt = runtime.current()
+    monkeypatch.setattr(sizing, "gpu_machine", lambda env=None: True)
+    monkeypatch.delenv("SANDBOX_WORKER_GPU_WARMUP", raising=False)
+    assert not rt.warm_gpu_workers(Workers()) and not asked
+    monkeypatch.setenv("SANDBOX_WORKER_GPU_WARMUP", "warmup")
+    assert rt.warm_gpu_workers(Workers()) and asked == [1]
+    assert not rt.warm_gpu_workers(object())  # a compile service's client: its workers are not ours
+    monkeypatch.setattr(sizing, "gpu_machine", lambda env=None: False)
+    assert not rt.warm_gpu_workers(Workers()) and asked == [1]
+
+
+def test_a_worker_without_a_gpu_ignores_the_request_and_compiles(tmp_path) -> None:
+    """The ``warm_gpu`` frame reaches a real worker between jobs; one without a GPU ignores it,
+    and the compile after it is isolated as before (tests/gpu/run.py checks a GPU worker)."""
+    code = (
+        "import json, torch, sandbox; from sandbox.isolation import pool; sandbox.warmup(wait=True); "
+        "asked = pool.current_pool().warm_gpu(); "
+        "f = torch.compile(lambda x: x.cos() + 1, backend='sandbox'); f(torch.randn(4)); "
+        "print(json.dumps({'asked': asked, 'outcomes': [r.outcome for r in sandbox.reports()], "
+        "'jobs': [w['jobs'] for w in sandbox.workers()], 'alive': [w['alive'] for w in sandbox.workers()]}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=script_env(tmp_path, {}), capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"asked": 1, "outcomes": ["isolated"], "jobs": [1], "alive": [True]}, seen
