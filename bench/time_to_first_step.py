@@ -16,8 +16,8 @@ Variants
   sandbox_async_2w  the same with 2 workers (the backward compiles beside the forward)
   sandbox_prep    sandbox with SANDBOX_WARMUP_IMPORTS=prepare: warmup() also prepares the first cache
                   miss (imports, patterns, source hashes) in blocking mode (not in the default list)
-  sandbox_gpuwarm, sandbox_async_gpuwarm  with SANDBOX_WORKER_GPU_WARMUP=warmup: warmup() has the
-                  workers start CUDA, Triton and the compile pool while the job loads its data
+  sandbox_gpujob, sandbox_async_gpujob  with SANDBOX_WORKER_GPU_WARMUP=job: the workers start CUDA,
+                  Triton and the compile pool at their first GPU job, not when warmup() is called
 
 Every process first "loads data" for ``--load-s`` seconds (a sleep: what a job does before
 its first step, and the time sandbox.warmup() has to warm the workers up), then builds the
@@ -71,9 +71,9 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 VARIANTS = ("inductor", "stock_async", "sandbox", "sandbox_2w", "sandbox_async", "sandbox_async_2w")
-EXTRA = ("sandbox_prep", "sandbox_gpuwarm", "sandbox_async_gpuwarm")  # run only when named
+EXTRA = ("sandbox_prep", "sandbox_gpujob", "sandbox_async_gpujob")  # run only when named
 BASELINE = "inductor"
-ASYNC = ("sandbox_async", "sandbox_async_2w", "stock_async")  # variants whose graphs run as is until a swap
+ASYNC = tuple(v for v in VARIANTS + EXTRA if "async" in v)  # variants whose graphs run as is until a swap
 MIN_STEPS = 300  # --steps auto: every variant runs at least this many steps
 TAIL = 50  # the compiled step time: the median of this many steps after the swap (at most)
 POINTS = (("first step", 1), ("50 steps", 50), ("300 steps", 300))
@@ -253,8 +253,8 @@ def child_env(variant: str, cache_root: str) -> dict[str, str]:
         env["SANDBOX_ASYNC"] = "1"
     if variant == "sandbox_prep":
         env["SANDBOX_WARMUP_IMPORTS"] = "prepare"
-    if variant.endswith("_gpuwarm"):
-        env["SANDBOX_WORKER_GPU_WARMUP"] = "warmup"
+    if variant.endswith("_gpujob"):
+        env["SANDBOX_WORKER_GPU_WARMUP"] = "job"
     return env
 
 

@@ -131,9 +131,9 @@ _DECLARED = (
     Variable(
         "SANDBOX_WORKER_GPU_WARMUP",
         SETTING,
-        "job",
-        "when a worker starts CUDA, Triton and its compile pool: job (its first GPU job), start (in its warm-up) "
-        "or warmup (when sandbox.warmup() is called, else its first GPU job)",
+        "warmup",
+        "when a worker starts CUDA, Triton and its compile pool: warmup (when sandbox.warmup() is called, else "
+        "its first GPU job), job (its first GPU job) or start (in its warm-up)",
     ),
     Variable(
         "SANDBOX_WORKER_POOL",

@@ -306,9 +306,9 @@ class Runtime:
                 self._seam = True
 
     def warm_gpu_workers(self, started: Any) -> bool:
-        """From ``sandbox.warmup()`` on a GPU machine with SANDBOX_WORKER_GPU_WARMUP=warmup: the
-        workers start CUDA, Triton and Triton's compile pool now, while the program loads its
-        data, instead of inside the first GPU compile (docs/decisions/gpu-worker-warm-up.md).
+        """From ``sandbox.warmup()`` on a GPU machine (SANDBOX_WORKER_GPU_WARMUP=warmup, the
+        default): the workers start CUDA, Triton and Triton's compile pool now, while the program
+        loads its data, instead of inside the first GPU compile (docs/decisions/gpu-worker-warm-up.md).
         A compile service's workers are left as they are. True if the workers were asked."""
         if env.get("SANDBOX_WORKER_GPU_WARMUP").lower() != "warmup" or not sizing.gpu_machine():
             return False

@@ -381,9 +381,9 @@ def cpu_graph(job: dict[str, Any]) -> bool:
 
 
 def _gpu_warm_up_at() -> str:
-    """When a GPU worker initialises CUDA, imports Triton and starts Triton's compile pool:
-    at its first job (default, ``job``) or in its warm-up, before it says it is ready
-    (SANDBOX_WORKER_GPU_WARMUP=start).
+    """When a GPU worker initialises CUDA, imports Triton and starts Triton's compile pool on its
+    own: at its first GPU job (``job``, and ``warmup``, the default, unless ``sandbox.warmup()``
+    asks earlier) or in its warm-up, before it says it is ready (SANDBOX_WORKER_GPU_WARMUP=start).
 
     Why at the first job: the workers start early (at ``import torch``, sandbox/prestart.py),
     so on a warm cache their warm-up runs beside the program's first step, which loads its
@@ -391,8 +391,8 @@ def _gpu_warm_up_at() -> str:
     seconds after the worker's start, and in-process Inductor starts its compile pool inside
     its first compile as well. A program whose graphs all hit the caches thus leaves the GPU
     alone in the worker (docs/decisions/gpu-worker-warm-up.md)."""
-    return "start" if env.get("SANDBOX_WORKER_GPU_WARMUP").lower() == "start" else "job"  # warmup: as job,
-    # and sandbox.warmup() asks for it early (the warm_gpu op)
+    # warmup (the default) is job here; sandbox.warmup() then asks for it early (the warm_gpu frame).
+    return "start" if env.get("SANDBOX_WORKER_GPU_WARMUP").lower() == "start" else "job"
 
 
 def _at_priority(priority: str, fn: Any, *args: Any) -> None:

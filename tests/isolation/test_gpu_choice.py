@@ -56,9 +56,10 @@ def test_the_likely_graph_device_is_the_local_rank_s_gpu_or_the_cpu(monkeypatch)
 
 
 def test_warmup_asks_the_workers_to_warm_the_gpu_only_when_set_on_a_gpu_machine(monkeypatch) -> None:
-    """``sandbox.warmup()``'s request (``Runtime.warm_gpu_workers``): only with
-    SANDBOX_WORKER_GPU_WARMUP=warmup, only on a GPU machine (decided here by replacing
-    ``sizing.gpu_machine``: this machine has none), and never to a compile service's workers."""
+    """``sandbox.warmup()``'s request (``Runtime.warm_gpu_workers``): with
+    SANDBOX_WORKER_GPU_WARMUP=warmup (the default), not with ``job`` or ``start``, only on a GPU
+    machine (decided here by replacing ``sizing.gpu_machine``: this machine has none), and never to
+    a compile service's workers."""
     from sandbox import runtime
 
     asked: list[int] = []
@@ -70,9 +71,10 @@ def test_warmup_asks_the_workers_to_warm_the_gpu_only_when_set_on_a_gpu_machine(
 
     rt = runtime.current()
     monkeypatch.setattr(sizing, "gpu_machine", lambda env=None: True)
-    monkeypatch.delenv("SANDBOX_WORKER_GPU_WARMUP", raising=False)
-    assert not rt.warm_gpu_workers(Workers()) and not asked
-    monkeypatch.setenv("SANDBOX_WORKER_GPU_WARMUP", "warmup")
+    for other in ("job", "start"):
+        monkeypatch.setenv("SANDBOX_WORKER_GPU_WARMUP", other)
+        assert not rt.warm_gpu_workers(Workers()) and not asked
+    monkeypatch.delenv("SANDBOX_WORKER_GPU_WARMUP")
     assert rt.warm_gpu_workers(Workers()) and asked == [1]
     assert not rt.warm_gpu_workers(object())  # a compile service's client: its workers are not ours
     monkeypatch.setattr(sizing, "gpu_machine", lambda env=None: False)
