@@ -152,3 +152,18 @@ def test_time_to_first_step_says_not_reached_when_no_graph_was_swapped_in(tmp_pa
     out.write_text(json.dumps(saved))
     gpu = subprocess.run([sys.executable, TTFS_BENCH, "--summarize", str(out)], capture_output=True, text=True)
     assert "sandbox_2w first step / sandbox first step: 1.00x (target <= 0.80x): NOT met" in gpu.stdout, gpu.stdout
+
+
+def test_time_to_first_step_steps_every_async_variant_until_its_swap(tmp_path) -> None:
+    """A variant whose processes run in async mode is stepped until its graphs swapped in (``ASYNC``),
+    whatever else its name says; a run that stopped at 300 steps before the backward's swap once
+    left a variant's compiled speed unmeasured."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import time_to_first_step as ttfs
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    for variant in ttfs.VARIANTS + ttfs.EXTRA:
+        async_mode = ttfs.child_env(variant, str(tmp_path)).get("SANDBOX_ASYNC") == "1" or variant == "stock_async"
+        assert async_mode == (variant in ttfs.ASYNC), variant
+    assert "sandbox_async_gpujob" in ttfs.ASYNC and "sandbox_gpujob" not in ttfs.ASYNC
