@@ -345,7 +345,10 @@ def idle_worker(args: argparse.Namespace) -> dict[str, Any]:
         "print('ready', flush=True); sys.stdin.read()"
     )
     folder = tempfile.mkdtemp(prefix="job-idle-")
-    env = _env("sandbox", folder, {}, {"SANDBOX_SERVICE": "off", "SANDBOX_STORE": "off"})
+    # As warm as a worker gets before its first job: on a GPU machine warmup() would start CUDA
+    # and a compile pool too, which the CPU ranks' graphs never need.
+    extra = {"SANDBOX_SERVICE": "off", "SANDBOX_STORE": "off", "SANDBOX_WORKER_GPU_WARMUP": "job"}
+    env = _env("sandbox", folder, {}, extra)
     p = subprocess.Popen([args.python, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None and p.stdin is not None
     ready = p.stdout.readline().strip() == "ready"

@@ -21,7 +21,9 @@ Scenarios
             initialised the CUDA driver beside its `import torch`
   cpu_graph a CPU graph, then a GPU graph, through one worker: the CPU graph starts no CUDA
             and no Triton compile pool in the worker (its C++ kernels compile on Inductor's
-            threads); the GPU graph starts them
+            threads); the GPU graph starts them (SANDBOX_WORKER_GPU_WARMUP=job)
+  warm_gpu  sandbox.warmup() has the worker start its compile pool before any job; the GPU
+            graph after it matches eager
   store     the same model compiled twice into one store (default mode, then
             mode="max-autotune-no-cudagraphs"), call 3 of each graph profiled (profile_steps):
             `sandbox diff` shows the kernel differences; every launched kernel has a runtime,
@@ -190,6 +192,33 @@ def scenario_cpu_graph() -> None:
             "workers": [w["pid"] for w in workers],
         }
     _emit(out)
+
+
+def scenario_warm_gpu() -> None:
+    """sandbox.warmup(), then wait (as a job loading its data) until the worker's compile pool is
+    up, then one GPU model through the backend."""
+    import sandbox
+    from sandbox import zoo
+
+    sandbox.warmup(workers=1)
+    t0 = time.time()
+    pool_after = None
+    while time.time() - t0 < 60 and pool_after is None:
+        workers = sandbox.workers()
+        if any("compile_worker" in h["cmd"] for w in workers if w["alive"] for h in _descendants(w["pid"])):
+            pool_after = time.time() - t0
+        time.sleep(0.2)
+    jobs_before = [w["jobs"] for w in sandbox.workers()]
+    eager = zoo.run("mlp", backend=None, steps=2, device="cuda")
+    compiled = zoo.run("mlp", backend="sandbox", steps=2, device="cuda")
+    _emit(
+        {
+            "pool_after_s": pool_after,
+            "jobs_before": jobs_before,
+            "problems": _compare(eager, compiled),
+            "outcomes": sorted({r.outcome for r in sandbox.reports()}),
+        }
+    )
 
 
 PROFILED_CALL = 3  # the call of each graph profiled in the store runs (after autotuning's first call)
@@ -562,7 +591,8 @@ def check_failures(c: Checks, tmp: str, out_dir: str) -> None:
 def check_cpu_graph(c: Checks, tmp: str, out_dir: str) -> None:
     """A CPU graph on the GPU machine leaves CUDA and Triton's compile pool alone in the worker;
     the first GPU graph after it starts them."""
-    res, log = _run(["--scenario", "cpu_graph"], _env(tmp, "cpu_graph"))
+    # Left to the first GPU job: sandbox.warmup() would start CUDA and the pool at once (warm_gpu).
+    res, log = _run(["--scenario", "cpu_graph"], _env(tmp, "cpu_graph", SANDBOX_WORKER_GPU_WARMUP="job"))
     if not c.check("cpu_graph scenario ran", res is not None, log):
         return
     cpu, gpu = res["cpu"], res["cuda"]
@@ -578,6 +608,24 @@ def check_cpu_graph(c: Checks, tmp: str, out_dir: str) -> None:
         "the GPU graph started the compile pool in the same worker",
         gpu["workers"] == cpu["workers"] and any("compile_worker" in h["cmd"] for h in gpu["helpers"]),
         {"workers": (cpu["workers"], gpu["workers"]), "helpers": gpu["helpers"][:3]},
+    )
+
+
+def check_warm_gpu(c: Checks, tmp: str, out_dir: str) -> None:
+    """``sandbox.warmup()`` has the worker start Triton's compile pool before any job (the default,
+    SANDBOX_WORKER_GPU_WARMUP=warmup); the GPU graph compiled after it matches eager."""
+    res, log = _run(["--scenario", "warm_gpu"], _env(tmp, "warm_gpu"))
+    if not c.check("warm_gpu scenario ran", res is not None, log):
+        return
+    c.check(
+        "the worker started its compile pool before its first job",
+        res["jobs_before"] == [0] and res["pool_after_s"] is not None,
+        {k: res[k] for k in ("jobs_before", "pool_after_s")},
+    )
+    c.check(
+        "the GPU graph after it matches eager and was isolated",
+        not res["problems"] and res["outcomes"] == ["isolated"],
+        {k: res[k] for k in ("problems", "outcomes")},
     )
 
 
@@ -640,6 +688,7 @@ def check_coverage(c: Checks, tmp: str, out_dir: str, selection: str = "--ci") -
 CHECKS = {
     "zoo": check_zoo,
     "cpu_graph": check_cpu_graph,
+    "warm_gpu": check_warm_gpu,
     "store": check_store,
     "failures": check_failures,
     "coverage": check_coverage,
@@ -662,6 +711,9 @@ def main() -> int:
         return 0
     if a.scenario == "cpu_graph":
         scenario_cpu_graph()
+        return 0
+    if a.scenario == "warm_gpu":
+        scenario_warm_gpu()
         return 0
     if a.scenario == "failures":
         scenario_failures(a.args[0])
