@@ -55,7 +55,9 @@ def warmup(workers: int | None = None, wait: bool = False, timeout: float | None
     Inductor's one-time costs while the program does something else. This process's own
     share of them (importing Inductor's compile front end) is paid meanwhile too, on a
     background thread, on machines without an NVIDIA GPU and in async mode
-    (``SANDBOX_WARMUP_IMPORTS=1`` or ``0`` decides either way).
+    (``SANDBOX_WARMUP_IMPORTS=1`` or ``0`` decides either way). On a GPU machine the workers also
+    start CUDA, Triton and Triton's compile pool now rather than at their first GPU job
+    (``SANDBOX_WORKER_GPU_WARMUP=job`` leaves them to it).
     """
     rt = _runtime()
     options = Options.resolve()
