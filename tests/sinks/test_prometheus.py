@@ -503,6 +503,9 @@ def test_pool_tracks_jobs_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
         def log_tail(self) -> list[str]:
             return []
 
+        def send(self, message: Any) -> None:  # WorkerProcess.send: one frame on the job pipe
+            pool.protocol.send(self.job_w, message)
+
     p._idle.put(W())
 
     def fake_send(fd: int, job: Any) -> None:
