@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 from support import HELPERS, ROOT, SCRIPT_TIMEOUT_S, fresh_cache_dir, script_env
 
+from sandbox.store import open_store
+
 MAKE_RUN = r"""
 import json, sys
 import torch
@@ -90,6 +92,20 @@ def store_files(path: Path) -> dict[str, str]:
             continue
         out[p.name] = sha256(p)
     return out
+
+
+def copied_store(source: Path, dest: Path) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """``source`` copied to ``dest`` (a test never touches the kept file), and its runs by name
+    with each run's reports, sources included."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, dest)
+    store = open_store(str(dest), readonly=True)
+    try:
+        runs = {r["name"]: r for r in store.runs()}
+        reports = {name: store.reports(r["run_id"], with_sources=True) for name, r in runs.items()}
+    finally:
+        store.close()
+    return runs, reports
 
 
 def make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> RealStore:
@@ -199,7 +215,6 @@ def launcher(warps: int, stages: int, regs: int, spills: int, shared: int, xbloc
 def make_gpu_store(path: Path) -> dict[str, str]:
     """Two runs of one model on a GPU: default, then max-autotune. Returns name -> run id."""
     from sandbox.record.report import CompileReport, Run, Stage
-    from sandbox.store import open_store
 
     load = ["    tmp0 = tl.load(in_ptr0 + (xindex), xmask)", "    tmp1 = tmp0 * 2.0"]
     load_v2 = ["    tmp0 = tl.load(in_ptr0 + (xindex), xmask, eviction_policy='evict_last')", "    tmp1 = tmp0 * 2.0"]

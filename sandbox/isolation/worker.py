@@ -367,17 +367,19 @@ def gpu_graph(gpu_machine: bool, job: dict[str, Any]) -> bool:
     graph on a GPU machine (CPU ranks, a CPU part of the model) compiles C++ kernels on
     Inductor's thread pool: a CUDA context and a compile pool of one process per core would
     only cost it memory and CPU time (docs/decisions/gpu-worker-warm-up.md)."""
-    if not gpu_machine:
-        return False
-    devices = job.get("devices")
-    return not isinstance(devices, dict) or bool(devices.get("gpu", True))
+    return gpu_machine and _has_inputs_on(job, "gpu")
 
 
 def cpu_graph(job: dict[str, Any]) -> bool:
-    """Whether the job's graph has inputs on the CPU (its kernels are C++): a parent that did not
-    say is taken to have some, as before."""
+    """Whether the job's graph has inputs on the CPU (its kernels are C++)."""
+    return _has_inputs_on(job, "cpu")
+
+
+def _has_inputs_on(job: dict[str, Any], device: str) -> bool:
+    """The job's ``devices`` as its parent sent them; a parent that did not say is taken to have
+    inputs on both, as before."""
     devices = job.get("devices")
-    return not isinstance(devices, dict) or bool(devices.get("cpu", True))
+    return not isinstance(devices, dict) or bool(devices.get(device, True))
 
 
 def _gpu_warm_up_at() -> str:

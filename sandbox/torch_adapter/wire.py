@@ -420,15 +420,14 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
         _lowering_serializer(ext),
         ext._FakeTensorModeSerializer(ext._current_fake_mode()),
     )
+    options = _options_class()(ops_filter=crossing.ops_filter, top=gm, effects=effects_of(gm))
     try:
-        data = _pickler_class().dumps(
-            wire_input, _options_class()(ops_filter=crossing.ops_filter, top=gm, effects=effects_of(gm))
-        )
+        data = _pickler_class().dumps(wire_input, options)
     except BypassFxGraphCache as e:
         reason = crossing.refused[0] if crossing.refused else str(e)
         raise Unpicklable(reason) from e
     except Exception as e:  # anything the pickler trips over means: cannot cross
-        where = _unpicklable_path(wire_input, crossing, gm)
+        where = _unpicklable_path(wire_input, options)
         if env.get("SANDBOX_DEBUG_PICKLE"):
             log.warning("sandbox: unpicklable object at %s", where)
         at = f" (at {where[:200]})" if where else ""
@@ -437,11 +436,11 @@ def serialize_graph(gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kw
     return WirePayload(data, CompiledFxGraphConstantsWithGm(gm), sorted(crossing.imports), libraries)
 
 
-def _unpicklable_path(wire_input: Any, crossing: Any, gm: Any) -> str | None:
+def _unpicklable_path(wire_input: Any, options: Any) -> str | None:
     """Where in the graph's payload the first object the pickler refuses sits (GraphPickler's
-    ``debug_dumps``), so that the report names it; None where torch cannot say."""
+    ``debug_dumps``, with the options ``dumps`` failed with), so that the report names it; None
+    where torch cannot say."""
     try:
-        options = _options_class()(ops_filter=crossing.ops_filter, top=gm, effects=effects_of(gm))
         path = _pickler_class().debug_dumps(wire_input, options, verbose=False)
     except Exception:  # noqa: BLE001 - an older torch without debug_dumps, or the walk itself failed
         return None

@@ -17,7 +17,6 @@ temporary directory, and the dashboard never changes it.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +25,13 @@ from typing import Any
 import pandas as pd
 import pytest
 from apptest_pages import check, frame, metrics, numbers, open_page, plain, texts
-from dashboard_stores import ROOT, store_files
+from dashboard_stores import ROOT, copied_store, store_files
 
 from dashboard.queries import compare, graph, shared
 from dashboard.queries import runtime as qr
 from sandbox.analysis.diff import compare_runs
 from sandbox.cli.main import main as cli
 from sandbox.record.report import CompileReport
-from sandbox.store import open_store
 
 DATA = ROOT / "tests" / "data" / "gpu_store.sqlite"
 A, B = "gpu-default", "gpu-max-autotune"
@@ -63,14 +61,7 @@ class Gpu:
 @pytest.fixture
 def gpu(tmp_path: Path) -> Gpu:
     path = tmp_path / "store" / DATA.name
-    path.parent.mkdir()
-    shutil.copy2(DATA, path)
-    store = open_store(str(path), readonly=True)
-    try:
-        runs = {r["name"]: r for r in store.runs()}
-        reports = {name: store.reports(r["run_id"], with_sources=True) for name, r in runs.items()}
-    finally:
-        store.close()
+    runs, reports = copied_store(DATA, path)
     return Gpu(path, runs, reports)
 
 

@@ -8,14 +8,13 @@ profiler measured."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from apptest_pages import check, frame, open_page, plain
+from dashboard_stores import copied_store
 
 from sandbox.cli.main import main
-from sandbox.store import open_store
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "gpu_runtime_store.sqlite"
 A, WIDE = "gpu-default", "gpu-wide"
@@ -24,13 +23,7 @@ A, WIDE = "gpu-default", "gpu-wide"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     path = tmp_path_factory.mktemp("measured") / "runs.db"
-    shutil.copy2(DATA, path)
-    s = open_store(str(path), readonly=True)
-    try:
-        runs = {r["name"]: r for r in s.runs()}
-        reports = {name: s.reports(r["run_id"], with_sources=True) for name, r in runs.items()}
-    finally:
-        s.close()
+    runs, reports = copied_store(DATA, path)
     return {"path": path, "runs": runs, "reports": reports}
 
 
