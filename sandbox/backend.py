@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from sandbox import prestart, runtime
-from sandbox.isolation import deferred
+from sandbox.isolation import deferred, graph_flight, service_client
 from sandbox.isolation.scheme import EagerFallback, IsolatedCompile, SandboxCompileError, UnpicklableGraphError
 from sandbox.options import OptionError, Options
 from sandbox.record.builder import ReportBuilder, dynamo_graph
@@ -97,6 +97,8 @@ def sandbox_backend(
     training = _training(example_inputs)
     background = _background(opts, training)
     pair = deferred.Pair()
+    flight = graph_flight.Flight("off")  # the graph's gate, set below, before compile_fx
+    built: list[ReportBuilder] = []  # this compile's reports, for the processes its gate served
     if background:
         caches.install_deferred_cache_save()
 
@@ -115,6 +117,7 @@ def sandbox_backend(
                 rt.publish(report)
 
         builder = _builder(kind, dynamo.current_compile_id() or forward_compile_id, location, publish)
+        built.append(builder)
         builder.aot_cache(aot_state)
         builder.profile_steps = opts.profile_steps
         pending = remote_cache.take_remote_cache_events()
@@ -122,6 +125,11 @@ def sandbox_backend(
             builder.remote_events = pending  # the AOTAutograd remote lookup, made for this forward
             builder.lookup_events = lookup_events  # ... and its local lookup's key (captured around compile_fx)
         builder.dynamo_graph(captured)
+        if kind != "backward" and flight.role == "waited" and flight.waited_until is not None:
+            # Waited at the graph's gate, then missed AOTAutograd's cache: the wait is this graph's.
+            builder.t0 = builder.report.started_at = t0
+            builder.stage("wait_for_worker", t0, flight.waited_until, parent=None)
+            builder.single_flight(graph_flight.single_flight_entry(flight, first=True))
         scheme = IsolatedCompile(opts, builder, rt.get_pool, rt.cache_clock, rt.parent_warm_up, rt.leases())
         if background == deferred.ASYNC or (background and kind != "inference"):
             scheme.defer = functools.partial(deferred.DeferredGraph, how=background, pair=pair, publish=rt.publish)
@@ -171,15 +179,37 @@ def sandbox_backend(
     # Profiled calls need each graph's code and kernels: with profile_steps the AOTAutograd cache
     # (which loads a pair without it) is passed by, and the FX graph cache serves each graph instead.
     uncached = dynamo.no_autograd_cache() if opts.profile_steps else contextlib.nullcontext()
+    # Ranks of a host that reach this graph at once: the first compiles it, the others wait and
+    # load the pair from AOTAutograd's cache without tracing it (isolation/graph_flight.py).
+    gated = graph_flight.wanted(
+        service_client.wanted(opts.service), bool(background), opts.profile_steps, dynamo.autograd_cache_on()
+    )
+    key = graph_flight.graph_key(gm, example_inputs, patches) if gated else None
+    if gated and training:
+        # The pair reaches AOTAutograd's cache once both graphs are compiled: the backward is
+        # compiled inside the gate, right after the forward, not at the first backward call.
+        lowering = dynamo.non_lazy_backward()
+    gate = graph_flight.gate(key, service_client.identity(), opts.timeout_s) if gated else _no_gate()
     # AOTAutograd looks its cache up inside compile_fx, before any inner_compile: its key is
     # captured here (each inner_compile captures its own graph's events).
-    with lowering, uncached, events.capture_chromium_events() as lookup_events:
+    with gate as gated_flight, lowering, uncached, events.capture_chromium_events() as lookup_events:
+        flight = gated_flight  # inner_compile reads it
         compiled = seam.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
+    for b in built:
+        entry = graph_flight.served_entry(flight, b.report.single_flight, service_client.identity())
+        if entry is not None:
+            b.report.single_flight = entry
+            rt.republish(b.report)
     if inner_calls == 0:
         _report_aot_cache_hit(
-            example_inputs, forward_compile_id, location, counters_before, t0, captured, lookup_events
+            example_inputs, forward_compile_id, location, counters_before, t0, captured, lookup_events, flight
         )
     return compiled
+
+
+@contextlib.contextmanager
+def _no_gate() -> Any:
+    yield graph_flight.Flight("off")
 
 
 def _report_aot_cache_hit(
@@ -190,8 +220,10 @@ def _report_aot_cache_hit(
     t0: float,
     captured: dict[str, Any] | None = None,
     lookup_events: list[dict[str, Any]] | None = None,
+    flight: graph_flight.Flight | None = None,
 ) -> None:
-    """An AOTAutograd cache hit loads the compiled graphs without any inner compile."""
+    """An AOTAutograd cache hit loads the compiled graphs without any inner compile; after a wait
+    at the graph's gate, the pair's first report carries the wait (a stage and ``single_flight``)."""
     state = _aot_state(before, dynamo.counters_snapshot())
     remote = remote_cache.take_remote_cache_events()
     fx_loads = [e for e in remote if e.get("cache") == "fx_graph"]
@@ -199,7 +231,12 @@ def _report_aot_cache_hit(
     for i, kind in enumerate(["forward", "backward"] if training else ["inference"]):
         b = _builder(kind, compile_id, location)
         b.counters_before = before
-        b.t0 = b.report.started_at = t0
+        waited = flight is not None and flight.role == "waited" and flight.waited_until is not None
+        b.t0 = b.report.started_at = flight.waited_until if waited and i > 0 else t0
+        if waited and i == 0:
+            b.stage("wait_for_worker", t0, flight.waited_until, parent=None)
+        if flight is not None:
+            b.single_flight(graph_flight.single_flight_entry(flight, first=i == 0))
         b.aot_cache(state)
         # The pair's one AOTAutograd remote lookup goes to its first report; the FX graph
         # cache loads that followed it, one per graph, in order.

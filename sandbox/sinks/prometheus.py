@@ -76,7 +76,7 @@ CACHE_RESULTS = {
 REMOTE_CACHES = ("fx_graph_remote", "aot_autograd_remote")
 # A report's single_flight (docs/REPORT.md): its role, and through what the compile was shared.
 ROLES = ("compiled", "waited", "alone")
-VIAS = ("service", "redis")
+VIAS = ("service", "redis", "cache_dir")
 # The fixed set of stage names with a series of their own: the sandbox's own stages and
 # Inductor's main phases. Any other stage name (Inductor has dozens, and they change
 # between releases) is not observed, so the label set stays bounded.

@@ -4,7 +4,8 @@ Private symbols touched here: torch._inductor.utils: clear_on_fresh_cache, clear
 torch._inductor.codecache.FxGraphCache._save_graph (a staticmethod, looked up on the class by
 _compile_fx_inner), ._get_shape_env, ._filter_backed_symints; torch._guards.TracingContext.try_get /
 torch._guards.tracing (the deferred save); FxGraphCache.prepare_key (the key a cache-miss
-graph is compiled under, for single-flight). The same on torch 2.11.
+graph is compiled under, for single-flight); torch._inductor.runtime.cache_dir_utils.cache_dir (the
+folder processes sharing the caches share). The same on torch 2.11.
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ def install_deferred_cache_save() -> None:
 
         _save_graph._sandbox_deferred = True  # type: ignore[attr-defined]
         FxGraphCache._save_graph = staticmethod(_save_graph)  # type: ignore[method-assign]
+
+
+def shared_folder(name: str) -> str:
+    """``<Inductor's cache dir>/sandbox/<name>`` (``torch._inductor.runtime.cache_dir_utils.cache_dir``):
+    a folder every process that shares this host's Inductor caches shares too."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return os.path.join(cache_dir(), "sandbox", name)
 
 
 def deferred_cache_save_installed() -> bool:

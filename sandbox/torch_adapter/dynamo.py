@@ -129,6 +129,12 @@ def no_autograd_cache() -> Any:
     return torch._functorch.config.patch(enable_autograd_cache=False)
 
 
+def autograd_cache_on() -> bool:
+    """Whether AOTAutograd looks its local cache up and writes it (``enable_autograd_cache``): a
+    process that waited for another's compile of a graph loads the pair from there."""
+    return bool(torch._functorch.config.enable_autograd_cache)
+
+
 # Why dynamo compiled this graph -------------------------------------------------------------
 
 REASON_CHARS = 500

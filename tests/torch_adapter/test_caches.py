@@ -42,6 +42,13 @@ def test_load_custom_op_sources_and_cache_env(monkeypatch: pytest.MonkeyPatch, t
     assert caches.cache_env() == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
 
 
+def test_shared_folder_is_inside_inductors_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """torch 2.13.0 (the same on 2.11): ``torch._inductor.runtime.cache_dir_utils.cache_dir`` reads
+    ``TORCHINDUCTOR_CACHE_DIR`` at each call, so processes that share the caches share the folder."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    assert caches.shared_folder("graph-flight") == str(tmp_path / "inductor" / "sandbox" / "graph-flight")
+
+
 def test_install_deferred_cache_save() -> None:
     """torch 2.13.0 (the same on 2.11): ``FxGraphCache._save_graph`` is a staticmethod looked
     up on the class, and ``_get_shape_env`` / ``_filter_backed_symints`` give its guard

@@ -102,7 +102,9 @@ def test_no_autograd_cache() -> None:
     before = torch._functorch.config.enable_autograd_cache
     with dynamo.no_autograd_cache():
         assert torch._functorch.config.enable_autograd_cache is False
+        assert dynamo.autograd_cache_on() is False
     assert torch._functorch.config.enable_autograd_cache == before
+    assert dynamo.autograd_cache_on() is bool(before)
 
 
 def _backend_recording(seen: list[dict[str, Any]]) -> Any:
