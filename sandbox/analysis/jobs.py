@@ -68,7 +68,7 @@ class RankGraph:
     kernel_changes: dict[str, int] | None = None  # against the reference rank; None: not comparable
     straggler: bool = False
     shared: str | None = None  # single_flight role: compiled | waited | alone; None: not shared
-    via: str | None = None  # service | redis
+    via: str | None = None  # service | redis | cache_dir
     waited_s: float | None = None  # with shared="waited": seconds waiting for another's compile
     compiled_by: int | None = None  # with shared="waited": the rank of this job that compiled it (None: none did)
     compiled_by_host: str | None = None
