@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ FOLDER = "graph-flight"
 POLL_S = 0.05
 _WHO_KEYS = {"pid": int, "rank": int, "local_rank": int, "host": str}
 _MAX_WHO_BYTES = 4096
+_held_lock = threading.Lock()
+_held_here: set[str] = set()  # keys this process is at the gate for, on any thread
 
 
 @dataclass
@@ -95,6 +98,24 @@ def gate(key: str | None, who: Mapping[str, Any], timeout_s: float | None) -> It
     if key is None:
         yield Flight("off", reason="no key for the graph")
         return
+    with _held_lock:
+        mine = key in _held_here
+        _held_here.add(key)
+    if mine:
+        # Another thread of this process holds it (compiling with dynamo's compile lock let go):
+        # waiting here could wait for a thread that waits for this one's compile lock.
+        yield Flight("off", key=key, reason="this process compiles the graph on another thread")
+        return
+    try:
+        with _gate(key, who, timeout_s) as flight:
+            yield flight
+    finally:
+        with _held_lock:
+            _held_here.discard(key)
+
+
+@contextlib.contextmanager
+def _gate(key: str, who: Mapping[str, Any], timeout_s: float | None) -> Iterator[Flight]:
     try:
         folder = caches.shared_folder(FOLDER)
         os.makedirs(folder, exist_ok=True)

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,3 +157,18 @@ def test_the_gate_stands_only_where_it_helps() -> None:
     assert not graph_flight.wanted(True, True, (), True)  # async / side by side: compile_fx does not wait
     assert not graph_flight.wanted(True, False, (3,), True)  # profile_steps passes AOTAutograd's cache by
     assert not graph_flight.wanted(True, False, (), False)  # no AOTAutograd cache to load the pair from
+
+
+def test_a_second_thread_of_the_holder_does_not_wait(cache_dir: Path) -> None:
+    """Dynamo lets its compile lock go while a worker compiles (two workers): a second thread of the
+    same process at the same graph must not wait for a thread that may wait for it."""
+    key = "e" * 64
+    seen: list[graph_flight.Flight] = []
+    with graph_flight.gate(key, ME, 30) as first:
+        t = threading.Thread(target=lambda: seen.append(graph_flight.gate(key, ME, 30).__enter__()))
+        t.start()
+        t.join(5)
+    assert first.role == "held" and not t.is_alive()
+    assert seen[0].role == "off" and "another thread" in (seen[0].reason or "")
+    with graph_flight.gate(key, ME, 30) as later:  # the first let go: the key is free again
+        assert later.role == "held"
