@@ -25,7 +25,7 @@ from sandbox.isolation.scheme import EagerFallback, IsolatedCompile, SandboxComp
 from sandbox.options import OptionError, Options
 from sandbox.record.builder import ReportBuilder, dynamo_graph
 from sandbox.record.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
-from sandbox.torch_adapter import caches, dynamo, events, remote_cache, seam
+from sandbox.torch_adapter import caches, dynamo, events, remote_cache, seam, warmup
 
 log = logging.getLogger("sandbox")
 
@@ -194,6 +194,7 @@ def sandbox_backend(
     # captured here (each inner_compile captures its own graph's events).
     with gate as gated_flight, lowering, uncached, events.capture_chromium_events() as lookup_events:
         flight = gated_flight  # inner_compile reads it
+        _take_isa_answers(example_inputs)
         compiled = seam.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
     for b in built:
         entry = graph_flight.served_entry(flight, b.report.single_flight, service_client.identity())
@@ -205,6 +206,25 @@ def sandbox_backend(
             example_inputs, forward_compile_id, location, counters_before, t0, captured, lookup_events, flight
         )
     return compiled
+
+
+_isa_taken = False
+
+
+def _take_isa_answers(example_inputs: Sequence[Any]) -> None:
+    """A CPU graph loaded from the caches (after a wait at the graph's gate, or in a warm job) runs
+    Inductor's CPU instruction-set probe at its load. Where a worker recorded the probe's answers
+    on this cache dir, they are taken instead: no probe process starts here, where each imports
+    torch on older releases (docs/decisions/cpu-isa-probe.md)."""
+    global _isa_taken
+    if _isa_taken or not any(getattr(getattr(x, "device", None), "type", None) == "cpu" for x in example_inputs):
+        return
+    try:
+        if warmup.isa_record_ready():
+            _isa_taken = True
+            warmup.probe_cpu_isa()
+    except Exception:  # noqa: BLE001 - Inductor's load then runs its own probe
+        log.debug("sandbox: taking the recorded ISA answers failed", exc_info=True)
 
 
 @contextlib.contextmanager

@@ -379,6 +379,29 @@ def test_first_cpu_compile_probes_the_cpu_isa_in_the_background_and_prepares_no_
     assert any(record["checks"].values()) == bool(seen["isa"]), (record, seen)
 
 
+def test_a_cpu_graph_loaded_from_aotautograds_cache_starts_no_probe_process(tmp_path) -> None:
+    """A rank that waited at the graph's gate, like any process of a warm job, loads its CPU
+    graphs from AOTAutograd's cache without a compile: it takes the probe's answers a worker
+    recorded on the cache dir, so no probe process starts in it either (on a 16-core GPU host, 8
+    ranks probing cost 83 CPU-s before this)."""
+    code = (
+        "import json, torch, sandbox; "
+        "from torch._inductor import cpu_vec_isa; probes = []; real = cpu_vec_isa.VecISA._probe_load; "
+        "cpu_vec_isa.VecISA._probe_load = lambda self, path: probes.append(str(self)) or real(self, path); "
+        "w = torch.randn(8, requires_grad=True); "
+        "f = torch.compile(lambda x: (x * w).sin().sum(), backend='sandbox'); f(torch.randn(8)).backward(); "
+        "print(json.dumps({'probes': probes, 'reasons': [r.reason for r in sandbox.reports()]}))"
+    )
+    env = script_env(tmp_path, {})
+    seen = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        seen.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert seen[0]["probes"] == [], seen  # the first: the background probe took the worker's answers
+    assert seen[1] == {"probes": [], "reasons": ["aot_autograd_cache", "aot_autograd_cache"]}, seen
+
+
 def test_torch_compile_right_after_warmup_beside_its_import_thread(tmp_path) -> None:
     """torch.compile right after warmup() imports torch._dynamo and the backend registry on
     the program's thread while warmup()'s thread imports the compile front end; the two
