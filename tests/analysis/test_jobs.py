@@ -3,7 +3,7 @@ sandbox compiles, and the pure analysis (``sandbox/jobs.py``) on synthetic recor
 
 The jobs: each rank is its own process running ``helpers/script_jobs_rank.py`` (a small
 function first, which pays Inductor's one-time costs and is the same on every rank, then
-the zoo's MLP, two training steps) with ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``SANDBOX_JOB``
+the zoo's MLP behind a custom op, two training steps) with ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``SANDBOX_JOB``
 set as torchrun sets them, all on one Inductor cache directory (one machine) and one
 store. The AOTAutograd cache is off, so a graph served by the FX graph cache still
 lists its kernels and can be compared kernel by kernel.
@@ -12,7 +12,9 @@ lists its kernels and can be compared kernel by kernel.
   FX graph cache: other cache outcomes, the same graphs and kernels.
 - ``train-2`` (world size 3, rank 2 never ran): rank 0 hits the cache; rank 1 trains with
   another batch size, so it traces another graph (other shapes, other guards), compiles
-  it (a straggler) and generates other kernels.
+  it and generates other kernels. The model calls a custom op (``helpers/slow_ops.py``) whose
+  compile waits ``SLOW_OPS_S`` in rank 1's worker only, as on a loaded node: rank 1 is a
+  straggler by a margin that does not depend on how fast this machine compiles a small graph.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class JobStore:
     ranks: dict[tuple[str, int], dict[str, Any]]  # (job, rank) -> what the rank's process reported
 
 
+SLOW_COMPILE_S = 1.5  # what the straggler's worker waits inside its forward graph's compile
+STRAGGLER = ("train-2", 1)
+
+
 def _start(cache: Path, path: Path, job: str, rank: int, world: int, batch: int) -> subprocess.Popen:
     env = script_env(
         cache,
@@ -62,6 +68,7 @@ def _start(cache: Path, path: Path, job: str, rank: int, world: int, batch: int)
             "LOCAL_RANK": str(rank),
             "WORLD_SIZE": str(world),
             "TORCHINDUCTOR_AUTOGRAD_CACHE": "0",
+            "SLOW_OPS_S": str(SLOW_COMPILE_S if (job, rank) == STRAGGLER else 0.0),
         },
     )
     env.pop("TORCHELASTIC_RUN_ID", None)

@@ -1,8 +1,8 @@
-"""One rank of a training job: the zoo's MLP trained for two steps with a per-rank batch
-size. The test sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``SANDBOX_JOB`` as
-torchrun would, and the batch size as the argument: a rank given another batch size
-traces another graph (other shapes, other guards), as a rank with a diverging data
-pipeline would."""
+"""One rank of a training job: the zoo's MLP behind ``slow_ops.slow_op`` (its compile waits
+``SLOW_OPS_S`` in the worker) trained for two steps with a per-rank batch size. The test sets
+``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``SANDBOX_JOB`` as torchrun would, and the batch size
+as the argument: a rank given another batch size traces another graph (other shapes, other
+guards), as a rank with a diverging data pipeline would."""
 
 import sys
 
@@ -10,7 +10,7 @@ import torch
 
 import common
 import sandbox
-from sandbox import zoo
+import slow_ops
 
 batch = int(sys.argv[1])
 
@@ -23,7 +23,7 @@ def warm(x):
 # function of their own, so the model's compile times are the model's alone.
 torch.compile(warm, backend="sandbox")(torch.randn(8))
 torch.manual_seed(0)
-model = zoo.MLP()
+model = slow_ops.SlowNet()
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
 compiled = torch.compile(model, backend="sandbox")
 for _ in range(2):
