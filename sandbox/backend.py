@@ -21,7 +21,13 @@ import torch
 
 from sandbox import prestart, runtime
 from sandbox.isolation import deferred, graph_flight, service_client
-from sandbox.isolation.scheme import EagerFallback, IsolatedCompile, SandboxCompileError, UnpicklableGraphError
+from sandbox.isolation.scheme import (
+    EagerFallback,
+    IsolatedCompile,
+    SandboxCompileError,
+    UnpicklableGraphError,
+    input_devices,
+)
 from sandbox.options import OptionError, Options
 from sandbox.record.builder import ReportBuilder, dynamo_graph
 from sandbox.record.report import CACHE_HIT, FAILED, IN_PROCESS, Failure
@@ -125,11 +131,8 @@ def sandbox_backend(
             builder.remote_events = pending  # the AOTAutograd remote lookup, made for this forward
             builder.lookup_events = lookup_events  # ... and its local lookup's key (captured around compile_fx)
         builder.dynamo_graph(captured)
-        if kind != "backward" and flight.role == "waited" and flight.waited_until is not None:
-            # Waited at the graph's gate, then missed AOTAutograd's cache: the wait is this graph's.
-            builder.t0 = builder.report.started_at = t0
-            builder.stage("wait_for_worker", t0, flight.waited_until, parent=None)
-            builder.single_flight(graph_flight.single_flight_entry(flight, first=True))
+        if kind != "backward":  # waited at the graph's gate, then missed AOTAutograd's cache
+            _carry_wait(builder, flight, t0, first=True)
         scheme = IsolatedCompile(opts, builder, rt.get_pool, rt.cache_clock, rt.parent_warm_up, rt.leases())
         if background == deferred.ASYNC or (background and kind != "inference"):
             scheme.defer = functools.partial(deferred.DeferredGraph, how=background, pair=pair, publish=rt.publish)
@@ -185,19 +188,25 @@ def sandbox_backend(
         service_client.wanted(opts.service), bool(background), opts.profile_steps, dynamo.autograd_cache_on()
     )
     key = graph_flight.graph_key(gm, example_inputs, patches) if gated else None
+    who = service_client.identity() if gated else {}
     if gated and training:
         # The pair reaches AOTAutograd's cache once both graphs are compiled: the backward is
         # compiled inside the gate, right after the forward, not at the first backward call.
         lowering = dynamo.non_lazy_backward()
-    gate = graph_flight.gate(key, service_client.identity(), opts.timeout_s) if gated else _no_gate()
     # AOTAutograd looks its cache up inside compile_fx, before any inner_compile: its key is
     # captured here (each inner_compile captures its own graph's events).
-    with gate as gated_flight, lowering, uncached, events.capture_chromium_events() as lookup_events:
+    with (
+        graph_flight.gate(key, who, opts.timeout_s) as gated_flight,
+        lowering,
+        uncached,
+        events.capture_chromium_events() as lookup_events,
+    ):
         flight = gated_flight  # inner_compile reads it
-        _take_isa_answers(example_inputs)
+        if input_devices(example_inputs)[0]:
+            _take_isa_answers()
         compiled = seam.compile_fx(gm, example_inputs, inner_compile=inner_compile, config_patches=patches)
-    for b in built:
-        entry = graph_flight.served_entry(flight, b.report.single_flight, service_client.identity())
+    for b in built if flight.role == "held" else ():
+        entry = graph_flight.served_entry(flight, b.report.single_flight, who)
         if entry is not None:
             b.report.single_flight = entry
             rt.republish(b.report)
@@ -208,28 +217,26 @@ def sandbox_backend(
     return compiled
 
 
-_isa_taken = False
-
-
-def _take_isa_answers(example_inputs: Sequence[Any]) -> None:
+def _take_isa_answers() -> None:
     """A CPU graph loaded from the caches (after a wait at the graph's gate, or in a warm job) runs
     Inductor's CPU instruction-set probe at its load. Where a worker recorded the probe's answers
     on this cache dir, they are taken instead: no probe process starts here, where each imports
     torch on older releases (docs/decisions/cpu-isa-probe.md)."""
-    global _isa_taken
-    if _isa_taken or not any(getattr(getattr(x, "device", None), "type", None) == "cpu" for x in example_inputs):
-        return
     try:
-        if warmup.isa_record_ready():
-            _isa_taken = True
-            warmup.probe_cpu_isa()
+        warmup.take_recorded_isa_answers()
     except Exception:  # noqa: BLE001 - Inductor's load then runs its own probe
         log.debug("sandbox: taking the recorded ISA answers failed", exc_info=True)
 
 
-@contextlib.contextmanager
-def _no_gate() -> Any:
-    yield graph_flight.Flight("off")
+def _carry_wait(b: ReportBuilder, flight: graph_flight.Flight, t0: float, first: bool) -> None:
+    """A report of a graph this process waited for at the graph's gate: the pair's first report
+    starts before the wait and carries it (a ``wait_for_worker`` stage); the second starts after."""
+    if flight.role != "waited" or flight.waited_until is None:
+        return
+    b.t0 = b.report.started_at = t0 if first else flight.waited_until
+    if first:
+        b.stage("wait_for_worker", t0, flight.waited_until, parent=None)
+    b.single_flight(graph_flight.single_flight_entry(flight, first=first))
 
 
 def _report_aot_cache_hit(
@@ -251,12 +258,9 @@ def _report_aot_cache_hit(
     for i, kind in enumerate(["forward", "backward"] if training else ["inference"]):
         b = _builder(kind, compile_id, location)
         b.counters_before = before
-        waited = flight is not None and flight.role == "waited" and flight.waited_until is not None
-        b.t0 = b.report.started_at = flight.waited_until if waited and i > 0 else t0
-        if waited and i == 0:
-            b.stage("wait_for_worker", t0, flight.waited_until, parent=None)
+        b.t0 = b.report.started_at = t0
         if flight is not None:
-            b.single_flight(graph_flight.single_flight_entry(flight, first=i == 0))
+            _carry_wait(b, flight, t0, first=i == 0)
         b.aot_cache(state)
         # The pair's one AOTAutograd remote lookup goes to its first report; the FX graph
         # cache loads that followed it, one per graph, in order.

@@ -60,7 +60,6 @@ class Flight:
     holder: dict[str, Any] | None = None
     served: list[dict[str, Any]] = field(default_factory=list)  # with held: the processes that waited
     reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def graph_key(gm: Any, example_inputs: Sequence[Any], patches: Mapping[str, Any]) -> str | None:
@@ -124,13 +123,14 @@ def _gate(key: str, who: Mapping[str, Any], timeout_s: float | None) -> Iterator
         yield Flight("off", key=key, reason=f"no lock file: {e.strerror or e}")
         return
     served = os.path.join(folder, key[:40] + ".served")
+    served_from = 0  # with held: the waiters' lines before this offset are earlier flights'
     flight = Flight("off", key=key)
     try:
         try:
             if _try_lock(fd):
                 _write_who(fd, who)
                 flight = Flight("held", key=key)
-                flight.extra["served_from"] = _size(served)
+                served_from = _size(served)
             else:
                 _append_who(served, who)
                 flight = _wait(fd, key, timeout_s)
@@ -139,7 +139,7 @@ def _gate(key: str, who: Mapping[str, Any], timeout_s: float | None) -> Iterator
         yield flight
     finally:
         if flight.role == "held":  # who waited for this compile, before they go on
-            flight.served = _read_served(served, flight.extra.get("served_from", 0))
+            flight.served = _read_served(served, served_from)
         os.close(fd)  # drops the lock, if this process holds it
 
 
@@ -177,9 +177,13 @@ def _wait(fd: int, key: str, timeout_s: float | None) -> Flight:
             )
 
 
+def _who_json(who: Mapping[str, Any]) -> bytes:
+    return json.dumps({k: who.get(k) for k in _WHO_KEYS}).encode()
+
+
 def _write_who(fd: int, who: Mapping[str, Any]) -> None:
     try:
-        data = json.dumps({k: who.get(k) for k in _WHO_KEYS}).encode()
+        data = _who_json(who)
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
     except (OSError, TypeError, ValueError):
@@ -196,7 +200,7 @@ def _size(path: str) -> int:
 def _append_who(path: str, who: Mapping[str, Any]) -> None:
     """A waiter says who it is, one line appended at once (O_APPEND), for the holder's report."""
     try:
-        line = json.dumps({k: who.get(k) for k in _WHO_KEYS}).encode() + b"\n"
+        line = _who_json(who) + b"\n"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line)

@@ -64,7 +64,7 @@ def describe_failure(report: Any) -> str:
     return "\n".join(lines)
 
 
-def _input_devices(example_inputs: Any) -> tuple[bool, bool]:
+def input_devices(example_inputs: Any) -> tuple[bool, bool]:
     """Whether the graph has inputs on the CPU, and on a GPU (CUDA); a graph with no
     tensor inputs counts as a CPU graph."""
     cpu = gpu = False
@@ -108,7 +108,7 @@ class IsolatedCompile:
         self, gm: Any, example_inputs: Any, inputs_to_check: Any, graph_kwargs: dict, region: str | None
     ) -> Any:
         self.called = True
-        self.devices = _input_devices(example_inputs)
+        self.devices = input_devices(example_inputs)
         b = self.builder
         b.graph_size(gm, example_inputs)
         flight = self.flight = self._flight(gm, example_inputs)

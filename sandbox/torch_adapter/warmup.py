@@ -88,6 +88,23 @@ def _record_version() -> str:
     return f"{torch.__version__} {sys.executable}"
 
 
+_answers_taken = False
+
+
+def take_recorded_isa_answers() -> bool:
+    """Once per process, where a process on this cache dir (a worker) recorded the probe's answers
+    for this torch: take them (``probe_cpu_isa`` with every check answered), so that a CPU graph
+    loaded from the caches starts no probe process here. False where there was no record yet."""
+    global _answers_taken
+    if _answers_taken:
+        return True
+    if not isa_record_ready():
+        return False
+    _answers_taken = True
+    probe_cpu_isa()
+    return True
+
+
 def isa_record_ready() -> bool:
     """Whether a process on this cache dir (a worker) recorded the probe's answers for this torch."""
     return _read_isa_record() is not None

@@ -71,20 +71,29 @@ def counting(self, path):
     probes.append(str(self))
     return real(self, path)
 cpu_vec_isa.VecISA._probe_load = counting
+import sys
+if sys.argv[1:] == ["take"]:
+    print(json.dumps({"taken": warmup.take_recorded_isa_answers(), "again": warmup.take_recorded_isa_answers()}))
 warmup.probe_cpu_isa()
 print(json.dumps({"probes": probes, "picked": str(cpu_vec_isa.pick_vec_isa())}))
 """
 
 
-def _probe_in_fresh_process(cache_dir: Any) -> dict[str, Any]:
+def _probe_in_fresh_process(cache_dir: Any, *args: str) -> dict[str, Any]:
+    """What the script printed, its JSON lines merged."""
     import json
     import os
     import subprocess
 
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir)}
-    proc = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-c", _PROBE_SCRIPT, *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = {}
+    for line in proc.stdout.strip().splitlines():
+        if line.startswith("{"):
+            out.update(json.loads(line))
+    return out
 
 
 def test_a_later_process_takes_the_recorded_isa_answers(tmp_path: Any) -> None:
@@ -108,6 +117,9 @@ def test_a_later_process_takes_the_recorded_isa_answers(tmp_path: Any) -> None:
     assert first["probes"], "a fresh cache dir is probed"
     second = _probe_in_fresh_process(tmp_path)
     assert second == {"probes": [], "picked": first["picked"]}
+    taken = _probe_in_fresh_process(tmp_path, "take")  # once per process, from the record
+    assert taken == {"taken": True, "again": True, "probes": [], "picked": first["picked"]}
+    assert _probe_in_fresh_process(tmp_path / "empty", "take")["taken"] is False  # no record: nothing taken
 
     marker = tmp_path / "sandbox" / "cpu-isa-probed"
     record = json.loads(marker.read_text())
