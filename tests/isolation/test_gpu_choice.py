@@ -15,12 +15,12 @@ import torch
 from support import script_env
 
 from sandbox.isolation import sizing
-from sandbox.isolation.scheme import _input_devices
+from sandbox.isolation.scheme import input_devices
 from sandbox.isolation.worker import gpu_graph
 
 
 def _job(*inputs: object) -> dict:
-    cpu, gpu = _input_devices(inputs)
+    cpu, gpu = input_devices(inputs)
     return {"op": "compile", "devices": {"cpu": cpu, "gpu": gpu}}
 
 
