@@ -3,6 +3,7 @@ helpers the pool, the worker and the service share to end a worker with everythi
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import time
 from typing import Any
 
 from sandbox.isolation import protocol
+
+log = logging.getLogger("sandbox")
 
 
 def signal_name(code: int | None) -> str | None:
@@ -97,6 +100,7 @@ class WorkerProcess:
                 reply = protocol.recv(self.result_r)
                 if reply.get("op") == "ready":
                     self.ready = reply
+                    _say_repaired(self.pid, reply.get("repaired_headers"))
             except (protocol.ChannelClosed, OSError, EOFError):
                 pass
             finally:
@@ -213,3 +217,19 @@ def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
         time.sleep(0.01)
         left = [p for p in left if not _gone(p)]
     return left
+
+
+def _say_repaired(pid: int, names: Any) -> None:
+    """Warn once per worker that removed unfinished precompiled headers: until then every C++
+    kernel on the host compiled without them (caches.repair_precompiled_headers)."""
+    if not names or not isinstance(names, list):
+        return
+    shown = ", ".join(str(n)[:80] for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    log.warning(
+        "sandbox: worker %s removed %d unfinished precompiled header(s) of C++ kernels (%s). A compile "
+        "was killed while g++ wrote them, and g++ ignored them since, so C++ kernels on this host "
+        "compiled without them (about 3x slower each); Inductor builds them again.",
+        pid,
+        len(names),
+        shown,
+    )

@@ -5,7 +5,8 @@ torch._inductor.codecache.FxGraphCache._save_graph (a staticmethod, looked up on
 _compile_fx_inner), ._get_shape_env, ._filter_backed_symints; torch._guards.TracingContext.try_get /
 torch._guards.tracing (the deferred save); FxGraphCache.prepare_key (the key a cache-miss
 graph is compiled under, for single-flight); torch._inductor.runtime.cache_dir_utils.cache_dir (the
-folder processes sharing the caches share). The same on torch 2.11.
+folder processes sharing the caches share); torch._inductor.codecache._HEADER_DIR / _HEADER_LOCK_DIR
+(the precompiled headers of C++ kernels, and the file locks Inductor builds each under). The same on torch 2.11.
 """
 
 from __future__ import annotations
@@ -157,3 +158,58 @@ def take_fx_key(gm: Any) -> tuple[str | None, str | None]:
     if key is None:
         return None, f"the FX graph cache bypasses this graph: {bypass or 'no key'}"
     return key, None
+
+
+# --- precompiled headers of C++ kernels -------------------------------------------------------
+# torch._inductor.codecache._HEADER_DIR: ``<default cache dir>/precompiled_headers``, outside
+# TORCHINDUCTOR_CACHE_DIR, so one host's processes share it whatever cache dir they use. Inductor
+# builds ``<hash>.h.gch`` there under the file lock ``<_HEADER_LOCK_DIR>/<hash>.lock`` and skips the
+# build whenever the file exists.
+
+_GCC_PCH_DONE = b"gpch"  # GCC writes "gpcWrite" first and its real magic only once the header is complete
+
+
+def repair_precompiled_headers() -> list[str]:
+    """Remove the precompiled headers whose writing never finished; returns their file names.
+
+    A compile killed while g++ wrote a header (a worker killed at a timeout, say) leaves a file
+    that g++ silently ignores as "not a PCH file", while Inductor never builds it again because it
+    exists: every later C++ kernel on the host parses the whole header (about three times
+    slower). A file is removed only while its build lock is free, so a header being written now
+    is left alone."""
+    from filelock import FileLock, Timeout  # torch.utils._filelock.FileLock's base: the same lock
+    from torch._inductor import codecache
+
+    folder = getattr(codecache, "_HEADER_DIR", None)
+    lock_dir = getattr(codecache, "_HEADER_LOCK_DIR", None)
+    if not folder or not lock_dir or not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".h.gch") or _pch_done(os.path.join(folder, name)) is not False:
+            continue
+        lock = FileLock(os.path.join(lock_dir, name[: -len(".h.gch")] + ".lock"), timeout=0)
+        try:
+            lock.acquire()
+        except (Timeout, OSError):
+            continue  # being built now, or a lock this process may not take
+        try:
+            if _pch_done(os.path.join(folder, name)) is False:
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+        except OSError:
+            log.debug("sandbox: could not remove the unfinished precompiled header %s", name, exc_info=True)
+        finally:
+            lock.release()
+    return removed
+
+
+def _pch_done(path: str) -> bool | None:
+    """Whether GCC finished writing this precompiled header (None: not a regular file, or unreadable)."""
+    try:
+        if not os.path.isfile(path) or os.path.islink(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read(len(_GCC_PCH_DONE)) == _GCC_PCH_DONE
+    except OSError:
+        return None

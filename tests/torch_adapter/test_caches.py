@@ -107,3 +107,46 @@ def test_fx_key_tap_gives_the_key_of_the_graph_about_to_compile() -> None:
     key_info, info = FxGraphCache.prepare_key(gm, [torch.randn(4)], {}, [], False)  # no trace: bypassed
     assert key_info is None
     assert caches.take_fx_key(gm) == (None, f"the FX graph cache bypasses this graph: {info['cache_bypass_reason']}")
+
+
+def test_repair_precompiled_headers(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """torch 2.13.0: ``torch._inductor.codecache._HEADER_DIR`` holds ``<hash>.h.gch``, built under
+    ``torch.utils._filelock.FileLock(<_HEADER_LOCK_DIR>/<hash>.lock)``. A header g++ never finished
+    (its "gpcWrite" magic, or empty) is removed while its lock is free; a finished one, one being
+    built (lock held) and files that are no header are kept."""
+    from torch._inductor import codecache
+    from torch.utils._filelock import FileLock
+
+    assert codecache._HEADER_DIR and codecache._HEADER_LOCK_DIR.startswith(codecache._HEADER_DIR)
+    folder, locks = tmp_path / "precompiled_headers", tmp_path / "precompiled_headers" / "locks"
+    locks.mkdir(parents=True)
+    monkeypatch.setattr(codecache, "_HEADER_DIR", str(folder))
+    monkeypatch.setattr(codecache, "_HEADER_LOCK_DIR", str(locks))
+    files = {
+        "done.h.gch": b"gpch+014" + b"\0" * 64,
+        "killed.h.gch": b"gpcWrite" + b"\0" * 64,
+        "empty.h.gch": b"",
+        "busy.h.gch": b"gpcWrite",
+        "note.txt": b"gpcWrite",
+        "killed.h": b"#include <torch/csrc/inductor/cpp_prefix.h>\n",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / "dir.h.gch").mkdir()
+    held = FileLock(str(locks / "busy.lock"))
+    held.acquire()
+    try:
+        assert caches.repair_precompiled_headers() == ["empty.h.gch", "killed.h.gch"]
+    finally:
+        held.release()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "busy.h.gch",
+        "dir.h.gch",
+        "done.h.gch",
+        "killed.h",
+        "locks",
+        "note.txt",
+    ]
+    assert caches.repair_precompiled_headers() == ["busy.h.gch"]  # its builder is gone now
+    monkeypatch.setattr(codecache, "_HEADER_DIR", str(tmp_path / "missing"))
+    assert caches.repair_precompiled_headers() == []
