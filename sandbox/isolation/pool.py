@@ -183,7 +183,7 @@ class Pool:
                 "warm_up_s": (w.ready or {}).get("warm_up_s"),
                 "warm_up_phases": (w.ready or {}).get("phases"),
                 "warm_up_priority": (w.ready or {}).get("warm_up_priority"),
-                "repaired_headers": (w.ready or {}).get("repaired_headers") or [],
+                "repaired_builds": (w.ready or {}).get("repaired_builds") or [],
                 "start_to_ready_s": ((w.ready or {}).get("ready_at", w.spawned_at) - w.spawned_at) if w.ready else None,
                 "rescue_of": w.rescue_of,
             }

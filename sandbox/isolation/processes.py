@@ -100,7 +100,7 @@ class WorkerProcess:
                 reply = protocol.recv(self.result_r)
                 if reply.get("op") == "ready":
                     self.ready = reply
-                    _say_repaired(self.pid, reply.get("repaired_headers"))
+                    _say_repaired(self.pid, reply.get("repaired_builds"))
             except (protocol.ChannelClosed, OSError, EOFError):
                 pass
             finally:
@@ -220,15 +220,16 @@ def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
 
 
 def _say_repaired(pid: int, names: Any) -> None:
-    """Warn once per worker that removed unfinished precompiled headers: until then every C++
-    kernel on the host compiled without them (caches.repair_precompiled_headers)."""
+    """Warn once per worker that removed C++ builds a killed compile cut short
+    (caches.repair_interrupted_builds): until then they crashed or slowed compiles on this host."""
     if not names or not isinstance(names, list):
         return
     shown = ", ".join(str(n)[:80] for n in names[:3]) + (", ..." if len(names) > 3 else "")
     log.warning(
-        "sandbox: worker %s removed %d unfinished precompiled header(s) of C++ kernels (%s). A compile "
-        "was killed while g++ wrote them, and g++ ignored them since, so C++ kernels on this host "
-        "compiled without them (about 3x slower each); Inductor builds them again.",
+        "sandbox: worker %s removed %d C++ build(s) that a killed compile left unfinished (%s). Inductor "
+        "never rebuilds an output that exists: a partial kernel library crashed each load of its graph, "
+        "a partial precompiled header made every C++ kernel on this host parse the whole header. They "
+        "are built again when next needed.",
         pid,
         len(names),
         shown,

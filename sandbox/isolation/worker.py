@@ -78,7 +78,7 @@ class Worker:
         self.jobs = 0
         self.gpu = False  # a usable CUDA device (set by start)
         self.gpu_warm = False  # warm_up_gpu ran
-        self.repaired: list[str] = []  # unfinished precompiled headers removed in the warm-up
+        self.repaired: list[str] = []  # C++ builds cut short, removed in the warm-up
         self.isa_probed = False  # probe_cpu_isa ran for a CPU graph
         self.gpu_thread: threading.Thread | None = None  # warm_up_gpu asked for early (warm_gpu)
         self.early_gpu_phases: dict[str, float] = {}
@@ -112,19 +112,19 @@ class Worker:
             phases.update(warmup.warm_up_inductor(probe_isa=probe))
         except Exception as e:  # noqa: BLE001 - the first compile then pays it instead
             print(f"[sandbox worker {os.getpid()}] warm-up failed: {e!r}", file=sys.stderr, flush=True)
-        self.repaired = self.repair_precompiled_headers()
+        self.repaired = self.repair_interrupted_builds()
 
     @staticmethod
-    def repair_precompiled_headers() -> list[str]:
-        """Remove the host's unfinished precompiled headers (caches.repair_precompiled_headers), which
-        a worker killed mid-compile can leave and which would slow every later C++ kernel; the
-        parent is told in the ready message."""
+    def repair_interrupted_builds() -> list[str]:
+        """Remove what C++ builds a killed compile cut short left behind (caches.repair_interrupted_builds):
+        a partial kernel library would crash every load of its graph, a partial precompiled header
+        slow every later C++ kernel on the host. The parent is told in the ready message."""
         from sandbox.torch_adapter import caches  # torch is imported by start() by now
 
         try:
-            return caches.repair_precompiled_headers()
-        except Exception as e:  # noqa: BLE001 - kernels then compile without the header, as before
-            print(f"[sandbox worker {os.getpid()}] precompiled header check failed: {e!r}", file=sys.stderr, flush=True)
+            return caches.repair_interrupted_builds()
+        except Exception as e:  # noqa: BLE001 - the builds stay as they are, as before
+            print(f"[sandbox worker {os.getpid()}] interrupted build check failed: {e!r}", file=sys.stderr, flush=True)
             return []
 
     def warm_up_gpu(self, phases: dict[str, float]) -> None:
@@ -151,7 +151,7 @@ class Worker:
                 "warm_up_s": time.time() - t0,
                 "phases": phases,
                 "warm_up_priority": priority,
-                "repaired_headers": self.repaired,
+                "repaired_builds": self.repaired,
                 "ready_at": time.time(),
                 "rss_bytes": _rss_bytes(),
             },

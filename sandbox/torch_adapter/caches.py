@@ -5,8 +5,9 @@ torch._inductor.codecache.FxGraphCache._save_graph (a staticmethod, looked up on
 _compile_fx_inner), ._get_shape_env, ._filter_backed_symints; torch._guards.TracingContext.try_get /
 torch._guards.tracing (the deferred save); FxGraphCache.prepare_key (the key a cache-miss
 graph is compiled under, for single-flight); torch._inductor.runtime.cache_dir_utils.cache_dir (the
-folder processes sharing the caches share); torch._inductor.codecache._HEADER_DIR / _HEADER_LOCK_DIR
-(the precompiled headers of C++ kernels, and the file locks Inductor builds each under). The same on torch 2.11.
+folder processes sharing the caches share); torch._inductor.codecache._HEADER_DIR / _HEADER_LOCK_DIR / get_lock_dir and
+torch._inductor.cpp_builder's ``<name>_CxxBuild`` build folders (C++ builds a killed compile left
+unfinished). The same on torch 2.11.
 """
 
 from __future__ import annotations
@@ -160,48 +161,99 @@ def take_fx_key(gm: Any) -> tuple[str | None, str | None]:
     return key, None
 
 
-# --- precompiled headers of C++ kernels -------------------------------------------------------
-# torch._inductor.codecache._HEADER_DIR: ``<default cache dir>/precompiled_headers``, outside
-# TORCHINDUCTOR_CACHE_DIR, so one host's processes share it whatever cache dir they use. Inductor
-# builds ``<hash>.h.gch`` there under the file lock ``<_HEADER_LOCK_DIR>/<hash>.lock`` and skips the
-# build whenever the file exists.
+# --- C++ builds a killed compile left unfinished ------------------------------------------
+# torch._inductor.cpp_builder.CppBuilder.build compiles in ``<output dir>/<name>_CxxBuild`` and g++
+# writes ``<name>.so`` (a kernel, an ISA probe) or ``<name>.gch`` (a precompiled header) in place;
+# the folder is removed only once the build succeeded. Inductor builds each under a file lock:
+# ``<cache dir>/locks/<key>.lock`` (codecache.get_lock_dir) for the kernels in
+# ``<cache dir>/<xx>/<key>.*``, ``<_HEADER_LOCK_DIR>/<key>.lock`` for the headers in
+# torch._inductor.codecache._HEADER_DIR (``<default cache dir>/precompiled_headers``, outside
+# TORCHINDUCTOR_CACHE_DIR: one host's processes share it whatever cache dir they use). It skips a
+# build whenever its output exists.
 
 _GCC_PCH_DONE = b"gpch"  # GCC writes "gpcWrite" first and its real magic only once the header is complete
+_BUILD_DIR_SUFFIX = "_CxxBuild"
+_OUTPUTS = (".so", ".o", ".gch", ".pch", ".i")
 
 
-def repair_precompiled_headers() -> list[str]:
-    """Remove the precompiled headers whose writing never finished; returns their file names.
+def repair_interrupted_builds() -> list[str]:
+    """Remove what C++ builds cut short left behind; returns the names of the builds repaired.
 
-    A compile killed while g++ wrote a header (a worker killed at a timeout, say) leaves a file
-    that g++ silently ignores as "not a PCH file", while Inductor never builds it again because it
-    exists: every later C++ kernel on the host parses the whole header (about three times
-    slower). A file is removed only while its build lock is free, so a header being written now
-    is left alone."""
-    from filelock import FileLock, Timeout  # torch.utils._filelock.FileLock's base: the same lock
+    A compile killed while g++ ran (a worker killed at its timeout, say) leaves its build folder
+    and a partial output that Inductor never builds again because it exists: a partial kernel
+    library kills the next process that loads it (SIGBUS), so the graph fails on that cache dir
+    every time; a partial precompiled header g++ silently ignores ("not a PCH file"), so every
+    later C++ kernel on the host parses the whole header. A build is repaired only while its lock
+    is free, so one running now is left alone."""
     from torch._inductor import codecache
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    folder = getattr(codecache, "_HEADER_DIR", None)
-    lock_dir = getattr(codecache, "_HEADER_LOCK_DIR", None)
-    if not folder or not lock_dir or not os.path.isdir(folder):
+    repaired = []
+    headers, header_locks = getattr(codecache, "_HEADER_DIR", None), getattr(codecache, "_HEADER_LOCK_DIR", None)
+    if headers and header_locks and os.path.isdir(headers):
+        repaired += _repair_folder(headers, header_locks, unfinished_headers=True)
+    root = cache_dir()
+    if os.path.isdir(root):
+        for sub in sorted(os.listdir(root)):
+            folder = os.path.join(root, sub)
+            if len(sub) == 2 and os.path.isdir(folder) and not os.path.islink(folder):
+                repaired += _repair_folder(folder, os.path.join(root, "locks"), unfinished_headers=False)
+    return repaired
+
+
+def _repair_folder(folder: str, lock_dir: str, unfinished_headers: bool) -> list[str]:
+    """The builds of one folder: a leftover build folder, or (``unfinished_headers``) a header g++
+    never finished, each removed with its outputs under the build's lock."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
         return []
-    removed = []
-    for name in sorted(os.listdir(folder)):
-        if not name.endswith(".h.gch") or _pch_done(os.path.join(folder, name)) is not False:
+    broken: dict[str, str] = {}  # build name -> why
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.endswith(_BUILD_DIR_SUFFIX) and os.path.isdir(path) and not os.path.islink(path):
+            broken.setdefault(name[: -len(_BUILD_DIR_SUFFIX)], "build folder left")
+        elif unfinished_headers and name.endswith(".h.gch") and _pch_done(path) is False:
+            broken.setdefault(name[: -len(".gch")], "header unfinished")
+    repaired = []
+    for build in broken:
+        key = build.split(".", 1)[0]
+        if not key or key.startswith((".", "/")):
             continue
-        lock = FileLock(os.path.join(lock_dir, name[: -len(".h.gch")] + ".lock"), timeout=0)
-        try:
-            lock.acquire()
-        except (Timeout, OSError):
-            continue  # being built now, or a lock this process may not take
-        try:
-            if _pch_done(os.path.join(folder, name)) is False:
-                os.remove(os.path.join(folder, name))
-                removed.append(name)
-        except OSError:
-            log.debug("sandbox: could not remove the unfinished precompiled header %s", name, exc_info=True)
-        finally:
-            lock.release()
-    return removed
+        if _remove_build(folder, build, os.path.join(lock_dir, key + ".lock"), unfinished_headers):
+            repaired.append(build)
+    return repaired
+
+
+def _remove_build(folder: str, build: str, lock_path: str, unfinished_headers: bool) -> bool:
+    import shutil
+
+    from filelock import FileLock, Timeout  # torch.utils._filelock.FileLock's base: the same lock
+
+    if not os.path.isdir(os.path.dirname(lock_path)):
+        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except (Timeout, OSError):
+        return False  # being built now, or a lock this process may not take
+    try:
+        left = os.path.join(folder, build + _BUILD_DIR_SUFFIX)
+        header = os.path.join(folder, build + ".gch")
+        if not os.path.isdir(left) and not (unfinished_headers and _pch_done(header) is False):
+            return False  # finished meanwhile
+        for ext in _OUTPUTS:
+            out = os.path.join(folder, build + ext)
+            if os.path.isfile(out) and not os.path.islink(out):
+                os.remove(out)
+        if os.path.isdir(left) and not os.path.islink(left):
+            shutil.rmtree(left, ignore_errors=True)
+        return True
+    except OSError:
+        log.debug("sandbox: could not repair the interrupted build %s in %s", build, folder, exc_info=True)
+        return False
+    finally:
+        lock.release()
 
 
 def _pch_done(path: str) -> bool | None:

@@ -109,18 +109,23 @@ def test_fx_key_tap_gives_the_key_of_the_graph_about_to_compile() -> None:
     assert caches.take_fx_key(gm) == (None, f"the FX graph cache bypasses this graph: {info['cache_bypass_reason']}")
 
 
-def test_repair_precompiled_headers(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """torch 2.13.0: ``torch._inductor.codecache._HEADER_DIR`` holds ``<hash>.h.gch``, built under
-    ``torch.utils._filelock.FileLock(<_HEADER_LOCK_DIR>/<hash>.lock)``. A header g++ never finished
-    (its "gpcWrite" magic, or empty) is removed while its lock is free; a finished one, one being
-    built (lock held) and files that are no header are kept."""
+def test_repair_interrupted_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """torch 2.13.0: ``torch._inductor.cpp_builder.CppBuilder.build`` leaves ``<name>_CxxBuild``
+    beside an output it did not finish; kernels live in ``<cache dir>/<xx>/<key>.*`` with their
+    lock in ``codecache.get_lock_dir()``, headers in ``codecache._HEADER_DIR`` with theirs in
+    ``_HEADER_LOCK_DIR``, each ``torch.utils._filelock.FileLock(<lock dir>/<key>.lock)``. A build
+    whose lock is free is removed: a leftover build folder with its partial outputs, or a header g++
+    never finished ("gpcWrite" magic, or empty). A finished header, a build whose lock is held and
+    files that are no build output are kept."""
     from torch._inductor import codecache
     from torch.utils._filelock import FileLock
 
     assert codecache._HEADER_DIR and codecache._HEADER_LOCK_DIR.startswith(codecache._HEADER_DIR)
-    folder, locks = tmp_path / "precompiled_headers", tmp_path / "precompiled_headers" / "locks"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    assert codecache.get_lock_dir() == str(tmp_path / "cache" / "locks")
+    headers, locks = tmp_path / "precompiled_headers", tmp_path / "precompiled_headers" / "locks"
     locks.mkdir(parents=True)
-    monkeypatch.setattr(codecache, "_HEADER_DIR", str(folder))
+    monkeypatch.setattr(codecache, "_HEADER_DIR", str(headers))
     monkeypatch.setattr(codecache, "_HEADER_LOCK_DIR", str(locks))
     files = {
         "done.h.gch": b"gpch+014" + b"\0" * 64,
@@ -131,15 +136,25 @@ def test_repair_precompiled_headers(monkeypatch: pytest.MonkeyPatch, tmp_path: A
         "killed.h": b"#include <torch/csrc/inductor/cpp_prefix.h>\n",
     }
     for name, data in files.items():
-        (folder / name).write_bytes(data)
-    (folder / "dir.h.gch").mkdir()
+        (headers / name).write_bytes(data)
+    (headers / "dir.h.gch").mkdir()
+    kernels = tmp_path / "cache" / "ab"
+    kernels.mkdir(parents=True)
+    for name in ("cabc.main.cpp", "cabc.main.so", "cdone.main.cpp", "cdone.main.so", "cprobe.cpp", "cprobe.so"):
+        (kernels / name).write_bytes(b"\x7fELF partial")
+    (kernels / "cabc.main_CxxBuild").mkdir()
+    (kernels / "cprobe_CxxBuild").mkdir()
+    (kernels / "cprobe_CxxBuild" / "x.o").write_bytes(b"")
     held = FileLock(str(locks / "busy.lock"))
+    held_kernel = FileLock(str(tmp_path / "cache" / "locks" / "cprobe.lock"))
     held.acquire()
+    held_kernel.acquire()
     try:
-        assert caches.repair_precompiled_headers() == ["empty.h.gch", "killed.h.gch"]
+        assert caches.repair_interrupted_builds() == ["empty.h", "killed.h", "cabc.main"]
     finally:
         held.release()
-    assert sorted(p.name for p in folder.iterdir()) == [
+        held_kernel.release()
+    assert sorted(p.name for p in headers.iterdir()) == [
         "busy.h.gch",
         "dir.h.gch",
         "done.h.gch",
@@ -147,6 +162,21 @@ def test_repair_precompiled_headers(monkeypatch: pytest.MonkeyPatch, tmp_path: A
         "locks",
         "note.txt",
     ]
-    assert caches.repair_precompiled_headers() == ["busy.h.gch"]  # its builder is gone now
+    assert sorted(p.name for p in kernels.iterdir()) == [
+        "cabc.main.cpp",
+        "cdone.main.cpp",
+        "cdone.main.so",
+        "cprobe.cpp",
+        "cprobe.so",
+        "cprobe_CxxBuild",
+    ]
+    assert caches.repair_interrupted_builds() == ["busy.h", "cprobe"]  # their builders are gone now
+    assert sorted(p.name for p in kernels.iterdir()) == [
+        "cabc.main.cpp",
+        "cdone.main.cpp",
+        "cdone.main.so",
+        "cprobe.cpp",
+    ]
     monkeypatch.setattr(codecache, "_HEADER_DIR", str(tmp_path / "missing"))
-    assert caches.repair_precompiled_headers() == []
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "missing-too"))
+    assert caches.repair_interrupted_builds() == []
