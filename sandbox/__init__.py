@@ -69,7 +69,8 @@ def warmup(workers: int | None = None, wait: bool = False, timeout: float | None
 
 
 def workers() -> list[dict[str, Any]]:
-    """The live workers: pid, ready, jobs served, resident memory (bytes, with children)."""
+    """The live workers: pid, ready, jobs served, resident memory (bytes, with children), and
+    the C++ builds a killed compile had cut short that each removed at its start (``repaired_builds``)."""
     p = pool.current_pool()
     return p.workers() if p else []
 
