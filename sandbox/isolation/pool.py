@@ -361,8 +361,8 @@ class Pool:
     ) -> JobResult:
         """Send one job to a free worker and wait for its reply.
 
-        Raises WorkerFailure; the worker involved is then replaced (a failed job
-        may leave poisoned state behind, so no worker is reused after one).
+        Raises WorkerFailure. A worker that died, ran past its deadline or memory limit, or ran
+        out of memory is replaced; one whose compile raised an ordinary exception is kept.
         """
         if self.closed:
             raise WorkerFailure("error", "the worker pool is shut down")
@@ -398,6 +398,10 @@ class Pool:
             received = time.time()
             w.jobs += 1
             if not reply.get("ok"):
+                # The compile raised an ordinary exception and the worker caught it: it goes on as
+                # in-process Inductor goes on after the same exception, so the next graph does not
+                # wait for a start.
+                healthy = reply.get("reusable") is True
                 raise WorkerFailure(
                     "error",
                     f"{reply.get('error_type')}: {reply.get('message')}",

@@ -293,6 +293,8 @@ class Worker:
                 "pid": os.getpid(),
                 "torch_tools": tools.reply() if tools is not None else None,
                 "error_type": f"{type(e).__module__}.{type(e).__qualname__}",
+                # An ordinary exception leaves this process as in-process Inductor is left after it.
+                "reusable": isinstance(e, Exception) and not isinstance(e, (MemoryError, SystemError, RecursionError)),
                 "message": str(e)[:4000],
                 "traceback": traceback.format_exc()[-8000:],
                 "received": received,

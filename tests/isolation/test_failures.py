@@ -98,16 +98,22 @@ def _failed_report(case: dict) -> dict:
 
 
 @pytest.mark.parametrize("policy, kind", CASES)
-def test_failure_is_reported_and_worker_replaced(runs, policy: str, kind: str) -> None:
+def test_failure_is_reported_and_the_worker_replaced_unless_the_compile_raised(runs, policy: str, kind: str) -> None:
     result = runs(policy)
     case = _case(result, kind)
     report = _failed_report(case)
     failed_pid = report["failure"]["worker_pid"]
     assert failed_pid in [w["pid"] for w in case["workers_before"]]
+    after = [w["pid"] for w in case["workers_after"]]
+    assert len(after) == result["workers"], (failed_pid, after)
+    if kind == "raise":
+        # The compile raised and the worker caught it: it stays, as in-process Inductor goes on
+        # after the same exception, and serves the next graph without a start.
+        assert case["failed_pids_alive"] == [True] and failed_pid in after, (failed_pid, after)
+        return
     # The failed worker is gone and a new one took its place.
     assert case["failed_pids_alive"] == [False]
-    after = [w["pid"] for w in case["workers_after"]]
-    assert len(after) == result["workers"] and failed_pid not in after, (failed_pid, after)
+    assert failed_pid not in after, (failed_pid, after)
     if "workers_ready" in case:
         assert all(w["ready"] for w in case["workers_ready"]), case["workers_ready"]
     if kind == "hang":
@@ -169,9 +175,11 @@ def test_next_compile_after_failures_is_isolated(runs, policy: str) -> None:
     assert healthy["correct"] is True
     (report,) = healthy["reports"]
     assert report["outcome"] == "isolated", report
-    failed = {c["reports"][0]["failure"]["worker_pid"] for c in result["results"]}
-    assert len(failed) == len(result["results"]), "each failure must have hit a different (fresh) worker"
-    assert report["worker_pid"] not in failed and report["worker_pid"] != result["pid"]
+    # A worker that died, hung or ran out of memory never served another graph; one whose compile
+    # raised may have (it is kept).
+    ended = [c["reports"][0]["failure"]["worker_pid"] for c in result["results"] if c["kind"] != "raise"]
+    assert len(set(ended)) == len(ended), "each such failure must have hit a different (fresh) worker"
+    assert report["worker_pid"] not in ended and report["worker_pid"] != result["pid"]
 
 
 @pytest.mark.parametrize("policy", list(POLICY_KINDS))
