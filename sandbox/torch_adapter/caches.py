@@ -202,27 +202,33 @@ def repair_interrupted_builds() -> list[str]:
 
 
 def _repair_folder(folder: str, lock_dir: str, unfinished_headers: bool) -> list[str]:
-    """The builds of one folder: a leftover build folder, or (``unfinished_headers``) a header g++
-    never finished, each removed with its outputs under the build's lock."""
+    """The builds of one folder that were cut short (``_cut_short``), each removed with its
+    outputs under the build's lock."""
     try:
         names = sorted(os.listdir(folder))
     except OSError:
         return []
-    broken: dict[str, str] = {}  # build name -> why
-    for name in names:
-        path = os.path.join(folder, name)
-        if name.endswith(_BUILD_DIR_SUFFIX) and os.path.isdir(path) and not os.path.islink(path):
-            broken.setdefault(name[: -len(_BUILD_DIR_SUFFIX)], "build folder left")
-        elif unfinished_headers and name.endswith(".h.gch") and _pch_done(path) is False:
-            broken.setdefault(name[: -len(".gch")], "header unfinished")
+    builds = dict.fromkeys(  # build names, in order, once each
+        name[: -len(_BUILD_DIR_SUFFIX)] if name.endswith(_BUILD_DIR_SUFFIX) else name[: -len(".gch")]
+        for name in names
+        if name.endswith(_BUILD_DIR_SUFFIX) or (unfinished_headers and name.endswith(".h.gch"))
+    )
     repaired = []
-    for build in broken:
+    for build in builds:
         key = build.split(".", 1)[0]
-        if not key or key.startswith((".", "/")):
-            continue
-        if _remove_build(folder, build, os.path.join(lock_dir, key + ".lock"), unfinished_headers):
-            repaired.append(build)
+        if key and _cut_short(folder, build, unfinished_headers):
+            if _remove_build(folder, build, os.path.join(lock_dir, key + ".lock"), unfinished_headers):
+                repaired.append(build)
     return repaired
+
+
+def _cut_short(folder: str, build: str, unfinished_headers: bool) -> bool:
+    """A build folder left (removed only once a build succeeded), or (``unfinished_headers``) a
+    header whose magic g++ never finished writing."""
+    left = os.path.join(folder, build + _BUILD_DIR_SUFFIX)
+    if os.path.isdir(left) and not os.path.islink(left):
+        return True
+    return unfinished_headers and _pch_done(os.path.join(folder, build + ".gch")) is False
 
 
 def _remove_build(folder: str, build: str, lock_path: str, unfinished_headers: bool) -> bool:
@@ -230,22 +236,20 @@ def _remove_build(folder: str, build: str, lock_path: str, unfinished_headers: b
 
     from filelock import FileLock, Timeout  # torch.utils._filelock.FileLock's base: the same lock
 
-    if not os.path.isdir(os.path.dirname(lock_path)):
-        os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
     lock = FileLock(lock_path, timeout=0)
     try:
         lock.acquire()
     except (Timeout, OSError):
         return False  # being built now, or a lock this process may not take
     try:
-        left = os.path.join(folder, build + _BUILD_DIR_SUFFIX)
-        header = os.path.join(folder, build + ".gch")
-        if not os.path.isdir(left) and not (unfinished_headers and _pch_done(header) is False):
+        if not _cut_short(folder, build, unfinished_headers):
             return False  # finished meanwhile
         for ext in _OUTPUTS:
             out = os.path.join(folder, build + ext)
             if os.path.isfile(out) and not os.path.islink(out):
                 os.remove(out)
+        left = os.path.join(folder, build + _BUILD_DIR_SUFFIX)
         if os.path.isdir(left) and not os.path.islink(left):
             shutil.rmtree(left, ignore_errors=True)
         return True
