@@ -224,7 +224,9 @@ def _say_repaired(pid: int, names: Any) -> None:
     (caches.repair_interrupted_builds): until then they crashed or slowed compiles on this host."""
     if not names or not isinstance(names, list):
         return
-    shown = ", ".join(str(n)[:80] for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    # The names are files found on the host (any user may create them in a shared /tmp): repr()
+    # escapes every character that is not printable, so a name cannot write to the terminal.
+    shown = ", ".join(repr(str(n)[:80]) for n in names[:3]) + (", ..." if len(names) > 3 else "")
     log.warning(
         "sandbox: worker %s removed %d C++ build(s) that a killed compile left unfinished (%s). Inductor "
         "never rebuilds an output that exists: a partial kernel library crashed each load of its graph, "

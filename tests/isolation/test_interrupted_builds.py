@@ -56,7 +56,7 @@ def test_a_worker_removes_a_precompiled_header_whose_writing_was_cut_short(tmp_p
     second, stderr = _compile(tmp_path, "second")
     build = header.name[: -len(".gch")]
     assert second == {"ok": True, "outcomes": ["isolated"], "repaired": [[build]]}
-    assert f"removed 1 C++ build(s) that a killed compile left unfinished ({build})" in stderr, stderr[-3000:]
+    assert f"removed 1 C++ build(s) that a killed compile left unfinished ({build!r})" in stderr, stderr[-3000:]
     assert header.read_bytes()[:4] == b"gpch", "the kernel's compile built the header again"
     assert header.stat().st_size >= size * 0.9
 
@@ -72,9 +72,14 @@ def test_a_worker_removes_a_kernel_library_whose_build_was_cut_short(tmp_path: P
     _cut_short(library, keep=4096)
     build = library.name[: -len(".so")]
     (library.parent / f"{build}_CxxBuild").mkdir()
+    # Another user may leave any name in a shared cache dir: the warning shows it escaped.
+    hostile = "zz\x1b]0;owned\x07\x1b[2J"
+    (library.parent / f"{hostile}_CxxBuild").mkdir()
 
     second, stderr = _compile(tmp_path, "cache", no_caches)
-    assert second == {"ok": True, "outcomes": ["isolated"], "repaired": [[build]]}, stderr[-3000:]
-    assert f"({build})" in stderr and "a partial kernel library" in stderr, stderr[-3000:]
+    assert second == {"ok": True, "outcomes": ["isolated"], "repaired": [[build, hostile]]}, stderr[-3000:]
+    assert f"({build!r}, {hostile!r})" in stderr and "a partial kernel library" in stderr, stderr[-3000:]
+    assert "\x1b" not in stderr and "\x07" not in stderr, "a file name wrote control characters to the terminal"
     assert not (library.parent / f"{build}_CxxBuild").exists()
+    assert not (library.parent / f"{hostile}_CxxBuild").exists()
     assert library.read_bytes()[:4] == b"\x7fELF" and library.stat().st_size > 0
