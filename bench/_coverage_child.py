@@ -5,7 +5,9 @@
 Runs each entry's samples of every float dtype it supports on the device (the CPU unless
 ``--device`` names another) eagerly and through the variant's backend, compares outputs and,
 where the op supports it, gradients, and appends one JSON line per entry to FILE as soon as it
-is done (a crash loses one entry, never the slice). Graph outcomes come from the sandbox's
+is done (a crash loses one entry, never the slice). After each sample it also replaces
+FILE.progress with the entry's counts so far, so an entry that crashes or runs past the sweep's
+timeout still counts the samples and graphs it got through. Graph outcomes come from the sandbox's
 CompileReports; for the other variants from Inductor's FX graph cache counters, and for the
 stock subprocess mode from what its serializer refused.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 import time
 import traceback
@@ -120,8 +123,26 @@ def _seeded(fn: Any, seed: int) -> Any:
     return fn()
 
 
+def _checkpoint(
+    path: str, rec: dict[str, Any], variant: str, n_reports: int, before: dict[str, int], t0: float
+) -> None:
+    """The entry's counts so far, replaced whole (a reader never sees half a file)."""
+    graphs, reasons = _account(variant, n_reports, before, consume=False)
+    partial = {**rec, "seconds": round(time.perf_counter() - t0, 3), "graphs": {k: v for k, v in graphs.items() if v}}
+    partial["reasons"] = dict(reasons)
+    with open(path + ".tmp", "w") as f:
+        json.dump(partial, f)
+    os.replace(path + ".tmp", path)
+
+
 def run_entry(
-    name: str, op: Any, variant: str, dtypes: list[str] | None, max_samples: int, device: str = "cpu"
+    name: str,
+    op: Any,
+    variant: str,
+    dtypes: list[str] | None,
+    max_samples: int,
+    device: str = "cpu",
+    progress: str = "",
 ) -> dict[str, Any]:
     from _coverage_cases import float_dtypes  # loaded with the OpInfo table, for operator entries only
 
@@ -149,6 +170,8 @@ def run_entry(
             rec["errors"].append(f"{dtype}: samples: {type(e).__name__}: {str(e)[:200]}")
             continue
         for i, sample in enumerate(samples[:max_samples] if max_samples else samples):
+            if progress:  # the samples before this one, should this one never finish
+                _checkpoint(progress, rec, variant, n_reports, counters_before, t0)
             rec["samples"] += 1
             key = f"{str(dtype).replace('torch.', '')}#{i}"
             try:
@@ -182,9 +205,10 @@ def run_entry(
     return rec
 
 
-def _account(variant: str, n_reports: int, counters_before: dict[str, int]) -> tuple[Any, Any]:
+def _account(variant: str, n_reports: int, counters_before: dict[str, int], consume: bool = True) -> tuple[Any, Any]:
     """The graphs compiled since ``n_reports`` reports and ``counters_before``, by outcome, and
-    the reasons of those left in the user's process or failed."""
+    the reasons of those left in the user's process or failed; ``consume`` clears the stock
+    mode's refusals, counted from then on for the next entry."""
     graphs: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
     if variant == "sandbox":
@@ -204,7 +228,7 @@ def _account(variant: str, n_reports: int, counters_before: dict[str, int]) -> t
             graphs["in_process"] = left
             graphs["isolated"] = compiled_graphs - left
             reasons.update(STOCK.reasons if STOCK else {})
-            if STOCK:
+            if STOCK and consume:
                 STOCK.reasons.clear()
         else:
             graphs["in_process"] = compiled_graphs
@@ -255,7 +279,8 @@ def main() -> int:
             if name.startswith(models.PREFIX):
                 rec = run_model(name, args.variant)
             else:
-                rec = run_entry(name, table[name], args.variant, dtypes, args.max_samples, args.device)
+                progress = args.result + ".progress"
+                rec = run_entry(name, table[name], args.variant, dtypes, args.max_samples, args.device, progress)
             out.write(json.dumps(rec) + "\n")
             out.flush()
     return 0

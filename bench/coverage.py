@@ -33,7 +33,8 @@ accounted the same way, printed in a section of their own. ``--models all|none|a
 Each slice of entries runs in a child process (``bench/_coverage_child.py``) with its own
 Inductor cache folder and run store, so every graph compiles; ``--jobs N`` runs N children at
 once. A child that crashes or stalls on an entry (``--entry-timeout``) costs that entry, recorded
-as ``crashed``; the slice goes on in a new child.
+as ``crashed`` with the samples and graphs it got through before (the child's checkpoint), which
+count in the totals while its seconds stay out of the time ratio; the slice goes on in a new child.
 """
 
 from __future__ import annotations
@@ -188,6 +189,18 @@ class Slice:
         lines = self.result.read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
+    def _partial(self, lost: str) -> dict[str, Any]:
+        """What the child's checkpoint says of the lost entry's samples before it was lost."""
+        progress = Path(f"{self.result}.progress")
+        try:
+            rec = json.loads(progress.read_text())
+        except (OSError, ValueError):
+            return {}
+        if rec.get("op") != lost or rec.get("variant") != self.variant:
+            return {}  # an earlier entry's, or none: the lost one died before its first sample ended
+        progress.unlink()
+        return {**rec, "partial": True}
+
     def poll(self) -> bool:
         """Collect finished entries; restart past a lost one. True once the slice is done."""
         assert self.proc is not None
@@ -208,7 +221,8 @@ class Slice:
             lost = remaining.pop(0)
             why = f"timeout after {self.args.entry_timeout} s" if stalled else f"exit code {self.proc.returncode}"
             tail = self.log.read_text()[-600:] if self.log.exists() else ""
-            rec = {"op": lost, "variant": self.variant, "crashed": why, "log_tail": tail, "seconds": 0.0}
+            rec = {"op": lost, "variant": self.variant, "seconds": 0.0, **self._partial(lost)}
+            rec.update(crashed=why, log_tail=tail)
             with open(self.result, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             self.seen += 1
@@ -289,7 +303,10 @@ def totals(records: list[dict[str, Any]], variant: str, models: bool = False) ->
         t["entries"] += 1
         if "crashed" in r:
             t["crashed"] += 1
-            continue
+            if not r.get("partial"):
+                continue
+            # What it got through counts; its time does not, as the variants stopped at different samples.
+            t["crashed_samples"] += r.get("samples", 0)
         if "not_installed" in r:
             t["not_installed"] += 1
             continue
@@ -299,7 +316,8 @@ def totals(records: list[dict[str, Any]], variant: str, models: bool = False) ->
             t[f"graphs_{k}"] += v
         for k, v in r.get("reasons", {}).items():
             reasons[k] += v
-        t["seconds"] += r.get("seconds", 0.0)
+        if "crashed" not in r:
+            t["seconds"] += r.get("seconds", 0.0)
     graphs = sum(v for k, v in t.items() if k.startswith("graphs_"))
     out = dict(t)
     out["graphs"] = graphs
@@ -313,7 +331,7 @@ def totals(records: list[dict[str, Any]], variant: str, models: bool = False) ->
 def _cell(r: dict[str, Any] | None) -> str:
     if r is None:
         return "-"
-    if "crashed" in r:
+    if "crashed" in r and not r.get("partial"):
         return f"crashed ({r['crashed']})"
     if "not_installed" in r:
         return r["not_installed"]
@@ -324,6 +342,8 @@ def _cell(r: dict[str, Any] | None) -> str:
     if g.get("failed"):
         parts.append(f"{g['failed']} failed")
     bad = [f"{r[k]} {k}" for k in ("failed", "mismatch") if r.get(k)]
+    if "crashed" in r:
+        bad.append(f"crashed ({r['crashed']}) after {r.get('samples', 0)} samples")
     return f"{', '.join(parts) or '0 graphs'}{'; ' + ', '.join(bad) if bad else ''} ({r.get('seconds', 0):.1f} s)"
 
 
@@ -345,7 +365,8 @@ def report(result: dict[str, Any]) -> str:
 def _op_section(names: list[str], by: dict, records: list[dict[str, Any]], variants: list[str]) -> list[str]:
     lines = [f"| entry | samples | {' | '.join(variants)} |", "|---" * (len(variants) + 2) + "|"]
     for name in names:
-        first = next((by[(name, v)] for v in variants if (name, v) in by), {})
+        # A crashed entry's samples differ by variant (each cell says how many it got through).
+        first = next((by[(name, v)] for v in variants if (name, v) in by and "crashed" not in by[(name, v)]), {})
         samples = first.get("samples", "-")
         lines.append(f"| {name} | {samples} | " + " | ".join(_cell(by.get((name, v))) for v in variants) + " |")
     lines.append("")
@@ -358,11 +379,17 @@ def _op_section(names: list[str], by: dict, records: list[dict[str, Any]], varia
             f"{t.get('random', 0)} random, {t.get('uninitialized', 0)} uninitialized, "
             f"{t.get('eager_error', 0)} eager errors), {_graphs(t)}; "
             f"samples failed {t.get('failed', 0)}, "
-            f"mismatched {t.get('mismatch', 0)}, entries crashed {t.get('crashed', 0)}; "
+            f"mismatched {t.get('mismatch', 0)}, entries crashed {t.get('crashed', 0)}{_partial(t)}; "
             f"{t['seconds']} s in entries{ratio}"
         )
         lines += _reasons(t)
     return lines
+
+
+def _partial(t: dict[str, Any]) -> str:
+    """How much of the crashed entries the totals hold: their samples before the crash, not their time."""
+    n = t.get("crashed_samples", 0)
+    return f" (their {n} samples before it counted, their time not)" if n else ""
 
 
 def _graphs(t: dict[str, Any]) -> str:

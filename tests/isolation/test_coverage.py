@@ -130,6 +130,27 @@ def test_the_cuda_sweep_says_when_there_is_no_cuda(tmp_path) -> None:
         assert "entries x" not in proc.stderr  # nothing was selected or run
 
 
+def test_an_entry_past_the_timeout_keeps_the_samples_it_got_through(tmp_path, probe_seed) -> None:
+    """An entry with more samples than its time allows (max_pool2d's float32 samples take minutes)
+    is stopped at ``--entry-timeout`` and recorded as crashed, yet the graphs its finished samples
+    compiled still count; its seconds stay out of the time ratio, and the next entry runs in a new
+    child."""
+    select = ["--ops", "nn.functional.max_pool2d,abs", "--dtypes", "float32", "--entry-timeout", "40"]
+    sweep = _run_bench(tmp_path, probe_seed, select, timeout=300)
+    records = _records(sweep)
+    lost, after = records["nn.functional.max_pool2d"], records["abs"]
+    assert lost["crashed"] == "timeout after 40.0 s" and lost["partial"], lost
+    assert lost["samples"] >= 1 and lost["graphs"].get("isolated", 0) >= 1, lost
+    assert "crashed" not in after and after["graphs"].get("isolated", 0) >= 1, after
+    totals = sweep["totals"]["sandbox"]
+    assert totals["crashed"] == 1 and totals["crashed_samples"] == lost["samples"], totals
+    assert totals["samples"] == lost["samples"] + after["samples"], totals
+    assert totals["graphs_isolated"] == lost["graphs"]["isolated"] + after["graphs"]["isolated"], totals
+    assert totals["seconds"] == round(after["seconds"], 1), totals  # the lost entry's time left out
+    assert f"after {lost['samples']} samples" in sweep["stdout"], sweep["stdout"][-2000:]
+    assert "their time not" in sweep["stdout"], sweep["stdout"][-2000:]
+
+
 # Model graphs that may stay in the user's process, each with the words its reason must contain.
 ALLOWED_MODEL_IN_PROCESS: dict[str, str] = {}
 
