@@ -10,6 +10,11 @@
 #                                       cost of a profiled step, where the first step's time goes (one
 #                                       cProfiled run), then time to first step: in-process Inductor,
 #                                       async, blocking with 1 and 2 workers (2 repeats)
+#   bench/gpu_job.sh OUTDIR figures  -> the cost of a profiled step, then 1 and 8 CPU ranks with inductor
+#                                       and the sandbox, repeated for medians (no new job after
+#                                       RANKS_BUDGET_S, 280)
+#   bench/gpu_job.sh OUTDIR shared   -> 1 and 2 ranks sharing the GPU (gloo), eager, inductor, the sandbox
+#                                       with and without the host's compile service
 set -u
 out=${1:?OUTDIR}; what=${2:?ranks or gpu}; shift 2
 export PYTHONUNBUFFERED=1
@@ -40,4 +45,12 @@ checks)
     timeout 100 python3 bench/time_to_first_step.py --device cuda --variants inductor,sandbox_async --repeats 1 --profile-first-step --max-s 40 > "$out/first_step_profile.log" 2>&1
     grep -E "^  repeat|function calls" "$out/first_step_profile.log"
     timeout ${TTFS_LIMIT_S:-300} python3 bench/time_to_first_step.py --device cuda --variants inductor,sandbox_async,sandbox,sandbox_2w --repeats 2 --max-s 60 --out "$out/ttfs.json" 2>&1 | tee "$out/ttfs.log" | tail -30 ;;
+figures)
+    timeout 130 python3 bench/profile_overhead.py --device cuda --width 1024 --repeats 3 --out "$out/profile.json" > "$out/profile.log" 2>&1
+    tail -14 "$out/profile.log"
+    python3 bench/job_compile.py --ranks 1,8 --repeats 3 --variants inductor,sandbox --budget-s ${RANKS_BUDGET_S:-280} --grace-limit-s 20 --out "$out/job_ranks.json" > "$out/job_ranks.log" 2>&1
+    grep -v '^{' "$out/job_ranks.log" | tail -30 ;;
+shared)
+    python3 bench/job_compile.py --device cuda --ranks 1,2 --repeats 1 --variants eager,inductor,sandbox,sandbox_off --grace-limit-s 15 --out "$out/job_gpu.json" > "$out/job_gpu.log" 2>&1
+    grep -v '^{' "$out/job_gpu.log" | tail -24 ;;
 esac
