@@ -445,7 +445,9 @@ def _model_section(names: list[str], by: dict, records: list[dict[str, Any]], va
 def merge(paths: list[str]) -> dict[str, Any]:
     parts = [json.loads(Path(p).read_text()) for p in paths]
     out = dict(parts[0])
-    out["entries"] = [n for p in parts for n in p["entries"]]
+    # Parts may split the entries (shards) or the variants (the same entries, run one variant each).
+    out["entries"] = list(dict.fromkeys(n for p in parts for n in p["entries"]))
+    out["variants"] = list(dict.fromkeys(v for p in parts for v in p["variants"]))
     out["records"] = [r for p in parts for r in p["records"]]
     out["sweep_wall_s"] = round(sum(p["sweep_wall_s"] for p in parts), 1)
     walls: dict[str, float] = collections.defaultdict(float)

@@ -167,3 +167,38 @@ def test_time_to_first_step_steps_every_async_variant_until_its_swap(tmp_path) -
         async_mode = ttfs.child_env(variant, str(tmp_path)).get("SANDBOX_ASYNC") == "1" or variant == "stock_async"
         assert async_mode == (variant in ttfs.ASYNC), variant
     assert "sandbox_async_gpujob" in ttfs.ASYNC and "sandbox_gpujob" not in ttfs.ASYNC
+
+
+COVERAGE_BENCH = str(ROOT / "bench" / "coverage.py")
+
+
+def _coverage_part(path, variant: str, seconds: float, graphs: dict) -> str:
+    """One variant's ``bench/coverage.py --out`` file of two entries, as a sweep writes it."""
+    rec = {"variant": variant, "samples": 1, "compared": 1, "graphs": graphs, "reasons": {}, "seconds": seconds}
+    part = {
+        "entries": ["sin", "cos"],
+        "variants": [variant],
+        "jobs": 1,
+        "sweep_wall_s": 2 * seconds,
+        "process_wall_s": {variant: 2 * seconds},
+        "records": [{"op": "sin", **rec}, {"op": "cos", **rec}],
+    }
+    path.write_text(json.dumps(part))
+    return str(path)
+
+
+def test_coverage_merge_of_per_variant_parts_lists_each_entry_once(tmp_path) -> None:
+    """A sweep split by variant (the same entries, one variant per run) merges into one table:
+    each entry once, a column per variant, and the time ratio against in-process Inductor."""
+    parts = [
+        _coverage_part(tmp_path / "sandbox.json", "sandbox", 3.0, {"isolated": 2}),
+        _coverage_part(tmp_path / "inductor.json", "inductor", 2.0, {"in_process": 2}),
+    ]
+    proc = subprocess.run(
+        [sys.executable, COVERAGE_BENCH, "--merge", *parts], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.count("| sin |") == 1 and out.count("| cos |") == 1, out
+    assert "| entry | samples | sandbox | inductor |" in out, out
+    assert "sandbox: 2 entries, 2 samples" in out and "1.50x in-process Inductor" in out, out
