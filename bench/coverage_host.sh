@@ -1,9 +1,9 @@
 #!/bin/bash
 # The CPU coverage sweep on a many-core host whose calls have a time limit: units of
 # `bench/coverage.py --shard K/UNITS` (all three variants, one child at a time, as on the 2-core VM) run
-# LANES at once, and no unit starts unless it can end before DEADLINE_S; a unit cut off at the deadline
-# is lost whole, so units are small. Units whose file is already under DONE_DIR are skipped, so the
-# next call goes on where this one stopped.
+# LANES at once; no unit starts in the last minute before DEADLINE_S, and one still running at the
+# deadline is lost whole, so units are small. Units whose file is already under DONE_DIR are skipped,
+# so the next call goes on where this one stopped.
 #   bench/coverage_host.sh OUTDIR [LANES] [DEADLINE_S] [UNITS] [DONE_DIR]
 # Each finished unit: OUTDIR/shard-K-of-UNITS.json and its log. Merge them with
 # `bench/coverage.py --merge DIR/shard-*-of-UNITS.json`. TORCHINDUCTOR_COMPILE_THREADS=1 in the environment
