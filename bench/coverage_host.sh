@@ -18,11 +18,11 @@ mkdir -p "$out/logs"
 if ! python3 -c "import expecttest" 2>/dev/null && ls .whl/expecttest-*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/expecttest-*.whl && export PYTHONPATH=/tmp/site
 fi
-# A host whose numba is broken (it raises other than ImportError) would take the database down with it.
-if ! python3 -c "import torch.testing._internal.common_methods_invocations" >/dev/null 2>&1; then
-    mkdir -p /tmp/shim/numba && echo 'raise ImportError("numba is kept out of the coverage sweep")' >/tmp/shim/numba/__init__.py
-    export PYTHONPATH=/tmp/shim${PYTHONPATH:+:$PYTHONPATH}
-fi
+# bench/ comes first on the children's path, so its coverage.py shadows the code-coverage package that
+# numba imports (AttributeError: module 'coverage' has no attribute 'types'), and torch's OpInfo
+# database imports numba where it is installed: keep numba out (torch takes its ImportError).
+mkdir -p /tmp/shim/numba && echo 'raise ImportError("numba is kept out of the coverage sweep")' >/tmp/shim/numba/__init__.py
+export PYTHONPATH=/tmp/shim${PYTHONPATH:+:$PYTHONPATH}
 echo "cores $(nproc); lanes $lanes; deadline ${deadline} s; units $units; done in $done_dir: $(ls "$done_dir" 2>/dev/null | grep -c json)"
 unit() {
     k=$1; name="shard-$k-of-$units.json"
