@@ -44,6 +44,7 @@ import collections
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -458,6 +459,10 @@ def merge(paths: list[str]) -> dict[str, Any]:
     return out
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ops", default="", help="comma-separated entries (op_db names, hop:NAME, case:NAME)")
@@ -483,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--keep", action="store_true", help="keep the children's folders (logs, caches, stores)")
     args = ap.parse_args(argv)
+    # A sweep stopped by `timeout` or kill gets SIGTERM: exiting through run_sweep's cleanup stops its
+    # children and removes its temporary folder, which the default action would leave behind.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if args.merge:
         result = merge(args.merge)
     else:

@@ -14,8 +14,11 @@ GPU machine, the driver) with their teardown. The timings themselves are not jud
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 from support import ROOT
 
@@ -202,3 +205,32 @@ def test_coverage_merge_of_per_variant_parts_lists_each_entry_once(tmp_path) -> 
     assert out.count("| sin |") == 1 and out.count("| cos |") == 1, out
     assert "| entry | samples | sandbox | inductor |" in out, out
     assert "sandbox: 2 entries, 2 samples" in out and "1.50x in-process Inductor" in out, out
+
+
+def test_coverage_sweep_stopped_by_sigterm_leaves_no_folder_and_no_child(tmp_path) -> None:
+    """`timeout` ends a sweep with SIGTERM: the sweep stops its child and removes its temporary
+    folder on the way out, so a host running many sweeps under a deadline is not left with them."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, COVERAGE_BENCH, "--ops", "abs", "--variants", "inductor"],
+        env=env,
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list(tmp_path.glob("sandbox-coverage-*/inductor-0/child.log")):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        (log,) = tmp_path.glob("sandbox-coverage-*/inductor-0/child.log")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert not list(tmp_path.glob("sandbox-coverage-*")), "the sweep's folder was left behind"
+    left = subprocess.run(["pgrep", "-f", str(log.parent)], capture_output=True, text=True).stdout.split()
+    assert left == [], f"the sweep's child is still running: {left}"
