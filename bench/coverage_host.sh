@@ -16,7 +16,7 @@ start=$(date +%s)
 mkdir -p "$out/logs"
 # torch's OpInfo database imports expecttest (carried as a wheel where it is missing).
 if ! python3 -c "import expecttest" 2>/dev/null && ls .whl/expecttest-*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/expecttest-*.whl && export PYTHONPATH=/tmp/site
+    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/expecttest-*.whl && export PYTHONPATH=/tmp/site
 fi
 # bench/ comes first on the children's path, so its coverage.py shadows the code-coverage package that
 # numba imports (AttributeError: module 'coverage' has no attribute 'types'), and torch's OpInfo
