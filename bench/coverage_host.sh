@@ -16,14 +16,17 @@ start=$(date +%s)
 mkdir -p "$out/logs"
 # torch's OpInfo database imports expecttest (carried as a wheel where it is missing).
 if ! python3 -c "import expecttest" 2>/dev/null && ls .whl/expecttest-*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/expecttest-*.whl && export PYTHONPATH=/tmp/site
+    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/expecttest-*.whl \
+        && export PYTHONPATH=/tmp/site
 fi
 # bench/ comes first on the children's path, so its coverage.py shadows the code-coverage package that
 # numba imports (AttributeError: module 'coverage' has no attribute 'types'), and torch's OpInfo
 # database imports numba where it is installed: keep numba out (torch takes its ImportError).
-mkdir -p /tmp/shim/numba && echo 'raise ImportError("numba is kept out of the coverage sweep")' >/tmp/shim/numba/__init__.py
+mkdir -p /tmp/shim/numba
+echo 'raise ImportError("numba is kept out of the coverage sweep")' >/tmp/shim/numba/__init__.py
 export PYTHONPATH=/tmp/shim${PYTHONPATH:+:$PYTHONPATH}
-echo "cores $(nproc); lanes $lanes; deadline ${deadline} s; units $units; done in $done_dir: $(ls "$done_dir" 2>/dev/null | grep -c json)"
+kept=$(ls "$done_dir" 2>/dev/null | grep -c json)
+echo "cores $(nproc); lanes $lanes; deadline ${deadline} s; units $units; done in $done_dir: $kept"
 unit() {
     k=$1; name="shard-$k-of-$units.json"
     [ -e "$done_dir/$name" ] && return 0
