@@ -267,6 +267,7 @@ def run_sweep(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
         for s in running:
             if s.proc is not None and s.proc.poll() is None:
                 s.proc.kill()
+                s.proc.wait()  # gone before the folder it writes into is removed
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     records = [r for s in done for r in s.records]
