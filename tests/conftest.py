@@ -1,6 +1,9 @@
 """Hooks and fixtures shared by every test folder (helpers live in ``support.py``, the
 PostgreSQL server in ``postgres_server.py``, the OTLP receiver in ``otlp_receiver.py``).
 
+C++ builds: ``CXX`` points at a build cache (``helpers/cxx_cache.py``) shared by the whole run, so
+a kernel's source compiles once per run however many scenarios build it.
+
 Cache directories: the session gets a fresh ``TORCHINDUCTOR_CACHE_DIR``. Each
 scenario gets its own fresh directory too, seeded only with the results of
 Inductor's one-time CPU instruction-set probe (no FX graph / AOTAutograd cache
@@ -46,6 +49,7 @@ from support import (
 # At the end, the developer's real default store and the demo's span file must be as they were.
 
 USER_FILES = support.isolate_user_home()
+CXX_BUILDS = support.cache_cxx_builds()  # set before any import of Inductor's config reads CXX
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +61,11 @@ def _sandbox_settings_restored() -> Iterator[None]:
     for name in [n for n in os.environ if n.startswith("SANDBOX_") and n not in saved]:
         del os.environ[name]
     os.environ.update(saved)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if CXX_BUILDS is not None:
+        shutil.rmtree(CXX_BUILDS, ignore_errors=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

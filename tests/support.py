@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -318,3 +319,26 @@ def isolate_user_home() -> UserFiles:
     for name in [n for n in os.environ if n.startswith("SANDBOX_") and n not in TEST_SETTINGS]:
         del os.environ[name]
     return real
+
+
+def cache_cxx_builds() -> Path | None:
+    """Point ``CXX`` at ``helpers/cxx_cache.py`` for this pytest run, so each distinct C++ build
+    runs g++ once per run rather than once per scenario (each scenario's Inductor cache starts
+    empty). Called by conftest.py at import: the run's first process makes the folder and returns
+    it (it removes it at the end); xdist workers and the scenarios they start inherit the settings
+    through the environment and share it. No compiler on PATH: nothing is set, and Inductor's own
+    error says what is missing."""
+    if os.environ.get("TEST_CXX_CACHE"):
+        return None
+    real = shutil.which(os.environ.get("CXX") or "g++")
+    if real is None:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-tests-cxx-"))
+    (folder / "out").mkdir()
+    (folder / "bin").mkdir()
+    shim = folder / "bin" / "g++"  # Inductor tells gcc from clang by the compiler's name
+    script = HELPERS / "cxx_cache.py"
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S {shlex.quote(str(script))} "$@"\n')
+    shim.chmod(0o755)
+    os.environ.update(TEST_CXX_REAL=real, TEST_CXX_CACHE=str(folder / "out"), CXX=str(shim))
+    return folder
