@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import HELPERS, missing
 
-PROGRAM = "#include <cstdio>\nint main() { std::puts(\"%s\"); return 0; }\n"
+PROGRAM = '#include <cstdio>\nint main() { std::puts("%s"); return 0; }\n'
 
 
 @pytest.fixture
