@@ -1,5 +1,5 @@
 #!/bin/bash
-# The CPU coverage sweep on a many-core host whose calls have a time limit: units of
+# The coverage sweep (CPU samples; CUDA's with DEVICE=cuda) on a many-core host whose calls have a time limit: units of
 # `bench/coverage.py --shard K/UNITS` (all three variants, one child at a time, as on the 2-core VM) run
 # LANES at once; no unit starts in the last minute before DEADLINE_S, and one still running at the
 # deadline is lost whole, so units are small. Units whose file is already under DONE_DIR are skipped,
@@ -10,7 +10,9 @@
 # keeps LANES units from each starting a compile pool per core (every variant honours it alike).
 set -u
 out=${1:?OUTDIR}; lanes=${2:-12}; deadline=${3:-540}; units=${4:-350}
-done_dir=${5:-docs/decisions/coverage/torch-$(python3 -c 'import torch; print(torch.__version__.split("+")[0])')-cpu}
+device=${DEVICE:-cpu}
+version=$(python3 -c 'import torch; print(torch.__version__.split("+")[0])')
+done_dir=${5:-docs/decisions/coverage/torch-$version-$device}
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
 mkdir -p "$out/logs"
@@ -26,7 +28,7 @@ mkdir -p /tmp/shim/numba
 echo 'raise ImportError("numba is kept out of the coverage sweep")' >/tmp/shim/numba/__init__.py
 export PYTHONPATH=/tmp/shim${PYTHONPATH:+:$PYTHONPATH}
 kept=$(ls "$done_dir" 2>/dev/null | grep -c json)
-echo "cores $(nproc); lanes $lanes; deadline ${deadline} s; units $units; done in $done_dir: $kept"
+echo "device $device; cores $(nproc); lanes $lanes; deadline ${deadline} s; units $units; done in $done_dir: $kept"
 unit() {
     k=$1; name="shard-$k-of-$units.json"
     [ -e "$done_dir/$name" ] && return 0
@@ -34,7 +36,7 @@ unit() {
     [ "$left" -lt 60 ] && return 0
     t=$(date +%s)
     timeout "$left" python3 bench/coverage.py --shard "$k/$units" --models none --variants sandbox,stock,inductor \
-        --entry-timeout "${ENTRY_TIMEOUT_S:-300}" --out "$out/part-$name" >"$out/logs/$k.log" 2>&1
+        --device "$device" --entry-timeout "${ENTRY_TIMEOUT_S:-300}" --out "$out/part-$name" >"$out/logs/$k.log" 2>&1
     rc=$?
     if [ $rc -eq 0 ] && [ -s "$out/part-$name" ]; then
         mv "$out/part-$name" "$out/$name"; echo "unit $k: $(( $(date +%s) - t )) s"
@@ -42,6 +44,6 @@ unit() {
         rm -f "$out/part-$name"; echo "unit $k: rc $rc after $(( $(date +%s) - t )) s (lost)"
     fi
 }
-export -f unit; export out units deadline start done_dir
+export -f unit; export out units deadline start done_dir device
 seq 0 $((units - 1)) | xargs -P "$lanes" -I{} bash -c 'unit {}'
 echo "finished units: $(ls "$out" | grep -c '^shard-.*json$') in $(( $(date +%s) - start )) s"
