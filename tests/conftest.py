@@ -38,6 +38,7 @@ from support import (
     RedisServer,
     free_port,
     fresh_cache_dir,
+    made_once,
     missing,
     script_env,
 )
@@ -107,20 +108,22 @@ def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterable[Path
 @pytest.fixture(scope="session")
 def probe_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache dir holding only Inductor's CPU ISA probe artifacts, made by a worker
-    (``sandbox.warmup(wait=True)`` compiles no graph)."""
-    seed = tmp_path_factory.mktemp("inductor-cache-seed")
-    code = "import sandbox; sandbox.warmup(wait=True); print(len(sandbox.workers()))"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=script_env(seed),
-        capture_output=True,
-        text=True,
-        timeout=SCRIPT_TIMEOUT_S,
-    )
-    assert proc.returncode == 0, f"seeding the probe cache failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
-    graph_caches = [p for p in ("fxgraph", "aotautograd") if (seed / p).exists()]
-    assert not graph_caches, f"warm-up alone must not write graph caches: {graph_caches}"
-    return seed
+    (``sandbox.warmup(wait=True)`` compiles no graph), once for the run (every xdist worker)."""
+
+    def make(seed: Path) -> None:
+        code = "import sandbox; sandbox.warmup(wait=True); print(len(sandbox.workers()))"
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env=script_env(seed),
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT_S,
+        )
+        assert proc.returncode == 0, f"seeding the probe cache failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+        graph_caches = [p for p in ("fxgraph", "aotautograd") if (seed / p).exists()]
+        assert not graph_caches, f"warm-up alone must not write graph caches: {graph_caches}"
+
+    return made_once(tmp_path_factory, "inductor-cache-seed", make)[0]
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import HELPERS, ROOT, SCRIPT_TIMEOUT_S, fresh_cache_dir, script_env
+from support import HELPERS, ROOT, SCRIPT_TIMEOUT_S, fresh_cache_dir, made_once, script_env
 
 from sandbox.store import open_store
 
@@ -70,9 +70,6 @@ class RealStore:
     files: dict[str, str] = field(default_factory=dict)  # store file -> sha256 after the runs
 
 
-_made: dict[str, RealStore] = {}
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -109,23 +106,21 @@ def copied_store(source: Path, dest: Path) -> tuple[dict[str, Any], dict[str, li
 
 
 def make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> RealStore:
-    """The three real runs, made once per session; each caller gets its own copy of the
-    store's files, so no test module can disturb another's store."""
-    if "real" not in _made:
-        _made["real"] = _make_real_store(tmp_path_factory, probe_seed)
-    made = _made["real"]
+    """The three real runs, made once for the pytest run (every xdist worker); each caller gets
+    its own copy of the store's files, so no test module can disturb another's store."""
+    folder, made = made_once(tmp_path_factory, "dashboard-store", lambda base: _make_real_store(base, probe_seed))
+    kept = folder / "store" / "runs.db"
     copy = tmp_path_factory.mktemp("dashboard-store-copy") / "store"
     copy.mkdir()
-    for p in made.path.parent.iterdir():
-        if p.is_file() and p.name.startswith(made.path.name):
+    for p in kept.parent.iterdir():
+        if p.is_file() and p.name.startswith(kept.name):
             shutil.copy2(p, copy / p.name)
-    mine = RealStore(copy / made.path.name, made.run_ids, made.outcomes, made.seconds)
+    mine = RealStore(copy / kept.name, made["run_ids"], made["outcomes"], made["seconds"])
     mine.files = store_files(mine.path)
     return mine
 
 
-def _make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path) -> RealStore:
-    base = tmp_path_factory.mktemp("dashboard-store")
+def _make_real_store(base: Path, probe_seed: Path) -> dict[str, Any]:
     cache = fresh_cache_dir(base, probe_seed)  # one cache dir: the rerun's MLP graphs are cache hits
     path = base / "store" / "runs.db"
     script = base / "make_run.py"  # a file, so the failing function has a real code location
@@ -158,9 +153,7 @@ def _make_real_store(tmp_path_factory: pytest.TempPathFactory, probe_seed: Path)
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         run_ids[name] = result["run_id"]
         outcomes[name] = result["reports"]
-    made = RealStore(path, run_ids, outcomes, time.time() - t0)
-    made.files = store_files(path)
-    return made
+    return {"run_ids": run_ids, "outcomes": outcomes, "seconds": time.time() - t0}
 
 
 # -- a synthetic GPU-like store ---------------------------------------------------------------

@@ -17,6 +17,7 @@ instruction-set probe (the ``probe_seed`` fixture of ``conftest.py``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "free_port",
     "fresh_cache_dir",
     "kill_quietly",
+    "made_once",
     "missing",
     "parse_result",
     "pid_alive",
@@ -342,3 +344,26 @@ def cache_cxx_builds() -> Path | None:
     shim.chmod(0o755)
     os.environ.update(TEST_CXX_REAL=real, TEST_CXX_CACHE=str(folder / "out"), CXX=str(shim))
     return folder
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """A folder that ``make(folder)`` fills once for the whole pytest run, and what it returned
+    (kept as JSON): under xdist the first worker to ask makes it while the others wait on a lock,
+    so a store of real runs is not made again by every worker. A ``make`` that fails leaves
+    nothing behind, and the next caller tries again."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, which holds every worker's basetemp
+    folder, done = base / f"once-{name}", base / f"once-{name}.json"
+    with open(base / f"once-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                made = make(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            done.write_text(json.dumps(made))
+        return folder, json.loads(done.read_text())

@@ -15,7 +15,11 @@ ZOO_NAMES = ["mlp", "convnet", "transformer", "graph_breaks", "dynamic", "inplac
 
 
 def _summary(reports: list[dict[str, Any]]) -> list[tuple]:
-    return [(r["compile_id"], r["graph_kind"], r["outcome"], r["reason"], r["worker_pid"]) for r in reports]
+    """Each report in a line of the assertion's message; a failure with what it said."""
+    return [
+        (r["compile_id"], r["graph_kind"], r["outcome"], r["reason"], r["worker_pid"], str(r.get("failure"))[:1500])
+        for r in reports
+    ]
 
 
 # --- entry point and isolation ---------------------------------------------------------

@@ -86,7 +86,10 @@ def _log(cache: str, line: str) -> None:
 def main(args: list[str]) -> int:
     real = os.environ.get("TEST_CXX_REAL") or "g++"
     cache = os.environ.get("TEST_CXX_CACHE")
-    found = cache_key(real, args) if cache and os.path.isdir(cache) else None
+    try:
+        found = cache_key(real, args) if cache and os.path.isdir(cache) else None
+    except (OSError, IndexError):  # an input it cannot read: the compiler says what is wrong
+        found = None
     if found is None:
         os.execvp(real, [real, *args])
     key, out = found
