@@ -330,6 +330,32 @@ def totals(records: list[dict[str, Any]], variant: str, models: bool = False) ->
     return out
 
 
+def paired_seconds(records: list[dict[str, Any]], variants: list[str], models: bool = False) -> dict[str, Any]:
+    """Each variant's seconds over the entries that every variant finished, and how many those are.
+    The time ratio compares these: an entry stopped in one variant only (its timeout reached under
+    load, say) would otherwise leave its time out of that variant's sum but not the others'."""
+    finished: dict[str, set[str]] = collections.defaultdict(set)
+    for r in records:
+        if is_model(r["op"]) == models and "crashed" not in r and "not_installed" not in r:
+            finished[r["op"]].add(r["variant"])
+    common = {op for op, done in finished.items() if done >= set(variants)}
+    seconds = {v: 0.0 for v in variants}
+    for r in records:
+        if r["op"] in common and r["variant"] in seconds:
+            seconds[r["variant"]] += r.get("seconds", 0.0)
+    return {"entries": len(common), "seconds": {v: round(x, 1) for v, x in seconds.items()}}
+
+
+def _ratio(paired: dict[str, Any], variant: str, own_entries: int) -> str:
+    """', 1.04x in-process Inductor', naming the entries compared where they are fewer than the variant's own."""
+    base = paired["seconds"].get(BASELINE)
+    if not base:
+        return ""
+    n = paired["entries"]
+    fewer = f" over the {n} {'entry' if n == 1 else 'entries'} every variant finished" if n < own_entries else ""
+    return f", {paired['seconds'][variant] / base:.2f}x in-process Inductor{fewer}"
+
+
 def _cell(r: dict[str, Any] | None) -> str:
     if r is None:
         return "-"
@@ -372,10 +398,11 @@ def _op_section(names: list[str], by: dict, records: list[dict[str, Any]], varia
         samples = first.get("samples", "-")
         lines.append(f"| {name} | {samples} | " + " | ".join(_cell(by.get((name, v))) for v in variants) + " |")
     lines.append("")
-    base = totals(records, BASELINE)["seconds"] if BASELINE in variants else None
+    paired = paired_seconds(records, variants)
     for v in variants:
         t = totals(records, v)
-        ratio = f", {t['seconds'] / base:.2f}x in-process Inductor" if base else ""
+        finished = t.get("entries", 0) - t.get("crashed", 0) - t.get("not_installed", 0)
+        ratio = _ratio(paired, v, finished)
         lines.append(
             f"{v}: {t.get('entries', 0)} entries, {t.get('samples', 0)} samples ({t.get('compared', 0)} compared, "
             f"{t.get('random', 0)} random, {t.get('uninitialized', 0)} uninitialized, "
@@ -429,11 +456,11 @@ def _model_section(names: list[str], by: dict, records: list[dict[str, Any]], va
         cells = " | ".join(_model_cell(by.get((name, v))) for v in variants)
         lines.append(f"| {name[len(MODEL_PREFIX) :]} | {cells} |")
     lines.append("")
-    base = totals(records, BASELINE, models=True)["seconds"] if BASELINE in variants else None
+    paired = paired_seconds(records, variants, models=True)
     for v in variants:
         t = totals(records, v, models=True)
-        ratio = f", {t['seconds'] / base:.2f}x in-process Inductor" if base else ""
         run = t.get("entries", 0) - t.get("not_installed", 0) - t.get("crashed", 0)
+        ratio = _ratio(paired, v, run)
         lines.append(
             f"{v} models: {run} run, {t.get('not_installed', 0)} not installed, {t.get('crashed', 0)} crashed; "
             f"{_graphs(t)}; steps failed {t.get('failed', 0)}, "
@@ -505,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_sweep(names, args)
     result["totals"] = {v: totals(result["records"], v) for v in result["variants"]}
     result["model_totals"] = {v: totals(result["records"], v, models=True) for v in result["variants"]}
+    result["paired_seconds"] = paired_seconds(result["records"], result["variants"])
     print(report(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

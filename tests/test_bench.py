@@ -207,6 +207,28 @@ def test_coverage_merge_of_per_variant_parts_lists_each_entry_once(tmp_path) -> 
     assert "sandbox: 2 entries, 2 samples" in out and "1.50x in-process Inductor" in out, out
 
 
+def test_coverage_time_ratio_leaves_out_an_entry_stopped_in_one_variant_only(tmp_path) -> None:
+    """An entry stopped at its timeout in the sandbox alone (it finished in-process) leaves both
+    variants' time ratio: compared over the other entry, 3 s against 2 s, not 3 s against 4 s."""
+    sandbox = tmp_path / "sandbox.json"
+    _coverage_part(sandbox, "sandbox", 3.0, {"isolated": 2})
+    part = json.loads(sandbox.read_text())
+    part["records"][1].update(crashed="timeout after 900.0 s", partial=True, seconds=0.0)
+    sandbox.write_text(json.dumps(part))
+    inductor = _coverage_part(tmp_path / "inductor.json", "inductor", 2.0, {"in_process": 2})
+    proc = subprocess.run(
+        [sys.executable, COVERAGE_BENCH, "--merge", str(sandbox), inductor], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = {
+        line.split(":")[0]: line for line in proc.stdout.splitlines() if line.startswith(("sandbox:", "inductor:"))
+    }
+    assert lines["sandbox"].endswith("3.0 s in entries, 1.50x in-process Inductor"), lines
+    assert lines["inductor"].endswith(
+        "4.0 s in entries, 1.00x in-process Inductor over the 1 entry every variant finished"
+    )
+
+
 def test_coverage_sweep_stopped_by_sigterm_leaves_no_folder_and_no_child(tmp_path) -> None:
     """`timeout` ends a sweep with SIGTERM: the sweep stops its child and removes its temporary
     folder on the way out, so a host running many sweeps under a deadline is not left with them."""
