@@ -34,7 +34,8 @@ Each slice of entries runs in a child process (``bench/_coverage_child.py``) wit
 Inductor cache folder and run store, so every graph compiles; ``--jobs N`` runs N children at
 once. A child that crashes or stalls on an entry (``--entry-timeout``) costs that entry, recorded
 as ``crashed`` with the samples and graphs it got through before (the child's checkpoint), which
-count in the totals while its seconds stay out of the time ratio; the slice goes on in a new child.
+count in the totals; the time ratio compares the variants over the entries every variant finished.
+The slice goes on in a new child.
 """
 
 from __future__ import annotations
