@@ -136,7 +136,7 @@ else:
             if row["kernel A"] == row["kernel B"]
             else " \u2192 ".join(x for x in (row["kernel A"], row["kernel B"]) if x)
         )
-        return f"{row['status']}: {name} ({row['graph']})"
+        return ui.visible(f"{row['status']}: {name} ({row['graph']})")
 
     if missing is None and st.session_state.get("compare:kernel") not in options:  # another pair: the top
         st.session_state.pop("compare:kernel", None)

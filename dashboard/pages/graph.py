@@ -136,7 +136,7 @@ if report.autotune:
         "Candidates of",
         ops,
         key="graph:autotune",
-        format_func=lambda i: f"{choices.iloc[i]['op']} ({choices.iloc[i]['input shapes']})",
+        format_func=lambda i: ui.visible(f"{choices.iloc[i]['op']} ({choices.iloc[i]['input shapes']})"),
     )
     ui.table(
         q.autotune_candidate_rows(report.autotune[op]),
@@ -183,7 +183,7 @@ if with_code:
     names = [k["name"] for k in with_code]
     if st.session_state.get("graph:kernel") not in names:  # another graph: its first kernel
         st.session_state.pop("graph:kernel", None)
-    chosen = st.selectbox("Generated code of", names, key="graph:kernel")
+    chosen = st.selectbox("Generated code of", names, key="graph:kernel", format_func=ui.visible)
     kernel = with_code[names.index(chosen)]
     st.caption(
         ui.text(f"{kernel.get('kind')} kernel · {kernel.get('lines')} lines · sha256 {kernel.get('source_hash')}")

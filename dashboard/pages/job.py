@@ -127,7 +127,7 @@ chosen = st.selectbox(
     "Graph",
     order,
     key="job:graph",
-    format_func=lambda g: (
+    format_func=lambda g: ui.visible(
         f"{graphs['graph'][g]} {graphs['kind'][g]} · {graphs['divergence'][g] or 'the same on every rank'}"
     ),
 )

@@ -10,7 +10,9 @@ from dashboard.queries.runs import cached_runs, filter_choices
 src = ui.require_store()
 runs = cached_runs(src)
 st.title("Trends")
-names = st.multiselect("Run names", filter_choices(runs)["name"], key="trends:name", help="Empty: every run")
+names = st.multiselect(
+    "Run names", filter_choices(runs)["name"], key="trends:name", help="Empty: every run", format_func=ui.visible
+)
 data = q.cached_trends(src)
 if names:
     data = data[data["name"].isin(names)]

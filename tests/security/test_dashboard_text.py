@@ -123,7 +123,8 @@ def unescaped(markdown: str) -> str:
 
 def assert_text_only(at: AppTest, *expected: str) -> str:
     """No hostile markup unescaped and no control or format character in any markdown string of the
-    page; each of ``expected`` (hostile labels) shown, as it reads. Returns all of it, as it reads."""
+    page or any picker's option; each of ``expected`` (hostile labels) shown, as it reads. Returns all
+    of it, as it reads."""
     strings = markdown_strings(at)
     for kind, s in strings:
         live = re.sub(r"\\.", "", s)  # what is left when every escaped character is taken out
@@ -131,6 +132,9 @@ def assert_text_only(at: AppTest, *expected: str) -> str:
         assert not raw, f"{kind} renders {raw} as markdown: {s[:300]!r}"
         bad = {f"U+{ord(c):04X}" for c in s if not (c.isprintable() or c in "\n\u2060")}
         assert not bad, f"{kind} holds control or format characters {bad}: {s[:300]!r}"
+    for box in [*at.selectbox, *at.multiselect]:  # options show as plain text: printable, one line
+        bad = [o for o in box.options if not o.isprintable()]
+        assert not bad, f"picker {box.label!r} offers control or format characters: {bad[:3]!r}"
     reads = "\n".join(unescaped(s) for _, s in strings)
     for label in expected:
         assert label in reads, f"{label!r} is not shown"
@@ -168,7 +172,7 @@ def test_graph_page(hostile: HostileStore, graph: str) -> None:
     expected = {"0": "kernel", "1": "failure-message", "3": "in-process-reason"}[graph]
     assert_text_only(at, "fn", expected)
     if graph == "0":
-        assert at.selectbox(key="graph:kernel").options[0] == KERNEL  # options are plain text
+        assert at.selectbox(key="graph:kernel").options[0] == ui.visible(KERNEL)  # plain text, escapes shown
 
 
 def test_compare_page(hostile: HostileStore) -> None:
