@@ -88,6 +88,7 @@ class Worker:
         priority = _enter_priority(priority)
         from sandbox.torch_adapter import warmup  # imports torch: timed as the first warm-up phase
 
+        warmup.settle_environment()  # before the ISA probe's and the compile pool's threads start g++
         t0 = time.time()
         phases = {"import_torch_s": t0 - started}
         self.warm = (t0, phases, priority)

@@ -1,7 +1,9 @@
 """A worker's warm-up: Inductor's one-time costs paid before the first job.
 
 Private symbols touched here: torch._inductor.cpu_vec_isa (pick_vec_isa, x86_isa_checker,
-supported_vec_isa_list, VecISA.check_build); torch._inductor.async_compile.
+supported_vec_isa_list, VecISA.check_build); torch._inductor.async_compile;
+torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr and the environment variable
+codecache's C++ kernel loader writes it to (``_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR``).
 """
 
 from __future__ import annotations
@@ -161,6 +163,27 @@ def gpu_available() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001
         return False
+
+
+KERNEL_LOADER_ENV = "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"
+
+
+def settle_environment() -> list[str]:
+    """Add now, while no other thread starts processes, the environment variable Inductor adds at
+    its first C++ kernel load, with the value it will write; returns the names added.
+
+    Why: adding a variable makes glibc move the process's environment array and free the old one.
+    Inductor loads a finished kernel on the compile thread while its compile pool's threads start
+    g++ through ``subprocess`` with no ``env``, which hands the kernel that array: a g++ started at
+    that moment fails with EFAULT ("Bad address") and the graph's compile fails. Replacing a
+    variable's value moves nothing, so every later load is harmless."""
+    from torch._C._dynamo import guards
+
+    pointer = getattr(guards, "_torchinductor_pyobject_tensor_data_ptr", None)
+    if pointer is None or KERNEL_LOADER_ENV in os.environ:  # a torch without it adds nothing
+        return []
+    os.environ[KERNEL_LOADER_ENV] = str(pointer)
+    return [KERNEL_LOADER_ENV]
 
 
 def warm_up_inductor(probe_isa: bool = True) -> dict[str, float]:

@@ -133,3 +133,43 @@ def test_a_later_process_takes_the_recorded_isa_answers(tmp_path: Any) -> None:
     assert turned_off["probes"] == [] and turned_off["picked"] != first["picked"]
     marker.write_text("not json {")
     assert _probe_in_fresh_process(tmp_path)["picked"] == first["picked"]
+
+
+_ENVIRONMENT_SCRIPT = """
+import json, os, sys
+import torch
+from sandbox.torch_adapter import warmup
+settled = warmup.settle_environment() if sys.argv[1] == "settle" else []
+before = dict(os.environ)
+f = torch.compile(lambda x: (x.sin() + 1).relu().sum(0), backend="inductor")
+f(torch.randn(8, 8, requires_grad=True)).sum().backward()  # C++ kernels built and loaded both ways
+after = dict(os.environ)
+print(json.dumps({"settled": settled, "added": sorted(set(after) - set(before)),
+                  "changed": sorted(k for k in before if after.get(k) != before[k])}))
+"""
+
+
+def _compile_in_fresh_process(cache_dir: Any, mode: str) -> dict[str, Any]:
+    import json
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != warmup.KERNEL_LOADER_ENV}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ENVIRONMENT_SCRIPT, mode], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_settle_environment_leaves_a_compile_nothing_to_add(tmp_path: Any) -> None:
+    """torch 2.13.0: ``torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr``, which
+    ``codecache``'s C++ kernel loader writes to ``_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR`` at
+    each load. A compile with C++ kernels adds that variable to the environment (the move of the
+    environment's array that fails a g++ started beside it); after ``settle_environment`` the same
+    compile adds no variable and changes no value. A torch that adds another one fails here."""
+    unsettled = _compile_in_fresh_process(tmp_path / "a", "plain")
+    assert unsettled["added"] == [warmup.KERNEL_LOADER_ENV], unsettled
+    settled = _compile_in_fresh_process(tmp_path / "b", "settle")
+    assert settled == {"settled": [warmup.KERNEL_LOADER_ENV], "added": [], "changed": []}
