@@ -151,6 +151,10 @@ def child_env(variant: str, root: Path) -> dict[str, str]:
     # Workers start with the child's import of torch, as in a script that names the backend.
     env["SANDBOX_PRESTART"] = "import" if variant == "sandbox" else "off"
     env["PYTHONUNBUFFERED"] = "1"
+    # This checkout's sandbox, where it is not installed (a GPU host with a copy of the tree): the
+    # child starts in bench/, so nothing else puts the repository on its path.
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), *(p for p in parts if p != str(HERE.parent))])
     return env
 
 

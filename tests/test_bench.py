@@ -229,6 +229,25 @@ def test_coverage_time_ratio_leaves_out_an_entry_stopped_in_one_variant_only(tmp
     )
 
 
+def test_coverage_children_import_this_checkouts_sandbox(tmp_path, monkeypatch) -> None:
+    """A child starts in bench/: on a host where the project is not installed, only PYTHONPATH
+    finds ``sandbox``, so the repository comes first there, and the caller's entries stay after it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("coverage_bench", COVERAGE_BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/tmp/shim", str(ROOT)]))
+    for variant in ("sandbox", "stock", "inductor"):
+        assert bench.child_env(variant, tmp_path)["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/tmp/shim"]
+    env = bench.child_env("sandbox", tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", "import sys; print(sys.path)"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert str(ROOT) in proc.stdout, proc.stdout  # the path a child without site-packages' .pth files gets
+
+
 def test_coverage_sweep_stopped_by_sigterm_leaves_no_folder_and_no_child(tmp_path) -> None:
     """`timeout` ends a sweep with SIGTERM: the sweep stops its child and removes its temporary
     folder on the way out, so a host running many sweeps under a deadline is not left with them."""
