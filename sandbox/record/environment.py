@@ -40,9 +40,17 @@ def _device() -> str | None:
 
 
 def git_revision(cwd: str | None = None) -> str | None:
+    # An explicit copy of the environment: with none, git would be started from the C environment
+    # array, which Inductor's first kernel load on another thread can move and free mid-start
+    # (docs/decisions/worker-environment-settled.md).
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd or os.getcwd(), capture_output=True, text=True, timeout=2
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or os.getcwd(),
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=2,
         )
     except (OSError, subprocess.SubprocessError):
         return None
