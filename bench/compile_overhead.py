@@ -52,6 +52,11 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
+    sys.path.append(HERE)
+
+from _paths import checkout_first  # noqa: E402
+
 CHILD = os.path.join(HERE, "_child.py")
 VARIANTS = ("inductor", "stock", "sandbox", "sandbox_warmup")
 BASELINE = "inductor"
@@ -97,10 +102,7 @@ def child_env(variant: str, cache_root: str, device: str, caches_off: bool = Fal
     # asks for that explicitly; the other variants start no worker.
     env["SANDBOX_PRESTART"] = "import" if variant.startswith("sandbox") else "off"
     # The children import this checkout's package (zoo, warmup) even where it is not on sys.path.
-    repo = os.path.dirname(HERE)
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if repo not in parts:
-        env["PYTHONPATH"] = os.pathsep.join([repo, *parts])
+    env["PYTHONPATH"] = checkout_first(env.get("PYTHONPATH"))
     env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_root, "inductor")
     env["TRITON_CACHE_DIR"] = os.path.join(cache_root, "triton")
     # A run store beside the caches (unless SANDBOX_STORE names one): the sandbox's children

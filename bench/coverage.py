@@ -54,6 +54,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
+    sys.path.append(str(HERE))
+
+from _paths import checkout_first  # noqa: E402
+
 VARIANTS = ("sandbox", "stock", "inductor")
 BASELINE = "inductor"
 MODEL_PREFIX = "model:"  # as _coverage_models.PREFIX, which imports torch: the report needs neither
@@ -98,7 +103,7 @@ def _check_device(args: argparse.Namespace) -> None:
 
 
 def select(args: argparse.Namespace) -> list[str]:
-    sys.path.insert(0, str(HERE))
+    sys.path.append(str(HERE))
     # This process only lists the entries: a worker started by its import of torch would warm up
     # beside the first slice and slow it (the children's environments set their own).
     os.environ["SANDBOX_PRESTART"] = "off"
@@ -153,8 +158,7 @@ def child_env(variant: str, root: Path) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     # This checkout's sandbox, where it is not installed (a GPU host with a copy of the tree): the
     # child starts in bench/, so nothing else puts the repository on its path.
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), *(p for p in parts if p != str(HERE.parent))])
+    env["PYTHONPATH"] = checkout_first(env.get("PYTHONPATH"))
     return env
 
 

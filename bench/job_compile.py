@@ -58,7 +58,11 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+if HERE not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
+    sys.path.append(HERE)
+
+from _paths import checkout_first  # noqa: E402
+
 VARIANTS = ("eager", "inductor", "sandbox", "sandbox_off")
 SANDBOX_CMDS = ("sandbox.isolation.worker", "sandbox.isolation.service")
 PR_SET_CHILD_SUBREAPER = 36
@@ -241,7 +245,7 @@ def reap_all(limit_s: float) -> int:
 def _env(variant: str, folder: str, spec: dict[str, Any], extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCHINDUCTOR_", "SANDBOX_", "TRITON_"))}
     env.update(
-        PYTHONPATH=os.pathsep.join(p for p in (REPO, HERE, os.environ.get("PYTHONPATH", "")) if p),
+        PYTHONPATH=checkout_first(os.environ.get("PYTHONPATH"), HERE),
         TORCHINDUCTOR_CACHE_DIR=os.path.join(folder, "inductor"),
         TRITON_CACHE_DIR=os.path.join(folder, "triton"),
         SANDBOX_STORE=os.path.join(folder, "runs.sqlite"),

@@ -69,7 +69,11 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+if HERE not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
+    sys.path.append(HERE)
+
+from _paths import checkout_first  # noqa: E402
+
 VARIANTS = ("inductor", "stock_async", "sandbox", "sandbox_2w", "sandbox_async", "sandbox_async_2w")
 EXTRA = ("sandbox_prep", "sandbox_gpujob", "sandbox_async_gpujob")  # run only when named
 BASELINE = "inductor"
@@ -239,9 +243,7 @@ def child_env(variant: str, cache_root: str) -> dict[str, str]:
         "TORCHINDUCTOR_AUTOGRAD_CACHE",
     ):
         env.pop(k, None)
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if REPO not in parts:
-        env["PYTHONPATH"] = os.pathsep.join([REPO, *parts])
+    env["PYTHONPATH"] = checkout_first(env.get("PYTHONPATH"))
     env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache_root, "inductor")
     env["TRITON_CACHE_DIR"] = os.path.join(cache_root, "triton")
     env["SANDBOX_STORE"] = "off"

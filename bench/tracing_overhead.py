@@ -59,6 +59,11 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+if HERE not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
+    sys.path.append(HERE)
+
+from _paths import checkout_first  # noqa: E402
+
 MARK = "@@TRACING-BENCH@@"
 RATIO_TARGET = 1.03
 REPORT_MS_TARGET = 1.0
@@ -379,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                     env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "OTEL_"))}
                     env.update(
                         TORCHINDUCTOR_CACHE_DIR=cache,
-                        PYTHONPATH=os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p),
+                        PYTHONPATH=checkout_first(env.get("PYTHONPATH")),
                     )
                     env.pop("TORCHINDUCTOR_FX_COMPILE_MODE", None)
                     # The run store on (the default), in a fresh file here: never the user's own store.
