@@ -51,12 +51,9 @@ import tempfile
 import time
 from typing import Any
 
+from _paths import checkout_first  # bench/, the script's own folder, is first on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
-    sys.path.append(HERE)
-
-from _paths import checkout_first  # noqa: E402
-
 CHILD = os.path.join(HERE, "_child.py")
 VARIANTS = ("inductor", "stock", "sandbox", "sandbox_warmup")
 BASELINE = "inductor"

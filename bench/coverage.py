@@ -53,12 +53,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _paths import checkout_first  # bench/, the script's own folder, is first on sys.path
+
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
-    sys.path.append(str(HERE))
-
-from _paths import checkout_first  # noqa: E402
-
 VARIANTS = ("sandbox", "stock", "inductor")
 BASELINE = "inductor"
 MODEL_PREFIX = "model:"  # as _coverage_models.PREFIX, which imports torch: the report needs neither

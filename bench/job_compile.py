@@ -57,12 +57,9 @@ import threading
 import time
 from typing import Any
 
+from _paths import checkout_first  # bench/, the script's own folder, is first on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
-    sys.path.append(HERE)
-
-from _paths import checkout_first  # noqa: E402
-
 VARIANTS = ("eager", "inductor", "sandbox", "sandbox_off")
 SANDBOX_CMDS = ("sandbox.isolation.worker", "sandbox.isolation.service")
 PR_SET_CHILD_SUBREAPER = 36

@@ -68,12 +68,9 @@ import tempfile
 import time
 from typing import Any
 
+from _paths import checkout_first  # bench/, the script's own folder, is first on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
-    sys.path.append(HERE)
-
-from _paths import checkout_first  # noqa: E402
-
 VARIANTS = ("inductor", "stock_async", "sandbox", "sandbox_2w", "sandbox_async", "sandbox_async_2w")
 EXTRA = ("sandbox_prep", "sandbox_gpujob", "sandbox_async_gpujob")  # run only when named
 BASELINE = "inductor"

@@ -57,13 +57,10 @@ import tempfile
 import time
 from typing import Any
 
+from _paths import checkout_first  # bench/, the script's own folder, is first on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-if HERE not in sys.path:  # loaded by file (the tests): after the rest, so bench/coverage.py shadows nothing
-    sys.path.append(HERE)
-
-from _paths import checkout_first  # noqa: E402
-
 MARK = "@@TRACING-BENCH@@"
 RATIO_TARGET = 1.03
 REPORT_MS_TARGET = 1.0

@@ -49,6 +49,7 @@ __all__ = [
     "free_port",
     "fresh_cache_dir",
     "kill_quietly",
+    "load_bench",
     "made_once",
     "missing",
     "parse_result",
@@ -75,6 +76,24 @@ _SCRUB = (
     "TORCH_LOGS",
     "TRITON_CACHE_DIR",
 )
+
+
+def load_bench(name: str) -> Any:
+    """A bench script as a module. Run as a script, its own folder comes first on ``sys.path``,
+    where it finds its helpers (``_paths``); here that folder is there only while it loads, so
+    ``bench/coverage.py`` never stands in for an installed ``coverage`` afterwards."""
+    import importlib.util
+
+    bench_dir = str(ROOT / "bench")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, bench_dir)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(bench_dir)
+    return module
 
 
 def missing(what: str) -> None:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from support import ROOT
+from support import ROOT, load_bench
 
 BENCH = str(ROOT / "bench" / "compile_overhead.py")
 
@@ -161,11 +161,7 @@ def test_time_to_first_step_steps_every_async_variant_until_its_swap(tmp_path) -
     """A variant whose processes run in async mode is stepped until its graphs swapped in (``ASYNC``),
     whatever else its name says; a run that stopped at 300 steps before the backward's swap once
     left a variant's compiled speed unmeasured."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import time_to_first_step as ttfs
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    ttfs = load_bench("time_to_first_step")
     for variant in ttfs.VARIANTS + ttfs.EXTRA:
         async_mode = ttfs.child_env(variant, str(tmp_path)).get("SANDBOX_ASYNC") == "1" or variant == "stock_async"
         assert async_mode == (variant in ttfs.ASYNC), variant
@@ -232,12 +228,7 @@ def test_coverage_time_ratio_leaves_out_an_entry_stopped_in_one_variant_only(tmp
 def test_coverage_children_import_this_checkouts_sandbox(tmp_path, monkeypatch) -> None:
     """A child starts in bench/: on a host where the project is not installed, only PYTHONPATH
     finds ``sandbox``, so the repository comes first there, and the caller's entries stay after it."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("coverage_bench", COVERAGE_BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("coverage")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/tmp/shim", str(ROOT)]))
     for variant in ("sandbox", "stock", "inductor"):
         assert bench.child_env(variant, tmp_path)["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/tmp/shim"]

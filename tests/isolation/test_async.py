@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import HELPERS, ROOT, SCRIPT_TIMEOUT_S, run_script, script_env
+from support import HELPERS, SCRIPT_TIMEOUT_S, load_bench, run_script, script_env
 
 TRAINING = ["mlp", "convnet", "transformer", "graph_breaks", "dynamic", "inplace"]
 
@@ -252,12 +252,7 @@ def test_bench_takes_compiled_speed_from_the_swap() -> None:
     last swap its reports record, never a guess from step times; the compiled step time is
     that of the steps after it; with a graph still as is at the end, or a failed compile, it
     is not reached."""
-    import importlib.util  # the bench is a script, not a module of the package
-
-    path = ROOT / "bench" / "time_to_first_step.py"
-    spec = importlib.util.spec_from_file_location("time_to_first_step", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    bench = load_bench("time_to_first_step")  # a script, not a module of the package
     steps = [5.0] + [0.05] * 40 + [0.01] * 259
     ends, t = [], 0.0
     for s in steps:
