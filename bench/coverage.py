@@ -100,7 +100,7 @@ def _check_device(args: argparse.Namespace) -> None:
 
 
 def select(args: argparse.Namespace) -> list[str]:
-    sys.path.append(str(HERE))
+    sys.path.insert(0, str(HERE))
     # This process only lists the entries: a worker started by its import of torch would warm up
     # beside the first slice and slow it (the children's environments set their own).
     os.environ["SANDBOX_PRESTART"] = "off"
